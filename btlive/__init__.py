@@ -1,0 +1,36 @@
+"""btlive: run one backtrader Strategy in backtest, paper and live.
+
+The public names are imported lazily so that ``import btlive`` stays cheap and
+a missing optional piece (say, a broker you never use) cannot break the rest.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "IBStore": "btlive.stores.ib",
+    "IBData": "btlive.feeds.ib",
+    "IBBroker": "btlive.brokers.ib",
+    "ThetaStore": "btlive.stores.theta",
+    "ThetaData": "btlive.feeds.theta",
+    "ArcticData": "btlive.feeds.arctic",
+    "ArcticRecorder": "btlive.storage.recorder",
+}
+_SUBPACKAGES = ("analyzers", "observers", "risk", "alerts", "audit", "storage", "sim")
+
+__all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    elif name in _SUBPACKAGES:
+        value = importlib.import_module(f"btlive.{name}")
+    else:
+        raise AttributeError(f"module 'btlive' has no attribute {name!r}")
+    globals()[name] = value
+    return value

@@ -1,0 +1,3 @@
+from btlive.cli import main
+
+raise SystemExit(main())

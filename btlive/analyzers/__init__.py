@@ -1,0 +1,17 @@
+"""backtrader analyzers: ``CVaR`` (live expected shortfall with alerts) and ``ExecutionAudit``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {"CVaR": "btlive.analyzers.cvar", "ExecutionAudit": "btlive.analyzers.audit"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'btlive.analyzers' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

@@ -1,0 +1,1 @@
+"""Data feeds: IBData, ThetaData, ArcticData."""

@@ -1,0 +1,1 @@
+"""Simulators that the real client libraries connect to: ``sim.tws`` and ``sim.theta``."""

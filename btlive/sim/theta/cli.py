@@ -1,0 +1,6 @@
+"""Command-line entry: placeholder until its owner fills it in."""
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser("theta", help="serve the Theta Terminal simulator")
+    parser.set_defaults(func=lambda args: print("not implemented yet") or 1)

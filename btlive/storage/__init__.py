@@ -1,0 +1,1 @@
+"""ArcticDB storage: the recorder, symbol naming, maintenance helpers."""

@@ -1,0 +1,1 @@
+"""Stores: IBStore (ib_async) and ThetaStore (Theta Terminal REST/WebSocket, thetadata gRPC)."""
