@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
             ["btlive.sim.tws.cli", "btlive.sim.theta.cli"]),
     "record": ("record live streams into ArcticDB", ["btlive.stores.theta_cli"]),
     "audit": ("SQL execution audit: verify the hash chain, print reports", ["btlive.audit.cli"]),
+    "alerts": ("CVaR alerts: send a test alert, list or flush pending deliveries", ["btlive.alerts.cli"]),
 }
 
 

@@ -1,0 +1,8 @@
+"""SQL execution audit: append-only, hash-chained tables of orders, status changes, executions
+and commissions, in SQLite or PostgreSQL.
+
+Modules: ``schema`` (tables), ``triggers`` (append-only enforcement), ``chain`` (hashing),
+``events`` (what producers enqueue), ``writer`` (the single writer thread), ``ib_capture``
+(ib_async messages -> events), ``reports`` (reconciliation), ``verify``, ``cli``.
+The backtrader entry point is ``btlive.analyzers.ExecutionAudit``.
+"""

@@ -1,6 +1,290 @@
-"""Command-line entry: placeholder until its owner fills it in."""
+"""``btlive arctic ...``: import CSV bars, list symbols, snapshot, compact, finalize."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import time
+
+from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI
+
+OHLCV = ("open", "high", "low", "close", "volume")
+DATE_NAMES = ("datetime", "date", "timestamp", "time", "ts")
+
+
+class CsvError(ValueError):
+    """A CSV problem, with file, line and column in the message."""
 
 
 def register(subparsers) -> None:
-    parser = subparsers.add_parser("import", help="import a CSV of OHLCV bars into ArcticDB")
-    parser.set_defaults(func=lambda args: print("not implemented yet") or 1)
+    def common(p):
+        p.add_argument("--uri", default=DEFAULT_URI, help=f"ArcticDB URI (default {DEFAULT_URI})")
+        p.add_argument("--library", default=DEFAULT_LIBRARY,
+                       help=f"library name (default {DEFAULT_LIBRARY})")
+
+    p = subparsers.add_parser("import", help="import a CSV of OHLCV bars into ArcticDB",
+                              description="Import an OHLCV CSV (one header line; a date/datetime "
+                              "column plus open, high, low, close, volume[, openinterest]) into "
+                              "a symbol. The import is staged and becomes visible at once at "
+                              "the end, or not at all.")
+    p.add_argument("csv", help="CSV file")
+    p.add_argument("--symbol", required=True, help="target symbol, e.g. bars/1d/AAPL")
+    common(p)
+    p.add_argument("--tz", default="UTC",
+                   help="time zone of timestamps without an offset (default UTC)")
+    p.add_argument("--date-column", help="name of the timestamp column (default: guessed)")
+    p.add_argument("--time-column", help="separate time-of-day column joined to the date")
+    p.add_argument("--chunk-rows", type=int, default=200_000, help="rows read per chunk")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--replace", action="store_true", help="replace an existing symbol")
+    mode.add_argument("--append", action="store_true", help="append to an existing symbol")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_import)
+
+    p = subparsers.add_parser("ls", help="list symbols with row counts and date ranges")
+    common(p)
+    p.add_argument("prefix", nargs="?", default="", help="only symbols starting with this")
+    p.set_defaults(func=cmd_ls)
+
+    p = subparsers.add_parser("snapshot", help="snapshot every symbol as YYYYMMDD (end of day)")
+    common(p)
+    p.add_argument("--name", help="snapshot name (default today's date in UTC, YYYYMMDD)")
+    p.add_argument("--replace", action="store_true", help="overwrite a snapshot of that name")
+    p.set_defaults(func=cmd_snapshot)
+
+    p = subparsers.add_parser("compact", help="compact fragmented symbols (nightly)")
+    common(p)
+    p.add_argument("--symbol", action="append", help="only this symbol (repeatable)")
+    p.add_argument("--rows-per-segment", type=int, help="target rows per segment")
+    p.set_defaults(func=cmd_compact)
+
+    p = subparsers.add_parser("finalize", help="finalize data a crashed recorder left staged")
+    common(p)
+    p.add_argument("--prefix", help="only symbols starting with this")
+    p.set_defaults(func=cmd_finalize)
+
+
+def _fail(message: str) -> int:
+    print(f"btlive arctic: error: {message}", file=sys.stderr)
+    return 1
+
+
+class _Progress:
+    """A one-line progress bar on stderr, redrawn at most 10 times a second."""
+
+    def __init__(self, total: int, enabled: bool):
+        self.total, self.enabled, self._last = max(total, 1), enabled, 0.0
+
+    def update(self, done: int, rows: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not self.enabled or (not final and now - self._last < 0.1):
+            return
+        self._last = now
+        frac = min(done / self.total, 1.0)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {rows:,} rows")
+        if final:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _find_columns(header: list[str], args, path: str) -> tuple[list[str], dict[str, str]]:
+    lower = {h.strip().lower(): h for h in header}
+    if args.date_column:
+        if args.date_column not in header:
+            raise CsvError(f"{path}:1: no column {args.date_column!r} (columns: {header})")
+        date_cols = [args.date_column]
+    else:
+        found = [lower[n] for n in DATE_NAMES if n in lower]
+        date_cols = [found[0] if found else header[0]]
+    if args.time_column:
+        if args.time_column not in header:
+            raise CsvError(f"{path}:1: no column {args.time_column!r} (columns: {header})")
+        date_cols.append(args.time_column)
+    mapping = {}
+    for name in (*OHLCV, "openinterest"):
+        alias = {"openinterest": ("openinterest", "open_interest", "oi"),
+                 "volume": ("volume", "vol")}.get(name, (name,))
+        col = next((lower[a] for a in alias if a in lower), None)
+        if col is None and name != "openinterest":
+            raise CsvError(f"{path}:1: missing column {name!r} (columns: {header})")
+        if col is not None:
+            mapping[name] = col
+    return date_cols, mapping
+
+
+def read_csv_frames(path: str, args, progress: _Progress | None = None):
+    """Yield UTC-indexed float64 OHLCV frames from ``path`` in chunks, checking every value."""
+    import numpy as np
+    import pandas as pd
+
+    with open(path, newline="") as fh:
+        header_line = fh.readline()
+        if not header_line.strip():
+            raise CsvError(f"{path}:1: empty file or missing header")
+        header = next(csv.reader([header_line]))
+        date_cols, mapping = _find_columns(header, args, path)
+        fh.seek(0)
+        reader = pd.read_csv(fh, chunksize=args.chunk_rows, dtype=str, keep_default_na=False,
+                             skipinitialspace=True)
+        line0, last_ns, rows = 2, None, 0
+        for chunk in reader:
+            raw_dt = chunk[date_cols[0]].str.strip()
+            if len(date_cols) == 2:
+                raw_dt = raw_dt + " " + chunk[date_cols[1]].str.strip()
+            stamps = pd.to_datetime(raw_dt, errors="coerce", format="mixed")
+            bad = stamps.isna().to_numpy()
+            if bad.any():
+                i = int(bad.argmax())
+                raise CsvError(f"{path}:{line0 + i}: column {date_cols[0]!r}: "
+                               f"{raw_dt.iloc[i]!r} is not a date/time")
+            index = pd.DatetimeIndex(stamps)
+            if index.tz is None:
+                try:
+                    index = index.tz_localize(args.tz)
+                except Exception as exc:  # noqa: BLE001 - bad tz name or DST gap
+                    raise CsvError(f"{path}: cannot localize timestamps to {args.tz!r}: "
+                                   f"{exc}") from None
+            index = index.tz_convert("UTC")
+            ns = index.asi8
+            if len(ns) > 1 and (np.diff(ns) < 0).any():
+                i = int((np.diff(ns) < 0).argmax()) + 1
+                raise CsvError(f"{path}:{line0 + i}: column {date_cols[0]!r}: timestamps are "
+                               f"not sorted ({raw_dt.iloc[i]!r} is before the previous row)")
+            if last_ns is not None and len(ns) and ns[0] < last_ns:
+                raise CsvError(f"{path}:{line0}: column {date_cols[0]!r}: timestamps are not "
+                               f"sorted ({raw_dt.iloc[0]!r} is before the previous row)")
+            data = {}
+            for name, col in mapping.items():
+                raw = chunk[col].str.strip()
+                values = pd.to_numeric(raw, errors="coerce")
+                bad = values.isna().to_numpy() & (raw != "").to_numpy() & \
+                    ~raw.str.lower().isin(["nan", "na", "null"]).to_numpy()
+                if bad.any():
+                    i = int(bad.argmax())
+                    raise CsvError(f"{path}:{line0 + i}: column {col!r}: {raw.iloc[i]!r} "
+                                   "is not a number")
+                data[name] = values.to_numpy(dtype=np.float64)
+            frame = pd.DataFrame(data, index=index)
+            frame.index.name = None
+            line0 += len(chunk)
+            rows += len(chunk)
+            if len(ns):
+                last_ns = ns[-1]
+            if progress is not None:
+                progress.update(fh.tell(), rows)
+            yield frame
+
+
+def cmd_import(args) -> int:
+    import arcticdb
+
+    from btlive.storage.arctic import get_library, redact_uri
+
+    path = args.csv
+    if not os.path.isfile(path):
+        return _fail(f"{path}: no such file")
+    if args.chunk_rows < 1:
+        return _fail(f"--chunk-rows {args.chunk_rows}: must be >= 1")
+    lib = get_library(args.uri, args.library)
+    exists = lib.has_symbol(args.symbol)
+    if exists and not (args.replace or args.append):
+        return _fail(f"symbol {args.symbol!r} already exists in {redact_uri(args.uri)} "
+                     f"library {args.library!r}; use --replace or --append")
+    if args.symbol in lib.get_staged_symbols():
+        return _fail(f"symbol {args.symbol!r} has staged data from an unfinished write; "
+                     "run `btlive arctic finalize` or remove it first")
+    progress = _Progress(os.path.getsize(path), enabled=not args.quiet)
+    rows, tokens = 0, []
+    try:
+        for frame in read_csv_frames(path, args, progress):
+            if len(frame):
+                tokens.append(lib.stage(args.symbol, frame))
+                rows += len(frame)
+        progress.update(progress.total, rows, final=True)
+        if not rows:
+            raise CsvError(f"{path}: no data rows")
+        mode = "append" if (exists and args.append) else "write"
+        lib.finalize_staged_data(args.symbol, mode, stage_results=tokens)
+    except (CsvError, arcticdb.exceptions.ArcticException) as exc:
+        if tokens:
+            lib.delete_staged_data(tokens)
+        if progress.enabled:
+            sys.stderr.write("\n")
+        return _fail(str(exc) if isinstance(exc, CsvError)
+                     else f"symbol {args.symbol!r}: {exc}")
+    desc = lib.get_description(args.symbol)
+    print(f"imported {rows:,} rows into {args.symbol} ({desc.row_count:,} rows, "
+          f"{desc.date_range[0]} .. {desc.date_range[1]} UTC)")
+    return 0
+
+
+def cmd_ls(args) -> int:
+    from btlive.storage.arctic import ArcticError, get_library
+
+    try:
+        lib = get_library(args.uri, args.library, create=False)
+    except ArcticError as exc:
+        return _fail(str(exc))
+    staged = set(lib.get_staged_symbols())
+    symbols = sorted(s for s in lib.list_symbols() if s.startswith(args.prefix))
+    rows = [("SYMBOL", "ROWS", "START (UTC)", "END (UTC)", "COLUMNS")]
+    for symbol in symbols:
+        desc = lib.get_description(symbol)
+        start, end = desc.date_range
+        rows.append((symbol + (" *" if symbol in staged else ""), f"{desc.row_count:,}",
+                     str(start) if start is not None else "-",
+                     str(end) if end is not None else "-",
+                     ",".join(c.name for c in desc.columns)))
+    for symbol in sorted(staged - set(symbols)):
+        if symbol.startswith(args.prefix):
+            rows.append((symbol + " *", "0", "-", "-", "(staged only)"))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for r in rows:
+        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    if staged:
+        print("* has staged (not yet finalized) data: `btlive arctic finalize`")
+    return 0
+
+
+def cmd_snapshot(args) -> int:
+    from btlive.storage.arctic import ArcticError
+    from btlive.storage.maintenance import snapshot
+
+    try:
+        name = snapshot(args.uri, args.library, name=args.name, replace=args.replace)
+    except ArcticError as exc:
+        return _fail(str(exc))
+    print(f"snapshot {name} created")
+    return 0
+
+
+def cmd_compact(args) -> int:
+    from btlive.storage.arctic import ArcticError
+    from btlive.storage.maintenance import compact
+
+    try:
+        report = compact(args.uri, args.library, symbols=args.symbol,
+                         rows_per_segment=args.rows_per_segment)
+    except ArcticError as exc:
+        return _fail(str(exc))
+    print(f"compacted {len(report.done)} symbols")
+    for symbol, err in report.errors.items():
+        print(f"error: {symbol}: {err}", file=sys.stderr)
+    return 1 if report.errors else 0
+
+
+def cmd_finalize(args) -> int:
+    from btlive.storage.arctic import ArcticError
+    from btlive.storage.maintenance import finalize_staged
+
+    try:
+        report = finalize_staged(args.uri, args.library, prefix=args.prefix)
+    except ArcticError as exc:
+        return _fail(str(exc))
+    print(f"finalized {len(report.done)} symbols")
+    for symbol, err in report.errors.items():
+        print(f"error: {symbol}: {err}", file=sys.stderr)
+    return 1 if report.errors else 0
+

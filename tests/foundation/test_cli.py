@@ -11,7 +11,7 @@ from btlive.config import Secret, load_config, secret
 
 def test_python_m_btlive_help_lists_every_group():
     out = subprocess.run([sys.executable, "-m", "btlive", "--help"], capture_output=True, text=True, check=True)
-    for group in ("arctic", "sim", "record", "audit"):
+    for group in ("arctic", "sim", "record", "audit", "alerts"):
         assert group in out.stdout
 
 

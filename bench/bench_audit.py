@@ -1,0 +1,212 @@
+"""Audit writer throughput and the cost on the strategy's thread.
+
+Ours: ``AuditWriter.submit`` of ExecutionEvents (each a unique execId, the heaviest row),
+committed by the writer thread in hash-chained batches. Anchor: the seeds' recipe, one
+parameterized INSERT and a commit per execDetails callback, on the caller's thread
+(sqlite3 with its defaults; psycopg for PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import tempfile
+import time
+import uuid
+
+from common import result
+
+PG_URL = os.environ.get("BTLIVE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+ANCHOR = "seeds: INSERT+commit per callback"
+
+ANCHOR_DDL = """CREATE TABLE IF NOT EXISTS trades (
+    exec_id TEXT, time TEXT, acct TEXT, exchange TEXT, side TEXT, shares REAL, price REAL,
+    perm_id INTEGER, client_id INTEGER, order_id INTEGER, liquidation INTEGER, cum_qty REAL,
+    avg_price REAL, order_ref TEXT, last_liquidity INTEGER)"""
+ANCHOR_INSERT = "INSERT INTO trades VALUES ({})".format(", ".join(["{p}"] * 15))
+
+
+def _anchor_row(i: int) -> tuple:
+    return (f"0000e0d5.{i:08x}.01.01", "2024-03-01 14:30:00", "DU123", "ISLAND", "BOT", 100.0,
+            185.25 + i % 100 / 100, 9000 + i, 7, 42 + i, 0, 100.0, 185.25, "bt-1", 2)
+
+
+def _events(run: str):
+    from btlive.audit.events import ExecutionEvent
+
+    t0 = time.time_ns()
+
+    def make(i):
+        return ExecutionEvent(exec_id=f"{run}.{i:08x}.01.01", side="BUY", shares=100.0,
+                              price=185.25 + i % 100 / 100, exec_ns=t0 + i, order_key="ib:7:42",
+                              ib_order_id=42 + i, client_id=7, perm_id=9000 + i, account="DU123",
+                              symbol="AAPL", exchange="ISLAND", cum_qty=100.0, avg_price=185.25,
+                              last_liquidity=2, order_ref="bt-1")
+    return make
+
+
+def _ours(url: str, n: int) -> tuple[float, float]:
+    """(events per second until committed, microseconds per event on the producer's thread)."""
+    from btlive.audit.writer import AuditWriter
+
+    writer = AuditWriter(url).start()
+    make = _events(uuid.uuid4().hex[:8])
+    writer.submit(make(-1))
+    writer.flush(60)  # schema created, connection open
+    producer = 0.0
+    start = time.perf_counter()
+    for i in range(n):
+        t = time.perf_counter()
+        writer.submit(make(i))
+        producer += time.perf_counter() - t
+    ok = writer.flush(600)
+    elapsed = time.perf_counter() - start
+    assert ok and writer.close(60), writer.stats
+    return n / elapsed, producer / n * 1e6
+
+
+def _anchor(conn, placeholder: str, n: int) -> tuple[float, float]:
+    """The seeds' recipe on a DB-API connection (closed afterwards): INSERT + commit per row."""
+    try:
+        conn.execute(ANCHOR_DDL)
+        conn.commit()
+        sql = ANCHOR_INSERT.format(p=placeholder)
+        start = time.perf_counter()
+        for i in range(n):
+            conn.execute(sql, _anchor_row(i))
+            conn.commit()
+        elapsed = time.perf_counter() - start
+    finally:
+        conn.close()
+    return n / elapsed, elapsed / n * 1e6
+
+
+def _anchor_sqlite(path: str, n: int) -> tuple[float, float]:
+    return _anchor(sqlite3.connect(path), "?", n)
+
+
+def _pg_schema():
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'create schema "{schema}"')
+    sep = "&" if "?" in PG_URL else "?"
+    return engine, schema, f"{PG_URL}{sep}options=-csearch_path%3D{schema}"
+
+
+def _anchor_pg(schema: str, n: int) -> tuple[float, float]:
+    import psycopg
+    import sqlalchemy as sa
+
+    u = sa.make_url(PG_URL)
+    conn = psycopg.connect(host=u.host, port=u.port or 5432, user=u.username, dbname=u.database,
+                           password=u.password, options=f"-csearch_path={schema}")
+    return _anchor(conn, "%s", n)
+
+
+def _analyzer_cost(tmp: str, bars: int) -> tuple[float, float, int, float, float]:
+    """Time on cerebro's thread in notify_order, ExecutionAudit vs the seeds' recipe:
+    (ours us/call, anchor us/call, calls, ours us/event, anchor us/event)."""
+    import backtrader as bt
+    import numpy as np
+    import pandas as pd
+
+    from btlive.analyzers.audit import ExecutionAudit
+
+    class Flip(bt.Strategy):
+        def next(self):
+            self.order_target_size(target=10 if len(self) % 2 else -10)
+
+    def timed(cls):
+        class Timed(cls):
+            spent = 0.0
+            calls = 0
+
+            def notify_order(self, order):
+                t = time.perf_counter()
+                super().notify_order(order)
+                Timed.spent += time.perf_counter() - t
+                Timed.calls += 1
+        return Timed
+
+    class SeedsAudit(bt.Analyzer):
+        params = (("path", None),)
+
+        def start(self):
+            self.conn = sqlite3.connect(self.p.path)
+            self.conn.execute("CREATE TABLE IF NOT EXISTS orders (ref INTEGER, status TEXT, "
+                              "size REAL, price REAL)")
+            self.conn.execute(ANCHOR_DDL)
+            self.n = 0
+
+        def notify_order(self, order):
+            self.conn.execute("INSERT INTO orders VALUES (?, ?, ?, ?)",
+                              (order.ref, order.getstatusname(), order.size, order.created.price))
+            self.conn.commit()
+            for bit in order.executed.iterpending():
+                self.n += 1
+                row = _anchor_row(self.n)[:5] + (abs(bit.size), bit.price) + _anchor_row(self.n)[7:]
+                self.conn.execute(ANCHOR_INSERT.format(p="?"), row)
+                self.conn.commit()
+
+        def stop(self):
+            self.conn.close()
+
+    idx = pd.date_range("2020-01-01", periods=bars, freq="min")
+    close = 100 + np.cumsum(np.random.default_rng(1).normal(0, 0.1, bars))
+    df = pd.DataFrame({"open": close, "high": close + 0.1, "low": close - 0.1, "close": close,
+                       "volume": 1e6}, index=idx)
+    out = []
+    for cls, kw in ((ExecutionAudit, {"db": f"sqlite:///{tmp}/analyzer.db"}),
+                    (SeedsAudit, {"path": f"{tmp}/analyzer_seeds.sqlite"})):
+        timed_cls = timed(cls)
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(bt.feeds.PandasData(dataname=df))
+        cerebro.addstrategy(Flip)
+        cerebro.addanalyzer(timed_cls, **kw)
+        (strat,) = cerebro.run()
+        a = strat.analyzers[0].get_analysis()
+        # events enqueued from notify_order: intents, status changes, executions + commissions
+        events = a.get("orders", 0) + a.get("order_events", 0) + 2 * a.get("executions", 0)
+        out.append((timed_cls.spent * 1e6, timed_cls.calls, events))
+    (ours, calls, events), (anchor, _, _) = out
+    return ours / calls, anchor / calls, calls, ours / events, anchor / events
+
+
+def run(args):
+    quick = getattr(args, "quick", False)
+    n_ours, n_anchor = (5_000, 500) if quick else (100_000, 5_000)
+    with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
+        ours_rate, ours_us = _ours(f"sqlite:///{tmp}/audit.db", n_ours)
+        anchor_rate, anchor_us = _anchor_sqlite(f"{tmp}/seeds.sqlite", n_anchor)
+        notify_us, notify_anchor_us, calls, event_us, event_anchor_us = _analyzer_cost(
+            tmp, 1_000 if quick else 10_000)
+    yield result("audit", "sqlite_events_per_s", ours_rate, ANCHOR, anchor_rate, "events/s",
+                 events=n_ours, anchor_events=n_anchor)
+    yield result("audit", "sqlite_strategy_thread_us_per_event", ours_us, ANCHOR, anchor_us, "us",
+                 higher_is_better=False, goal="< 20 us")
+    yield result("audit", "analyzer_notify_order_us", notify_us, ANCHOR + " in notify_order",
+                 notify_anchor_us, "us", higher_is_better=False, calls=calls)
+    yield result("audit", "analyzer_us_per_event", event_us, ANCHOR + " in notify_order",
+                 event_anchor_us, "us", higher_is_better=False, goal="< 20 us")
+    try:
+        engine, schema, url = _pg_schema()
+    except Exception as exc:  # noqa: BLE001 - no server: report and skip
+        yield {"bench": "audit", "metric": "postgres", "skipped": f"PostgreSQL unreachable: {exc}"}
+        return
+    try:
+        pg_rate, pg_us = _ours(url, n_ours // 2)
+        apg_rate, apg_us = _anchor_pg(schema, n_anchor)
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f'drop schema "{schema}" cascade')
+        engine.dispose()
+    yield result("audit", "postgres_events_per_s", pg_rate, ANCHOR, apg_rate, "events/s",
+                 events=n_ours // 2, anchor_events=n_anchor)
+    yield result("audit", "postgres_strategy_thread_us_per_event", pg_us, ANCHOR, apg_us, "us",
+                 higher_is_better=False)
+
+
+BENCHES = {"audit": run}

@@ -1,0 +1,203 @@
+"""Benchmark ``theta``: the ThetaData stream end to end.
+
+1. ``ws_to_arctic``: messages/s from the simulator's WebSocket (full trade stream in
+   firehose mode, a separate process) through our RFC 6455 decoder, the batched JSON
+   parser and StreamRecorder into ArcticRecorder on LMDB. Every row is read back and
+   counted after the run. Anchors: the seed's requirement (1,000 msg/s peak) and the
+   seed's naive recipe (``json.loads``, a one-row DataFrame and ``lib.update(...,
+   upsert=True)`` per message) measured here on real frames from the same simulator.
+2. ``quote_to_next``: latency from the socket read that delivered a quote to the
+   strategy's ``next()`` (ThetaData, Ticks, live), p50 and p99. Anchor: the seed's
+   10 ms data-ingestion target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from common import percentile, result
+
+SEED_PEAK_MSGS = 1_000.0
+SEED_INGEST_MS = 10.0
+
+
+def add_arguments(parser, name: str) -> None:
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="throughput window in seconds (default 20, quick 3)")
+    parser.add_argument("--naive-count", type=int, default=None,
+                        help="messages written the naive way (default 300, quick 60)")
+    parser.add_argument("--latency-ticks", type=int, default=None,
+                        help="quotes timed into next() (default 1000, quick 150)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def simulator(*extra: str):
+    """``btlive sim theta`` in its own process (so its CPU is not ours); yields URLs."""
+    rp, wp, gp = _free_port(), _free_port(), _free_port()
+    cmd = [sys.executable, "-m", "btlive", "sim", "theta", "--rest-port", str(rp), "--ws-port",
+           str(wp), "--grpc-port", str(gp), *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = proc.stdout.readline()
+        if not line.startswith("ready"):
+            raise RuntimeError(f"simulator did not start: {line!r}")
+        yield f"http://127.0.0.1:{rp}", f"ws://127.0.0.1:{wp}/v1/events"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _cpu() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def measure_throughput(rest_url: str, ws_url: str, seconds: float, tmp: str) -> dict:
+    from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
+    from btlive.storage.recorder import ArcticRecorder
+    from btlive.stores.theta import ThetaStore
+    from btlive.stores.theta_record import StreamRecorder
+
+    uri = f"lmdb://{tmp}/stream"
+    recorder = ArcticRecorder(uri, DEFAULT_LIBRARY, flush_rows=50_000, flush_seconds=1.0)
+    store = ThetaStore(rest_url=rest_url, ws_url=ws_url, heartbeat_timeout=10.0)
+    sink = StreamRecorder(recorder, layout="root")
+    try:
+        store.add_batch_sink(sink, full_trade_stream=True)
+        time.sleep(1.0)  # connect and warm up
+        m0, a0, t0, c0 = sink.messages, recorder.stats["staged_rows"], time.perf_counter(), _cpu()
+        time.sleep(seconds)
+        m1, a1, t1, c1 = sink.messages, recorder.stats["staged_rows"], time.perf_counter(), _cpu()
+        malformed = store.stream.stats["malformed"]
+    finally:
+        store.close()
+        sink.flush()  # the loop is gone: nothing else touches the sink now
+        recorder.close()
+        ThetaStore.close_all()
+    lib = get_library(uri, DEFAULT_LIBRARY)
+    stored = sum(lib.get_description(s).row_count for s in lib.list_symbols())
+    wall = t1 - t0
+    return {"msgs_per_s": (m1 - m0) / wall, "acked_per_s": (a1 - a0) / wall,
+            "cpu_per_wall": (c1 - c0) / wall, "messages": sink.messages, "stored_rows": stored,
+            "malformed": malformed}
+
+
+def capture_frames(ws_url: str, count: int) -> list[str]:
+    """Real frames from the simulator's full trade stream (for the naive recipe)."""
+    from websockets.sync.client import connect
+
+    frames = []
+    with connect(ws_url, max_size=2**22) as ws:
+        ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                            "add": True, "id": 0}))
+        deadline = time.monotonic() + 30
+        while len(frames) < count and time.monotonic() < deadline:
+            msg = ws.recv(timeout=5)
+            if '"QUOTE"' in msg or '"TRADE"' in msg or '"OHLC"' in msg:
+                frames.append(msg)
+    return frames
+
+
+def measure_naive(frames: list[str], tmp: str) -> float:
+    """The seeds' recipe: per message, one DataFrame and one ArcticDB write."""
+    import arcticdb as adb
+    import pandas as pd
+
+    from btlive.stores.theta_parse import parse_ws_message
+
+    lib = adb.Arctic(f"lmdb://{tmp}/naive").get_library("trades", create_if_missing=True)
+    t0 = time.perf_counter()
+    for text in frames:
+        msg = parse_ws_message(json.loads(text))
+        df = pd.DataFrame([msg.data], index=pd.DatetimeIndex([pd.Timestamp(msg.ts_ns, tz="UTC")]))
+        lib.update(f"{msg.kind}/{msg.contract.instrument}", df, upsert=True)
+    return len(frames) / (time.perf_counter() - t0)
+
+
+def measure_latency(rest_url: str, ws_url: str, ticks: int) -> dict:
+    import backtrader as bt
+
+    from btlive.feeds.theta import ThetaData
+    from btlive.stores.theta import ThetaStore
+
+    recv_lat, stamp_lat = [], []
+
+    class Timer(bt.Strategy):
+        def next(self):
+            now = time.time_ns()
+            d = self.data
+            if d.last_recv_ns:
+                recv_lat.append((now - d.last_recv_ns) / 1e6)
+                stamp_lat.append((now - d.last_tick_ns) / 1e6)
+            if len(recv_lat) >= ticks:
+                self.env.runstop()
+
+    store = ThetaStore(rest_url=rest_url, ws_url=ws_url)
+    try:
+        data = ThetaData(dataname="SPY", store=store, timeframe=bt.TimeFrame.Ticks, qcheck=0.05)
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(data)
+        cerebro.addstrategy(Timer)
+        cerebro.run()
+    finally:
+        ThetaStore.close_all()
+    warm = recv_lat[10:] or recv_lat
+    return {"p50": percentile(warm, 50), "p99": percentile(warm, 99),
+            "stamp_p50": percentile(stamp_lat[10:] or stamp_lat, 50),
+            "stamp_p99": percentile(stamp_lat[10:] or stamp_lat, 99), "n": len(warm)}
+
+
+def run(args):
+    quick = getattr(args, "quick", False)
+    seconds = args.seconds or (3.0 if quick else 20.0)
+    naive_n = args.naive_count or (60 if quick else 300)
+    lat_n = args.latency_ticks or (150 if quick else 1000)
+    tmp = tempfile.mkdtemp(prefix="bench_theta_")
+    try:
+        with simulator("--firehose") as (rest_url, ws_url):
+            thr = measure_throughput(rest_url, ws_url, seconds, tmp)
+            frames = capture_frames(ws_url, naive_n)
+        naive = measure_naive(frames, tmp)
+        extra = {"acked_rows_per_s": round(thr["acked_per_s"]),
+                 "cpu_seconds_per_second": round(thr["cpu_per_wall"], 2),
+                 "msgs_per_cpu_second": round(thr["msgs_per_s"] / max(thr["cpu_per_wall"], 1e-9)),
+                 "messages": thr["messages"], "rows_read_back": thr["stored_rows"],
+                 "all_rows_stored": thr["stored_rows"] == thr["messages"],
+                 "window_s": seconds, "layout": "root"}
+        ours = thr["msgs_per_s"]
+        yield result("theta", "ws_to_arctic_msgs_per_s", ours, "seed requirement: 1,000 msg/s peak",
+                     SEED_PEAK_MSGS, "msg/s", **extra)
+        yield result("theta", "ws_to_arctic_vs_naive", ours,
+                     f"seed recipe: DataFrame + lib.update per message ({len(frames)} msgs)",
+                     naive, "msg/s", **extra)
+        with simulator("--quote-ms", "10", "--symbols", "SPY") as (rest_url, ws_url):
+            lat = measure_latency(rest_url, ws_url, lat_n)
+        common = {"samples": lat["n"], "exchange_stamp_to_next_p50_ms": round(lat["stamp_p50"], 3),
+                  "exchange_stamp_to_next_p99_ms": round(lat["stamp_p99"], 3)}
+        yield result("theta", "quote_to_next_p99_ms", lat["p99"], "seed: 10 ms data ingestion",
+                     SEED_INGEST_MS, "ms", higher_is_better=False, **common)
+        yield result("theta", "quote_to_next_p50_ms", lat["p50"], "seed: 10 ms data ingestion",
+                     SEED_INGEST_MS, "ms", higher_is_better=False, **common)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+BENCHES = {"theta": run}

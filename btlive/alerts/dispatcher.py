@@ -1,0 +1,480 @@
+"""The non-blocking alert dispatcher: a bounded intake queue, one worker thread per channel.
+
+``submit(event)`` is what backtrader's thread calls: a ``put_nowait`` and nothing else. The intake
+thread records the alert in the outbox, then hands one delivery per routed channel to that
+channel's worker. A worker sends with the channel's timeout, retries transient failures with
+exponential backoff and jitter, never retries permanent ones, falls back (SMS -> email) when a
+delivery finally fails, and records every attempt. If the intake queue is full the alert is
+written to the outbox directly (logged at ERROR) and picked up from there; ``close()`` flushes
+until a deadline and leaves the rest pending in the outbox, where the next start finds it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from btlive.alerts.channels import (
+    TWILIO_UNSUBSCRIBED,
+    Channel,
+    LogChannel,
+    Message,
+    PermanentError,
+    SendResult,
+    TransientError,
+)
+from btlive.alerts.outbox import DONE, Outbox
+from btlive.alerts.state import AlertEvent
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff ``base * factor**(n-1)`` capped at ``cap`` seconds, scaled by a random factor in
+    ``[1 - jitter, 1]``; at most ``max_attempts`` tries and ``deadline`` seconds per delivery."""
+
+    base: float = 1.0
+    factor: float = 2.0
+    cap: float = 60.0
+    jitter: float = 0.5
+    max_attempts: int = 8
+    deadline: float = 3600.0
+
+    def __post_init__(self) -> None:
+        for name in ("base", "factor", "cap", "deadline"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"retry {name}={getattr(self, name)!r} must be positive")
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ValueError(f"retry jitter={self.jitter!r} must be in [0, 1]")
+        if self.max_attempts < 1:
+            raise ValueError(f"retry max_attempts={self.max_attempts!r} must be >= 1")
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
+        return raw * (1.0 - self.jitter * (rng or random).random())
+
+
+@dataclass(slots=True)
+class Delivery:
+    message: Message
+    channel: str
+    attempts: int = 0
+    delivered: set[str] = field(default_factory=set)
+    failed: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
+
+
+class _Worker:
+    """One channel's thread: a queue of new deliveries plus a heap of scheduled retries."""
+
+    def __init__(self, dispatcher: Dispatcher, channel: Channel) -> None:
+        self.dispatcher = dispatcher
+        self.channel = channel
+        self.inbox: queue.Queue = queue.Queue()
+        self.retries: list[tuple[float, int, Delivery]] = []
+        self._seq = itertools.count()
+        self.thread = threading.Thread(target=self._run, name=f"btlive-alerts-{channel.name}",
+                                       daemon=True)
+
+    def _run(self) -> None:
+        d = self.dispatcher
+        while True:
+            now = time.monotonic()
+            while self.retries and self.retries[0][0] <= now and not d._stopping.is_set():
+                _, _, delivery = heapq.heappop(self.retries)
+                self._attempt(delivery)
+                now = time.monotonic()
+            if d._stopping.is_set():
+                return
+            timeout = 0.1
+            if self.retries:
+                timeout = min(timeout, max(0.0, self.retries[0][0] - now))
+            try:
+                item = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            if item is _STOP:
+                return
+            self._attempt(item)
+
+    def _attempt(self, delivery: Delivery) -> None:
+        d = self.dispatcher
+        policy = d.retry
+        channel = self.channel
+        todo = [r for r in channel.recipients
+                if r not in delivery.delivered and r not in delivery.failed]
+        result = SendResult()
+        error = None
+        for rcpt in [r for r in todo if r in channel.disabled]:
+            result.permanent[rcpt] = channel.disabled_reason(rcpt)
+        todo = [r for r in todo if r not in result.permanent]
+        if todo:
+            try:
+                result = _merge(result, channel.send(delivery.message, todo))
+            except TransientError as exc:
+                error = str(exc)
+                result.transient.update({r: error for r in todo})
+            except PermanentError as exc:
+                error = str(exc)
+                result.permanent.update({r: error for r in todo})
+            except Exception as exc:  # noqa: BLE001 - an unknown failure is retried, not fatal
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                log.exception("alert channel %s raised unexpectedly", channel.name)
+                result.transient.update({r: error for r in todo})
+        delivery.attempts += 1
+        delivery.delivered.update(result.delivered)
+        delivery.failed.update(result.permanent)
+        elapsed = time.monotonic() - delivery.started
+        wait = policy.delay(delivery.attempts, d._rng)
+        if result.transient and delivery.attempts < policy.max_attempts \
+                and elapsed + wait <= policy.deadline:
+            outcome, final = "retry", False
+        elif result.transient:
+            outcome, final = "exhausted", True
+            delivery.failed.update(result.transient)
+        elif delivery.failed:
+            outcome, final = ("partial" if delivery.delivered else "failed"), True
+        else:
+            outcome, final = "sent", True
+        if error is None and (result.transient or result.permanent):
+            error = "; ".join(f"{r}: {why}" for r, why in
+                              {**result.transient, **result.permanent}.items())[:1000]
+        failed_now = dict(result.permanent)
+        if outcome == "exhausted":
+            failed_now.update(result.transient)
+        d._record_attempt(delivery.message.alert_id, channel.name, delivery.attempts, outcome,
+                          final, result.delivered, failed_now, error)
+        if not final:
+            log.warning("alert %s via %s: attempt %d failed (%s); retrying in %.2fs",
+                        delivery.message.alert_id, channel.name, delivery.attempts, error, wait)
+            heapq.heappush(self.retries, (time.monotonic() + wait, next(self._seq), delivery))
+            return
+        if outcome != "sent":
+            log.error("alert %s via %s: %s after %d attempt(s): %s", delivery.message.alert_id,
+                      channel.name, outcome, delivery.attempts, error)
+        d._finish(delivery, fallback=bool(delivery.failed))
+
+    def pending(self) -> int:
+        return self.inbox.qsize() + len(self.retries)
+
+
+def _merge(first: SendResult, second: SendResult) -> SendResult:
+    first.delivered += second.delivered
+    first.transient.update(second.transient)
+    first.permanent.update(second.permanent)
+    first.detail = second.detail
+    return first
+
+
+class Dispatcher:
+    """Sends alert events through channels without ever blocking the caller.
+
+    ``channels``: the channels (a :class:`LogChannel` named ``log`` is always added);
+    ``routes``: level -> channel names (default: every channel for every level);
+    ``fallback``: channel -> channel used when a delivery finally fails (default sms -> email);
+    ``outbox``: an :class:`Outbox` (default: a SQLite file, see :mod:`btlive.alerts.outbox`);
+    ``namespace``: the default first part of alert keys for analyzers using this dispatcher.
+    """
+
+    def __init__(self, channels: Sequence[Channel] = (), *, outbox: Outbox | None = None,
+                 routes: Mapping[str, Iterable[str]] | None = None,
+                 fallback: Mapping[str, str] | None = None, retry: RetryPolicy | None = None,
+                 queue_size: int = 1000, shutdown_timeout: float = 10.0,
+                 namespace: str | None = None, autostart: bool = True,
+                 seed: int | None = None) -> None:
+        names = [ch.name for ch in channels]
+        if len(set(names)) != len(names):
+            raise ValueError(f"channel names must be unique, got {names!r}")
+        self.channels: dict[str, Channel] = {ch.name: ch for ch in channels}
+        if "log" not in self.channels:
+            self.channels["log"] = LogChannel()
+        self.routes = {level: list(chs) for level, chs in (routes or {}).items()}
+        for level, chs in self.routes.items():
+            unknown = [c for c in chs if c not in self.channels]
+            if unknown:
+                raise ValueError(f"routes[{level!r}] names unknown channel(s) {unknown!r}; "
+                                 f"known: {sorted(self.channels)}")
+        self.fallback = dict({"sms": "email"} if fallback is None else fallback)
+        self.retry = retry or RetryPolicy()
+        if queue_size < 1:
+            raise ValueError(f"queue_size={queue_size!r} must be >= 1")
+        self.shutdown_timeout = shutdown_timeout
+        self.namespace = namespace
+        self._owns_outbox = outbox is None
+        self.outbox = outbox if outbox is not None else Outbox()
+        self._intake: queue.Queue = queue.Queue(maxsize=queue_size)
+        self._rng = random.Random(seed)
+        self._lock = threading.Condition()
+        self._open: dict[str, set[str]] = {}  # alert_id -> channels still delivering
+        self._closing: set[str] = set()  # alerts whose done marker is being written
+        self._finished: set[tuple[str, str]] = set()  # (alert_id, channel) final in this process
+        self._stopping = threading.Event()
+        self._sweep = threading.Event()
+        self._sweeping = False
+        self._closed = False
+        self._started = False
+        self.stats = {"submitted": 0, "overflow": 0, "sent": 0, "failed": 0}
+        self._workers = {name: _Worker(self, ch) for name, ch in self.channels.items()}
+        self._intake_thread = threading.Thread(target=self._intake_loop,
+                                               name="btlive-alerts-intake", daemon=True)
+        if autostart:
+            self.start()
+
+    # -- caller side (backtrader's thread) -----------------------------------------------------
+
+    def submit(self, event: AlertEvent) -> bool:
+        """Queue ``event`` for sending; never blocks, never raises. False if it overflowed."""
+        self.stats["submitted"] += 1
+        if not self._closed:
+            try:
+                self._intake.put_nowait(event)
+                return True
+            except queue.Full:
+                pass
+        self.stats["overflow"] += 1
+        try:
+            message = self._message(event)
+            self.outbox.record_alert(message, _event_fields(event), self._route(event.level))
+            log.error("alert queue %s: alert %s (%s) written to the outbox as pending",
+                      "closed" if self._closed else "full", message.alert_id, event.dedup_key)
+            self._sweep.set()
+        except Exception:  # noqa: BLE001 - never raise into cerebro
+            log.exception("alert %s LOST: queue full and outbox write failed", event.dedup_key)
+        return False
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        for name, channel in self.channels.items():
+            try:
+                for rcpt in self.outbox.disabled_recipients(name, str(TWILIO_UNSUBSCRIBED)):
+                    channel.disable(rcpt, "21610 unsubscribed (STOP), from the outbox")
+            except Exception:  # noqa: BLE001 - a broken outbox must not stop alerting
+                log.exception("could not read disabled recipients from the outbox")
+        for worker in self._workers.values():
+            worker.thread.start()
+        self._sweep.set()
+        self._intake_thread.start()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued alert is final (sent or failed); True if that happened."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while (self._intake.unfinished_tasks or self._open or self._closing
+                   or self._sweep.is_set() or self._sweeping):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(min(remaining, 0.05))
+        return True
+
+    def close(self, timeout: float | None = None) -> int:
+        """Flush until ``timeout`` (default ``shutdown_timeout``), then stop; returns how many
+        deliveries were left pending in the outbox for the next start."""
+        if self._closed:
+            return self.pending_count()
+        timeout = self.shutdown_timeout if timeout is None else timeout
+        deadline = time.monotonic() + timeout
+        self._closed = True
+        if self._started:
+            self.flush(max(0.0, deadline - time.monotonic()))
+            self._stopping.set()
+            self._intake_put_stop()
+            for worker in self._workers.values():
+                worker.inbox.put(_STOP)
+            threads = [self._intake_thread] + [w.thread for w in self._workers.values()]
+            for thread in threads:
+                thread.join(max(0.05, deadline - time.monotonic()))
+            stuck = [t.name for t in threads if t.is_alive()]
+            if stuck:
+                log.error("alert threads still busy at shutdown (a send in progress): %s", stuck)
+        self._persist_unaccepted()
+        left = self.pending_count()
+        if left:
+            log.error("%d alert deliveries left pending in the outbox %s; the next start sends them",
+                      left, self.outbox.url)
+        for channel in self.channels.values():
+            try:
+                channel.close()
+            except Exception:  # noqa: BLE001
+                log.exception("closing alert channel %s", channel.name)
+        if self._owns_outbox and not any(t.is_alive() for t in self._all_threads()):
+            self.outbox.close()
+        return left
+
+    def _persist_unaccepted(self) -> None:
+        """Write events still in the intake queue (never started, or a stuck intake) as pending."""
+        while True:
+            try:
+                event = self._intake.get_nowait()
+            except queue.Empty:
+                return
+            if event is _STOP:
+                continue
+            try:
+                message = self._message(event)
+                self.outbox.record_alert(message, _event_fields(event), self._route(event.level))
+                log.error("alert %s (%s) left pending in the outbox at shutdown",
+                          message.alert_id, event.dedup_key)
+            except Exception:  # noqa: BLE001
+                log.exception("alert %s LOST at shutdown: outbox write failed", event.dedup_key)
+
+    def pending_count(self) -> int:
+        with self._lock:
+            return sum(len(chs) for chs in self._open.values()) + self._intake.qsize()
+
+    def __enter__(self) -> Dispatcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _all_threads(self) -> list[threading.Thread]:
+        return [self._intake_thread] + [w.thread for w in self._workers.values()]
+
+    def _intake_put_stop(self) -> None:
+        try:
+            self._intake.put(_STOP, timeout=0.5)
+        except queue.Full:
+            pass
+
+    # -- intake thread ---------------------------------------------------------------------------
+
+    def _route(self, level: str) -> list[str]:
+        chosen = self.routes.get(level)
+        names = list(self.channels) if chosen is None else list(chosen)
+        if "log" not in names:
+            names.append("log")
+        return names
+
+    @staticmethod
+    def _message(event: AlertEvent) -> Message:
+        return Message(alert_id=uuid.uuid4().hex, dedup_key=event.dedup_key, level=event.level,
+                       kind=str(event.kind), subject=event.subject, text=event.text,
+                       short=event.short)
+
+    def _intake_loop(self) -> None:
+        while True:
+            if self._sweep.is_set():
+                self._do_sweep()
+            try:
+                event = self._intake.get(timeout=0.1)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                continue
+            try:
+                if event is _STOP:
+                    return
+                self._accept(event)
+            except Exception:  # noqa: BLE001 - keep the intake alive
+                log.exception("alert intake failed for %r", getattr(event, "dedup_key", event))
+            finally:
+                self._intake.task_done()
+                with self._lock:
+                    self._lock.notify_all()
+
+    def _accept(self, event: AlertEvent) -> None:
+        message = self._message(event)
+        channels = self._route(event.level)
+        try:
+            self.outbox.record_alert(message, _event_fields(event), channels)
+        except Exception:  # noqa: BLE001 - still send; the row is what we could not write
+            log.exception("outbox write failed for alert %s; sending anyway", message.alert_id)
+        with self._lock:
+            self._open[message.alert_id] = set(channels)
+        for name in channels:
+            self._workers[name].inbox.put(Delivery(message, name))
+
+    def _do_sweep(self) -> None:
+        """Schedule the outbox's pending deliveries that no worker holds (restart, overflow)."""
+        with self._lock:
+            self._sweeping = True
+            self._sweep.clear()
+        try:
+            pending = self.outbox.pending()
+        except Exception:  # noqa: BLE001
+            log.exception("could not read pending alerts from the outbox")
+            pending = []
+        scheduled = []
+        with self._lock:
+            self._sweeping = False
+            for item in pending:
+                if item.channel not in self._workers:
+                    log.error("pending alert %s names channel %r which is not configured; "
+                              "it stays pending", item.message.alert_id, item.channel)
+                    continue
+                if (item.message.alert_id, item.channel) in self._finished:
+                    continue
+                open_channels = self._open.setdefault(item.message.alert_id, set())
+                if item.channel in open_channels:
+                    continue
+                open_channels.add(item.channel)
+                scheduled.append(item)
+            for alert_id in [a for a, chs in self._open.items() if not chs]:
+                del self._open[alert_id]
+            self._lock.notify_all()
+        for item in scheduled:
+            self._workers[item.channel].inbox.put(Delivery(
+                item.message, item.channel, attempts=item.attempts, delivered=set(item.delivered),
+                failed=dict(item.failed)))
+        if scheduled:
+            log.warning("resuming %d pending alert deliveries from the outbox", len(scheduled))
+
+    # -- worker callbacks ------------------------------------------------------------------------
+
+    def _record_attempt(self, alert_id, channel, attempt, outcome, final, delivered, failed,
+                        error) -> None:
+        try:
+            self.outbox.record_attempt(alert_id, channel, attempt, outcome, final, delivered,
+                                       failed, error)
+        except Exception:  # noqa: BLE001 - the send happened; losing the row only risks a resend
+            log.exception("outbox write failed for alert %s attempt %d", alert_id, attempt)
+
+    def _finish(self, delivery: Delivery, fallback: bool) -> None:
+        alert_id, name = delivery.message.alert_id, delivery.channel
+        target = self.fallback.get(name) if fallback else None
+        with self._lock:
+            self._finished.add((alert_id, name))
+            open_channels = self._open.setdefault(alert_id, set())
+            if target and target in self._workers and target not in open_channels \
+                    and target not in self._route(delivery.message.level) \
+                    and (alert_id, target) not in self._finished:
+                open_channels.add(target)
+            else:
+                target = None
+            open_channels.discard(name)
+            done = not open_channels
+            if done:
+                del self._open[alert_id]
+                self._closing.add(alert_id)
+            self.stats["failed" if delivery.failed else "sent"] += 1
+        if target:
+            log.warning("alert %s: %s failed, falling back to %s", alert_id, name, target)
+            self._record_attempt(alert_id, target, 0, "queued", False, (), {},
+                                 f"fallback from {name}")
+            self._workers[target].inbox.put(Delivery(delivery.message, target))
+        if done:
+            self._record_attempt(alert_id, DONE, 0, "done", True, (), {}, None)
+        with self._lock:
+            self._closing.discard(alert_id)
+            self._lock.notify_all()
+
+
+def _event_fields(event: AlertEvent) -> dict:
+    return {"strategy": event.strategy, "metric": event.metric, "value": event.value,
+            "threshold": event.threshold, "unit": event.unit, "at": event.at}

@@ -1,0 +1,629 @@
+"""IBBroker: backtrader orders, positions and account values through IBStore (ib_async).
+
+IB events arrive on the store's loop thread; they are queued and applied to
+backtrader's orders in :meth:`IBBroker.next` on backtrader's thread, so order
+objects are only ever mutated on the strategy's thread. Reads (cash, value,
+positions, open orders) are served from local state and never block.
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import backtrader as bt
+from backtrader.comminfo import CommInfoBase
+from backtrader.position import Position
+from ib_async import Contract, ExecutionFilter
+
+from btlive.brokers.ib_orders import (
+    Action,
+    FillBook,
+    OrderSpecError,
+    build_ib_order,
+    error_action,
+    status_action,
+    time_in_force,
+)
+from btlive.stores.ib import IBStore
+from btlive.stores.ib_messages import IBMessage
+
+STORE_PARAMS = frozenset(IBStore.params._getkeys())
+NOT_STOCKLIKE = frozenset({"FUT", "OPT", "FOP", "FUND"})
+
+
+class IBCommInfo(CommInfoBase):
+    """Commissions come from IB's reports; this only sizes values with the contract multiplier."""
+
+    def getvaluesize(self, size, price):
+        return abs(size) * price * self.p.mult
+
+    def getoperationcost(self, size, price):
+        return abs(size) * price * self.p.mult
+
+
+@dataclass
+class _Rec:
+    """Local bookkeeping for one backtrader order."""
+
+    order: bt.Order
+    ib_order: Any
+    contract: Contract
+    parent_ref: int | None = None
+    order_id: int = 0
+    perm_id: int = 0
+    sent: bool = False
+    cancel_requested: bool = False
+    has_expiry: bool = False
+    last_error: tuple[int, str] = (0, "")
+    children: list = field(default_factory=list)
+
+
+class IBBroker(bt.BrokerBase):
+    """Broker for Interactive Brokers TWS / IB Gateway.
+
+    Order types: Market (MKT), Limit (LMT), Close (MOC), Stop (STP), StopLimit (STP LMT),
+    StopTrail (TRAIL, ``trailamount`` or ``trailpercent``), StopTrailLimit (TRAIL LIMIT).
+    ``valid``: None -> GTC, 0/``Order.DAY`` -> DAY, datetime/date/timedelta -> GTD (sent in UTC).
+    ``oco=`` shares an OCA group; ``buy_bracket``/``sell_bracket`` use ``parentId`` and ``transmit``.
+    Extra keyword arguments of ``buy``/``sell`` are set on the ib_async ``Order`` (e.g.
+    ``orderType='LIT', auxPrice=9.8``).
+
+    Params:
+      - ``store`` (None): the IBStore; otherwise made from the store params given here
+        (host, port, clientId, ...)
+      - ``queue_disconnected`` (False): hold orders placed while disconnected and send them
+        after reconnection; by default they are rejected with a reason in ``order.info.ib_reason``
+      - ``commtimeout`` (5.0): seconds to wait for an execution's commission report before
+        applying the fill with commission 0
+      - ``synctimeout`` (10.0): seconds ``start`` waits for the account snapshot
+    """
+
+    params = (
+        ("store", None),
+        ("queue_disconnected", False),
+        ("commtimeout", 5.0),
+        ("synctimeout", 10.0),
+    )
+
+    def __init__(self, **kwargs):
+        storekw = {k: v for k, v in kwargs.items() if k in STORE_PARAMS}
+        unknown = set(kwargs) - set(storekw)
+        if unknown:
+            raise TypeError(f"IBBroker: unknown parameter(s) {', '.join(sorted(unknown))}")
+        super().__init__()
+        self.store = self.p.store or IBStore(**storekw)
+        self.ib = self.store.ib
+        self.startingcash = self.cash = 0.0
+        self.startingvalue = self.value = 0.0
+        self._lock = threading.Lock()
+        self._inbox: queue.Queue = queue.Queue()
+        self.notifs: collections.deque = collections.deque()
+        self._recs: dict[int, _Rec] = {}  # bt ref -> record (bt thread)
+        self._oid2ref: dict[int, int] = {}  # written on the loop thread under _lock
+        self._perm2ref: dict[int, int] = {}
+        self._fills = FillBook()
+        self._exec_seen_at: dict[str, float] = {}
+        self.positions: dict[int, Position] = collections.defaultdict(Position)
+        self._held: list[_Rec] = []
+        self._link_up = False
+        self._acct: dict[tuple[str, str], float] = {}
+        self._exec_contract: dict[str, Contract] = {}
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def start(self):
+        super().start()
+        self.store.start(broker=self)
+        self._link_up = self.store.connected()
+        if self._link_up:
+            try:
+                snap = self.store.run(self._snapshot(), timeout=self.p.synctimeout)
+            except Exception as exc:  # noqa: BLE001 - start without a snapshot, reported
+                self.store.put_notification(IBMessage("error", text=f"account snapshot failed: {exc!r}"))
+            else:
+                self._apply_snapshot(*snap)
+        self.startingcash, self.startingvalue = self.cash, self.value
+
+    async def _snapshot(self):
+        # ib_async synced positions and account values during connect
+        ib = self.ib
+        return list(ib.positions()), list(ib.accountValues()), set(ib.wrapper.fills)
+
+    def _apply_snapshot(self, positions, values, exec_ids) -> None:
+        self.positions.clear()
+        for pos in positions:
+            self._set_position(pos)
+        for value in values:
+            self.on_account_value(value)
+        self._fills.seen.update(exec_ids)  # executions before this run are not ours to apply
+
+    def _set_position(self, pos) -> None:
+        mult = _mult(pos.contract)
+        size = float(pos.position)
+        price = float(pos.avgCost) / mult if size else 0.0
+        self.positions[pos.contract.conId] = Position(size, price)
+
+    def stop(self):
+        super().stop()
+        self.store.stop()
+
+    # -- reads (never block) -------------------------------------------------------------------
+    def getcash(self):
+        return self.cash
+
+    def getvalue(self, datas=None):
+        if not datas:
+            return self.value
+        total = 0.0
+        for data in datas:
+            pos = self.getposition(data)
+            total += self.getcommissioninfo(data).getvaluesize(pos.size, data.close[0]) * \
+                (1 if pos.size >= 0 else -1)
+        return total
+
+    def get_value(self, datas=None):
+        return self.getvalue(datas)
+
+    def getposition(self, data, clone=True):
+        contract = getattr(data, "tradecontract", None)
+        if contract is None or not contract.conId:
+            return Position()
+        pos = self.positions[contract.conId]
+        return pos.clone() if clone else pos
+
+    def get_orders_open(self, safe=False):
+        orders = [rec.order for rec in self._recs.values() if rec.order.alive()]
+        return [o.clone() for o in orders] if safe else orders
+
+    def orderstatus(self, order):
+        rec = self._recs.get(order.ref)
+        return (rec.order if rec else order).status
+
+    def getcommissioninfo(self, data):
+        contract = getattr(data, "tradecontract", None)
+        if contract is None:
+            return IBCommInfo(mult=1.0, stocklike=True)
+        return IBCommInfo(mult=_mult(contract), stocklike=contract.secType not in NOT_STOCKLIKE)
+
+    # -- notifications to the strategy ---------------------------------------------------------
+    def notify(self, order) -> None:
+        self.notifs.append(order.clone())
+
+    def get_notification(self):
+        try:
+            return self.notifs.popleft()
+        except IndexError:
+            return None
+
+    # -- orders --------------------------------------------------------------------------------
+    def buy(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
+            oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True, **kwargs):
+        return self._submit(bt.BuyOrder, owner, data, size, price, plimit, exectype, valid, tradeid,
+                            oco, trailamount, trailpercent, parent, transmit, kwargs)
+
+    def sell(self, owner, data, size, price=None, plimit=None, exectype=None, valid=None, tradeid=0,
+             oco=None, trailamount=None, trailpercent=None, parent=None, transmit=True, **kwargs):
+        return self._submit(bt.SellOrder, owner, data, size, price, plimit, exectype, valid, tradeid,
+                            oco, trailamount, trailpercent, parent, transmit, kwargs)
+
+    def _submit(self, cls, owner, data, size, price, plimit, exectype, valid, tradeid, oco,
+                trailamount, trailpercent, parent, transmit, kwargs):
+        kwargs.pop("histnotify", None)
+        kwargs.pop("_checksubmit", None)
+        order = cls(owner=owner, data=data, size=size, price=price, pricelimit=plimit,
+                    exectype=exectype, valid=valid, tradeid=tradeid, oco=oco,
+                    trailamount=trailamount, trailpercent=trailpercent, parent=parent,
+                    transmit=transmit)
+        order.addcomminfo(self.getcommissioninfo(data))
+        contract = getattr(data, "tradecontract", None)
+        tif, good_till = "GTC", ""
+        try:
+            if contract is None or not contract.conId:
+                raise OrderSpecError(f"data {data._name or data.p.dataname!r} has no resolved IB contract")
+            tif, good_till = time_in_force(valid, dt.datetime.now(dt.UTC), getattr(data, "_tz", None))
+            ib_order = build_ib_order(
+                isbuy=order.isbuy(), size=size, exectype=order.exectype, price=price,
+                pricelimit=plimit, trailamount=trailamount, trailpercent=trailpercent, tif=tif,
+                good_till=good_till, transmit=transmit, account=self.store.p.account, extra=kwargs)
+        except OrderSpecError as exc:
+            order.submit(self)
+            self._recs[order.ref] = _Rec(order, None, contract)
+            self.notify(order)
+            self._reject(order, 0, str(exc))
+            return order
+        rec = _Rec(order, ib_order, contract, parent_ref=parent.ref if parent is not None else None,
+                   has_expiry=tif in ("DAY", "GTD"))
+        ib_order.orderRef = f"bt-{order.ref}"
+        ib_order.ocaGroup = self._oca_group(rec, oco, parent)
+        ib_order.ocaType = 1
+        self._recs[order.ref] = rec
+        order.submit(self)
+        self.notify(order)
+        if not (self._link_up and self.store.connected()):
+            if self.p.queue_disconnected:
+                self._held.append(rec)
+            else:
+                self._reject(order, 0, "not connected to TWS: order not sent "
+                             "(IBBroker(queue_disconnected=True) holds such orders until reconnection)")
+            return order
+        self._send(rec)
+        return order
+
+    def _oca_group(self, rec: _Rec, oco, parent) -> str:
+        if oco is not None and oco.ref in self._recs and self._recs[oco.ref].ib_order is not None:
+            return self._recs[oco.ref].ib_order.ocaGroup
+        if parent is not None and parent.ref in self._recs:
+            siblings = self._recs[parent.ref].children
+            siblings.append(rec)
+            if len(siblings) > 1 and siblings[0].ib_order is not None:
+                return siblings[0].ib_order.ocaGroup
+        return f"btlive-{uuid.uuid4().hex[:16]}"
+
+    def _send(self, rec: _Rec) -> None:
+        rec.sent = True
+        self.store.call(self._place, rec)
+
+    def _place(self, rec: _Rec) -> None:
+        """Loop thread: place (or re-place, to modify) one order."""
+        if rec.parent_ref is not None:
+            parent = self._recs.get(rec.parent_ref)
+            if parent is not None and parent.order_id:
+                rec.ib_order.parentId = parent.order_id
+        try:
+            if not self.ib.isConnected():
+                raise ConnectionError("not connected")
+            trade = self.ib.placeOrder(rec.contract, rec.ib_order)
+        except ConnectionError as exc:
+            self._inbox.put(("reject", rec.order.ref, 0, f"not sent, TWS connection lost: {exc}"))
+            return
+        oid = trade.order.orderId
+        with self._lock:
+            rec.order_id = oid
+            self._oid2ref[oid] = rec.order.ref
+        rec.order.addinfo(ib_order_id=oid, ib_client_id=self.store.clientId)
+
+    def cancel(self, order):
+        rec = self._recs.get(order.ref)
+        if rec is None or not rec.order.alive():
+            return
+        rec.cancel_requested = True
+        if not rec.sent:
+            if rec in self._held:
+                self._held.remove(rec)
+            rec.order.cancel()
+            self.notify(rec.order)
+            return
+        self.store.call(self._cancel_in_loop, rec)
+
+    def _cancel_in_loop(self, rec: _Rec) -> None:
+        if rec.order_id and self.ib.isConnected():
+            self.ib.cancelOrder(rec.ib_order)
+
+    def modify(self, order, price=None, plimit=None, size=None, **fields):
+        """Change a working order in place (same orderId): price, plimit, size or IB Order fields."""
+        rec = self._recs.get(order.ref)
+        if rec is None or not rec.order.alive() or rec.ib_order is None:
+            raise ValueError(f"order ref {order.ref} is not a live IB order")
+        updates = dict(fields)
+        exectype = rec.order.exectype
+        if price is not None:
+            rec.order.created.price = price
+            key = "lmtPrice" if exectype == bt.Order.Limit else "auxPrice"
+            updates[key] = price
+        if plimit is not None:
+            rec.order.created.pricelimit = plimit
+            updates["lmtPrice"] = plimit
+        if size is not None:
+            updates["totalQuantity"] = abs(size)
+        for name in updates:
+            if not hasattr(rec.ib_order, name):
+                raise ValueError(f"{name}: ib_async Order has no such field")
+
+        def apply():
+            for name, value in updates.items():
+                setattr(rec.ib_order, name, value)
+            if rec.order_id and self.ib.isConnected():
+                self.ib.placeOrder(rec.contract, rec.ib_order)
+        self.store.call(apply)
+        return rec.order
+
+    # -- loop-thread callbacks (queue only) ----------------------------------------------------
+    def on_order_status(self, trade) -> None:
+        st, log = trade.orderStatus, trade.log
+        code, text = (log[-1].errorCode, log[-1].message) if log else (0, "")
+        self._inbox.put(("status", trade.order.orderId, trade.order.permId, st.status,
+                         float(st.filled), code or 0, text or ""))
+
+    def on_open_order(self, trade) -> None:
+        self._inbox.put(("open", trade.order.orderId, trade.order.permId, trade.orderStatus.status))
+
+    def on_execution(self, contract, execution) -> None:
+        self._inbox.put(("exec", contract, execution))
+
+    def on_commission(self, report) -> None:
+        self._inbox.put(("comm", report))
+
+    def on_order_error(self, order_id: int, code: int, text: str) -> None:
+        self._inbox.put(("error", order_id, code, text))
+
+    def on_position(self, position) -> None:
+        self._inbox.put(("position", position))
+
+    def on_account_value(self, value) -> None:
+        try:
+            number = float(value.value)
+        except (TypeError, ValueError):
+            return
+        account = self.store.p.account
+        if account and value.account and value.account != account:
+            return
+        self._acct[(value.tag, value.currency)] = number
+        if value.tag in ("TotalCashBalance", "TotalCashValue") and value.currency in ("BASE", ""):
+            self.cash = number
+        elif value.tag == "TotalCashValue" and ("TotalCashBalance", "BASE") not in self._acct:
+            self.cash = number
+        elif value.tag == "NetLiquidation":
+            self.value = number
+
+    def on_connection_lost(self) -> None:
+        self._inbox.put(("link", False))
+
+    def on_connectivity_lost(self) -> None:
+        """1100: TWS lost IB; orders are held/rejected until connectivity is restored."""
+        self._inbox.put(("link", False))
+
+    def on_connectivity_restored(self) -> None:
+        self.store.spawn(self._reconcile())
+
+    def on_reconnected(self) -> None:
+        self.store.spawn(self._reconcile())
+
+    def on_gave_up(self) -> None:
+        self._inbox.put(("gaveup",))
+
+    async def _replay_executions(self) -> list:
+        since = self._fills.last_time
+        filt = ExecutionFilter(clientId=self.store.clientId)
+        if since is not None:
+            filt.time = since.astimezone(dt.UTC).strftime("%Y%m%d-%H:%M:%S")
+        try:
+            return await self.ib.reqExecutionsAsync(filt)
+        except Exception as exc:  # noqa: BLE001 - reported; reconciliation continues with what we have
+            self.store.put_notification(IBMessage("error", text=f"reqExecutions failed: {exc!r}"))
+            return []
+
+    async def _reconcile(self) -> None:
+        await self._replay_executions()
+        ib = self.ib
+        known = {(t.order.orderId, t.order.permId, t.orderStatus.status) for t in ib.trades()}
+        self._inbox.put(("reconciled", known, list(ib.positions())))
+
+    # -- backtrader thread: apply events -------------------------------------------------------
+    def next(self):
+        deadline = time.monotonic() + 0.05
+        while True:
+            try:
+                event = self._inbox.get_nowait()
+            except queue.Empty:
+                break
+            self._apply(event)
+            if time.monotonic() > deadline:
+                break
+        if self._exec_seen_at:
+            now = time.monotonic()
+            for exec_id, seen in list(self._exec_seen_at.items()):
+                if now - seen > self.p.commtimeout:
+                    self._exec_seen_at.pop(exec_id, None)
+                    fill = self._fills.force(exec_id)
+                    if fill is not None:
+                        self._apply_fill(fill)
+
+    def _apply(self, event) -> None:
+        kind = event[0]
+        if kind == "exec":
+            _, contract, execution = event
+            self._exec_contract[execution.execId] = contract
+            fill = self._fills.add_execution(execution)
+            if fill is None and execution.execId in self._fills.pending_exec:
+                self._exec_seen_at[execution.execId] = time.monotonic()
+            if fill is not None:
+                self._apply_fill(fill)
+        elif kind == "comm":
+            fill = self._fills.add_commission(event[1])
+            if fill is not None:
+                self._exec_seen_at.pop(fill.exec_id, None)
+                self._apply_fill(fill)
+        elif kind == "status":
+            self._apply_status(*event[1:])
+        elif kind == "open":
+            rec = self._rec_for(event[1], event[2])
+            if rec is not None and event[2]:
+                rec.perm_id = event[2]
+                self._perm2ref[event[2]] = rec.order.ref
+                rec.order.addinfo(ib_perm_id=event[2])
+            if rec is not None and rec.order.alive() and event[3] in ("Submitted", "PreSubmitted"):
+                self._act(rec, Action.ACCEPT, 0, "")
+        elif kind == "error":
+            _, oid, code, text = event
+            rec = self._rec_for(oid, 0)
+            if rec is None or not rec.order.alive():
+                return
+            rec.last_error = (code, text)
+            action = error_action(code, text)
+            if action is Action.CANCEL:  # 202 also reports DAY/GTD expiry
+                action = status_action("Cancelled", error_code=code, error_text=text,
+                                       cancel_requested=rec.cancel_requested,
+                                       has_expiry=rec.has_expiry)
+            self._act(rec, action, code, text)
+        elif kind == "reject":
+            rec = self._recs.get(event[1])
+            if rec is not None and rec.order.alive():
+                self._reject(rec.order, event[2], event[3])
+        elif kind == "position":
+            self._apply_position(event[1])
+        elif kind == "link":
+            self._link_up = event[1]
+        elif kind == "gaveup":
+            self._link_up = False
+            for rec in list(self._held):
+                self._held.remove(rec)
+                self._reject(rec.order, 0, "TWS reconnection failed: held order never sent")
+        elif kind == "reconciled":
+            self._apply_reconcile(event[1], event[2])
+
+    def _rec_for(self, order_id: int, perm_id: int) -> _Rec | None:
+        ref = self._perm2ref.get(perm_id) if perm_id else None
+        if ref is None and order_id:
+            with self._lock:
+                ref = self._oid2ref.get(order_id)
+        return self._recs.get(ref) if ref is not None else None
+
+    def _apply_status(self, oid, perm_id, status, filled, code, text) -> None:
+        rec = self._rec_for(oid, perm_id)
+        if rec is None:
+            return
+        if perm_id and not rec.perm_id:
+            rec.perm_id = perm_id
+            self._perm2ref[perm_id] = rec.order.ref
+            rec.order.addinfo(ib_perm_id=perm_id)
+        if not rec.order.alive():
+            return
+        if code:
+            rec.last_error = (code, text)
+        elif rec.last_error[0] and status in ("Cancelled", "ApiCancelled", "Inactive"):
+            code, text = rec.last_error
+        action = status_action(status, filled=filled, error_code=code, error_text=text,
+                               cancel_requested=rec.cancel_requested, has_expiry=rec.has_expiry)
+        self._act(rec, action, code, text)
+
+    def _act(self, rec: _Rec, action: Action, code: int, text: str) -> None:
+        order = rec.order
+        if action is Action.NONE:
+            return
+        if action is Action.ACCEPT:
+            if order.status in (order.Submitted,):
+                order.accept(self)
+                self.notify(order)
+            return
+        if action in (Action.REJECT, Action.MARGIN):
+            order.addinfo(ib_error=code, ib_reason=text)
+            if action is Action.MARGIN:
+                order.margin()
+                self.notify(order)
+            else:
+                self._reject(order, code, text)
+            return
+        if action is Action.CANCEL:
+            order.cancel()
+        elif action is Action.EXPIRE:
+            # Order.expire() second-guesses with the data clock; IB has decided already
+            order.status = order.Expired
+            order.executed.dt = order.data.datetime[0] if len(order.data) else 0.0
+        self.notify(order)
+
+    def _reject(self, order, code: int, reason: str) -> None:
+        order.addinfo(ib_error=code, ib_reason=reason)
+        order.reject(self)
+        self.notify(order)
+
+    def _apply_fill(self, fill) -> None:
+        rec = self._rec_for(fill.order_id if fill.client_id == self.store.clientId else 0, fill.perm_id)
+        if rec is None:  # another client's or a manual order: TWS's position updates cover it
+            return
+        order = rec.order
+        if order.status in (order.Completed,) or order.status in (order.Rejected, order.Margin):
+            return
+        if order.status == order.Submitted:  # TWS may report the fill before any "Submitted"
+            order.accept(self)
+            self.notify(order)
+        position = self.positions[rec.contract.conId]
+        pprice_orig = position.price
+        psize, pprice, opened, closed = position.update(fill.size, fill.price)
+        comminfo = order.comminfo
+        closedcomm = fill.commission * closed / fill.size if fill.size else 0.0
+        openedcomm = fill.commission - closedcomm
+        closedvalue = comminfo.getoperationcost(closed, pprice_orig)
+        openedvalue = comminfo.getoperationcost(opened, fill.price)
+        pnl = comminfo.profitandloss(-closed, pprice_orig, fill.price) if closed else 0.0
+        data = order.data
+        margin = data.close[0] if len(data) else fill.price
+        when = bt.date2num(fill.time.astimezone(dt.UTC).replace(tzinfo=None))
+        order.execute(when, fill.size, fill.price, closed, closedvalue, closedcomm,
+                      opened, openedvalue, openedcomm, margin, pnl, psize, pprice)
+        order.addinfo(ib_last_exec_id=fill.exec_id)
+        if abs(order.executed.remsize) < 1e-9:
+            order.completed()
+        else:
+            order.partial()
+        self.notify(order)
+
+    def _busy(self, con_id: int) -> bool:
+        """True while fills for ``con_id`` may still be on their way to us."""
+        if any(getattr(self._exec_contract.get(e), "conId", 0) == con_id for e in self._fills.pending_exec):
+            return True
+        return any(rec.contract is not None and rec.contract.conId == con_id and rec.order.alive()
+                   and rec.sent for rec in self._recs.values())
+
+    def _apply_position(self, pos) -> None:
+        """TWS's position for a contract: adopt it when none of our fills are in flight, so
+        trades made elsewhere (TWS window, other clients) keep ``getposition`` right."""
+        account = self.store.p.account
+        if account and pos.account != account:
+            return
+        con_id = pos.contract.conId
+        if self._busy(con_id):
+            return
+        ours = self.positions[con_id]
+        if abs(ours.size - float(pos.position)) > 1e-9:
+            self.store.put_notification(IBMessage("reconcile", text=(
+                f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
+            self._set_position(pos)
+
+    def _apply_reconcile(self, known: set, positions: list) -> None:
+        self._link_up = True
+        ids = {oid for oid, _p, _s in known} | {perm for _o, perm, _s in known if perm}
+        for rec in list(self._recs.values()):
+            if not rec.sent or not rec.order.alive():
+                continue
+            if rec.order_id in ids or (rec.perm_id and rec.perm_id in ids):
+                continue
+            if not rec.order_id:
+                continue
+            self._reject(rec.order, 0, "order unknown to TWS after reconnection (never reached it); "
+                         "not resent")
+        listed = {pos.contract.conId for pos in positions}
+        for con_id, ours in self.positions.items():
+            if ours.size and con_id not in listed and not any(
+                    getattr(self._exec_contract.get(e), "conId", 0) == con_id
+                    for e in self._fills.pending_exec):
+                self.store.put_notification(IBMessage("reconcile", text=(
+                    f"position conId {con_id}: local {ours.size:g} -> TWS 0")))
+                ours.set(0, 0.0)
+        for pos in positions:
+            con_id = pos.contract.conId
+            ours = self.positions[con_id]
+            pending = sum(float(e.shares) * (1 if e.side.upper().startswith("B") else -1)
+                          for e in self._fills.pending_exec.values()
+                          if getattr(self._exec_contract.get(e.execId), "conId", 0) == con_id)
+            if abs(ours.size + pending - float(pos.position)) > 1e-9:
+                self.store.put_notification(IBMessage("reconcile", text=(
+                    f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
+                self._set_position(pos)
+        held, self._held = self._held, []
+        for rec in held:
+            if rec.order.alive():
+                self._send(rec)
+
+
+def _mult(contract: Contract) -> float:
+    try:
+        return float(contract.multiplier) or 1.0
+    except (TypeError, ValueError):
+        return 1.0
+

@@ -1,0 +1,483 @@
+"""IBData: Interactive Brokers data feed for backtrader on ib_async (via IBStore)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import queue
+
+import backtrader as bt
+from backtrader.feed import DataBase
+from backtrader.utils import date2num, num2date
+from ib_async import Contract
+
+from btlive.stores import ib_messages as msgs
+from btlive.stores.ib import IBStore
+from btlive.stores.ib_contracts import (
+    ContractDefaults,
+    ContractSpecError,
+    contract_label,
+    parse_contract,
+)
+from btlive.stores.ib_history import bar_size
+from btlive.stores.ib_messages import HISTORY_END, IBMessage, LiveBar, LiveTick
+
+TF = bt.TimeFrame
+STORE_PARAMS = frozenset(name for name in IBStore.params._getkeys())
+TICK_MODES = ("RTVolume", "AllLast", "Last", "BidAsk", "MidPoint")
+
+
+class IBData(DataBase):
+    """Interactive Brokers data feed (live and historical) on ib_async.
+
+    ``dataname`` is an ib_async ``Contract`` or a backtrader contract string::
+
+        TICKER, TICKER-STK[-EXCH[-CUR]], TICKER-CFD[-EXCH[-CUR]], TICKER-IND-EXCH[-CUR],
+        TICKER-YYYYMM-EXCH[-CUR[-MULT]], TICKER-FUT-EXCH-CUR-YYYYMM[-MULT],
+        TICKER-YYYYMM-EXCH-CUR-STRIKE-RIGHT[-MULT], TICKER-FOP-EXCH-CUR-YYYYMM-STRIKE-RIGHT[-MULT],
+        TICKER-YYYYMMDD-EXCH-CUR-STRIKE-RIGHT[-MULT], TICKER-OPT-EXCH-CUR-YYYYMMDD-STRIKE-RIGHT[-MULT],
+        CUR1.CUR2-CASH-IDEALPRO
+
+    Params:
+      - ``sectype`` ('STK'), ``exchange`` ('SMART'), ``currency`` (''): defaults for tokens the
+        string leaves out
+      - ``tradename`` (None): another contract (string or Contract) to trade, e.g. a CFD
+      - ``historical`` (False): download ``fromdate``..``todate`` and stop (DISCONNECTED at the end)
+      - ``what`` (None): price source for history and real-time bars; default 'BID' for CASH
+        and CFD, 'TRADES' otherwise ('MIDPOINT', 'ASK', 'BID_ASK', ... as IB documents)
+      - ``useRTH`` (False): regular trading hours only
+      - ``rtbar`` (False): live 5-second real-time bars (``what`` honoured, FX included);
+        ignored when the feed's timeframe is below 5 seconds
+      - ``tickmode`` ('RTVolume'): live ticks when not ``rtbar``: 'RTVolume' (generic tick 233;
+        CASH/CFD use bid, or ask when ``what='ASK'``; IND uses last), or tick-by-tick 'AllLast',
+        'Last', 'BidAsk' (price per ``what``: BID, ASK or midpoint), 'MidPoint'
+      - ``qcheck`` (0.5): seconds to wait for live data before letting backtrader run its
+        resample/replay clock and notifications
+      - ``backfill_start`` (True): backfill from ``fromdate`` (or the longest single request) up to
+        the first live message
+      - ``backfill`` (True): backfill the gap after a reconnection
+      - ``backfill_from`` (None): another feed (e.g. ArcticData) delivered first; IB backfill then
+        continues from its last bar
+      - ``latethrough`` (False): deliver bars/ticks older than the last delivered one
+      - ``tz`` (None): output time zone; default the contract's ``timeZoneId`` (pytz)
+      - ``recorder`` (None): an ArcticRecorder (or its URI) that records every bar/tick received
+      - ``store`` (None): the IBStore to use; otherwise one is made from the store params
+        (host, port, clientId, ...) passed to this feed
+      - ``cdtimeout`` (None): seconds to wait for contract details at start (store's ``histtimeout``)
+    """
+
+    params = (
+        ("sectype", "STK"),
+        ("exchange", "SMART"),
+        ("currency", ""),
+        ("tradename", None),
+        ("historical", False),
+        ("what", None),
+        ("useRTH", False),
+        ("rtbar", False),
+        ("tickmode", "RTVolume"),
+        ("qcheck", 0.5),
+        ("backfill_start", True),
+        ("backfill", True),
+        ("backfill_from", None),
+        ("latethrough", False),
+        ("recorder", None),
+        ("store", None),
+        ("cdtimeout", None),
+    )
+
+    RTBAR_MINSIZE = (TF.Seconds, 5)
+    _ST_FROM, _ST_START, _ST_LIVE, _ST_HISTORBACK, _ST_OVER = range(5)
+
+    def __init__(self, **kwargs):
+        storekw = {k: v for k, v in kwargs.items() if k in STORE_PARAMS}
+        unknown = set(kwargs) - set(storekw)
+        if unknown:
+            raise TypeError(f"IBData: unknown parameter(s) {', '.join(sorted(unknown))}")
+        self.ib = self.p.store or IBStore(**storekw)
+        self._store = self.ib
+        if self.p.tickmode not in TICK_MODES:
+            raise ValueError(f"IBData tickmode={self.p.tickmode!r}: expected one of {', '.join(TICK_MODES)}")
+        defaults = ContractDefaults(self.p.sectype, self.p.exchange, self.p.currency)
+        self.precontract = self._parse(self.p.dataname, defaults, "dataname")
+        self.pretradecontract = (self._parse(self.p.tradename, defaults, "tradename")
+                                 if self.p.tradename is not None else None)
+        self.qlive: queue.Queue = queue.Queue()
+        self._recorder = None
+        self._own_recorder = False
+        self.contract = self.contractdetails = None
+        self.tradecontract = self.tradecontractdetails = None
+        self.error: str | None = None
+
+    @staticmethod
+    def _parse(spec, defaults: ContractDefaults, name: str) -> Contract:
+        if isinstance(spec, Contract):
+            return spec
+        try:
+            return parse_contract(spec, defaults)
+        except ContractSpecError as exc:
+            raise ContractSpecError(str(exc).replace("dataname", name, 1)) from None
+
+    # -- backtrader plumbing -------------------------------------------------------------------
+    def setenvironment(self, env):
+        super().setenvironment(env)
+        env.addstore(self.ib)
+
+    def islive(self) -> bool:
+        return not self.p.historical
+
+    def haslivedata(self) -> bool:
+        return bool(self._storedmsg) or not self.qlive.empty()
+
+    def _timeoffset(self):
+        return self.ib.timeoffset()
+
+    def _gettz(self):
+        tz = self.p.tz
+        if tz is not None and not isinstance(tz, str):
+            return bt.utils.date.Localizer(tz)
+        name = tz if isinstance(tz, str) else getattr(self.contractdetails, "timeZoneId", "") or ""
+        if not name:
+            return None
+        import pytz
+
+        name = {"CST": "CST6CDT", "EST": "EST5EDT", "MST": "MST7MDT", "PST": "PST8PDT"}.get(name, name)
+        try:
+            return pytz.timezone(name)
+        except pytz.UnknownTimeZoneError:
+            return None
+
+    # -- what to request -----------------------------------------------------------------------
+    def live_mode(self) -> str:
+        """'rtbar' or one of TICK_MODES."""
+        return "rtbar" if not self._usertvol else self.p.tickmode
+
+    def live_what(self) -> str:
+        if self.p.what:
+            return self.p.what
+        return "BID" if self.contract.secType in ("CASH", "CFD") else "TRADES"
+
+    def tick_types(self) -> frozenset[int]:
+        """Tick types carrying the feed's price in RTVolume mode (backtrader's choices)."""
+        sectype = self.contract.secType
+        if sectype in ("CASH", "CFD"):
+            return frozenset({2}) if (self.p.what or "").upper() == "ASK" else frozenset({1})
+        if sectype == "IND":
+            return frozenset({4})
+        return frozenset({48, 77})
+
+    def quote_price(self, bid: float, ask: float) -> float:
+        what = (self.p.what or "").upper()
+        if what == "BID":
+            return bid
+        if what == "ASK":
+            return ask
+        return (bid + ask) / 2.0
+
+    # -- loop thread entry ---------------------------------------------------------------------
+    def push_live(self, msg) -> None:
+        """Called by the store from the loop thread for every live message and control marker."""
+        self.qlive.put(msg)
+        rec = self._recorder
+        if rec is not None and isinstance(msg, LiveBar | LiveTick):
+            self._record(msg)
+
+    def _record(self, msg) -> None:
+        try:
+            when = msg.time.replace(tzinfo=dt.UTC)
+            if isinstance(msg, LiveBar):
+                self._recorder.record(self._rec_bar_symbol, when, open=msg.open, high=msg.high,
+                                      low=msg.low, close=msg.close, volume=msg.volume)
+            else:
+                self._recorder.record(self._rec_tick_symbol, when, price=msg.price, size=msg.size,
+                                      bid=msg.bid, ask=msg.ask)
+        except Exception as exc:  # noqa: BLE001 - recording must never stop the feed
+            self.ib.put_notification(IBMessage("error", text=f"recorder: {exc!r}"))
+            self._recorder = None
+
+    # -- start/stop ----------------------------------------------------------------------------
+    def start(self):
+        super().start()
+        self.qlive = queue.Queue()
+        self.qhist = None
+        self._storedmsg: dict = {}
+        self._statelivereconn = False
+        self._usertvol = not self.p.rtbar or (self._timeframe, self._compression) < self.RTBAR_MINSIZE
+        self._state = self._ST_OVER
+        self.ib.start(data=self)
+        if not self.ib.connected():
+            self._fail("not connected to TWS at "
+                       f"{self.ib.p.host}:{self.ib.p.port} (start TWS/IB Gateway or `btlive sim tws`)")
+            return
+        self._laststatus = None  # DataBase.start() presets CONNECTED, which would swallow ours
+        self.put_notification(self.CONNECTED)
+        self.contract, self.contractdetails = self._resolve(self.precontract, "dataname")
+        if self.contract is None:
+            return
+        if self.pretradecontract is None:
+            self.tradecontract, self.tradecontractdetails = self.contract, self.contractdetails
+        else:
+            self.tradecontract, self.tradecontractdetails = self._resolve(self.pretradecontract, "tradename")
+            if self.tradecontract is None:
+                self.contract = None
+                return
+        self._setup_recorder()
+        if self.p.backfill_from is not None:
+            self._state = self._ST_FROM
+            self.p.backfill_from.setenvironment(self._env)
+            self.p.backfill_from._start()
+        else:
+            self._state = self._ST_START
+            self._start_finish()
+            self._st_start()
+
+    def _fail(self, reason: str) -> None:
+        self.error = reason
+        self.contract = None
+        self._state = self._ST_OVER
+        self.ib.put_notification(IBMessage("error", text=f"IBData {self.p.dataname}: {reason}"))
+        self.put_notification(self.DISCONNECTED, reason)
+
+    def _resolve(self, contract: Contract, name: str):
+        try:
+            details = self.ib.contract_details(contract, self.p.cdtimeout)
+        except Exception as exc:  # noqa: BLE001 - timeouts, connection loss: reported, feed stops
+            self._fail(f"{name} {contract_label(contract)!r}: contract details failed: {exc!r}")
+            return None, None
+        if not details:
+            self._fail(f"{name} {self._spec(contract)}: no contract matches (check symbol, "
+                       "exchange, currency, expiry)")
+            return None, None
+        if len(details) > 1:
+            options = "; ".join(self._describe(d.contract) for d in details[:5])
+            self._fail(f"{name} {self._spec(contract)}: ambiguous, {len(details)} contracts match "
+                       f"({options}); add exchange/currency/expiry/multiplier")
+            return None, None
+        return details[0].contract, details[0]
+
+    def _spec(self, contract: Contract) -> str:
+        return repr(self.p.dataname) if isinstance(self.p.dataname, str) else repr(contract)
+
+    @staticmethod
+    def _describe(c: Contract) -> str:
+        return " ".join(str(x) for x in (c.secType, c.symbol, c.lastTradeDateOrContractMonth,
+                                         c.strike or "", c.right, c.multiplier, c.exchange,
+                                         c.currency, f"conId={c.conId}") if x)
+
+    def _setup_recorder(self) -> None:
+        rec = self.p.recorder
+        if rec is None:
+            return
+        if isinstance(rec, str):
+            from btlive.storage.recorder import ArcticRecorder
+
+            rec, self._own_recorder = ArcticRecorder(uri=rec), True
+        from btlive.storage.symbols import bar_symbol, tick_symbol
+
+        label = contract_label(self.contract).replace(" ", "")
+        seconds = 5 if not self._usertvol else bar_size(self._timeframe, self._compression).seconds
+        self._rec_bar_symbol = bar_symbol(_tf_label(seconds), label)
+        self._rec_hist_symbol = bar_symbol(
+            _tf_label(bar_size(self._timeframe, self._compression).seconds), label)
+        kind = {"BidAsk": "quote", "MidPoint": "mid"}.get(self.p.tickmode, "trade")
+        if self.contract.secType in ("CASH", "CFD") and self.p.tickmode == "RTVolume":
+            kind = "quote"
+        self._rec_tick_symbol = tick_symbol(kind, label)
+        self._recorder = rec
+
+    def stop(self):
+        super().stop()
+        if self.contract is not None and self.islive():
+            self.ib.unsubscribe(self)
+        if self._recorder is not None and self._own_recorder:
+            self._recorder.close()
+        self._recorder = None
+        self.ib.stop()
+
+    # -- state machine -------------------------------------------------------------------------
+    def _st_start(self) -> bool:
+        if self.p.historical:
+            self.put_notification(self.DELAYED)
+            end = num2date(self.todate) if self.todate < float("inf") else None
+            begin = num2date(self.fromdate) if self.fromdate > float("-inf") else None
+            self._request_history(begin, end)
+            return True
+        self.ib.subscribe(self)
+        self._statelivereconn = self.p.backfill_start
+        if self.p.backfill_start:
+            self.put_notification(self.DELAYED)
+        self._state = self._ST_LIVE
+        return True
+
+    def _request_history(self, begin, end) -> None:
+        self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
+                                     self.live_what(), bool(self.p.useRTH), self._daily_time)
+        self._state = self._ST_HISTORBACK
+
+    def _daily_time(self, day: dt.date) -> dt.datetime:
+        """Daily bars carry a date: stamp them at the session end in the contract's time zone."""
+        naive = dt.datetime.combine(day, self.p.sessionend)
+        return num2date(self.date2num(naive)) if self._tz is not None else naive
+
+    def _load(self):
+        if self.contract is None or self._state == self._ST_OVER:
+            return False
+        while True:
+            if self._state in (self._ST_LIVE, self._ST_HISTORBACK):
+                ret = self._load_live() if self._state == self._ST_LIVE else self._load_hist()
+                if ret == "continue":
+                    continue
+                return ret
+            if self._state == self._ST_FROM:
+                if not self.p.backfill_from.next():
+                    self._state = self._ST_START
+                    self._start_finish()
+                    self._st_start()
+                    continue
+                for alias in self.lines.getlinealiases():
+                    getattr(self.lines, alias)[0] = getattr(self.p.backfill_from.lines, alias)[0]
+                return True
+            if self._state == self._ST_START:
+                self._st_start()
+                continue
+            return False
+
+    def _load_live(self):
+        try:
+            msg = self._storedmsg.pop(None, None)
+            if msg is None:
+                msg = self.qlive.get(timeout=self._qcheck)
+        except queue.Empty:
+            return None
+        if msg is msgs.CONN_BROKEN:
+            self.put_notification(self.CONNBROKEN)
+            self._statelivereconn = self.p.backfill
+            return "continue"
+        if isinstance(msg, int):
+            return self._control(msg)
+        if not self._statelivereconn:
+            if self._laststatus != self.LIVE and self.qlive.qsize() <= 1:
+                self.put_notification(self.LIVE)
+            if self._load_msg(msg):
+                return True
+            return "continue"
+        # first live message after start/reconnection: backfill up to it first
+        self._storedmsg[None] = msg
+        if self._laststatus != self.DELAYED:
+            self.put_notification(self.DELAYED)
+        if len(self) > 1:
+            begin = num2date(self.datetime[-1])
+        elif self.fromdate > float("-inf"):
+            begin = num2date(self.fromdate)
+        else:
+            begin = None
+        self._statelivereconn = False
+        self._request_history(begin, msg.time)
+        return "continue"
+
+    def _control(self, code: int):
+        if code == msgs.GAVE_UP:
+            self.put_notification(self.DISCONNECTED)
+            self._state = self._ST_OVER
+            return False
+        if code in (msgs.NOT_SUBSCRIBED, msgs.NO_PERMISSION):
+            self.put_notification(self.NOTSUBSCRIBED)
+            self._state = self._ST_OVER
+            return False
+        if code == msgs.RECONNECTED:
+            self.ib.subscribe(self)
+            self._statelivereconn = self.p.backfill
+        elif code == msgs.LOST_1100:
+            self._statelivereconn = self.p.backfill
+        elif code == msgs.RESTORED_KEPT_1102:
+            self._statelivereconn = self._statelivereconn or self.p.backfill
+        elif code in (msgs.RESTORED_LOST_1101, msgs.BUST_10225):
+            self.ib.subscribe(self)
+            self._statelivereconn = self._statelivereconn or self.p.backfill
+        return "continue"
+
+    def _load_hist(self):
+        if self.p.historical:  # preloading: an empty answer would end the data, so wait (bounded)
+            timeout = 2 * max(self.ib.p.histtimeout, self.ib.p.pacingwait)
+        else:
+            timeout = self._qcheck
+        try:
+            msg = self.qhist.get(timeout=timeout)
+        except queue.Empty:
+            if self.p.historical:
+                self.put_notification(self.DISCONNECTED, "historical download timed out")
+                self._state = self._ST_OVER
+                return False
+            return None
+        if msg is msgs.CONN_BROKEN:
+            if self.p.historical:
+                self.put_notification(self.DISCONNECTED, "connection lost during historical download")
+                self._state = self._ST_OVER
+                return False
+            # live: the reconnection markers arrive on the live queue; backfill again then
+            self.put_notification(self.CONNBROKEN)
+            self._statelivereconn = self.p.backfill
+            self._state = self._ST_LIVE
+            return "continue"
+        if isinstance(msg, int):
+            self.put_notification(self.NOTSUBSCRIBED)
+            self._state = self._ST_OVER
+            return False
+        if msg is HISTORY_END:
+            if self.p.historical:
+                self.put_notification(self.DISCONNECTED)
+                self._state = self._ST_OVER
+                return False
+            self._state = self._ST_LIVE
+            return "continue"
+        if self._recorder is not None:
+            self._record_hist(msg)
+        return True if self._load_bar(msg) else "continue"
+
+    def _record_hist(self, bar: LiveBar) -> None:
+        try:
+            self._recorder.record(self._rec_hist_symbol, bar.time.replace(tzinfo=dt.UTC),
+                                  open=bar.open, high=bar.high, low=bar.low, close=bar.close,
+                                  volume=bar.volume)
+        except Exception:  # noqa: BLE001 - see _record
+            self._recorder = None
+
+    def _load_msg(self, msg) -> bool:
+        if isinstance(msg, LiveBar):
+            return self._load_bar(msg)
+        return self._load_tick(msg)
+
+    def _late(self, dtnum: float) -> bool:
+        return len(self) > 1 and dtnum <= self.lines.datetime[-1] and not self.p.latethrough
+
+    def _load_bar(self, bar: LiveBar) -> bool:
+        dtnum = date2num(bar.time)
+        if self._late(dtnum):
+            return False
+        lines = self.lines
+        lines.datetime[0] = dtnum
+        lines.open[0], lines.high[0], lines.low[0], lines.close[0] = bar.open, bar.high, bar.low, bar.close
+        lines.volume[0] = bar.volume
+        lines.openinterest[0] = 0.0
+        return True
+
+    def _load_tick(self, tick: LiveTick) -> bool:
+        dtnum = date2num(tick.time)
+        if len(self) > 1 and dtnum < self.lines.datetime[-1] and not self.p.latethrough:
+            return False
+        lines = self.lines
+        lines.datetime[0] = dtnum
+        lines.open[0] = lines.high[0] = lines.low[0] = lines.close[0] = tick.price
+        lines.volume[0] = tick.size
+        lines.openinterest[0] = 0.0
+        return True
+
+
+def _tf_label(seconds: int) -> str:
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}min"
+    if seconds < 86400:
+        return f"{seconds // 3600}h"
+    return {86400: "1d", 7 * 86400: "1w"}.get(seconds, "1mo")
+

@@ -1,0 +1,492 @@
+"""ThetaData: a backtrader feed of stocks, indices and option contracts from ThetaStore."""
+
+from __future__ import annotations
+
+import math
+import queue
+import re
+import time
+from datetime import UTC, datetime, timedelta
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from btlive.stores.theta import ThetaStore
+from btlive.stores.theta_greeks import greeks, greeks_from_price
+from btlive.stores.theta_parse import NEW_YORK, Contract, FrameError
+from btlive.stores.theta_rest import ThetaError, ThetaPermissionError
+from btlive.stores.theta_ticks import NS, Bar, BarBuilder, TickFilter
+
+_OPTION_NAME = re.compile(r"^([A-Za-z0-9.]+)_(\d{8})_([CP])(\d+(?:\.\d+)?)$")
+TF = bt.TimeFrame
+_TF_SECONDS = {TF.Seconds: 1, TF.Minutes: 60}
+_REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 300: "5m",
+                   600: "10m", 900: "15m", 1800: "30m", 3600: "1h"}
+GREEK_LINES = ("delta", "gamma", "theta", "vega", "rho", "iv", "underlying")
+EPOCH = datetime(1970, 1, 1)
+
+
+def parse_dataname(dataname, sectype: str | None = None) -> Contract:
+    """'SPY' / 'SPX' (with sectype INDEX) / 'SPY_20241220_C450' / a Contract -> Contract."""
+    if isinstance(dataname, Contract):
+        return dataname
+    text = str(dataname).strip()
+    m = _OPTION_NAME.match(text)
+    if m:
+        root, exp, right, strike = m.groups()
+        return Contract.option(root, exp, float(strike), right)
+    kind = (sectype or "STOCK").upper()
+    if kind == "INDEX":
+        return Contract.index(text)
+    if kind == "STOCK":
+        return Contract.stock(text)
+    raise ValueError(f"dataname {dataname!r}: an option needs ROOT_YYYYMMDD_{{C|P}}STRIKE "
+                     "or the root/expiration/strike/right params")
+
+
+def _day_end_ns(ts: int) -> int:
+    """End of the ET session day containing ``ts``: 16:00 ET."""
+    local = datetime.fromtimestamp(ts / 1e9, tz=NEW_YORK)
+    close = local.replace(hour=16, minute=0, second=0, microsecond=0)
+    if local > close:
+        close = (local + timedelta(days=1)).replace(hour=16, minute=0, second=0, microsecond=0)
+    return int(close.timestamp()) * NS
+
+
+class ThetaData(bt.feed.DataBase):
+    """ThetaData feed: bars (any timeframe) from quotes or trades, quote lines and, for
+    options, greeks.
+
+    Lines: the usual OHLCV plus ``bid ask bidsize asksize`` and, for options,
+    ``delta gamma theta vega rho iv underlying`` (NaN for stocks/indices).
+
+    Params:
+      - ``dataname``: ``SPY`` (stock), ``SPX`` (with ``sectype='INDEX'``),
+        ``SPY_20241220_C450`` (option) or a ``Contract``.
+      - ``root``/``expiration``/``strike``/``right``: build the option contract from parts
+        (instead of an option ``dataname``).
+      - ``sectype`` (None): STOCK, INDEX or OPTION (guessed from the name).
+      - ``store`` (None): a ThetaStore; None = ``ThetaStore(**storekwargs)``.
+      - ``storekwargs`` ({}): params of that store.
+      - ``what`` (``quote``): bars from the quote midpoint (``quote``) or from trades
+        (``trade``; volume = traded size).
+      - ``historical`` (False): True = backtest: load ``fromdate``..``todate`` and stop.
+        False = live: backfill from ``fromdate`` (if given), then stream.
+      - ``interval`` (None): REST interval for history (``tick``, ``1s``...``1h``);
+        None = matched to the bar size (ticks below one second).
+      - ``greeks`` (True): greeks lines for options (history: the greeks endpoint,
+        falling back to Black-Scholes on the underlying's quotes when the tier does not
+        allow it; live: Black-Scholes on the midpoint and the underlying's stream).
+      - ``underlying`` (None): root of the underlying (default: the option's root).
+      - ``qcheck`` (0.5 s): how long ``_load`` waits for a tick in live mode.
+      - ``bar_grace`` (0.25 s): live bars close this long after their end on silence
+        (measured on the stream's clock, so replays at any speed bar correctly).
+      - ``notify_bad_data`` (1.0 s): minimal spacing of BAD_DATA store notifications.
+      - ``start_time``/``end_time`` (None): ET session filter for history (``09:30:00``).
+
+    Notifications: DELAYED while backfilling, LIVE once on the stream, CONNBROKEN when the
+    stream breaks (reconnect and gap backfill follow), DISCONNECTED when it gives up,
+    NOTSUBSCRIBED when the Terminal rejects the subscription. ``stats`` counts ticks
+    rejected by the bad-data rules (see btlive.stores.theta_ticks).
+    """
+
+    lines = ("bid", "ask", "bidsize", "asksize") + GREEK_LINES
+
+    params = (
+        ("root", None),
+        ("expiration", None),
+        ("strike", None),
+        ("right", None),
+        ("sectype", None),
+        ("store", None),
+        ("storekwargs", {}),
+        ("what", "quote"),
+        ("historical", False),
+        ("interval", None),
+        ("greeks", True),
+        ("underlying", None),
+        ("qcheck", 0.5),
+        ("bar_grace", 0.25),
+        ("notify_bad_data", 1.0),
+        ("start_time", None),
+        ("end_time", None),
+    )
+
+    def __init__(self) -> None:
+        if self.p.what not in ("quote", "trade"):
+            raise ValueError(f"what {self.p.what!r}: expected 'quote' or 'trade'")
+        if self.p.root is not None:
+            self.contract = Contract.option(self.p.root, self.p.expiration, self.p.strike,
+                                            self.p.right)
+        else:
+            self.contract = parse_dataname(self.p.dataname, self.p.sectype)
+        self._store = self.p.store or ThetaStore(**self.p.storekwargs)
+        self.filter = TickFilter()
+        self._q: queue.Queue = queue.Queue()
+        self._bars: list[Bar] = []
+        self._hist: list[Bar] | None = None
+        self._channel = self._uchannel = None
+        self._state = None
+        self._last_bad_notify = 0.0
+        self._last_bad_total = 0
+        self._underlying_px = math.nan
+        self._clock_offset = 0  # receive time minus tick time of the last live tick
+        self._last_quote: dict = {}
+        self.last_tick_ns = 0  # end of the last delivered bar (its tick time for Ticks)
+        self.last_recv_ns = 0  # when the socket read that carried it returned (live)
+
+    # ------------------------------------------------------------------ backtrader hooks
+
+    def islive(self) -> bool:
+        return not self.p.historical
+
+    def haslivedata(self) -> bool:
+        return bool(self._bars) or not self._q.empty()
+
+    @property
+    def stats(self) -> dict:
+        out = dict(self.filter.stats)
+        if self._channel is not None:
+            out["seam_duplicates"] = self._channel.seam_duplicates
+        return out
+
+    def start(self) -> None:
+        super().start()
+        self._store.start(data=self)
+        self._builder = self._make_builder()
+        if self.p.historical:
+            self._hist = self._load_history()
+            self._hist_pos = 0
+            return
+        start_ns = self._to_ns(self.p.fromdate) if self.p.fromdate else None
+        if self.contract.sec_type == "INDEX":
+            kinds = ["TRADE"]
+        else:
+            kinds = ["QUOTE"] if self.p.what == "quote" else ["TRADE", "QUOTE"]
+        self._channel = self._store.open_channel(self.contract, kinds, self._q, start_ns)
+        if self.contract.is_option and self.p.greeks:
+            underlying = Contract.stock(self.p.underlying or self.contract.root)
+            self._uchannel = self._store.open_channel(underlying, ["QUOTE"], self._q, None,
+                                                      tag="underlying")
+        if start_ns is None:
+            self.put_notification(self.DELAYED)
+
+    def stop(self) -> None:
+        for ch in (self._channel, self._uchannel):
+            if ch is not None:
+                self._store.close_channel(ch)
+        self._channel = self._uchannel = None
+        super().stop()
+        self._store.stop()
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _to_ns(dt: datetime) -> int:
+        if dt.tzinfo is None:
+            return int((dt - EPOCH).total_seconds() * 1e6) * 1000
+        return int(dt.timestamp() * 1e6) * 1000
+
+    def _period_ns(self) -> int | None:
+        tf, comp = self.p.timeframe, self.p.compression
+        if tf == TF.Ticks:
+            return None
+        if tf == TF.MicroSeconds:
+            return comp * 1000
+        if tf in _TF_SECONDS:
+            return _TF_SECONDS[tf] * comp * NS
+        if tf == TF.Days and comp == 1:
+            return 86400 * NS
+        raise ValueError(f"timeframe {TF.getname(tf, comp)}: ThetaData builds Ticks, "
+                         "Seconds, Minutes and Days bars; resample for larger ones")
+
+    def _make_builder(self) -> BarBuilder:
+        period = self._period_ns()
+        if self.p.timeframe == TF.Days:
+            return BarBuilder(period, day_end=_day_end_ns)
+        return BarBuilder(period)
+
+    def _interval(self) -> str:
+        if self.p.interval:
+            return self.p.interval
+        period = self._period_ns()
+        if period is None or period < NS:
+            return "tick"
+        seconds = period // NS
+        for size in sorted(_REST_INTERVALS, reverse=True):
+            if seconds % size == 0:
+                return _REST_INTERVALS[size]
+        return "1s"
+
+    # ------------------------------------------------------------------ history (backtest)
+
+    def _load_history(self) -> list[Bar]:
+        """Fetch, clean and aggregate the whole backtest range (blocking: this is a backtest)."""
+        if not self.p.fromdate:
+            raise ValueError("historical ThetaData needs fromdate")
+        start = self.p.fromdate
+        end = self.p.todate or datetime.now(UTC).replace(tzinfo=None)
+        # bars are stamped at their close, so a bar ending exactly at todate is included
+        first, last = start, end - timedelta(microseconds=1)
+        interval = self._interval()
+        extra = {k: v for k, v in (("start_time", self.p.start_time),
+                                   ("end_time", self.p.end_time)) if v}
+        kind = "QUOTE" if self.p.what == "quote" else "TRADE"
+        if self.contract.sec_type == "INDEX":  # indices print prices only
+            frame = self._store.history("price", self.contract, first, last, interval, **extra)
+            return [b for b in self._bars_from_frame("PRICE", frame, interval, None)
+                    if self._to_ns(start) <= b.end_ns <= self._to_ns(end)]
+        if kind == "TRADE" and interval != "tick":
+            frame = self._store.history("ohlc", self.contract, first, last, interval, **extra)
+        else:
+            frame = self._store.history(kind.lower(), self.contract, first, last, interval,
+                                        **extra)
+        greeks_frame = None
+        if self.contract.is_option and self.p.greeks:
+            greeks_frame = self._greeks_history(first, last, interval, extra)
+        bars = self._bars_from_frame(kind, frame, interval, greeks_frame)
+        lo, hi = self._to_ns(start), self._to_ns(end)
+        return [b for b in bars if lo <= b.end_ns <= hi]
+
+    def _greeks_history(self, start, end, interval, extra) -> pd.DataFrame | None:
+        ivl = interval if interval != "tick" else "1s"
+        try:
+            return self._store.history("greeks", self.contract, start, end, ivl, **extra)
+        except ThetaPermissionError as exc:
+            self._store.put_notification(
+                f"GREEKS_FALLBACK: {self.contract.instrument}: {exc.server_message}; "
+                "computing Black-Scholes greeks from the underlying's quotes")
+        except (ThetaError, FrameError) as exc:
+            self._store.put_notification(f"GREEKS_UNAVAILABLE: {self.contract.instrument}: {exc}")
+            return None
+        try:
+            under = self._store.history("quote", Contract.stock(self.p.underlying
+                                                                or self.contract.root),
+                                        start, end, ivl, **extra)
+        except (ThetaError, FrameError):
+            return None
+        if not len(under):
+            return None
+        mid = (under["bid"] + under["ask"]) / 2.0
+        return pd.DataFrame({"underlying_price": mid}, index=under.index)
+
+    def _bars_from_frame(self, kind: str, frame: pd.DataFrame, interval: str,
+                         greeks_frame: pd.DataFrame | None) -> list[Bar]:
+        if frame is None or not len(frame):
+            return []
+        frame = frame.sort_index(kind="stable")
+        ts = frame.index.as_unit("ns").asi8
+        gk = self._align_greeks(ts, greeks_frame)
+        bars: list[Bar] = []
+        builder = self._builder
+        cols = {c: frame[c].to_numpy() for c in frame.columns if c not in
+                ("root", "expiration", "strike", "right")}
+        is_ohlc = "open" in cols and "close" in cols
+        shift = 0
+        if is_ohlc and interval in _INTERVAL_NS:
+            shift = _INTERVAL_NS[interval]  # ohlc rows are stamped at the bar's start
+        for i in range(len(ts)):
+            values = {c: _py(v[i]) for c, v in cols.items()}
+            t = int(ts[i]) + shift
+            if is_ohlc:
+                if not values.get("count") and not values.get("volume"):
+                    continue  # a placeholder row without trades
+                tick_kind, check = "TRADE", {"price": values["close"],
+                                             "size": values.get("volume") or 1}
+            else:
+                tick_kind, check = kind, values
+            if self.filter.check(tick_kind, t, check) is not None:
+                continue
+            extra = self._extra_from(values)
+            if gk is not None:
+                extra.update(gk[i])
+            done = self._add_to_builder(builder, tick_kind, t, values, extra, is_ohlc)
+            if done is not None:
+                bars.append(done)
+        last = builder.flush()
+        if last is not None:
+            bars.append(last)
+        return bars
+
+    def _align_greeks(self, ts: np.ndarray, gf: pd.DataFrame | None) -> list[dict] | None:
+        if gf is None or not len(gf):
+            return None
+        gf = gf.sort_index(kind="stable")
+        gts = gf.index.as_unit("ns").asi8
+        pos = np.searchsorted(gts, ts, side="right") - 1
+        names = {"delta": "delta", "theta": "theta", "vega": "vega", "rho": "rho",
+                 "implied_vol": "iv", "underlying_price": "underlying", "gamma": "gamma"}
+        avail = {src: gf[src].to_numpy() for src in names if src in gf.columns}
+        out = []
+        for p in pos:
+            out.append({} if p < 0 else {names[s]: float(a[p]) for s, a in avail.items()})
+        return out
+
+    # ------------------------------------------------------------------ shared tick path
+
+    @staticmethod
+    def _extra_from(values: dict) -> dict:
+        out = {}
+        if "bid" in values:
+            out.update(bid=values["bid"], ask=values["ask"], bidsize=values.get("bid_size"),
+                       asksize=values.get("ask_size"))
+        return out
+
+    def _add_to_builder(self, builder: BarBuilder, kind: str, ts: int, values: dict,
+                        extra: dict, is_ohlc: bool = False) -> Bar | None:
+        if is_ohlc:
+            return builder.add(ts, float(values["close"]), float(values.get("volume") or 0),
+                               extra, high=float(values["high"]), low=float(values["low"]),
+                               open_=float(values["open"]))
+        if kind == "QUOTE":
+            mid = (float(values["bid"]) + float(values["ask"])) / 2.0
+            return builder.add(ts, mid, 0.0, extra)
+        size = float(values.get("size") or 0) if kind == "TRADE" else 0.0
+        return builder.add(ts, float(values["price"]), size, extra)
+
+    def _finish_greeks(self, bar: Bar) -> None:
+        """Fill missing greeks (gamma, or all of them) with Black-Scholes."""
+        if not self.contract.is_option:
+            return
+        x = bar.extra
+        spot = x.get("underlying", math.nan)
+        if not (spot and spot > 0):
+            return
+        exp_close = datetime.strptime(self.contract.expiration, "%Y%m%d").replace(
+            hour=16, tzinfo=NEW_YORK)
+        years = (exp_close.timestamp() * NS - bar.end_ns) / NS / (365.0 * 86400.0)
+        call = self.contract.right == "C"
+        rate, div = self._store.p.rate, self._store.p.dividend
+        iv = x.get("iv")
+        if iv and iv > 0 and math.isfinite(iv):
+            g = greeks(spot, self.contract.strike, years, iv, rate, call, div)
+        else:
+            mid = bar.close if self.p.what == "quote" else (x.get("bid", 0) + x.get("ask", 0)) / 2
+            g = greeks_from_price(mid, spot, self.contract.strike, years, rate, call, div)
+        for name in ("delta", "gamma", "theta", "vega", "rho", "iv"):
+            if not _isnum(x.get(name)):
+                x[name] = getattr(g, name)
+
+    # ------------------------------------------------------------------ _load
+
+    def _load(self):
+        if self._hist is not None:
+            if self._hist_pos >= len(self._hist):
+                return False
+            bar = self._hist[self._hist_pos]
+            self._hist_pos += 1
+            self._fill(bar)
+            return True
+        return self._load_live()
+
+    def _load_live(self):
+        deadline = time.monotonic() + self.p.qcheck
+        while True:
+            if self._bars:
+                self._fill(self._bars.pop(0))
+                return True
+            if self._state == self.LIVE and self._builder.current is not None:
+                # the stream's clock, not ours: a replayed day is stamped in the past
+                stream_now = time.time_ns() - self._clock_offset
+                due = self._builder.due(stream_now - int(self.p.bar_grace * NS))
+                if due is not None:
+                    self._fill(due)
+                    return True
+            timeout = deadline - time.monotonic()
+            if timeout <= 0:
+                return None
+            try:
+                item = self._q.get(timeout=timeout)
+            except queue.Empty:
+                continue
+            self._on_item(item)
+            if self._state == self.DISCONNECTED and not self._bars and self._q.empty():
+                return False
+
+    def _on_item(self, item: tuple) -> None:
+        if item[0] == "status":
+            _, name, detail, tag = item
+            if tag is None:
+                self._state = getattr(self, name)
+                self.put_notification(self._state, detail)
+            return
+        _, kind, ts, values, tag = item
+        if tag == "underlying":
+            self._on_underlying(values)
+            return
+        if self.contract.sec_type == "INDEX":
+            kind = "PRICE"
+        if self.filter.check(kind, ts, values) is not None:
+            self._maybe_notify_bad()
+            return
+        extra = self._extra_from(values) if kind == "QUOTE" else {}
+        if kind == "QUOTE":
+            self._last_quote = extra
+            if self.p.what == "trade":
+                if self._builder.current is not None:
+                    self._builder.current.extra.update(extra)
+                return
+        else:
+            extra = dict(self._last_quote)
+        if "recv_ns" in values:
+            extra["recv_ns"] = values["recv_ns"]
+            self._clock_offset = values["recv_ns"] - ts
+        if self.contract.is_option and self.p.greeks:
+            extra["underlying"] = self._underlying_px
+        done = self._add_to_builder(self._builder, kind, ts, values, extra)
+        if done is not None:
+            self._bars.append(done)
+
+    def _on_underlying(self, values: dict) -> None:
+        bid, ask = values.get("bid"), values.get("ask")
+        if _isnum(bid) and _isnum(ask) and 0 < float(bid) <= float(ask):
+            self._underlying_px = (float(bid) + float(ask)) / 2.0
+
+    def _maybe_notify_bad(self) -> None:
+        now = time.monotonic()
+        total = self.filter.rejected
+        if total != self._last_bad_total and now - self._last_bad_notify >= self.p.notify_bad_data:
+            self._last_bad_notify, self._last_bad_total = now, total
+            rules = {k: v for k, v in self.filter.stats.items() if k != "accepted" and v}
+            self._store.put_notification(f"BAD_DATA: {self.contract.instrument}: {rules}",
+                                         data=self, stats=rules)
+
+    def _fill(self, bar: Bar) -> None:
+        dt = EPOCH + timedelta(microseconds=bar.end_ns // 1000)
+        lines = self.lines
+        lines.datetime[0] = bt.date2num(dt)
+        lines.open[0] = bar.open
+        lines.high[0] = bar.high
+        lines.low[0] = bar.low
+        lines.close[0] = bar.close
+        lines.volume[0] = bar.volume
+        lines.openinterest[0] = 0.0
+        x = bar.extra
+        if self.contract.is_option and self.p.greeks and not all(
+                _isnum(x.get(n)) for n in ("delta", "gamma", "theta", "vega", "rho", "iv")):
+            self._finish_greeks(bar)
+        for name in ("bid", "ask", "bidsize", "asksize") + GREEK_LINES:
+            v = x.get(name)
+            getattr(lines, name)[0] = float(v) if _isnum(v) else math.nan
+        self.last_tick_ns = bar.end_ns
+        self.last_recv_ns = x.get("recv_ns", 0)
+
+
+_INTERVAL_NS = {"1s": NS, "5s": 5 * NS, "10s": 10 * NS, "15s": 15 * NS, "30s": 30 * NS,
+                "1m": 60 * NS, "5m": 300 * NS, "10m": 600 * NS, "15m": 900 * NS,
+                "30m": 1800 * NS, "1h": 3600 * NS}
+
+
+def _py(v):
+    return v.item() if hasattr(v, "item") else v
+
+
+def _isnum(v) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+ThetaStore.DataCls = ThetaData

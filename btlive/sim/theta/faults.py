@@ -1,0 +1,89 @@
+"""Injectable faults shared by the REST, gRPC and WebSocket servers (thread-safe).
+
+Tests arm a fault from their own thread; the server thread that handles the
+next matching request consumes it. Each armed fault fires ``times`` times
+(``None`` = until cleared).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import grpc
+
+
+@dataclass
+class _Rule:
+    prefix: str
+    value: object
+    times: int | None
+
+    def matches(self, path: str) -> bool:
+        return path.lstrip("/").startswith(self.prefix.lstrip("/"))
+
+
+class Faults:
+    """Armed faults: REST status codes and delays, gRPC status codes."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._status: list[_Rule] = []
+        self._delay: list[_Rule] = []
+        self._grpc: list[_Rule] = []
+        self.fired: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ arming
+    def status_once(self, path_prefix: str = "", status: int = 429, times: int | None = 1,
+                    message: str | None = None) -> None:
+        """The next ``times`` REST requests under ``path_prefix`` (e.g. "/v3/option") answer ``status``."""
+        if not 400 <= int(status) <= 599:
+            raise ValueError(f"status {status!r}: expected an HTTP error code 400-599")
+        with self._lock:
+            self._status.append(_Rule(path_prefix, (int(status), message), times))
+
+    def delay(self, path_prefix: str = "", seconds: float = 1.0, times: int | None = None) -> None:
+        """Hold matching REST requests ``seconds`` inside the concurrency gate (slow MDDS)."""
+        if seconds < 0:
+            raise ValueError(f"seconds {seconds!r}: must be >= 0")
+        with self._lock:
+            self._delay.append(_Rule(path_prefix, float(seconds), times))
+
+    def grpc_once(self, method_prefix: str = "", code: grpc.StatusCode | str = "UNAVAILABLE",
+                  times: int | None = 1, message: str = "injected fault") -> None:
+        """The next ``times`` gRPC calls whose method starts with ``method_prefix`` abort with ``code``."""
+        if isinstance(code, str):
+            try:
+                code = grpc.StatusCode[code.upper()]
+            except KeyError:
+                raise ValueError(f"code {code!r}: not a grpc.StatusCode name") from None
+        with self._lock:
+            self._grpc.append(_Rule(method_prefix, (code, message), times))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._status.clear()
+            self._delay.clear()
+            self._grpc.clear()
+
+    # ------------------------------------------------------------------ consuming
+    def _take(self, rules: list[_Rule], key: str, kind: str):
+        with self._lock:
+            for rule in rules:
+                if rule.matches(key):
+                    if rule.times is not None:
+                        rule.times -= 1
+                        if rule.times <= 0:
+                            rules.remove(rule)
+                    self.fired[kind] = self.fired.get(kind, 0) + 1
+                    return rule.value
+        return None
+
+    def rest_status(self, path: str) -> tuple[int, str | None] | None:
+        return self._take(self._status, path, "status")
+
+    def rest_delay(self, path: str) -> float:
+        return self._take(self._delay, path, "delay") or 0.0
+
+    def grpc_status(self, method: str) -> tuple[grpc.StatusCode, str] | None:
+        return self._take(self._grpc, method, "grpc")

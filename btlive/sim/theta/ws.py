@@ -1,0 +1,615 @@
+"""The Terminal's streaming WebSocket (``/v1/events``) on the ``websockets`` server.
+
+One client at a time (a new connection closes the older one with code 1000).
+Requests are JSON or Python literals (ThetaData's own sample sends ``str(dict)``).
+Frames are pre-serialized text and written straight to the transport as
+unmasked WebSocket frames, so bursts and the firehose reach hundreds of
+thousands of messages per second.
+
+The model stream plays the same ticks the REST history returns: each
+subscription starts at the next tick after it was made, ``ms_of_day`` is the
+tick's time (ET) and it is sent as soon as that time has passed.
+"""
+
+from __future__ import annotations
+
+import ast
+import asyncio
+import contextlib
+import heapq
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from datetime import date
+
+import numpy as np
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Response
+
+from btlive.sim.theta.endpoints import TIERS, Endpoints
+from btlive.sim.theta.market import Market, OptionContract
+
+log = logging.getLogger(__name__)
+
+PATH = "/v1/events"
+STREAM_CAPS = {"free": 0, "value": 0, "standard": 10_000, "pro": 15_000}
+
+
+# --------------------------------------------------------------------------- frames (pure)
+def ws_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented server text frame."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65_536:
+        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
+    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+
+
+def header(kind: str, status: str = "CONNECTED", **extra) -> dict:
+    return {"header": {"type": kind, "status": status, **extra}}
+
+
+def status_frame(status: str = "CONNECTED") -> str:
+    return json.dumps(header("STATUS", status))
+
+
+def req_response(req_id: int, response: str, status: str = "CONNECTED") -> str:
+    return json.dumps(header("REQ_RESPONSE", status, response=response, req_id=req_id))
+
+
+def contract_json(inst: OptionContract | str, sec_type: str = "STOCK") -> str:
+    if isinstance(inst, OptionContract):
+        return (f'{{"security_type":"OPTION","root":"{inst.root}","expiration":'
+                f'{inst.expiration:%Y%m%d},"strike":{inst.strike_milli},"right":"{inst.right}"}}')
+    return f'{{"security_type":"{sec_type}","root":"{inst}"}}'
+
+
+def quote_frame(contract: str, ms: int, bs: int, bx: int, bid: float, bc: int, as_: int, ax: int,
+                ask: float, ac: int, ymd: int) -> str:
+    return (f'{{"header":{{"type":"QUOTE","status":"CONNECTED"}},"contract":{contract},"quote":'
+            f'{{"ms_of_day":{ms},"bid_size":{bs},"bid_exchange":{bx},"bid":{bid:.2f},'
+            f'"bid_condition":{bc},"ask_size":{as_},"ask_exchange":{ax},"ask":{ask:.2f},'
+            f'"ask_condition":{ac},"date":{ymd}}}}}')
+
+
+def trade_frame(contract: str, ms: int, seq: int, size: int, cond: int, price: float, exch: int,
+                ymd: int) -> str:
+    return (f'{{"header":{{"type":"TRADE","status":"CONNECTED"}},"contract":{contract},"trade":'
+            f'{{"ms_of_day":{ms},"sequence":{seq},"size":{size},"condition":{cond},'
+            f'"price":{price:.2f},"exchange":{exch},"date":{ymd}}}}}')
+
+
+def ohlc_frame(contract: str, ms: int, o: float, h: float, lo: float, c: float, vol: int, count: int,
+               ymd: int) -> str:
+    return (f'{{"header":{{"type":"OHLC","status":"CONNECTED"}},"contract":{contract},"ohlc":'
+            f'{{"ms_of_day":{ms},"open":{o:.2f},"high":{h:.2f},"low":{lo:.2f},"close":{c:.2f},'
+            f'"volume":{vol},"count":{count},"date":{ymd}}}}}')
+
+
+class RequestError(ValueError):
+    """A stream request that cannot be honoured; ``req_id`` is -1 when unknown."""
+
+    def __init__(self, message: str, req_id: int = -1):
+        super().__init__(message)
+        self.req_id = req_id
+
+
+def parse_request(text: str | bytes) -> dict:
+    """JSON or a Python literal dict -> dict (raises RequestError naming the problem)."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    try:
+        msg = json.loads(text)
+    except ValueError:
+        try:
+            msg = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            raise RequestError(f"request is neither JSON nor a Python literal: {text[:80]!r}") from None
+    if not isinstance(msg, dict):
+        raise RequestError(f"request must be an object, got {type(msg).__name__}")
+    return msg
+
+
+def request_instrument(msg: dict) -> tuple[str, str, OptionContract | str]:
+    """(sec_type, req_type, instrument) of a STREAM request; strikes in 1/10 cent as on the wire."""
+    req_id = int(msg.get("id", -1)) if str(msg.get("id", "-1")).lstrip("-").isdigit() else -1
+    sec = str(msg.get("sec_type", "")).upper()
+    req = str(msg.get("req_type", "")).upper()
+    if sec not in ("OPTION", "STOCK", "INDEX"):
+        raise RequestError(f"sec_type {msg.get('sec_type')!r}: expected OPTION, STOCK or INDEX", req_id)
+    if req not in ("QUOTE", "TRADE"):
+        raise RequestError(f"req_type {msg.get('req_type')!r}: expected QUOTE or TRADE", req_id)
+    contract = msg.get("contract")
+    if not isinstance(contract, dict) or not contract.get("root"):
+        raise RequestError("contract with a root is required", req_id)
+    root = str(contract["root"]).upper()
+    if sec != "OPTION":
+        return sec, req, root
+    try:
+        exp = str(int(contract["expiration"]))
+        expiration = date(int(exp[:4]), int(exp[4:6]), int(exp[6:8]))
+        strike = int(round(float(contract["strike"])))
+        right = str(contract["right"]).upper()[:1]
+    except (KeyError, TypeError, ValueError):
+        raise RequestError(f"option contract needs expiration YYYYMMDD, strike in 1/10 cent and "
+                           f"right C/P: {contract!r}", req_id) from None
+    if right not in ("C", "P"):
+        raise RequestError(f"right {contract.get('right')!r}: expected C or P", req_id)
+    return sec, req, OptionContract(root, expiration, strike, right)
+
+
+# --------------------------------------------------------------------------- session
+@dataclass
+class Subscription:
+    req_id: int
+    sec_type: str
+    req_type: str
+    inst: OptionContract | str
+    contract: str
+    next_k: int = -1
+    day: date | None = None
+    known: bool | None = None
+
+
+@dataclass
+class Session:
+    ws: ServerConnection
+    subs: dict[tuple, Subscription] = field(default_factory=dict)
+    bulk_id: int | None = None
+    tasks: list[asyncio.Task] = field(default_factory=list)
+    frames: int = 0
+    closed: bool = False
+    replay_pos: int | None = None
+    heap: list = field(default_factory=list)  # (next tick ms, seq, key, sub): only due subs run
+    day: date | None = None
+    _seq: int = 0
+
+    def schedule(self, due_ms: int, key: tuple, sub: Subscription) -> None:
+        self._seq += 1
+        heapq.heappush(self.heap, (due_ms, self._seq, key, sub))
+
+    def reschedule(self) -> None:
+        self.heap.clear()
+        for key, sub in self.subs.items():
+            self.schedule(-1, key, sub)
+
+    def write(self, frames: list[str]) -> None:
+        if self.closed or not frames or self.ws.transport.is_closing():
+            return
+        self.ws.transport.write(b"".join(ws_frame(f.encode()) for f in frames))
+        self.frames += len(frames)
+
+
+class StreamServer:
+    """Serves ``/v1/events``; every public method runs on the server's event loop."""
+
+    def __init__(self, market: Market, endpoints: Endpoints, *, tier: str = "pro",
+                 host: str = "127.0.0.1", port: int = 0, heartbeat: float = 1.0,
+                 max_streams: int | None = None, firehose: bool = False, rate: float | None = None):
+        self.market = market
+        self.endpoints = endpoints
+        self.tier = tier
+        self.host, self.port = host, port
+        self.heartbeat = heartbeat
+        self.max_streams = STREAM_CAPS[tier] if max_streams is None else max_streams
+        self.firehose = firehose
+        self.rate = rate
+        self.fpss = "CONNECTED"
+        self.deny = False
+        self.session: Session | None = None
+        self.replay = None  # a ReplaySource plays a recording instead of the model
+        self.stall_until = 0.0
+        self.connections = 0
+        self.frames_total = 0
+        self._server = None
+        self._wake: asyncio.Event | None = None
+        self._ohlc: dict[tuple, list] = {}
+        self._bulk_quotes: dict[OptionContract, tuple[int, int]] = {}  # next quote k, quotes left
+
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        self._wake = asyncio.Event()
+        self._server = await serve(self._handler, self.host, self.port, compression=None,
+                                   ping_interval=None, max_size=2**20, write_limit=2**22,
+                                   process_request=self._check_path)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        """Tell the client the session stops (STATE STOP), then close with 1001 (going away)."""
+        if self.session:
+            session = self.session
+            session.write([json.dumps(header("STATE", self.fpss, state="STOP"))])
+            await self._end(session, code=1001, reason="terminal shutting down")
+        if self._server:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 3)
+
+    @staticmethod
+    def _check_path(connection: ServerConnection, request) -> Response | None:
+        if request.path.split("?", 1)[0] != PATH:
+            return connection.respond(404, f"no stream at {request.path}; use {PATH}\n")
+        return None
+
+    async def _handler(self, ws: ServerConnection) -> None:
+        old = self.session
+        if old is not None:
+            await self._end(old, code=1000, reason="replaced by a newer client")
+        session = self.session = Session(ws)
+        self.connections += 1
+        session.write([status_frame(self.fpss), json.dumps(header("STATE", self.fpss, state="START"))])
+        session.tasks = [asyncio.create_task(self._heartbeat(session)),
+                         asyncio.create_task(self._pump(session))]
+        try:
+            async for message in ws:
+                self._on_message(session, message)
+        except Exception as exc:  # the client vanished; nothing to tell it
+            log.debug("stream client gone: %r", exc)
+        finally:
+            await self._end(session, abort=False)
+
+    async def _end(self, session: Session, code: int = 1000, reason: str = "", abort: bool = False):
+        if session.closed:
+            return
+        session.closed = True
+        for task in session.tasks:
+            task.cancel()
+        self.frames_total += session.frames
+        if self.session is session:
+            self.session = None
+            self._ohlc.clear()
+            self._bulk_quotes.clear()
+            self._bulk_day = None
+        if abort:
+            session.ws.transport.abort()
+        else:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(session.ws.close(code, reason), 2)
+
+    # ------------------------------------------------------------------ requests
+    def _on_message(self, session: Session, message) -> None:
+        try:
+            msg = parse_request(message)
+            kind = str(msg.get("msg_type", "")).upper()
+            if kind == "STOP":
+                session.subs.clear()
+                session.heap.clear()
+                session.bulk_id = None
+                return
+            req_id = msg.get("id", -1)
+            try:
+                req_id = int(req_id)
+            except (TypeError, ValueError):
+                raise RequestError(f"id {req_id!r}: expected an integer") from None
+            add = msg.get("add", True)
+            add = add if isinstance(add, bool) else str(add).lower() == "true"
+            if kind == "STREAM_BULK":
+                answer = self._bulk(session, req_id, add, msg)
+            elif kind == "STREAM":
+                answer = self._stream(session, req_id, add, msg)
+            else:
+                raise RequestError(f"msg_type {msg.get('msg_type')!r}: expected STREAM, "
+                                   "STREAM_BULK or STOP", req_id)
+        except RequestError as err:
+            log.debug("bad stream request: %s", err)
+            session.write([req_response(err.req_id, "ERROR", self.fpss)])
+            return
+        session.write([req_response(req_id, answer, self.fpss)])
+        if self._wake:
+            self._wake.set()
+
+    def _stream(self, session: Session, req_id: int, add: bool, msg: dict) -> str:
+        sec, req, inst = request_instrument(msg)
+        key = (sec, req, inst)
+        if not add:
+            session.subs.pop(key, None)
+            return "SUBSCRIBED"
+        if self.deny or TIERS.index(self.tier) < TIERS.index("standard") and sec == "OPTION":
+            return "INVALID_PERMS"
+        if key not in session.subs and len(session.subs) >= self.max_streams:
+            return "MAX_STREAMS_REACHED"
+        sub = session.subs[key] = Subscription(req_id, sec, req, inst, contract_json(inst, sec))
+        session.schedule(-1, key, sub)
+        return "SUBSCRIBED"
+
+    def _bulk(self, session: Session, req_id: int, add: bool, msg: dict) -> str:
+        if str(msg.get("req_type", "TRADE")).upper() != "TRADE":
+            raise RequestError("STREAM_BULK supports req_type TRADE only", req_id)
+        if not add:
+            session.bulk_id = None
+            return "SUBSCRIBED"
+        if self.deny or self.tier != "pro":
+            return "INVALID_PERMS"
+        session.bulk_id = req_id
+        return "SUBSCRIBED"
+
+    # ------------------------------------------------------------------ loops
+    def _live(self, session: Session) -> bool:
+        return not session.closed and self.fpss == "CONNECTED" and time.monotonic() >= self.stall_until
+
+    async def _heartbeat(self, session: Session) -> None:
+        while not session.closed:
+            await asyncio.sleep(self.heartbeat)
+            if time.monotonic() >= self.stall_until:
+                session.write([status_frame(self.fpss)])
+
+    async def _pump(self, session: Session) -> None:
+        """Send every tick whose time has come, then sleep until the next one (<= 50 ms)."""
+        while not session.closed:
+            day, now_ms = self.endpoints.now()
+            wait = 0.05
+            if self.replay is not None:
+                self._replay_step(session)
+                with contextlib.suppress(Exception):
+                    await session.ws.drain()
+                wait = 0.01
+            elif self._live(session):
+                frames: list[str] = []
+                if session.day != day:  # midnight ET: every subscription starts its new day
+                    session.day = day
+                    session.reschedule()
+                heap = session.heap
+                while heap and heap[0][0] <= now_ms:
+                    _, _, key, sub = heapq.heappop(heap)
+                    if session.subs.get(key) is sub:  # else unsubscribed or replaced: drop it
+                        session.schedule(self._advance(sub, day, now_ms, frames), key, sub)
+                if heap:
+                    wait = min(wait, max(heap[0][0] - now_ms, 1) / 1000.0)
+                if session.bulk_id is not None:
+                    if self.firehose:
+                        await self._firehose_step(session)
+                        wait = 0
+                    else:
+                        wait = min(wait, self._bulk_step(day, now_ms, frames) / 1000.0)
+                session.write(frames)
+                with contextlib.suppress(Exception):
+                    await session.ws.drain()
+            else:
+                self._skip_to_now(session, day, now_ms)
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0005))
+
+    def _replay_step(self, session: Session) -> None:
+        now = self.replay.now_ns()
+        if session.replay_pos is None or not self._live(session):
+            session.replay_pos = now
+            return
+        wanted_keys = {(req, inst) for (_, req, inst) in session.subs}
+
+        def wanted(kind: str, inst) -> bool:
+            return (("QUOTE" if kind == "quote" else "TRADE"), inst) in wanted_keys
+
+        if wanted_keys or session.bulk_id is not None:
+            session.write(self.replay.frames(session.replay_pos, now, wanted, session.bulk_id is not None))
+        session.replay_pos = now
+
+    def _skip_to_now(self, session: Session, day: date, now_ms: int) -> None:
+        """While the feed is down or stalled, ticks are lost (a client backfills them)."""
+        for sub in session.subs.values():
+            sub.day = None
+        session.day = None
+        self._bulk_day = None
+
+    def _advance(self, sub: Subscription, day: date, now_ms: int, frames: list[str]) -> int:
+        """Append the frames of ``sub`` due by now; return the ms of its next tick."""
+        m = self.market
+        kind = "quote" if sub.req_type == "QUOTE" else "trade"
+        if sub.day != day:
+            sub.known = None  # a new day: the contract may have expired
+        if sub.known is None:  # SUBSCRIBED does not mean the contract exists
+            if isinstance(sub.inst, OptionContract):
+                sub.known = m.is_listed(sub.inst) and sub.inst.expiration >= day
+            else:
+                sub.known = m.underlying(sub.inst) is not None
+        if not sub.known:
+            sub.day = day
+            return now_ms + 1000
+        key = m.key(sub.inst)
+        last = m.last_k(key, kind, now_ms)
+        if sub.day != day:
+            sub.day = day
+            sub.next_k = last + 1
+        if last >= sub.next_k:
+            k = np.arange(sub.next_k, last + 1, dtype=np.int64)
+            sub.next_k = last + 1
+            self._emit(sub.inst, sub.contract, kind, day, k, frames)
+        return sub.next_k * m.grid(kind) + m.phase(key, kind)
+
+    def _emit(self, inst, contract: str, kind: str, day: date, k: np.ndarray, frames: list[str]) -> None:
+        m = self.market
+        ymd = int(day.strftime("%Y%m%d"))
+        if kind == "quote":
+            q = m.quotes(inst, day, k)
+            cols = [q[c].tolist() for c in ("ms", "bid_size", "bid_exchange", "bid", "bid_condition",
+                                            "ask_size", "ask_exchange", "ask", "ask_condition")]
+            frames.extend(quote_frame(contract, *row, ymd) for row in zip(*cols, strict=True))
+            return
+        t = m.trades(inst, day, k)
+        state = self._session_ohlc(inst, day, int(k[0]))
+        for ms, seq, size, cond, price, exch in zip(
+                *(t[c].tolist() for c in ("ms", "sequence", "size", "condition", "price", "exchange")),
+                strict=True):
+            frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
+            self._update_ohlc(state, price, size)
+            frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
+
+    def _session_ohlc(self, inst, day: date, first_k: int, history: bool = True) -> list:
+        """[open, high, low, close, volume, count, next_k] of the day's trades before tick ``first_k``.
+
+        The full trade stream passes ``history=False`` (its session starts at the subscription):
+        pricing every earlier trade of thousands of contracts would stall the stream for seconds.
+        """
+        key = (inst, day)
+        state = self._ohlc.get(key)
+        if state is None or state[-1] != first_k:
+            state = [0.0, 0.0, 0.0, 0.0, 0, 0]
+            if first_k > 0 and history:
+                t = self.market.trades(inst, day, np.arange(0, first_k, dtype=np.int64))
+                price, size = t["price"], t["size"]
+                state = [float(price[0]), float(price.max()), float(price.min()), float(price[-1]),
+                         int(size.sum()), int(price.size)]
+            self._ohlc[key] = state = [*state, first_k]
+        return state
+
+    @staticmethod
+    def _update_ohlc(state: list, price: float, size: int) -> None:
+        if state[5] == 0:
+            state[0] = state[1] = state[2] = price
+        state[1] = max(state[1], price)
+        state[2] = min(state[2], price)
+        state[3] = price
+        state[4] += size
+        state[5] += 1
+        state[6] += 1
+
+    # ------------------------------------------------------------------ full trade stream
+    _bulk_day: date | None = None
+
+    def _bulk_step(self, day: date, now_ms: int, frames: list[str]) -> int:
+        """Model full trade stream: QUOTE, OHLC, TRADE per trade, then the contract's next 2 QUOTEs.
+
+        A heap of (next trade ms, contract) keeps the cost proportional to the trades due.
+        """
+        m = self.market
+        if self._bulk_day != day:
+            self._bulk_day = day
+            self._bulk_heap = []
+            for c in (c for root in m.option_roots() for c in m.chain(root, day)):
+                key = m.key(c)
+                k = m.last_k(key, "trade", now_ms) + 1
+                heapq.heappush(self._bulk_heap, (k * m.trade_ms + m.phase(key, "trade"), k, c, key))
+            self._bulk_quotes.clear()
+        ymd = int(day.strftime("%Y%m%d"))
+        heap = self._bulk_heap
+        while heap and heap[0][0] <= now_ms:
+            _, start, c, key = heapq.heappop(heap)
+            last = m.last_k(key, "trade", now_ms)
+            contract = contract_json(c)
+            k = np.arange(start, last + 1, dtype=np.int64)
+            t, q = m.trades_and_quotes(c, day, k)
+            state = self._session_ohlc(c, day, start, history=False)
+            qk = m.last_tick(key, "quote", t["ms"])
+            qcols = [q[n].tolist() for n in ("ms", "bid_size", "bid_exchange", "bid", "bid_condition",
+                                             "ask_size", "ask_exchange", "ask", "ask_condition")]
+            for i, (ms, seq, size, cond, price, exch) in enumerate(zip(
+                    *(t[n].tolist() for n in ("ms", "sequence", "size", "condition", "price", "exchange")),
+                    strict=True)):
+                frames.append(quote_frame(contract, *(col[i] for col in qcols), ymd))
+                self._update_ohlc(state, price, size)
+                frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
+                frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
+            self._bulk_quotes[c] = (int(qk[-1]) + 1, 2)
+            heapq.heappush(heap, ((last + 1) * m.trade_ms + m.phase(key, "trade"), last + 1, c, key))
+        for c, (qk, left) in list(self._bulk_quotes.items()):
+            last = m.last_k(m.key(c), "quote", now_ms)
+            if last >= qk:
+                k = np.arange(qk, min(last, qk + left - 1) + 1, dtype=np.int64)
+                self._emit(c, contract_json(c), "quote", day, k, frames)
+                left -= k.size
+                if left <= 0:
+                    del self._bulk_quotes[c]
+                else:
+                    self._bulk_quotes[c] = (int(k[-1]) + 1, left)
+        due = heap[0][0] if heap else now_ms + 50
+        if self._bulk_quotes:
+            due = min(due, now_ms + m.quote_ms)
+        return max(due - now_ms, 1)
+
+    # ------------------------------------------------------------------ bursts
+    def burst_frames(self, n: int, contracts: int = 100, start_seq: int = 0) -> list[str]:
+        """``n`` frames (8 QUOTE : 1 TRADE : 1 OHLC) over ``contracts`` contracts, stamped now."""
+        day, now_ms = self.endpoints.now()
+        ymd = int(day.strftime("%Y%m%d"))
+        chain = [c for root in self.market.option_roots() for c in self.market.chain(root, day)]
+        chain = chain[:max(1, contracts)] or [self.market.stocks()[0]]
+        names = [contract_json(c) for c in chain]
+        out = []
+        spot = 1.0
+        for i in range(n):
+            contract = names[i % len(names)]
+            seq = start_seq + i
+            kind = seq % 10
+            bid = spot + (seq % 97) * 0.01
+            if kind < 8:
+                out.append(quote_frame(contract, now_ms, 10 + seq % 90, 5, bid, 50, 20, 7, bid + 0.05,
+                                       50, ymd))
+            elif kind == 8:
+                out.append(trade_frame(contract, now_ms, seq, 1 + seq % 9, 18, bid + 0.02, 5, ymd))
+            else:
+                out.append(ohlc_frame(contract, now_ms, spot, bid + 0.05, spot, bid + 0.02, seq, seq // 10,
+                                      ymd))
+        return out
+
+    async def burst(self, n: int, contracts: int = 100, chunk: int = 5_000) -> int:
+        """Write ``n`` frames as fast as the socket takes them; returns the count written."""
+        session = self.session
+        if session is None:
+            raise RuntimeError("no stream client is connected")
+        sent = 0
+        while sent < n and not session.closed:
+            count = min(chunk, n - sent)
+            session.write(self.burst_frames(count, contracts, start_seq=sent))
+            sent += count
+            await session.ws.drain()
+        return sent
+
+    async def _firehose_step(self, session: Session) -> None:
+        n = 5_000 if self.rate is None else max(1, int(self.rate * 0.05))
+        started = time.monotonic()
+        session.write(self.burst_frames(n, contracts=1000, start_seq=session.frames))
+        with contextlib.suppress(Exception):
+            await session.ws.drain()
+        if self.rate is not None:
+            await asyncio.sleep(max(0.0, n / self.rate - (time.monotonic() - started)))
+
+    # ------------------------------------------------------------------ faults
+    def drop(self) -> bool:
+        """Abort the client's TCP connection (no close frame)."""
+        if self.session is None:
+            return False
+        session = self.session
+        asyncio.get_running_loop().create_task(self._end(session, abort=True))
+        return True
+
+    def close(self, code: int = 1000, reason: str = "") -> bool:
+        if self.session is None:
+            return False
+        asyncio.get_running_loop().create_task(self._end(self.session, code=code, reason=reason))
+        return True
+
+    def stall(self, seconds: float) -> None:
+        self.stall_until = time.monotonic() + seconds
+
+    def fpss_disconnect(self) -> None:
+        self.fpss = "DISCONNECTED"
+        if self.session:
+            self.session.write([status_frame(self.fpss)])
+
+    def fpss_reconnect(self) -> None:
+        """Back to CONNECTED, then re-subscribe every stream by its request id."""
+        self.fpss = "CONNECTED"
+        session = self.session
+        if session:
+            frames = [status_frame(self.fpss)]
+            frames += [req_response(s.req_id, "SUBSCRIBED") for s in session.subs.values()]
+            if session.bulk_id is not None:
+                frames.append(req_response(session.bulk_id, "SUBSCRIBED"))
+            session.write(frames)
+        if self._wake:
+            self._wake.set()
+
+    def send_raw(self, frames: list[str]) -> int:
+        """Send arbitrary text frames (malformed data for the client's bad-data rules)."""
+        if self.session is None:
+            return 0
+        self.session.write(list(frames))
+        return len(frames)
+
+    def stats(self) -> dict:
+        s = self.session
+        return {"connections": self.connections, "connected": s is not None,
+                "subscriptions": len(s.subs) if s else 0, "bulk": bool(s and s.bulk_id is not None),
+                "frames": self.frames_total + (s.frames if s else 0), "fpss": self.fpss}

@@ -1,0 +1,1470 @@
+"""The asyncio TCP server: sessions, request handlers, market-data fan-out, order routing.
+
+Everything runs on one event loop; the matching engine, the account and the market
+are plain objects mutated only from that loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from . import messages as M
+from .accounts import Account, commission
+from .contracts import Instrument, Universe
+from .faults import SYSTEM_MESSAGES, Fault, Pacing
+from .market import Quote, SyntheticMarket
+from .matching import Ack, Done, Fill, MatchingEngine, OrderError, SimOrder, validate
+from .protocol import (
+    MAX_VERSION,
+    FrameDecoder,
+    ProtocolError,
+    decode_payload,
+    encode,
+    fmt,
+    frame,
+    negotiate,
+)
+
+log = logging.getLogger("btlive.sim.tws")
+
+BAR_SIZES = {
+    "1 secs": 1, "5 secs": 5, "10 secs": 10, "15 secs": 15, "30 secs": 30,
+    "1 min": 60, "2 mins": 120, "3 mins": 180, "5 mins": 300, "10 mins": 600,
+    "15 mins": 900, "20 mins": 1200, "30 mins": 1800, "1 hour": 3600, "2 hours": 7200,
+    "3 hours": 10800, "4 hours": 14400, "8 hours": 28800, "1 day": 86400,
+    "1 week": 604800, "1 month": 2592000,
+}
+DURATION_UNITS = {"S": 1, "D": 86400, "W": 604800, "M": 2592000, "Y": 31536000}
+TRADING_DAYS = {"D": 1, "W": 5, "M": 21, "Y": 252}
+MAX_BARS = 200_000
+GENERIC_RTVOLUME = "233"
+NO_DEF = "No security definition has been found for the request"
+MAX_BACKLOG = 256 << 20  # bytes queued for a client that does not read
+
+
+@dataclass
+class Execution:
+    exec_id: str
+    order: SimOrder
+    inst: Instrument
+    side: str
+    qty: float
+    price: float
+    cum_qty: float
+    avg_price: float
+    time: float
+    time_str: str
+    account: str
+    exchange: str
+    commission: float
+    realized: float
+    exchange_hint: str | None = None
+
+
+@dataclass
+class MktSub:
+    req_id: int
+    inst: Instrument
+    rtvolume: bool = False
+
+
+@dataclass
+class BarSub:
+    req_id: int
+    inst: Instrument
+    bar_s: int
+    what: str
+    fmt: int = 1
+    cur: list | None = None  # [start, o, h, l, c, vol, wap_num, count]
+    done: list = field(default_factory=list)  # completed real-time bars not yet sent
+
+
+@dataclass
+class Session:
+    """Per-connection state; ``proto`` does the I/O."""
+
+    proto: ClientProtocol
+    client_id: int = -1
+    version: int = 0
+    auto_open: bool = False
+    mkt: dict[int, MktSub] = field(default_factory=dict)
+    tbt: dict[int, tuple[Instrument, str]] = field(default_factory=dict)
+    rtbars: dict[int, BarSub] = field(default_factory=dict)
+    hist: dict[int, BarSub] = field(default_factory=dict)
+    account_updates: bool = False
+    positions: bool = False
+    acct_multi: set[int] = field(default_factory=set)
+    pnl: dict[int, str] = field(default_factory=dict)  # reqId -> account
+    pnl_single: dict[int, tuple[str, int]] = field(default_factory=dict)
+    md_type: int = 1
+
+    def send(self, fields: list) -> None:
+        self.proto.send(fields)
+
+    def con_ids(self) -> set[int]:
+        ids = {s.inst.con_id for s in self.mkt.values()}
+        ids |= {i.con_id for i, _ in self.tbt.values()}
+        ids |= {s.inst.con_id for s in self.rtbars.values()}
+        ids |= {s.inst.con_id for s in self.hist.values()}
+        return ids
+
+
+class ClientProtocol(asyncio.Protocol):
+    """Bytes in, field lists out; batches writes until the end of the loop iteration."""
+
+    def __init__(self, server: TwsServer):
+        self.server = server
+        self.decoder = FrameDecoder()
+        self.session = Session(self)
+        self.transport: asyncio.Transport | None = None
+        self._out: list[bytes] = []
+        self._flush_scheduled = False
+        self._greeted = False
+        self.closed = False
+        self._can_write = asyncio.Event()
+        self._can_write.set()
+
+    # ------------------------------------------------------------------ I/O
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server._protocols.add(self)
+
+    def connection_lost(self, exc) -> None:
+        self.closed = True
+        self._can_write.set()
+        self.server._protocols.discard(self)
+        self.server.on_disconnect(self.session)
+
+    def pause_writing(self) -> None:
+        self._can_write.clear()
+
+    def resume_writing(self) -> None:
+        self._can_write.set()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            payloads = self.decoder.feed(data)
+        except ProtocolError as exc:
+            log.warning("closing connection: %s", exc)
+            self.abort()
+            return
+        for payload in payloads:
+            if self.closed:
+                return
+            if not self._greeted:
+                self._greet(payload)
+                continue
+            fields = decode_payload(payload)
+            try:
+                self.server.handle(self.session, fields)
+            except Exception as exc:  # a bad request must not kill the session
+                log.exception("request %s failed", fields[:3])
+                rid = _safe_int(fields[2] if len(fields) > 2 else -1)
+                self.send(M.error(self.session.version, rid, 321,
+                                  f"Error validating request.-'{fields[0] if fields else '?'}' "
+                                  f": cause - {exc}"))
+
+    def _greet(self, payload: bytes) -> None:
+        try:
+            version = negotiate(payload, self.server.max_version)
+        except ProtocolError as exc:
+            log.warning("closing connection: %s", exc)
+            self.abort()
+            return
+        self._greeted = True
+        self.session.version = version
+        self.send([version, self.server.conn_time()])
+
+    def send(self, fields: list) -> None:
+        if not self.closed:
+            self.send_raw(encode(fields))
+
+    def send_raw(self, data: bytes) -> None:
+        """Queue encoded frames; one write per loop iteration carries them all."""
+        if self.closed:
+            return
+        self._out.append(data)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        self._flush_scheduled = False
+        if self._out and self.transport is not None and not self.closed:
+            self.transport.write(b"".join(self._out))
+            if self.transport.get_write_buffer_size() > MAX_BACKLOG:
+                log.warning("client %s reads too slowly (%d bytes queued): disconnecting",
+                            self.session.client_id, self.transport.get_write_buffer_size())
+                self.abort()
+        self._out.clear()
+
+    def close(self) -> None:
+        self.flush()
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._out.clear()
+        if self.transport is not None:
+            self.transport.abort()
+
+
+def _safe_int(v) -> int:
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return -1
+
+
+class TwsServer:
+    """The simulated TWS: one account set, one market, one order book, many sessions."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, accounts: Iterable[str] = (
+            "DU123456",), symbols: Iterable[str] = (), seed: int = 0, latency_ms: float = 0.0,
+            tick_interval: float = 0.25, bar_interval: float = 5.0, pacing: bool = False,
+            max_version: int = MAX_VERSION, timezone: str = "US/Eastern",
+            cash: float = 1_000_000.0, farm_messages: bool = True, faults: Iterable[Fault] = (),
+            account_refresh: float = 180.0, max_fill_size: float = 0.0,
+            commission_first: bool = False):
+        for name, value, low in (("tick_interval", tick_interval, 0.001),
+                                 ("bar_interval", bar_interval, 0.1),
+                                 ("latency_ms", latency_ms, 0.0), ("cash", cash, 0.0)):
+            if not isinstance(value, int | float) or value < low:
+                raise ValueError(f"{name} {value!r}: must be a number >= {low:g}")
+        if not 157 <= max_version <= MAX_VERSION:
+            raise ValueError(f"max_version {max_version!r}: must be in 157..{MAX_VERSION}")
+        accounts = [a.strip() for a in accounts if a and a.strip()]
+        if not accounts:
+            raise ValueError("accounts: at least one account code is needed")
+        try:
+            self.tz = ZoneInfo(timezone)
+        except (ValueError, KeyError) as exc:
+            raise ValueError(f"timezone {timezone!r}: not an IANA zone ({exc})") from None
+        self.host, self.port = host, port
+        self.max_version = max_version
+        self.tz_name = timezone
+        self.universe = Universe(list(symbols))
+        self.market = SyntheticMarket(self.universe, seed=seed, tick_interval=tick_interval)
+        self.engine = MatchingEngine(max_fill_size)
+        self.account_delay = 0.05
+        self._dirty: dict[str, set[int]] = {}
+        self._push_scheduled = False
+        self.commission_first = commission_first
+        self.accounts = {code: Account(code, cash) for code in accounts}
+        self.default_account = next(iter(self.accounts))
+        self.latency = latency_ms / 1000.0
+        self.tick_interval = tick_interval
+        self.bar_interval = bar_interval
+        self.farm_messages = farm_messages
+        self.account_refresh = account_refresh
+        self.pacing = Pacing() if pacing else None
+        self.faults = sorted(faults, key=lambda f: f.at)
+        self.sessions: dict[int, Session] = {}
+        self.executions: list[Execution] = []
+        self.next_ids: dict[int, int] = {}
+        self.untransmitted: dict[tuple[int, int], SimOrder] = {}
+        self._perm = 1_000_000_000 + (seed % 1000) * 1_000_000
+        self._exec_seq = 0
+        self._session_tag = int(time.time()) & 0xFFFFFFFF
+        self._protocols: set[ClientProtocol] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._timers: list[asyncio.TimerHandle] = []
+        self.replay = None  # set by the simulator to a replay driver
+        # fault state
+        self.pacing_violations = 0
+        self.reject_next: list[tuple[str, str]] = []  # (symbol or "", reason)
+        self.unknown_symbols: set[str] = set()
+        self.not_subscribed: set[str] = set()
+        self.silent_next = 0
+        self.link_down = False  # between a 1100 and a 1101/1102
+        self.stats = {"orders": 0, "fills": 0, "ticks": 0, "connections": 0}
+
+    # ================================================================ lifecycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientProtocol(self), self.host,
+                                                self.port, reuse_address=True)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._tasks.append(loop.create_task(self._tick_loop()))
+        self._tasks.append(loop.create_task(self._bar_loop()))
+        if self.account_refresh > 0:
+            self._tasks.append(loop.create_task(self._account_loop()))
+        for fault in self.faults:
+            self._timers.append(loop.call_later(fault.at, self.apply_fault, fault))
+        if self.replay is not None:
+            self._tasks.append(loop.create_task(self.replay.run(self)))
+
+    async def stop(self) -> None:
+        for t in self._timers:
+            t.cancel()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._tasks.clear()
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self._protocols):
+            proto.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def restart(self, down: float = 1.0) -> None:
+        """Full restart: every session drops, no connections for ``down`` seconds; the
+        book, the account and the permIds survive (as after a real TWS restart)."""
+        if self._server is not None:
+            self._server.close()
+        for proto in list(self._protocols):
+            proto.abort()
+        if self._server is not None:
+            await self._server.wait_closed()
+        await asyncio.sleep(down)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: ClientProtocol(self), self.host,
+                                                self.port, reuse_address=True)
+
+    def conn_time(self) -> str:
+        return datetime.now(self.tz).strftime("%Y%m%d %H:%M:%S ") + self.tz_name
+
+    def now_str(self, ts: float | None = None) -> str:
+        dt = datetime.fromtimestamp(ts or time.time(), self.tz)
+        return dt.strftime("%Y%m%d %H:%M:%S ") + self.tz_name
+
+    # ================================================================ dispatch
+    def handle(self, s: Session, fields: list[str]) -> None:
+        if not fields:
+            return
+        msg_id = int(fields[0])
+        if s.client_id < 0 and msg_id != M.START_API:
+            s.send(M.error(s.version, -1, 321, "startApi must be the first request"))
+            return
+        handler = self._handlers.get(msg_id)
+        if handler is None:
+            log.debug("ignoring %s %s", M.NAMES.get(msg_id, msg_id), fields[1:4])
+            return
+        handler(self, s, fields)
+
+    def on_disconnect(self, s: Session) -> None:
+        if s.client_id >= 0 and self.sessions.get(s.client_id) is s:
+            del self.sessions[s.client_id]
+        s.mkt.clear()
+        s.tbt.clear()
+        s.rtbars.clear()
+        s.hist.clear()
+
+    # ---------------------------------------------------------------- startup
+    def _start_api(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        cid = r.int()
+        if cid in self.sessions:
+            s.send(M.error(s.version, -1, 326, "Unable to connect as the client id is already "
+                                               "in use. Retry with a unique client id."))
+            s.proto.close()
+            return
+        s.client_id = cid
+        self.sessions[cid] = s
+        self.stats["connections"] += 1
+        s.send([15, 1, ",".join(self.accounts)])
+        s.send([9, 1, self._next_id(cid)])
+        if self.farm_messages:
+            for code in (2104, 2106, 2158):
+                s.send(M.error(s.version, -1, code, SYSTEM_MESSAGES[code]))
+
+    def _next_id(self, cid: int) -> int:
+        return self.next_ids.get(cid, 1)
+
+    def _req_ids(self, s: Session, f: list[str]) -> None:
+        s.send([9, 1, self._next_id(s.client_id)])
+
+    def _managed_accts(self, s: Session, f: list[str]) -> None:
+        s.send([15, 1, ",".join(self.accounts)])
+
+    def _current_time(self, s: Session, f: list[str]) -> None:
+        s.send([49, 1, int(time.time())])
+
+    # ---------------------------------------------------------------- contracts
+    def _lookup(self, c: M.ContractReq) -> list[Instrument]:
+        if c.symbol.upper() in self.unknown_symbols:
+            return []
+        return self.universe.find(**c.query())
+
+    def _resolve(self, s: Session, req_id: int, c: M.ContractReq) -> Instrument | None:
+        found = self._lookup(c)
+        if len(found) == 1:
+            return found[0]
+        if not found:
+            s.send(M.error(s.version, req_id, 200, NO_DEF))
+        else:
+            s.send(M.error(s.version, req_id, 200, f"The contract description specified for "
+                                                   f"{c.symbol} is ambiguous."))
+        return None
+
+    def _contract_details(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        req_id = r.int()
+        c = M.read_contract(r)
+        found = self._lookup(c)
+        if not found:
+            s.send(M.error(s.version, req_id, 200, NO_DEF))
+            return
+        for inst in found:
+            trading, liquid = inst.schedule()
+            s.send(M.contract_details(s.version, req_id, inst, trading, liquid))
+        s.send(M.contract_details_end(req_id))
+
+    def _sec_def_opt_params(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        req_id = r.int()
+        symbol, _fut_exch, sec_type, con_id = r.str(), r.str(), r.str(), r.int()
+        unders = [self.universe.get(con_id)] if con_id else [
+            i for i in self.universe.option_underlyings()
+            if i.symbol == symbol.upper() and (not sec_type or i.sec_type == sec_type)]
+        for under in unders:
+            if under is None or under.sec_type not in ("STK", "IND", "FUT"):
+                continue
+            chain = self.universe.chain(under)
+            by_class: dict[str, tuple[set, set]] = {}
+            for o in chain:
+                exps, strikes = by_class.setdefault(o.trading_class, (set(), set()))
+                exps.add(o.expiry)
+                strikes.add(o.strike)
+            for exch in ((under.exchange,) if under.sec_type == "FUT" else ("SMART", "CBOE")):
+                for tclass, (exps, strikes) in sorted(by_class.items()):
+                    s.send(M.sec_def_opt_params(req_id, exch, under.con_id, tclass,
+                                                chain[0].multiplier, sorted(exps),
+                                                sorted(strikes)))
+        s.send([76, req_id])
+
+    # ---------------------------------------------------------------- market data
+    def _mkt_data(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        req_id = r.int()
+        c = M.read_contract(r)
+        if c.sec_type == "BAG":
+            s.send(M.error(s.version, req_id, 321, "combination (BAG) market data is not "
+                                                   "simulated"))
+            return
+        if r.bool():
+            r.skip(3)
+        generic, snapshot, _reg, options = r.str(), r.bool(), r.bool(), r.str()
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        if inst.symbol in self.not_subscribed:
+            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."
+                                                   "Delayed market data is available."))
+            return
+        now = time.time()
+        q = self.market.quote(inst, now)
+        sub = MktSub(req_id, inst, GENERIC_RTVOLUME in generic.split(","))
+        s.send(M.market_data_type(req_id, s.md_type))
+        s.send(M.tick_req_params(req_id, inst.min_tick))
+        self._send_quote(s, sub, q, full=True)
+        burst = M.parse_tag_values(options).get("btliveBurst")
+        if snapshot:
+            s.send([57, 1, req_id])
+            return
+        s.mkt[req_id] = sub
+        if burst:
+            asyncio.get_running_loop().create_task(self._burst(s, sub, int(burst)))
+
+    def _send_quote(self, s: Session, sub: MktSub, q: Quote, full: bool = False) -> None:
+        rid = sub.req_id
+        inst = sub.inst
+        out = []
+        if inst.sec_type != "IND":
+            out.append(M.tick_price(rid, 1, q.bid, q.bid_size, 1))
+            out.append(M.tick_price(rid, 2, q.ask, q.ask_size, 1))
+        if full:
+            if q.last:
+                out.append(M.tick_price(rid, 4, q.last, q.last_size))
+            out += [M.tick_price(rid, 6, q.high, 0), M.tick_price(rid, 7, q.low, 0),
+                    M.tick_price(rid, 9, q.close, 0), M.tick_price(rid, 14, q.open, 0)]
+            if inst.sec_type not in ("IND", "CASH"):
+                out.append(M.tick_size(rid, 8, q.volume))
+        elif q.traded:
+            out.append(M.tick_price(rid, 4, q.last, q.last_size))
+            if inst.sec_type != "IND":
+                out.append(M.tick_size(rid, 5, q.last_size))
+                out.append(M.tick_size(rid, 8, q.volume))
+            if sub.rtvolume and q.last_size:
+                vwap = round(q.turnover / q.volume, 6) if q.volume else q.last
+                out.append(M.tick_string(rid, 48, f"{fmt(q.last)};{fmt(q.last_size)};"
+                                                  f"{int(q.time * 1000)};{fmt(q.volume)};"
+                                                  f"{fmt(vwap)};true"))
+        if inst.is_option:
+            g = self.market.option_greeks(inst, q.time or None)
+            out.append(M.tick_option(rid, 13, g))
+            out.append(M.tick_option(rid, 10, g))
+            out.append(M.tick_option(rid, 11, g))
+        s.proto.send_raw(b"".join(encode(m) for m in out))
+        self.stats["ticks"] += len(out)
+
+    async def _burst(self, s: Session, sub: MktSub, n: int) -> None:
+        """Benchmark hook (mktDataOptions btliveBurst=N): N bid/ask ticks as fast as the
+        socket takes them."""
+        inst = sub.inst
+        q = self.market.quote(inst)
+        rid = sub.req_id
+        prefix_bid = f"1\x006\x00{rid}\x001\x00"
+        prefix_ask = f"1\x006\x00{rid}\x002\x00"
+        sent = 0
+        chunk = 2000
+        bid, ask, size = q.bid, q.ask, fmt(q.bid_size or 100.0)
+        tick = inst.min_tick
+        # 20 price levels each side, pre-encoded: the hook measures the client, not us
+        levels = [(prefix_bid + fmt(round(bid - k * tick, 8)) + f"\x00{size}\x000\x00",
+                   prefix_ask + fmt(round(ask + k * tick, 8)) + f"\x00{size}\x000\x00")
+                  for k in range(20)]
+        frames = [[frame(side.encode()) for side in pair] for pair in levels]
+        while sent < n and not s.proto.closed:
+            parts = [frames[(sent + i) % 20][(sent + i) % 2]
+                     for i in range(min(chunk, n - sent))]
+            sent += len(parts)
+            s.proto.flush()
+            if s.proto.transport is not None and not s.proto.closed:
+                s.proto.transport.write(b"".join(parts))
+            await s.proto._can_write.wait()
+            await asyncio.sleep(0)
+        self.stats["ticks"] += sent
+
+    def _cancel_mkt(self, s: Session, f: list[str]) -> None:
+        s.mkt.pop(_safe_int(f[2]), None)
+
+    def _tick_by_tick(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        req_id = r.int()
+        c = M.read_contract(r)
+        kind = r.str()
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        if inst.symbol in self.not_subscribed:
+            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+            return
+        if kind not in ("Last", "AllLast", "BidAsk", "MidPoint"):
+            s.send(M.error(s.version, req_id, 321, f"Error validating request.-'cc' : cause - "
+                                                   f"tick type {kind!r} is not Last, AllLast, "
+                                                   "BidAsk or MidPoint"))
+            return
+        s.tbt[req_id] = (inst, kind)
+
+    def _cancel_tbt(self, s: Session, f: list[str]) -> None:
+        s.tbt.pop(_safe_int(f[1]), None)
+
+    def _realtime_bars(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        req_id = r.int()
+        c = M.read_contract(r)
+        _size, what = r.int(), r.str().upper() or "TRADES"
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        if inst.symbol in self.not_subscribed:
+            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+            return
+        if what == "TRADES" and inst.sec_type == "CASH":
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:No data of type TRADES is available "
+                                                   "for CASH"))
+            return
+        s.rtbars[req_id] = BarSub(req_id, inst, 5, what)
+
+    def _cancel_rtbars(self, s: Session, f: list[str]) -> None:
+        s.rtbars.pop(_safe_int(f[2]), None)
+
+    # ---------------------------------------------------------------- history
+    def _historical(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        req_id = r.int()
+        c = M.read_contract(r)
+        r.skip(1)  # includeExpired
+        end_s, bar_size, duration = r.str(), r.str().strip(), r.str().strip().upper()
+        rth, what, fmt = r.bool(), r.str().upper(), r.int(1)
+        if c.sec_type == "BAG":
+            r.skip(4 * r.int())
+        keep = r.bool()
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        err = self._hist_error(s, req_id, inst, what, (c.con_id or c.symbol, end_s, bar_size,
+                                                       duration, rth, what))
+        if err:
+            return
+        bar_s = bar_seconds(bar_size)
+        if bar_s is None:
+            s.send(M.error(s.version, req_id, 321, f"Error validating request.-'bP' : cause - "
+                                                   f"Historical data bar size setting "
+                                                   f"{bar_size!r} is invalid."))
+            return
+        try:
+            n, unit = duration.split()
+            dur_s = int(n) * DURATION_UNITS[unit]
+        except (ValueError, KeyError):
+            s.send(M.error(s.version, req_id, 321, f"Error validating request.-'bP' : cause - "
+                                                   f"Historical data duration {duration!r} is "
+                                                   "invalid (use '<n> S|D|W|M|Y')."))
+            return
+        if keep and end_s:
+            s.send(M.error(s.version, req_id, 321, "Error validating request.-'bP' : cause - "
+                                                   "End date not supported with live updates"))
+            return
+        try:
+            end = self._parse_end(end_s)
+        except ValueError as exc:
+            s.send(M.error(s.version, req_id, 10314, f"End Date/Time: The date, time, or "
+                                                     f"time-zone entered is invalid. {exc}"))
+            return
+        if unit != "S" and bar_s < 86400 and rth:
+            dur_s = self._trading_days_span(inst, end, int(n) * TRADING_DAYS[unit])
+        if dur_s / bar_s > MAX_BARS:
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:Time length exceed max."))
+            return
+        rows = self.market.bars(inst, end, dur_s, bar_s, what, rth)
+        if not rows:
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:HMDS query returned no data"))
+            return
+        tz = ZoneInfo(inst.tz)
+        out = [(self._bar_date(t, bar_s, fmt, tz), o, h, lo, cl, v, w, n)
+               for t, o, h, lo, cl, v, w, n in rows]
+        start_str = self._bar_date(int(end.timestamp()) - dur_s, 1, fmt, tz)
+        s.send(M.historical_data(req_id, start_str, self._bar_date(int(end.timestamp()), 1,
+                                                                      fmt, tz), out))
+        if keep:
+            sub = BarSub(req_id, inst, bar_s, what, fmt)
+            if rows:
+                t, o, h, lo, cl, v, w, n = rows[-1]
+                sub.cur = [t, o, h, lo, cl, max(v, 0), w * max(v, 0), max(n, 0)]
+            s.hist[req_id] = sub
+
+    @staticmethod
+    def _trading_days_span(inst: Instrument, end: datetime, days: int) -> int:
+        """Seconds from the start of the ``days``-th last weekday to ``end``: with useRTH,
+        IB counts 'D' durations in trading days (so '1 D' on a Saturday is Friday)."""
+        tz = ZoneInfo(inst.tz)
+        day = end.astimezone(tz).date()
+        count = 0
+        while True:
+            if day.weekday() < 5:
+                count += 1
+                if count >= days:
+                    break
+            day -= timedelta(days=1)
+        start = datetime(day.year, day.month, day.day, tzinfo=tz)
+        return max(1, int(end.timestamp() - start.timestamp()))
+
+    def _hist_error(self, s: Session, req_id: int, inst: Instrument, what: str,
+                    key: tuple) -> bool:
+        if self.pacing_violations > 0:
+            self.pacing_violations -= 1
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:Pacing violation"))
+            return True
+        if self.pacing is not None:
+            why = self.pacing.check(key, (inst.con_id, what))
+            if why:
+                s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                       f"message:Pacing violation ({why})"))
+                return True
+        if inst.symbol in self.not_subscribed:
+            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+            return True
+        if what == "TRADES" and inst.sec_type == "CASH":
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   f"message:No historical market data for "
+                                                   f"{inst.local_symbol}/CASH@IDEALPRO TRADES"))
+            return True
+        return False
+
+    def _parse_end(self, text: str) -> datetime:
+        text = text.strip()
+        if not text:
+            return datetime.now(UTC)
+        if "-" in text[:9] and len(text) >= 17:  # 20240102-15:30:00 is UTC
+            return datetime.strptime(text[:17], "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+        parts = text.split()
+        if len(parts) == 1 and len(parts[0]) == 8:
+            return datetime.strptime(parts[0], "%Y%m%d").replace(hour=23, minute=59,
+                                                                 tzinfo=self.tz)
+        if len(parts) < 2:
+            raise ValueError(f"endDateTime {text!r}")
+        dt = datetime.strptime(parts[0] + parts[1], "%Y%m%d%H:%M:%S")
+        zone = ZoneInfo(parts[2]) if len(parts) > 2 else self.tz
+        return dt.replace(tzinfo=zone)
+
+    @staticmethod
+    def _bar_date(t: int, bar_s: int, fmt: int, tz: ZoneInfo) -> str:
+        if bar_s >= 86400:
+            return datetime.fromtimestamp(t, tz).strftime("%Y%m%d")
+        if fmt == 2:
+            return str(t)
+        return datetime.fromtimestamp(t, tz).strftime("%Y%m%d %H:%M:%S ") + str(tz.key)
+
+    def _cancel_hist(self, s: Session, f: list[str]) -> None:
+        s.hist.pop(_safe_int(f[2]), None)
+
+    def _head_timestamp(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        req_id = r.int()
+        c = M.read_contract(r)
+        r.skip(3)
+        fmt = r.int(1)
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        head = datetime(2004, 1, 2, 14, 30, tzinfo=UTC)
+        s.send([88, req_id, int(head.timestamp()) if fmt == 2 else
+                head.strftime("%Y%m%d-%H:%M:%S")])
+
+    # ---------------------------------------------------------------- loops
+    async def _tick_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_interval)
+            try:
+                self.tick()
+            except Exception:
+                log.exception("tick loop")
+
+    def tick(self, now: float | None = None) -> None:
+        """One market step for every instrument someone watches or has orders on."""
+        if self.link_down:
+            return
+        now = now or time.time()
+        watched: dict[int, list[Session]] = {}
+        for s in self.sessions.values():
+            for cid in s.con_ids():
+                watched.setdefault(cid, []).append(s)
+        ids = set(watched) | set(self.engine.active_con_ids())
+        if self.replay is not None and getattr(self.replay, "drives", None):
+            ids -= self.replay.drives
+        stepped: set[int] = set()
+        for cid in list(ids):
+            inst = self.universe.get(cid)
+            if inst is None:
+                continue
+            if inst.is_option and inst.under_con_id not in stepped:
+                under = self.universe.get(inst.under_con_id)
+                if under is not None and under.con_id not in ids:
+                    self.market.step(under, now)
+                    stepped.add(under.con_id)
+            if cid in stepped:
+                q = self.market.quote(inst, now)
+            else:
+                q = self.market.step(inst, now)
+                stepped.add(cid)
+            self.publish(inst, q, watched.get(cid, ()))
+        self._process(self.engine.expire(now))
+
+    def publish(self, inst: Instrument, q: Quote, sessions: Iterable[Session] | None = None
+                ) -> None:
+        """Fan a new quote out to subscribers and run the book against it."""
+        cid = inst.con_id
+        if sessions is None:
+            sessions = [s for s in self.sessions.values() if cid in s.con_ids()]
+        for s in sessions:
+            for sub in s.mkt.values():
+                if sub.inst.con_id == cid:
+                    self._send_quote(s, sub, q)
+            for rid, (i, kind) in s.tbt.items():
+                if i.con_id != cid:
+                    continue
+                t = int(q.time)
+                if kind in ("Last", "AllLast") and q.traded:
+                    s.send(M.tick_by_tick_last(rid, 1 if kind == "Last" else 2, t, q.last,
+                                               q.last_size))
+                elif kind == "BidAsk":
+                    s.send(M.tick_by_tick_bid_ask(rid, t, q.bid, q.ask, q.bid_size,
+                                                  q.ask_size))
+                elif kind == "MidPoint":
+                    s.send(M.tick_by_tick_mid(rid, t, q.mid))
+            for sub in s.rtbars.values():
+                if sub.inst.con_id == cid:
+                    self._rt_update(sub, q)
+            for sub in s.hist.values():
+                if sub.inst.con_id == cid:
+                    self._update_hist(s, sub, q)
+        if self.engine.has_resting(cid):
+            self._process(self.engine.match(inst, q))
+
+    @staticmethod
+    def _price_for(what: str, q: Quote) -> float | None:
+        if what == "TRADES":
+            return q.last if q.traded or not q.volume else None
+        if what == "BID":
+            return q.bid
+        if what == "ASK":
+            return q.ask
+        return q.mid
+
+    def _accumulate(self, sub: BarSub, q: Quote, start: int) -> bool:
+        """Fold a quote into the subscription's current bar; True when a new bar began."""
+        px = self._price_for(sub.what, q)
+        vol = q.last_size if (sub.what == "TRADES" and q.traded) else 0.0
+        cur = sub.cur
+        new = cur is None or start > cur[0]
+        if px is None or px <= 0:
+            if new and cur is not None:
+                sub.cur = [start, cur[4], cur[4], cur[4], cur[4], 0.0, 0.0, 0]
+            return new
+        if new:
+            sub.cur = [start, px, px, px, px, vol, px * vol, 1 if vol else 0]
+        else:
+            cur[2] = max(cur[2], px)
+            cur[3] = min(cur[3], px)
+            cur[4] = px
+            cur[5] += vol
+            cur[6] += px * vol
+            cur[7] += 1 if vol else 0
+        return new
+
+    def _update_hist(self, s: Session, sub: BarSub, q: Quote) -> None:
+        t = int(q.time)
+        start = t - t % sub.bar_s if sub.bar_s < 86400 else \
+            int(datetime.fromtimestamp(t, ZoneInfo(sub.inst.tz)).replace(
+                hour=0, minute=0, second=0).timestamp())
+        self._accumulate(sub, q, start)
+        c = sub.cur
+        if c is None:
+            return
+        wap = c[6] / c[5] if c[5] else c[4]
+        date = self._bar_date(c[0], sub.bar_s, sub.fmt, ZoneInfo(sub.inst.tz))
+        s.send(M.historical_update(sub.req_id, date, c[1], c[2], c[3], c[4],
+                                   c[5] if sub.what == "TRADES" else -1, wap, c[7]))
+
+    async def _bar_loop(self) -> None:
+        while True:
+            now = time.time()
+            b = self.rt_bucket
+            await asyncio.sleep(b - now % b + 0.01)
+            try:
+                self.emit_bars(time.time())
+            except Exception:
+                log.exception("bar loop")
+
+    @property
+    def rt_bucket(self) -> int:
+        """Real-time bar length: 5 s as in TWS; tests may shorten ``bar_interval``."""
+        return 5 if self.bar_interval >= 5 else max(1, int(self.bar_interval))
+
+    def _rt_update(self, sub: BarSub, q: Quote) -> None:
+        b = self.rt_bucket
+        t = int(q.time)
+        start = t - t % b
+        if sub.cur is not None and start > sub.cur[0]:
+            sub.done.append(sub.cur)
+            close = sub.cur[4]
+            sub.cur = [start, close, close, close, close, 0.0, 0.0, 0]
+        self._accumulate(sub, q, start)
+
+    def emit_bars(self, now: float) -> None:
+        """Send every completed real-time bar; a bucket without ticks repeats the close."""
+        b = self.rt_bucket
+        boundary = int(now) - int(now) % b
+        if self.link_down:
+            return
+        for s in list(self.sessions.values()):
+            for sub in s.rtbars.values():
+                if sub.cur is not None and sub.cur[0] < boundary:
+                    sub.done.append(sub.cur)
+                    sub.cur = None
+                if not sub.done or sub.done[-1][0] < boundary - b:
+                    if sub.done:
+                        px = sub.done[-1][4]
+                    else:
+                        q = self.market.quote(sub.inst, now)
+                        px = self._price_for(sub.what, q) or q.mid or q.last
+                    sub.done.append([boundary - b, px, px, px, px, 0.0, 0.0, 0])
+                for c in sub.done:
+                    wap = c[6] / c[5] if c[5] else c[4]
+                    trades = sub.what == "TRADES"
+                    s.send(M.realtime_bar(sub.req_id, c[0], c[1], c[2], c[3], c[4],
+                                          c[5] if trades else -1, wap, c[7] if trades else -1))
+                sub.done.clear()
+
+    async def _account_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.account_refresh)
+            for acct in self.accounts.values():
+                if acct.positions:
+                    self._push_account(acct)
+
+    # ---------------------------------------------------------------- orders
+    def _visible(self, s: Session, o: SimOrder) -> bool:
+        return o.client_id == s.client_id or s.client_id == 0
+
+    def _order_sessions(self, o: SimOrder) -> list[Session]:
+        out = []
+        owner = self.sessions.get(o.client_id)
+        if owner is not None:
+            out.append(owner)
+        master = self.sessions.get(0)
+        if master is not None and master is not owner and master.auto_open:
+            out.append(master)
+        return out
+
+    def _place_order(self, s: Session, f: list[str]) -> None:
+        if self.latency:
+            asyncio.get_running_loop().call_later(self.latency, self._place_now, s, f)
+        else:
+            self._place_now(s, f)
+
+    def _place_now(self, s: Session, f: list[str]) -> None:
+        try:
+            req = M.parse_place_order(f, s.version)
+        except (ValueError, IndexError) as exc:
+            s.send(M.error(s.version, _safe_int(f[1] if len(f) > 1 else -1), 321,
+                           f"Error validating request.-'bO' : cause - {exc}"))
+            return
+        cid = s.client_id
+        self.next_ids[cid] = max(self.next_ids.get(cid, 1), req.order_id + 1)
+        existing = self.engine.get(cid, req.order_id) or self.untransmitted.get(
+            (cid, req.order_id))
+        if existing is not None and existing.done:
+            code = 104 if existing.status == "Filled" else 10148
+            s.send(M.error(s.version, req.order_id, code, f"Cannot modify order "
+                                                          f"{req.order_id}: it is "
+                                                          f"{existing.status}."))
+            return
+        inst = self._resolve(s, req.order_id, req.contract) if existing is None else existing.inst
+        if inst is None:
+            return
+        order = self._build_order(s, req, inst, existing)
+        try:
+            self._set_expiry(order)
+            validate(order)
+        except OrderError as exc:
+            s.send(M.error(s.version, req.order_id, exc.code, str(exc)))
+            if existing is None and exc.code == 201:
+                order.status = "Inactive"
+                self.engine.add(order)
+                s.send(M.order_status(order))
+            return
+        if req.what_if:
+            s.send(M.open_order(s.version, order, self.default_account,
+                                self._what_if(order)))
+            return
+        if existing is not None and existing.key not in self.untransmitted:
+            if existing.silent:
+                return
+            self._process(self.engine.modify(existing, order, self._quote(inst)))
+            return
+        if existing is None:
+            for i, (sym, reason) in enumerate(self.reject_next):
+                if not sym or sym == inst.symbol:
+                    del self.reject_next[i]
+                    self.engine.add(order)
+                    self._process([Done(order, 201, reason)])
+                    return
+            if self.silent_next > 0:
+                self.silent_next -= 1
+                order.silent = True
+                self.engine.add(order)
+                return
+        self.stats["orders"] += 1
+        self.untransmitted[order.key] = order
+        if not order.transmit:
+            return
+        group = [order]
+        parent = self.untransmitted.get((cid, order.parent_id)) if order.parent_id else None
+        root = parent or order
+        if parent is not None:
+            group = [parent]
+        group += [o for o in list(self.untransmitted.values())
+                  if o.parent_id == root.order_id and o.client_id == cid and o not in group]
+        if order not in group:
+            group.append(order)
+        for o in group:
+            self.untransmitted.pop(o.key, None)
+            o.transmit = True
+            self.engine.add(o)
+        for o in group:
+            self._process(self.engine.activate(o, self._quote(o.inst)))
+
+    def _what_if(self, o: SimOrder) -> dict:
+        """Margin impact of an order without placing it (rough: 25% of stock value, option
+        premium, 6% of futures notional)."""
+        acct = self.accounts.get(o.account) or self.accounts[self.default_account]
+        marks = self._marks()
+        values = {k: float(v) for k, v, c in acct.values(marks) if c == acct.currency
+                  and k in ("InitMarginReq", "MaintMarginReq", "EquityWithLoanValue")}
+        q = self._quote(o.inst)
+        px = o.lmt_price or (q.ask if o.is_buy else q.bid) or q.last
+        notional = o.total_qty * px * o.inst.mult
+        rate = {"OPT": 1.0, "FOP": 1.0, "FUT": 0.06}.get(o.inst.sec_type, 0.25)
+        init = notional * rate
+        fee = commission(o.inst, o.total_qty, px)
+        before = (values["InitMarginReq"], values["MaintMarginReq"],
+                  values["EquityWithLoanValue"])
+        change = (init, init * 0.8, -fee)
+        return {
+            "initMarginBefore": f"{before[0]:.2f}", "maintMarginBefore": f"{before[1]:.2f}",
+            "equityWithLoanBefore": f"{before[2]:.2f}",
+            "initMarginChange": f"{change[0]:.2f}", "maintMarginChange": f"{change[1]:.2f}",
+            "equityWithLoanChange": f"{change[2]:.2f}",
+            "initMarginAfter": f"{before[0] + change[0]:.2f}",
+            "maintMarginAfter": f"{before[1] + change[1]:.2f}",
+            "equityWithLoanAfter": f"{before[2] + change[2]:.2f}",
+            "commission": fee, "minCommission": fee, "maxCommission": fee,
+            "commissionCurrency": acct.currency, "warningText": ""}
+
+    def _quote(self, inst: Instrument) -> Quote:
+        return self.market.quote(inst, time.time())
+
+    def _build_order(self, s: Session, req: M.OrderReq, inst: Instrument,
+                     existing: SimOrder | None) -> SimOrder:
+        perm = existing.perm_id if existing is not None else self._new_perm()
+        o = SimOrder(req.order_id, s.client_id, perm, inst, req.action, req.total_qty,
+                     req.order_type, lmt_price=req.lmt_price, aux_price=req.aux_price,
+                     tif=req.tif or "DAY", oca_group=req.oca_group, oca_type=req.oca_type,
+                     account=req.account or self.default_account, order_ref=req.order_ref,
+                     transmit=req.transmit, parent_id=req.parent_id,
+                     display_size=req.display_size, outside_rth=req.outside_rth,
+                     good_till_date=req.good_till_date, good_after_time=req.good_after_time,
+                     trailing_percent=req.trailing_percent,
+                     trail_stop_price=req.trail_stop_price,
+                     lmt_price_offset=req.lmt_price_offset, open_close=req.open_close,
+                     exchange=req.contract.exchange)
+        return o
+
+    def _set_expiry(self, o: SimOrder) -> None:
+        if o.tif == "GTD" and o.good_till_date:
+            try:
+                o.expires_at = self._parse_end(o.good_till_date).timestamp()
+            except (ValueError, KeyError):
+                raise OrderError(201, f"Order rejected - reason:goodTillDate "
+                                      f"{o.good_till_date!r} is not 'YYYYMMDD HH:MM:SS [zone]' "
+                                      "or 'YYYYMMDD-HH:MM:SS' (UTC)") from None
+
+    def _new_perm(self) -> int:
+        self._perm += 1
+        return self._perm
+
+    def _cancel_order(self, s: Session, f: list[str]) -> None:
+        if self.latency:
+            asyncio.get_running_loop().call_later(self.latency, self._cancel_now, s, f)
+        else:
+            self._cancel_now(s, f)
+
+    def _cancel_now(self, s: Session, f: list[str]) -> None:
+        oid = _safe_int(f[2])
+        o = self.engine.get(s.client_id, oid)
+        if o is None:
+            held = self.untransmitted.pop((s.client_id, oid), None)
+            if held is not None:
+                held.status = "Cancelled"
+                self.engine.add(held)
+                self._process([Done(held, 202, "")])
+                return
+            s.send(M.error(s.version, oid, 10147, f"OrderId {oid} that needs to be cancelled "
+                                                  "is not found."))
+            return
+        if o.done:
+            s.send(M.error(s.version, oid, 10148, f"OrderId {oid} that needs to be cancelled "
+                                                  f"cannot be cancelled, state: {o.status}."))
+            return
+        if o.silent:
+            return
+        self._process(self.engine.cancel(o, 202, ""))
+
+    def _global_cancel(self, s: Session, f: list[str]) -> None:
+        events = []
+        for o in list(self.engine.orders.values()):
+            if not o.done and not o.silent and o.status != "PendingSubmit":
+                events += self.engine.cancel(o, 202, "global cancel")
+        self._process(events)
+
+    def _process(self, events: list) -> None:
+        for ev in events:
+            o = ev.order
+            if o.silent:
+                continue
+            if isinstance(ev, Ack):
+                for s in self._order_sessions(o):
+                    s.send(M.open_order(s.version, o, self.default_account))
+                    s.send(M.order_status(o))
+            elif isinstance(ev, Fill):
+                self._on_fill(o, ev.qty, ev.price)
+            elif isinstance(ev, Done):
+                for s in self._order_sessions(o):
+                    if ev.code == 201:
+                        o.status = "Inactive"
+                        s.send(M.error(s.version, o.order_id, 201, "Order rejected - reason:" +
+                                       (ev.reason or "rejected by the simulator")))
+                        s.send(M.open_order(s.version, o, self.default_account))
+                        s.send(M.order_status(o))
+                    else:
+                        s.send(M.error(s.version, o.order_id, 202,
+                                       "Order Canceled - reason:" + (ev.reason or "")))
+                        s.send(M.order_status(o))
+                if ev.code == 201:
+                    o.status = "Inactive"
+
+    def _on_fill(self, o: SimOrder, qty: float, price: float) -> None:
+        inst = o.inst
+        acct = self.accounts.get(o.account) or self.accounts[self.default_account]
+        signed = qty if o.is_buy else -qty
+        fee = commission(inst, qty, price)
+        realized = acct.apply_fill(inst, signed, price, fee)
+        self._exec_seq += 1
+        now = time.time()
+        e = Execution(f"{self._session_tag:08x}.{self._exec_seq:08x}.01.01", o, inst,
+                      "BOT" if o.is_buy else "SLD", qty, price, o.filled, o.avg_fill_price,
+                      now, self.now_str(now), acct.code,
+                      inst.primary_exchange or inst.exchange if inst.sec_type == "STK"
+                      else inst.exchange, fee, realized, o.exchange or None)
+        self.executions.append(e)
+        self.stats["fills"] += 1
+        for s in self._order_sessions(o):
+            if self.commission_first:
+                s.send(M.commission_report(e))
+            s.send(M.exec_details(s.version, -1, e))
+            if o.status == "Filled":
+                s.send(M.open_order(s.version, o, self.default_account))
+            s.send(M.order_status(o))
+            if not self.commission_first:
+                s.send(M.commission_report(e))
+        for s in self.sessions.values():
+            if s.positions:
+                pos = acct.positions[inst.con_id]
+                s.send(M.position(acct.code, inst, pos.qty, pos.avg_cost))
+        self._dirty.setdefault(acct.code, set()).add(inst.con_id)
+        if not self._push_scheduled:
+            # coalesce a burst of fills into one portfolio/account update
+            self._push_scheduled = True
+            asyncio.get_running_loop().call_later(self.account_delay, self._push_dirty)
+
+    def _push_dirty(self) -> None:
+        self._push_scheduled = False
+        dirty, self._dirty = self._dirty, {}
+        for code, con_ids in dirty.items():
+            self._push_account(self.accounts[code], con_ids)
+
+    # ---------------------------------------------------------------- accounts
+    def _marks(self) -> dict[int, float]:
+        out = {}
+        for acct in self.accounts.values():
+            for cid in acct.positions:
+                q = self.market.quotes.get(cid)
+                if q is not None:
+                    out[cid] = q.mid or q.last
+        return out
+
+    def _push_account(self, acct: Account, con_ids: set[int] | None = None) -> None:
+        """updatePortfolio (for ``con_ids``, or all) and every account value to subscribers."""
+        marks = self._marks()
+        values = None
+        for s in list(self.sessions.values()):
+            if s.account_updates:
+                values = values or acct.values(marks)
+                for inst_, qty, px, val, avg, un, re_ in acct.portfolio(marks):
+                    if con_ids is None or inst_.con_id in con_ids:
+                        s.send(M.update_portfolio(inst_, qty, px, val, avg, un, re_, acct.code))
+                for key, val, cur in values:
+                    s.send(M.update_account_value(key, val, cur, acct.code))
+                s.send([8, 1, datetime.now(self.tz).strftime("%H:%M")])
+            for rid, code in s.pnl.items():
+                if code == acct.code:
+                    s.send(self._pnl_msg(acct, rid, marks))
+            for rid, (code, con_id) in s.pnl_single.items():
+                if code == acct.code and (con_ids is None or con_id in con_ids):
+                    s.send(self._pnl_single_msg(acct, rid, con_id, marks))
+            if s.acct_multi:
+                values = values or acct.values(marks)
+                for rid in s.acct_multi:
+                    for key, val, cur in values:
+                        s.send([73, 1, rid, acct.code, "", key, val, cur])
+
+    @staticmethod
+    def _pnl_msg(acct: Account, rid: int, marks: dict[int, float]) -> list:
+        unreal = sum(row[5] for row in acct.portfolio(marks))
+        return M.pnl(rid, unreal + acct.realized, unreal, acct.realized)
+
+    @staticmethod
+    def _pnl_single_msg(acct: Account, rid: int, con_id: int, marks: dict[int, float]) -> list:
+        for inst, qty, _px, value, _avg, unreal, real in acct.portfolio(marks):
+            if inst.con_id == con_id:
+                return M.pnl_single(rid, qty, unreal + real, unreal, real, value)
+        return M.pnl_single(rid, 0, 0.0, 0.0, 0.0, 0.0)
+
+    def _req_pnl(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        rid, code = r.int(), r.str() or self.default_account
+        acct = self.accounts.get(code)
+        if acct is None:
+            s.send(M.error(s.version, rid, 321, f"Error validating request: account {code!r} "
+                                                "is not managed by this login"))
+            return
+        s.pnl[rid] = code
+        s.send(self._pnl_msg(acct, rid, self._marks()))
+
+    def _req_pnl_single(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        rid, code = r.int(), r.str() or self.default_account
+        r.skip(1)  # modelCode
+        con_id = r.int()
+        acct = self.accounts.get(code)
+        if acct is None or self.universe.get(con_id) is None:
+            s.send(M.error(s.version, rid, 321, f"Error validating request: account {code!r} "
+                                                f"or conId {con_id} unknown"))
+            return
+        s.pnl_single[rid] = (code, con_id)
+        s.send(self._pnl_single_msg(acct, rid, con_id, self._marks()))
+
+    def _cancel_pnl(self, s: Session, f: list[str]) -> None:
+        rid = _safe_int(f[1])
+        s.pnl.pop(rid, None)
+        s.pnl_single.pop(rid, None)
+
+    def _market_data_type(self, s: Session, f: list[str]) -> None:
+        kind = M.Reader(f, 2).int(1)
+        s.md_type = kind if kind in (1, 2, 3, 4) else 1
+
+    def _account_updates(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        subscribe, code = r.bool(), r.str() or self.default_account
+        s.account_updates = subscribe
+        if not subscribe:
+            return
+        acct = self.accounts.get(code)
+        if acct is None:
+            s.send(M.error(s.version, -1, 321, f"Error validating request: account {code!r} "
+                                               "is not managed by this login"))
+            return
+        marks = self._marks()
+        for key, val, cur in acct.values(marks):
+            s.send(M.update_account_value(key, val, cur, acct.code))
+        for inst, qty, px, val, avg, un, re_ in acct.portfolio(marks):
+            s.send(M.update_portfolio(inst, qty, px, val, avg, un, re_, acct.code))
+        s.send([8, 1, datetime.now(self.tz).strftime("%H:%M")])
+        s.send([54, 1, acct.code])
+
+    def _account_multi(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        rid, code = r.int(), r.str()
+        accts = [self.accounts[code]] if code in self.accounts else list(self.accounts.values())
+        marks = self._marks()
+        for acct in accts:
+            for key, val, cur in acct.values(marks):
+                s.send([73, 1, rid, acct.code, "", key, val, cur])
+        s.acct_multi.add(rid)
+        s.send([74, 1, rid])
+
+    def _cancel_account_multi(self, s: Session, f: list[str]) -> None:
+        s.acct_multi.discard(_safe_int(f[2]))
+
+    def _account_summary(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        rid, _group, tags = r.int(), r.str(), r.str()
+        wanted = {t.strip() for t in tags.split(",") if t.strip()}
+        marks = self._marks()
+        for acct in self.accounts.values():
+            for key, val, cur in acct.values(marks):
+                if cur == "BASE":
+                    continue
+                if not wanted or key in wanted or "$LEDGER" in wanted or \
+                        "$LEDGER:ALL" in wanted:
+                    s.send([63, 1, rid, acct.code, key, val, cur])
+        s.send([64, 1, rid])
+
+    def _positions(self, s: Session, f: list[str]) -> None:
+        s.positions = True
+        for acct in self.accounts.values():
+            for pos in acct.positions.values():
+                s.send(M.position(acct.code, pos.inst, pos.qty, pos.avg_cost))
+        s.send([62, 1])
+
+    def _cancel_positions(self, s: Session, f: list[str]) -> None:
+        s.positions = False
+
+    def _open_orders(self, s: Session, f: list[str]) -> None:
+        self._send_open(s, all_clients=s.client_id == 0)
+
+    def _all_open_orders(self, s: Session, f: list[str]) -> None:
+        self._send_open(s, all_clients=True)
+
+    def _send_open(self, s: Session, all_clients: bool) -> None:
+        for o in self.engine.orders.values():
+            if o.done or o.silent or o.status == "PendingSubmit":
+                continue
+            if all_clients or o.client_id == s.client_id:
+                s.send(M.open_order(s.version, o, self.default_account))
+                s.send(M.order_status(o))
+        s.send([53, 1])
+
+    def _auto_open(self, s: Session, f: list[str]) -> None:
+        if s.client_id != 0:
+            s.send(M.error(s.version, -1, 321, "Error validating request: reqAutoOpenOrders "
+                                               "is only valid for clientId 0"))
+            return
+        s.auto_open = M.Reader(f, 2).bool()
+
+    def _completed_orders(self, s: Session, f: list[str]) -> None:
+        for o in self.engine.orders.values():
+            if o.done and not o.silent and self._visible(s, o):
+                s.send(M.completed_order(s.version, o, self.default_account,
+                                         self.now_str(o.done_at)))
+        s.send([102])
+
+    def _executions(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 2)
+        rid = r.int()
+        flt = M.parse_exec_filter(r)
+        since = None
+        if flt.time:
+            try:
+                since = self._parse_end(flt.time).timestamp()
+            except ValueError:
+                since = None
+        picked = []
+        for e in self.executions:
+            if not self._visible(s, e.order):
+                continue
+            if flt.client_id and e.order.client_id != flt.client_id:
+                continue
+            if flt.account and e.account != flt.account:
+                continue
+            if since is not None and e.time < since:
+                continue
+            if flt.symbol and e.inst.symbol != flt.symbol.upper():
+                continue
+            if flt.sec_type and e.inst.sec_type != flt.sec_type.upper():
+                continue
+            if flt.exchange and e.exchange != flt.exchange.upper():
+                continue
+            if flt.side and {"BUY": "BOT", "SELL": "SLD"}.get(flt.side.upper(),
+                                                              flt.side.upper()) != e.side:
+                continue
+            picked.append(e)
+        for e in picked:
+            s.send(M.exec_details(s.version, rid, e))
+        s.send([55, 1, rid])
+        for e in picked:
+            s.send(M.commission_report(e))
+
+    # ================================================================ faults
+    def apply_fault(self, fault: Fault) -> None:
+        """Run one scripted fault (also the Python API's entry point)."""
+        a, args = fault.action, fault.args
+        log.info("fault: %s %s", a, args)
+        if a in ("error", "warn") and "orderId" not in args:
+            code = int(args["code"])
+            msg = str(args.get("msg") or SYSTEM_MESSAGES.get(code, f"simulated error {code}"))
+            if code == 1100:
+                self.link_down = True  # no market data and no fills until restored
+            elif code in (1101, 1102):
+                self.link_down = False
+                if code == 1101:  # data lost: every market-data subscription is gone
+                    for sess in self.sessions.values():
+                        for subs in (sess.mkt, sess.tbt, sess.rtbars, sess.hist):
+                            subs.clear()
+            self.broadcast_error(code, msg, args.get("clientId"))
+        elif a == "warn":
+            self.order_message(int(args.get("clientId", 0)), int(args["orderId"]),
+                               int(args.get("code", 399)),
+                               str(args.get("msg", "Order message warning")))
+        elif a == "drop":
+            self.drop(args.get("clientId"))
+        elif a == "restart":
+            asyncio.get_running_loop().create_task(self.restart(float(args.get("down", 1.0))))
+        elif a == "pacing":
+            self.pacing_violations += int(args.get("count", 1))
+        elif a == "reject":
+            for _ in range(int(args.get("count", 1))):
+                self.reject_next.append((str(args.get("symbol", "")).upper(),
+                                         str(args.get("reason", "rejected by the simulator"))))
+        elif a == "unknown":
+            self.unknown_symbols.add(str(args["symbol"]).upper())
+        elif a == "notsubscribed":
+            self.not_subscribed.add(str(args["symbol"]).upper())
+        elif a == "silent":
+            self.silent_next += int(args.get("count", 1))
+        elif a == "cancel":
+            o = self.engine.get(int(args.get("clientId", 0)), int(args["orderId"]))
+            if o is not None:
+                self._process(self.engine.cancel(o, 202, str(args.get("reason", ""))))
+        elif a == "price":
+            self.set_price(str(args["symbol"]), float(args["value"]))
+        elif a == "close":
+            self.close_session()
+
+    def broadcast_error(self, code: int, msg: str, client_id=None) -> None:
+        for cid, s in list(self.sessions.items()):
+            if client_id is None or cid == int(client_id):
+                s.send(M.error(s.version, -1, code, msg))
+
+    def order_message(self, client_id: int, order_id: int, code: int, msg: str) -> None:
+        s = self.sessions.get(client_id)
+        if s is not None:
+            s.send(M.error(s.version, order_id, code, msg))
+
+    def drop(self, client_id=None) -> None:
+        for cid, s in list(self.sessions.items()):
+            if client_id is None or cid == int(client_id):
+                s.proto.abort()
+
+    def find_symbol(self, symbol: str) -> Instrument:
+        sym = symbol.upper()
+        for sec in ("STK", "IND", "CASH", "FUT"):
+            found = [i for i in self.universe if i.symbol == sym and i.sec_type == sec]
+            if found:
+                return min(found, key=lambda i: i.expiry)
+        found = [i for i in self.universe if i.local_symbol.replace(" ", "") == sym]
+        if found:
+            return found[0]
+        raise KeyError(f"symbol {symbol!r} is not in the simulator's universe")
+
+    def set_price(self, symbol: str, price: float) -> None:
+        inst = self.find_symbol(symbol)
+        q = self.market.set_price(inst, price, time.time())
+        self.publish(inst, q)
+
+    def close_session(self) -> None:
+        self._process(self.engine.close_session(self.market.quotes))
+
+    _handlers = {
+        M.START_API: _start_api, M.REQ_IDS: _req_ids, M.REQ_MANAGED_ACCTS: _managed_accts,
+        M.REQ_CURRENT_TIME: _current_time, M.REQ_CONTRACT_DATA: _contract_details,
+        M.REQ_SEC_DEF_OPT_PARAMS: _sec_def_opt_params, M.REQ_MKT_DATA: _mkt_data,
+        M.CANCEL_MKT_DATA: _cancel_mkt, M.REQ_TICK_BY_TICK: _tick_by_tick,
+        M.CANCEL_TICK_BY_TICK: _cancel_tbt, M.REQ_REAL_TIME_BARS: _realtime_bars,
+        M.CANCEL_REAL_TIME_BARS: _cancel_rtbars, M.REQ_HISTORICAL_DATA: _historical,
+        M.CANCEL_HISTORICAL_DATA: _cancel_hist, M.REQ_HEAD_TIMESTAMP: _head_timestamp,
+        M.PLACE_ORDER: _place_order, M.CANCEL_ORDER: _cancel_order,
+        M.REQ_GLOBAL_CANCEL: _global_cancel, M.REQ_ACCT_UPDATES: _account_updates,
+        M.REQ_ACCOUNT_UPDATES_MULTI: _account_multi,
+        M.CANCEL_ACCOUNT_UPDATES_MULTI: _cancel_account_multi,
+        M.REQ_ACCOUNT_SUMMARY: _account_summary, M.REQ_POSITIONS: _positions,
+        M.CANCEL_POSITIONS: _cancel_positions, M.REQ_OPEN_ORDERS: _open_orders,
+        M.REQ_ALL_OPEN_ORDERS: _all_open_orders, M.REQ_AUTO_OPEN_ORDERS: _auto_open,
+        M.REQ_COMPLETED_ORDERS: _completed_orders, M.REQ_EXECUTIONS: _executions,
+        M.REQ_PNL: _req_pnl, M.CANCEL_PNL: _cancel_pnl, M.REQ_PNL_SINGLE: _req_pnl_single,
+        M.CANCEL_PNL_SINGLE: _cancel_pnl, M.REQ_MARKET_DATA_TYPE: _market_data_type,
+    }
+
+
+def bar_seconds(text: str) -> int | None:
+    """Seconds of a bar size setting; accepts TWS's spellings and singular/plural slips."""
+    parts = text.lower().split()
+    if len(parts) != 2 or not parts[0].isdigit():
+        return None
+    n, unit = int(parts[0]), parts[1].rstrip("s")
+    if unit == "sec":
+        key = f"{n} secs"
+    elif unit in ("min", "hour"):
+        key = f"{n} {unit}" if n == 1 else f"{n} {unit}s"
+    else:
+        key = f"{n} {unit}"
+    return BAR_SIZES.get(key)

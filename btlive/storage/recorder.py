@@ -1,0 +1,615 @@
+"""ArcticRecorder: buffered, staged, crash-safe writes of ticks and bars into ArcticDB.
+
+Why it looks like this (see docs/arctic.md): one ``append`` per tick creates a
+version per row and slows to ~100 rows/s, so rows go into columnar buffers per
+symbol and are written with ``stage()`` (durable, invisible until finalized,
+no version churn) once a buffer holds ``flush_rows`` rows or its oldest row is
+``flush_seconds`` old. Staged data becomes readable when finalized, every
+``finalize_seconds`` and on :meth:`ArcticRecorder.close`. A crashed run's staged
+data is finalized when the next recorder on the library starts.
+
+Rules:
+
+- index: UTC tz-aware ``DatetimeIndex``; columns: the fields in first-seen
+  order (float64; integer numpy columns given to ``record_batch`` stay int64)
+  plus ``seq`` (int64), which numbers rows in arrival order per symbol so equal
+  timestamps keep their order.
+- rows out of order inside one buffer are sorted (stable) before staging.
+- late rows (older than what this symbol already has staged or stored) cannot
+  be appended; they go to the sidecar symbol ``late/<symbol>``, indexed by the
+  time they were written, with their own timestamp in an ``event_ts`` column
+  (int64 ns UTC), and are counted in ``stats["late_rows"]``. Never dropped.
+- a failed write keeps its rows in memory and is retried with backoff;
+  :meth:`flush` raises :class:`ArcticError` while they are not written.
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+import queue
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import backtrader as bt
+import numpy as np
+import pandas as pd
+
+from btlive.storage.arctic import (
+    DEFAULT_LIBRARY,
+    DEFAULT_URI,
+    ArcticError,
+    get_library,
+    redact_uri,
+)
+from btlive.storage.maintenance import finalize_staged
+from btlive.storage.symbols import bar_symbol
+
+log = logging.getLogger(__name__)
+
+SEQ = "seq"
+EVENT_TS = "event_ts"
+LATE_PREFIX = "late/"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_RESERVED = {SEQ, EVENT_TS}
+
+
+def to_ns(ts) -> int:
+    """Nanoseconds since the epoch (UTC) of an int, tz-aware datetime or pd.Timestamp."""
+    if type(ts) is int:
+        return ts
+    if isinstance(ts, pd.Timestamp):
+        if ts.tzinfo is None:
+            raise ValueError(f"timestamp {ts!r} is tz-naive; give a tz-aware (UTC) timestamp")
+        return int(ts.value)
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None or ts.utcoffset() is None:
+            raise ValueError(f"timestamp {ts!r} is tz-naive; give a tz-aware (UTC) datetime")
+        return ((ts - _EPOCH) // _ONE_US) * 1000
+    if isinstance(ts, np.integer):
+        return int(ts)
+    if isinstance(ts, np.datetime64):
+        return int(ts.astype("datetime64[ns]").astype(np.int64))
+    raise TypeError(f"timestamp {ts!r}: expected int ns UTC, a tz-aware datetime or pd.Timestamp")
+
+
+_ONE_US = pd.Timedelta(microseconds=1).to_pytimedelta()
+
+
+class _Buffer:
+    """Rows of one symbol since its last flush: row tuples from record(), arrays from batches."""
+
+    __slots__ = ("names", "dtypes", "keys", "floats", "convs", "ts", "vals", "batches", "rows",
+                 "since")
+
+    def __init__(self, names: list[str], dtypes: list[np.dtype]):
+        self.names = tuple(names)
+        self.dtypes = dtypes
+        self.keys = frozenset(names)
+        self.floats = all(dt.kind == "f" for dt in dtypes)
+        self.convs = [operator.index if dt.kind == "i" else float for dt in dtypes]
+        self.reset()
+
+    def reset(self) -> None:
+        self.ts: list[int] = []
+        self.vals: list[tuple] = []
+        self.batches: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        self.rows = 0
+        self.since = 0.0
+
+    def row(self, symbol: str, fields: dict) -> tuple:
+        """The row's values in column order, converted (raises ValueError naming the symbol)."""
+        try:
+            if tuple(fields) != self.names:
+                if fields.keys() != self.keys:
+                    raise KeyError
+                values = [fields[n] for n in self.names]
+            else:
+                values = fields.values()
+            if self.floats:
+                return tuple(map(float, values))
+            return tuple(f(v) for f, v in zip(self.convs, values, strict=True))
+        except KeyError:
+            raise ValueError(f"symbol {symbol!r}: fields {sorted(fields)} differ from its "
+                             f"columns {sorted(self.keys)}") from None
+        except (TypeError, ValueError):
+            raise ValueError(f"symbol {symbol!r}: non-numeric value in {fields!r}") from None
+
+    def take(self) -> tuple[np.ndarray, list[np.ndarray]] | None:
+        """Everything buffered as arrays (arrival order); empties the buffer."""
+        if not self.rows:
+            return None
+        parts_ts = [b[0] for b in self.batches]
+        parts_cols = [list(b[1]) for b in self.batches]
+        if self.ts:
+            parts_ts.append(np.array(self.ts, dtype=np.int64))
+            if self.floats:
+                table = np.array(self.vals, dtype=np.float64).T
+                parts_cols.append([np.ascontiguousarray(c) for c in table])
+            else:
+                parts_cols.append([np.fromiter((r[j] for r in self.vals), dtype=dt,
+                                               count=len(self.vals))
+                                   for j, dt in enumerate(self.dtypes)])
+        self.reset()
+        if len(parts_ts) == 1:
+            return parts_ts[0], parts_cols[0]
+        return (np.concatenate(parts_ts),
+                [np.concatenate([p[i] for p in parts_cols]) for i in range(len(self.names))])
+
+
+@dataclass
+class _SymbolState:
+    """What the writer thread knows about a stored symbol."""
+
+    loaded: bool = False
+    end_ns: int | None = None  # newest timestamp staged or stored
+    seq: int = -1  # last seq given out
+    columns: list[str] | None = None
+    tokens: list = field(default_factory=list)  # StageResults awaiting finalize
+    pending: list = field(default_factory=list)  # [ts, cols, seq|None, names] not yet staged
+    retry_at: float = 0.0
+    failures: int = 0
+
+
+class _Request:
+    __slots__ = ("kind", "done", "error")
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
+class ArcticRecorder:
+    """Record ticks and bars from any thread into an ArcticDB library.
+
+    Parameters:
+
+      - ``uri``, ``library``: where to write (``get_arctic`` caches one Arctic per URI)
+      - ``flush_rows``: stage a symbol's buffer once it holds this many rows
+      - ``flush_seconds``: ... or once its oldest row is this old
+      - ``finalize_seconds``: make staged rows readable this often (and on close);
+        a live ``ArcticData`` tail sees new rows with at most this delay
+      - ``late_policy``: ``"sidecar"`` (late rows go to ``late/<symbol>``) or
+        ``"raise"`` (the flush fails and the rows stay buffered)
+      - ``background``: do all I/O on a writer thread (``record`` never blocks on
+        storage); ``False`` writes on the caller's thread (scripts, tests)
+      - ``recover``: at start, finalize what a crashed run left staged: ``True``
+        (every staged symbol of the library), a prefix string, or ``False``
+      - ``prune_previous_versions``: finalize replaces the previous version
+        (snapshots keep pinned versions readable)
+    """
+
+    def __init__(self, uri: str = DEFAULT_URI, library: str = DEFAULT_LIBRARY,
+                 flush_rows: int = 10_000, flush_seconds: float = 1.0,
+                 finalize_seconds: float = 60.0, late_policy: str = "sidecar",
+                 background: bool = True, *, recover: bool | str = True,
+                 prune_previous_versions: bool = True):
+        if int(flush_rows) < 1:
+            raise ValueError(f"flush_rows {flush_rows!r}: must be >= 1")
+        if not flush_seconds > 0 or not finalize_seconds > 0:
+            raise ValueError(f"flush_seconds {flush_seconds!r} and finalize_seconds "
+                             f"{finalize_seconds!r} must be > 0")
+        if late_policy not in ("sidecar", "raise"):
+            raise ValueError(f"late_policy {late_policy!r}: expected 'sidecar' or 'raise'")
+        self.uri, self.library = uri, library
+        self.flush_rows = int(flush_rows)
+        self.flush_seconds = float(flush_seconds)
+        self.finalize_seconds = float(finalize_seconds)
+        self.late_policy = late_policy
+        self.background = background
+        self.prune = prune_previous_versions
+        self._recover = recover
+        self._lib = get_library(uri, library)
+        self._lock = threading.Lock()  # buffers
+        self._io = threading.RLock()  # storage state, one writer at a time
+        self._buffers: dict[str, _Buffer] = {}
+        self._states: dict[str, _SymbolState] = {}
+        self._requests: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._closed = False
+        self._last_error: str | None = None
+        self._stats = dict(rows=0, staged_rows=0, flushes=0, finalizes=0, late_rows=0,
+                           errors=0, recovered_symbols=0, recovery_errors=0)
+        self._last_finalize = time.monotonic()
+        self._thread: threading.Thread | None = None
+        if background:
+            ready = _Request("start")
+            self._requests.put(ready)
+            self._thread = threading.Thread(target=self._run, name=f"ArcticRecorder[{library}]",
+                                            daemon=True)
+            self._thread.start()
+            ready.done.wait()
+            if ready.error is not None:
+                raise ready.error
+        else:
+            self._startup()
+
+    # ---------------------------------------------------------------- caller side
+    def record(self, symbol: str, ts, **fields) -> None:
+        """Buffer one row; ``ts`` is int ns UTC, a tz-aware datetime or pd.Timestamp."""
+        t = ts if type(ts) is int else to_ns(ts)
+        with self._lock:
+            buf = self._buffers.get(symbol)
+            if buf is None:
+                buf = self._new_buffer(symbol, list(fields), [np.dtype(np.float64)] * len(fields))
+            values = buf.row(symbol, fields)
+            if not buf.rows:
+                buf.since = time.monotonic()
+            buf.ts.append(t)
+            buf.vals.append(values)
+            buf.rows += 1
+            self._stats["rows"] += 1
+            full = buf.rows >= self.flush_rows or (
+                not self.background and time.monotonic() - buf.since >= self.flush_seconds)
+        if full:
+            self._kick()
+
+    def record_batch(self, symbol: str, ts_ns, columns: Mapping[str, np.ndarray]) -> None:
+        """Buffer many rows at once: ``ts_ns`` int64 ns UTC, ``columns`` equal-length arrays."""
+        ts = np.asarray(ts_ns)
+        if ts.dtype.kind == "M":
+            ts = ts.astype("datetime64[ns]").astype(np.int64)
+        elif ts.dtype.kind in "iu":
+            ts = ts.astype(np.int64, copy=False)
+        else:
+            raise TypeError(f"symbol {symbol!r}: ts_ns must be int64 nanoseconds, got {ts.dtype}")
+        if ts.ndim != 1:
+            raise ValueError(f"symbol {symbol!r}: ts_ns must be one-dimensional")
+        n = len(ts)
+        if n == 0:
+            return
+        arrays = {}
+        for name, values in columns.items():
+            arr = np.asarray(values)
+            if arr.shape != (n,):
+                raise ValueError(f"symbol {symbol!r}: column {name!r} has shape {arr.shape}, "
+                                 f"expected ({n},)")
+            if arr.dtype.kind not in "iufb":
+                raise TypeError(f"symbol {symbol!r}: column {name!r} dtype {arr.dtype} "
+                                "is not numeric")
+            arrays[name] = arr
+        with self._lock:
+            buf = self._buffers.get(symbol)
+            if buf is None:
+                dtypes = [np.dtype(np.int64) if a.dtype.kind in "iu" else np.dtype(np.float64)
+                          for a in arrays.values()]
+                buf = self._new_buffer(symbol, list(arrays), dtypes)
+            elif arrays.keys() != buf.keys:
+                raise ValueError(f"symbol {symbol!r}: columns {sorted(arrays)} differ from "
+                                 f"its columns {sorted(buf.keys)}")
+            cols = []
+            for name, dt in zip(buf.names, buf.dtypes, strict=True):  # copies: caller may reuse
+                arr = arrays[name]
+                if dt.kind == "i" and arr.dtype.kind == "f":
+                    raise TypeError(f"symbol {symbol!r}: column {name!r} is int64, got floats")
+                cols.append(np.array(arr, dtype=dt))
+            if not buf.rows:
+                buf.since = time.monotonic()
+            buf.batches.append((ts.copy(), cols))
+            buf.rows += n
+            self._stats["rows"] += n
+            full = buf.rows >= self.flush_rows
+        if full:
+            self._kick()
+
+    def flush(self) -> None:
+        """Stage every non-empty buffer now; on return those rows are durable."""
+        self._call("flush")
+
+    def finalize(self) -> None:
+        """Make everything staged so far readable."""
+        self._call("finalize")
+
+    def close(self) -> None:
+        """Flush, finalize and stop the writer thread; raises if rows could not be written."""
+        if self._closed:
+            return
+        try:
+            self._call("close")
+        finally:
+            self._closed = True
+            if self._thread is not None:
+                self._thread.join(timeout=60)
+
+    def __enter__(self) -> ArcticRecorder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def stats(self) -> dict:
+        """Counters: rows, staged_rows, flushes, finalizes, late_rows, errors, symbols, ..."""
+        out = dict(self._stats)
+        with self._lock:
+            out["buffered_rows"] = sum(b.rows for b in self._buffers.values())
+            out["symbols"] = len(self._buffers)
+        out["pending_rows"] = sum(len(p[0]) for s in list(self._states.values())
+                                  for p in list(s.pending))
+        out["last_error"] = self._last_error
+        return out
+
+    # ---------------------------------------------------------------- internals
+    def _new_buffer(self, symbol: str, names: list[str], dtypes: list[np.dtype]) -> _Buffer:
+        if self._closed:
+            raise ArcticError(f"recorder for {redact_uri(self.uri)} is closed")
+        if not isinstance(symbol, str) or not symbol or symbol.startswith(LATE_PREFIX):
+            raise ValueError(f"symbol {symbol!r}: must be a non-empty string not starting "
+                             f"with {LATE_PREFIX!r}")
+        if not names:
+            raise ValueError(f"symbol {symbol!r}: a row needs at least one field")
+        bad = _RESERVED.intersection(names)
+        if bad:
+            raise ValueError(f"symbol {symbol!r}: field names {sorted(bad)} are reserved")
+        buf = _Buffer(names, dtypes)
+        self._buffers[symbol] = buf
+        return buf
+
+    def _kick(self) -> None:
+        if self.background:
+            self._wake.set()
+        else:
+            with self._io:
+                self._flush_buffers(force=False)
+
+    def _call(self, kind: str) -> None:
+        if self.background and threading.current_thread() is not self._thread:
+            if self._closed or self._thread is None or not self._thread.is_alive():
+                if kind == "close":
+                    return
+                raise ArcticError(f"recorder for {redact_uri(self.uri)} is closed")
+            req = _Request(kind)
+            self._requests.put(req)
+            self._wake.set()
+            req.done.wait()
+            if req.error is not None:
+                raise req.error
+            return
+        with self._io:
+            self._do(kind)
+
+    def _do(self, kind: str) -> None:
+        if kind == "flush":
+            self._flush_buffers(force=True)
+            self._raise_pending()
+        elif kind == "finalize":
+            self._flush_buffers(force=True)
+            self._finalize_all()
+            self._raise_pending()
+        elif kind == "close":
+            self._flush_buffers(force=True)
+            self._finalize_all()
+            self._closed = True
+            self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        stuck = {s: sum(len(p[0]) for p in st.pending) for s, st in self._states.items()
+                 if st.pending}
+        if stuck:
+            raise ArcticError(f"rows not yet written (kept in memory, retried): {stuck}; "
+                              f"last error: {self._last_error}")
+
+    def _startup(self) -> None:
+        if not self._recover:
+            return
+        prefix = self._recover if isinstance(self._recover, str) else None
+        report = finalize_staged(self._lib, prefix=prefix, prune_previous_versions=self.prune)
+        self._stats["recovered_symbols"] += len(report.done)
+        self._stats["recovery_errors"] += len(report.errors)
+        if report.done:
+            log.warning("finalized data a previous run left staged: %s", report.done)
+
+    def _run(self) -> None:
+        tick = min(self.flush_seconds, self.finalize_seconds, 0.5) / 2
+        while True:
+            self._wake.wait(timeout=tick)
+            self._wake.clear()
+            stop = False
+            while True:
+                try:
+                    req = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                try:
+                    with self._io:
+                        if req.kind == "start":
+                            self._startup()
+                        else:
+                            self._do(req.kind)
+                except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
+                    req.error = exc
+                req.done.set()
+                if req.kind == "close":
+                    stop = True
+            if stop:
+                return
+            try:
+                with self._io:
+                    self._flush_buffers(force=False)
+                    if time.monotonic() - self._last_finalize >= self.finalize_seconds:
+                        self._finalize_all()
+            except Exception:  # noqa: BLE001 - the worker must survive; errors are counted
+                log.exception("recorder writer loop")
+
+    def _flush_buffers(self, force: bool) -> None:
+        now = time.monotonic()
+        taken = []
+        with self._lock:
+            for symbol, buf in self._buffers.items():
+                if buf.rows and (force or buf.rows >= self.flush_rows
+                                 or now - buf.since >= self.flush_seconds):
+                    taken.append((symbol, list(buf.names), buf.take()))
+        for symbol, names, (ts, cols) in taken:
+            state = self._states.setdefault(symbol, _SymbolState())
+            state.pending.append([ts, cols, None, names])
+        for symbol, state in list(self._states.items()):
+            if state.pending and (force or now >= state.retry_at):
+                self._write_pending(symbol, state)
+
+    def _write_pending(self, symbol: str, state: _SymbolState) -> None:
+        try:
+            self._load_state(symbol, state, state.pending[0][3])
+            while state.pending:
+                self._stage_rows(symbol, state, state.pending[0])
+                state.pending.pop(0)
+            state.failures = 0
+        except Exception as exc:  # noqa: BLE001 - rows stay pending, retried with backoff
+            state.failures += 1
+            delay = min(30.0, 0.5 * 2 ** (state.failures - 1))
+            state.retry_at = time.monotonic() + delay
+            self._stats["errors"] += 1
+            self._last_error = f"{symbol}: {exc}"
+            log.error("cannot stage %s (retry in %.1fs, rows kept): %s", symbol, delay, exc)
+
+    def _load_state(self, symbol: str, state: _SymbolState, names: list[str]) -> None:
+        if state.loaded:
+            return
+        import arcticdb
+
+        try:
+            last = self._lib.tail(symbol, 1).data
+        except arcticdb.exceptions.NoSuchVersionException:
+            last = None
+        if last is not None and len(last):
+            stored = [c for c in last.columns if c != SEQ]
+            if stored != list(names):
+                raise ArcticError(f"symbol {symbol!r}: recorded fields {list(names)} differ "
+                                  f"from the stored columns {stored}")
+            if not isinstance(last.index, pd.DatetimeIndex):
+                raise ArcticError(f"symbol {symbol!r}: stored index is not a DatetimeIndex")
+            state.end_ns = int(last.index.asi8[-1])
+            if SEQ in last.columns:
+                state.seq = int(last[SEQ].iloc[-1])
+        state.loaded = True
+
+    def _stage_rows(self, symbol: str, state: _SymbolState, item: list) -> None:
+        """Stage one pending batch; ``item`` is updated in place so a retry never repeats rows."""
+        ts, cols, seq, names = item
+        if seq is None:  # arrival order, fixed before sorting so equal timestamps keep it
+            seq = np.arange(state.seq + 1, state.seq + 1 + len(ts), dtype=np.int64)
+            state.seq += len(ts)
+            if len(ts) > 1 and not (ts[1:] >= ts[:-1]).all():
+                order = np.argsort(ts, kind="stable")
+                ts, seq, cols = ts[order], seq[order], [c[order] for c in cols]
+            item[:] = [ts, cols, seq, names]
+        if state.end_ns is not None and ts[0] < state.end_ns:
+            cut = int(np.searchsorted(ts, state.end_ns, side="left"))
+            if self.late_policy == "raise":
+                raise ArcticError(f"symbol {symbol!r}: {cut} rows older than its end "
+                                  f"{pd.Timestamp(state.end_ns, tz='UTC')}")
+            self._stage_late(symbol, ts[:cut], [c[:cut] for c in cols], seq[:cut], names)
+            ts, seq, cols = ts[cut:], seq[cut:], [c[cut:] for c in cols]
+            item[:] = [ts, cols, seq, names]
+            if not len(ts):
+                return
+        self._stage_frame(symbol, state, ts, dict(zip(names, cols, strict=True)), seq)
+
+    def _stage_frame(self, symbol, state, ts, columns: dict, seq) -> None:
+        data = dict(columns)
+        data[SEQ] = seq
+        frame = pd.DataFrame(data, index=pd.DatetimeIndex(ts.view("datetime64[ns]"), tz=UTC),
+                             copy=False)
+        token = self._lib.stage(symbol, frame, validate_index=True)
+        state.tokens.append(token)
+        state.end_ns = int(ts[-1])
+        self._stats["staged_rows"] += len(ts)
+        self._stats["flushes"] += 1
+
+    def _stage_late(self, symbol, ts, cols, seq, names) -> None:
+        late = LATE_PREFIX + symbol
+        state = self._states.setdefault(late, _SymbolState())
+        self._load_state(late, state, [EVENT_TS, *names])
+        now = time.time_ns()
+        stamp = max(now, state.end_ns or now)
+        columns = {EVENT_TS: ts}
+        columns.update(zip(names, cols, strict=True))
+        index = np.full(len(ts), stamp, dtype=np.int64)
+        self._stage_frame(late, state, index, columns, seq)
+        self._stats["late_rows"] += len(ts)
+        log.warning("%d late rows of %s written to %s", len(ts), symbol, late)
+
+    def _finalize_all(self) -> None:
+        self._last_finalize = time.monotonic()
+        for symbol, state in list(self._states.items()):
+            if not state.tokens:
+                continue
+            try:
+                self._lib.finalize_staged_data(symbol, "append", stage_results=list(state.tokens),
+                                               prune_previous_versions=self.prune)
+                state.tokens.clear()
+                self._stats["finalizes"] += 1
+            except Exception as exc:  # noqa: BLE001 - stays staged; retried next time
+                self._stats["errors"] += 1
+                self._last_error = f"finalize {symbol}: {exc}"
+                log.error("cannot finalize %s (kept staged, will retry): %s", symbol, exc)
+
+
+_TF_UNITS = {"Ticks": "tick", "MicroSeconds": "us", "Seconds": "s", "Minutes": "min",
+             "Days": "d", "Weeks": "w", "Months": "mo", "Years": "y"}
+
+
+def timeframe_name(timeframe: int, compression: int) -> str:
+    """``"1min"``, ``"5s"``, ``"1d"``: the bar-size part of ``bars/{tf}/{instrument}``."""
+    names = bt.TimeFrame.Names
+    unit = _TF_UNITS.get(names[timeframe]) if 0 <= timeframe < len(names) else None
+    if unit is None:
+        raise ValueError(f"timeframe {timeframe!r}: not a backtrader TimeFrame")
+    return f"{int(compression)}{unit}"
+
+
+class RecordFeeds(bt.Analyzer):
+    """Records every data feed's bars into ArcticDB, one row per new bar.
+
+    Params:
+
+      - ``recorder``: an :class:`ArcticRecorder` to use (not closed at the end);
+        when None one is created from ``uri``/``library`` and closed at stop
+      - ``uri``, ``library``: where to write when no recorder is given
+      - ``symbols``: dict data name -> symbol; default ``bars/{tf}/{name}``
+        with ``tf`` like ``1min`` from the feed's timeframe/compression
+      - ``flush_rows``, ``flush_seconds``, ``finalize_seconds``: for an owned recorder
+
+    ``get_analysis()`` maps each symbol to the number of bars recorded.
+    """
+
+    params = (("recorder", None), ("uri", DEFAULT_URI), ("library", DEFAULT_LIBRARY),
+              ("symbols", None), ("flush_rows", 10_000), ("flush_seconds", 1.0),
+              ("finalize_seconds", 60.0))
+
+    def start(self):
+        self._own = self.p.recorder is None
+        self.recorder = self.p.recorder or ArcticRecorder(
+            self.p.uri, self.p.library, flush_rows=self.p.flush_rows,
+            flush_seconds=self.p.flush_seconds, finalize_seconds=self.p.finalize_seconds)
+        names = dict(self.p.symbols or {})
+        self._feeds = []
+        for i, data in enumerate(self.datas):
+            name = data._name or (data.p.dataname if isinstance(data.p.dataname, str)
+                                  else f"data{i}")
+            symbol = names.get(name) or bar_symbol(
+                timeframe_name(data._timeframe, data._compression), name.replace("/", "_"))
+            self._feeds.append([data, symbol, 0])
+        self.rets.update({symbol: 0 for _, symbol, _ in self._feeds})
+
+    def next(self):
+        for feed in self._feeds:
+            data, symbol, seen = feed
+            n = len(data)
+            if n <= seen:
+                continue
+            feed[2] = n
+            when = bt.num2date(data.datetime[0]).replace(tzinfo=UTC)
+            self.recorder.record(symbol, when, open=data.open[0], high=data.high[0],
+                                 low=data.low[0], close=data.close[0],
+                                 volume=data.volume[0], openinterest=data.openinterest[0])
+            self.rets[symbol] += 1
+
+    def stop(self):
+        if self._own:
+            self.recorder.close()
+        else:
+            self.recorder.flush()

@@ -1,0 +1,106 @@
+"""Black-Scholes greeks and implied volatility (pure functions).
+
+The Terminal streams quotes and trades but no greeks, so a live option feed computes
+them from the option's midpoint and the underlying's price. Units follow ThetaData's:
+vega and rho per 1.00 of volatility/rate, theta per calendar day.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+_SQRT2 = math.sqrt(2.0)
+_SQRT2PI = math.sqrt(2.0 * math.pi)
+YEAR_SECONDS = 365.0 * 86400.0
+
+
+def _cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / _SQRT2))
+
+
+def _pdf(x: float) -> float:
+    return math.exp(-0.5 * x * x) / _SQRT2PI
+
+
+@dataclass(frozen=True, slots=True)
+class Greeks:
+    price: float
+    delta: float
+    gamma: float
+    theta: float
+    vega: float
+    rho: float
+    iv: float
+
+
+NAN_GREEKS = Greeks(*(math.nan,) * 7)
+
+
+def bs_price(spot: float, strike: float, years: float, vol: float, rate: float,
+             call: bool, div: float = 0.0) -> float:
+    if years <= 0 or vol <= 0:
+        intrinsic = spot - strike if call else strike - spot
+        return max(intrinsic, 0.0)
+    sq = vol * math.sqrt(years)
+    d1 = (math.log(spot / strike) + (rate - div + 0.5 * vol * vol) * years) / sq
+    d2 = d1 - sq
+    dfr, dfq = math.exp(-rate * years), math.exp(-div * years)
+    if call:
+        return spot * dfq * _cdf(d1) - strike * dfr * _cdf(d2)
+    return strike * dfr * _cdf(-d2) - spot * dfq * _cdf(-d1)
+
+
+def greeks(spot: float, strike: float, years: float, vol: float, rate: float, call: bool,
+           div: float = 0.0) -> Greeks:
+    """Greeks at a given volatility; NaN when the inputs make no sense."""
+    if not (spot > 0 and strike > 0 and years > 0 and vol > 0):
+        return NAN_GREEKS
+    sq = vol * math.sqrt(years)
+    d1 = (math.log(spot / strike) + (rate - div + 0.5 * vol * vol) * years) / sq
+    d2 = d1 - sq
+    dfr, dfq = math.exp(-rate * years), math.exp(-div * years)
+    pdf = _pdf(d1)
+    gamma = dfq * pdf / (spot * sq)
+    vega = spot * dfq * pdf * math.sqrt(years)
+    if call:
+        price = spot * dfq * _cdf(d1) - strike * dfr * _cdf(d2)
+        delta = dfq * _cdf(d1)
+        theta = (-spot * dfq * pdf * vol / (2 * math.sqrt(years)) - rate * strike * dfr * _cdf(d2)
+                 + div * spot * dfq * _cdf(d1))
+        rho = strike * years * dfr * _cdf(d2)
+    else:
+        price = strike * dfr * _cdf(-d2) - spot * dfq * _cdf(-d1)
+        delta = -dfq * _cdf(-d1)
+        theta = (-spot * dfq * pdf * vol / (2 * math.sqrt(years)) + rate * strike * dfr * _cdf(-d2)
+                 - div * spot * dfq * _cdf(-d1))
+        rho = -strike * years * dfr * _cdf(-d2)
+    return Greeks(price, delta, gamma, theta / 365.0, vega, rho, vol)
+
+
+def implied_vol(price: float, spot: float, strike: float, years: float, rate: float,
+                call: bool, div: float = 0.0, lo: float = 1e-4, hi: float = 5.0) -> float:
+    """Volatility that reproduces ``price`` (bisection; NaN outside no-arbitrage bounds)."""
+    if not (price > 0 and spot > 0 and strike > 0 and years > 0):
+        return math.nan
+    f_lo = bs_price(spot, strike, years, lo, rate, call, div) - price
+    f_hi = bs_price(spot, strike, years, hi, rate, call, div) - price
+    if f_lo > 0 or f_hi < 0:
+        return math.nan
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if bs_price(spot, strike, years, mid, rate, call, div) > price:
+            hi = mid
+        else:
+            lo = mid
+        if hi - lo < 1e-6:
+            break
+    return 0.5 * (lo + hi)
+
+
+def greeks_from_price(price: float, spot: float, strike: float, years: float, rate: float,
+                      call: bool, div: float = 0.0) -> Greeks:
+    vol = implied_vol(price, spot, strike, years, rate, call, div)
+    if math.isnan(vol):
+        return NAN_GREEKS
+    return greeks(spot, strike, years, vol, rate, call, div)

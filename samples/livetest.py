@@ -1,0 +1,290 @@
+#!/usr/bin/env python
+"""Test the Interactive Brokers integration (btlive's counterpart of backtrader's ibtest.py).
+
+    python samples/livetest.py --port 7497 --sim --trade --stopafter 20
+
+prints the bars, the data and store notifications and the order lifecycle.
+``--sim`` starts the bundled TWS simulator on that port first; without it a TWS or
+IB Gateway must listen there. Port 7496 (live trading) needs ``--live``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import socket
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import backtrader as bt  # noqa: E402
+
+LIVE_PORTS = (7496, 4001)
+TIMEFRAMES = ["Ticks", "MicroSeconds", "Seconds", "Minutes", "Days", "Weeks", "Months", "Years"]
+
+
+class TestStrategy(bt.Strategy):
+    """Prints everything; with ``trade`` buys ``stake`` once live and sells after ``holdbars``."""
+
+    params = (
+        ("smaperiod", 5),
+        ("trade", False),
+        ("stake", 10),
+        ("exectype", bt.Order.Market),
+        ("stopafter", 0),
+        ("valid", None),
+        ("cancel", 0),
+        ("donotsell", False),
+        ("holdbars", 3),
+        ("out", None),
+    )
+
+    def __init__(self):
+        self.smas = [bt.indicators.SMA(d, period=self.p.smaperiod) for d in self.datas]
+        self.orderid = None
+        self.datastatus = 0
+        self.livebars = 0
+        self.bought_at = None
+        self.sold = False
+        self.lines_printed = 0
+
+    def say(self, *parts) -> None:
+        print(*parts, file=self.p.out or sys.stdout, flush=True)
+
+    def notify_data(self, data, status, *args, **kwargs):
+        extra = f" ({args[0]})" if args else ""
+        self.say(f"***** DATA NOTIF: {data._getstatusname(status)}{extra}")
+        if status == data.LIVE:
+            self.datastatus = 1
+
+    def notify_store(self, msg, *args, **kwargs):
+        self.say(f"***** STORE NOTIF: {msg}")
+
+    def notify_order(self, order):
+        self.say("-" * 50, "ORDER BEGIN", dt.datetime.now().isoformat(timespec="milliseconds"))
+        self.say(f"Ref: {order.ref}  {order.ordtypename()} {order.getordername()}  "
+                 f"Status: {order.getstatusname()}  Size: {order.size}  "
+                 f"Price: {order.created.price}  Alive: {order.alive()}")
+        ex = order.executed
+        if order.status in (order.Partial, order.Completed):
+            self.say(f"Executed: size {ex.size} price {ex.price:.4f} comm {ex.comm:.4f} "
+                     f"remaining {ex.remsize}")
+        info = {k: v for k, v in order.info.items() if k.startswith("ib_")}
+        if info:
+            self.say("IB:", " ".join(f"{k}={v}" for k, v in info.items()))
+        self.say("-" * 50, "ORDER END")
+        if not order.alive() and self.orderid is not None and order.ref == self.orderid.ref:
+            self.orderid = None
+
+    def notify_trade(self, trade):
+        self.say("-" * 50, "TRADE", f"pnl {trade.pnl:.2f} net {trade.pnlcomm:.2f}",
+                 "closed" if trade.isclosed else "open")
+
+    def prenext(self):
+        self.next(frompre=True)
+
+    def next(self, frompre=False):
+        for i, data in enumerate(self.datas):
+            sma = self.smas[i][0] if len(self.smas[i]) else float("nan")
+            self.say(", ".join(str(x) for x in (
+                f"Data{i}", len(data), data.datetime.datetime(0).isoformat(), data.open[0],
+                data.high[0], data.low[0], data.close[0], data.volume[0], data.openinterest[0],
+                f"{sma:.4f}")))
+        if not self.datastatus:
+            return
+        self.livebars += 1
+        settled = self.orderid is None and (not self.p.trade or self.sold or self.p.donotsell
+                                            or not self.position)
+        if self.p.stopafter and self.livebars >= self.p.stopafter and \
+                (settled or self.livebars >= 3 * self.p.stopafter + 20):
+            self.say("stopafter reached: stopping")
+            self.env.runstop()
+            return
+        if not self.p.trade:
+            return
+        if self.orderid is not None:
+            if self.p.cancel and self.bought_at is not None and \
+                    len(self) - self.bought_at >= self.p.cancel:
+                self.say(f"cancelling order {self.orderid.ref}")
+                self.cancel(self.orderid)
+            return
+        if not self.position and self.bought_at is None:
+            price = self.data0.close[0]
+            if self.p.exectype == bt.Order.Limit:
+                price *= 0.999
+            elif self.p.exectype in (bt.Order.Stop, bt.Order.StopLimit):
+                price *= 1.001
+            self.orderid = self.buy(size=self.p.stake, exectype=self.p.exectype, price=price,
+                                    plimit=price * 1.001, valid=self.p.valid)
+            self.bought_at = len(self)
+        elif self.position and not self.sold and not self.p.donotsell and \
+                len(self) - self.bought_at >= self.p.holdbars:
+            self.orderid = self.close()
+            self.sold = True
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--host", default="127.0.0.1", help="TWS/IB Gateway host")
+    p.add_argument("--port", type=int, default=7497, help="7497 paper TWS, 7496 live TWS (needs --live)")
+    p.add_argument("--live", action="store_true", help="allow a live-trading port (7496/4001)")
+    p.add_argument("--sim", action="store_true", help="start the bundled TWS simulator on --port first")
+    p.add_argument("--sim-faults", default=None, help="fault timeline file for --sim")
+    p.add_argument("--clientId", type=int, default=None, help="API client id (default random)")
+    p.add_argument("--reconnect", type=int, default=3, help="reconnection attempts (-1 forever)")
+    p.add_argument("--timeout", type=float, default=3.0, help="connect timeout / first backoff step")
+    p.add_argument("--no-timeoffset", action="store_true", help="do not correct times with TWS's clock")
+    p.add_argument("--notifyall", action="store_true", help="send every TWS event to notify_store")
+    p.add_argument("--data0", default="AAPL-STK-SMART-USD", help="contract string for data 0")
+    p.add_argument("--data1", default=None, help="contract string for data 1")
+    p.add_argument("--timezone", default=None, help="output time zone (pytz name)")
+    p.add_argument("--what", default=None, help="TRADES, MIDPOINT, BID, ASK, ...")
+    p.add_argument("--no-backfill_start", action="store_true", help="no backfill at start")
+    p.add_argument("--no-backfill", action="store_true", help="no backfill after a reconnection")
+    p.add_argument("--latethrough", action="store_true", help="let late samples through")
+    p.add_argument("--rtbar", action="store_true", help="use 5-second real-time bars")
+    p.add_argument("--tickmode", default="RTVolume", help="RTVolume, AllLast, Last, BidAsk, MidPoint")
+    p.add_argument("--historical", action="store_true", help="historical download only")
+    p.add_argument("--fromdate", default=None, help="YYYY-MM-DD[THH:MM:SS] start of history/backfill")
+    p.add_argument("--todate", default=None, help="YYYY-MM-DD[THH:MM:SS] end of a historical download")
+    p.add_argument("--qcheck", type=float, default=0.5, help="seconds to wait for live data")
+    p.add_argument("--smaperiod", type=int, default=5)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--replay", action="store_true", help="replay to --timeframe/--compression")
+    group.add_argument("--resample", action="store_true", help="resample to --timeframe/--compression")
+    p.add_argument("--timeframe", default="Ticks", choices=TIMEFRAMES,
+                   help="timeframe for resample/replay (and the feed)")
+    p.add_argument("--compression", type=int, default=1)
+    p.add_argument("--no-takelate", action="store_true")
+    p.add_argument("--no-bar2edge", action="store_true")
+    p.add_argument("--no-adjbartime", action="store_true")
+    p.add_argument("--no-rightedge", action="store_true")
+    p.add_argument("--broker", action="store_true", help="use IB as broker (implied by --trade)")
+    p.add_argument("--queue-orders", action="store_true", help="hold orders placed while disconnected")
+    p.add_argument("--trade", action="store_true", help="buy --stake once live, sell after --holdbars")
+    p.add_argument("--donotsell", action="store_true")
+    p.add_argument("--exectype", default="Market", choices=["Market", "Close", "Limit", "Stop", "StopLimit"])
+    p.add_argument("--stake", type=int, default=10)
+    p.add_argument("--holdbars", type=int, default=3)
+    p.add_argument("--valid", type=float, default=None, help="seconds to keep the order alive (0 = DAY)")
+    p.add_argument("--cancel", type=int, default=0, help="cancel the buy after n bars")
+    p.add_argument("--stopafter", type=int, default=0, help="stop after n bars of LIVE data")
+    p.add_argument("--record", default=None, metavar="URI", help="record ticks/bars to ArcticDB")
+    p.add_argument("--audit", default=None, metavar="DB", help="SQL execution audit (SQLAlchemy URL)")
+    p.add_argument("--exactbars", type=int, default=1)
+    return p.parse_args(argv)
+
+
+def _date(text):
+    if not text:
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%S" if "T" in text else "%Y-%m-%d"
+    return dt.datetime.strptime(text, fmt)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.port in LIVE_PORTS and not args.live:
+        print(f"port {args.port} is a LIVE trading port: pass --live to confirm, or use 7497 (paper)")
+        return 2
+    sim = None
+    if args.sim:
+        from btlive.sim.tws import TwsSimulator, load_timeline
+
+        sim_kwargs = {"port": args.port, "host": args.host, "tick_interval": 0.1}
+        if args.sim_faults:
+            sim_kwargs["faults"] = load_timeline(args.sim_faults)
+        try:
+            sim = TwsSimulator(**sim_kwargs).start()
+        except OSError as exc:
+            print(f"--sim: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                  "is TWS or another simulator running there? pick another --port")
+            return 2
+        args.port = sim.port
+        print(f"TWS simulator listening on {args.host}:{sim.port}")
+    elif not port_open(args.host, args.port):
+        print(f"nothing listens on {args.host}:{args.port}: start TWS/IB Gateway with the API enabled "
+              f"on that port, or add --sim to run the bundled simulator")
+        return 2
+    try:
+        return run(args)
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+def run(args) -> int:
+    import btlive.feeds.ib  # noqa: F401 - registers IBData with the store
+    from btlive.brokers.ib import IBBroker
+    from btlive.stores.ib import IBStore
+
+    cerebro = bt.Cerebro(stdstats=False, exactbars=args.exactbars)
+    store = IBStore(host=args.host, port=args.port, clientId=args.clientId, reconnect=args.reconnect,
+                    timeout=args.timeout, timeoffset=not args.no_timeoffset, notifyall=args.notifyall)
+    recorder = None
+    if args.record:
+        from btlive.storage.recorder import ArcticRecorder
+
+        recorder = ArcticRecorder(uri=args.record)
+    timeframe = getattr(bt.TimeFrame, args.timeframe)
+    datakw = dict(timeframe=timeframe, compression=args.compression, tz=args.timezone, what=args.what,
+                  rtbar=args.rtbar, tickmode=args.tickmode, historical=args.historical,
+                  backfill_start=not args.no_backfill_start, backfill=not args.no_backfill,
+                  latethrough=args.latethrough, qcheck=args.qcheck, fromdate=_date(args.fromdate),
+                  todate=_date(args.todate), recorder=recorder)
+    if args.resample or args.replay:
+        datakw.update(timeframe=bt.TimeFrame.Ticks, compression=1)
+        if args.rtbar:
+            datakw.update(timeframe=bt.TimeFrame.Seconds, compression=5)
+    names = [d for d in (args.data0, args.data1) if d]
+    for i, name in enumerate(names):
+        data = store.getdata(dataname=name, **datakw)
+        if args.resample or args.replay:
+            rkw = dict(timeframe=timeframe, compression=args.compression, bar2edge=not args.no_bar2edge,
+                       adjbartime=not args.no_adjbartime, rightedge=not args.no_rightedge,
+                       takelate=not args.no_takelate)
+            (cerebro.replaydata if args.replay else cerebro.resampledata)(data, name=f"data{i}", **rkw)
+        else:
+            cerebro.adddata(data, name=f"data{i}")
+    broker = None
+    if args.broker or args.trade:
+        broker = store.getbroker(queue_disconnected=args.queue_orders)
+        cerebro.setbroker(broker)
+    if args.audit:
+        from btlive.analyzers import ExecutionAudit
+
+        cerebro.addanalyzer(ExecutionAudit, db=args.audit)
+    valid = None if args.valid is None else dt.timedelta(seconds=args.valid) if args.valid else 0
+    cerebro.addstrategy(TestStrategy, smaperiod=args.smaperiod, trade=args.trade, stake=args.stake,
+                        exectype=bt.Order.ExecType(args.exectype), stopafter=args.stopafter,
+                        valid=valid, cancel=args.cancel, donotsell=args.donotsell,
+                        holdbars=args.holdbars)
+    try:
+        cerebro.run()
+    finally:
+        store.close()  # also after an exception, so no loop thread is left behind
+        if recorder is not None:
+            recorder.close()
+    if store.gave_up() and not store.connections:
+        print(f"could not connect to TWS at {args.host}:{args.port}")
+        return 1
+    if broker is not None and isinstance(broker, IBBroker):
+        print("-" * 50)
+        print(f"Final cash {broker.getcash():.2f} value {broker.getvalue():.2f}")
+        for data in cerebro.datas:
+            pos = broker.getposition(data)
+            print(f"Final position {data._name}: {pos.size:g} @ {pos.price:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,78 @@
+#!/usr/bin/env python
+"""Record the ThetaData stream into ArcticDB, then read it back.
+
+    python samples/theta_record.py --sim --seconds 10
+    python samples/theta_record.py --contracts my_contracts.txt --uri lmdb://./arctic_data
+
+It runs ``btlive record theta`` (the production command) as a subprocess, stops it with
+SIGINT after ``--seconds`` and prints what landed in each symbol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sim", action="store_true", help="start the Theta Terminal simulator")
+    p.add_argument("--rest-url", default="http://127.0.0.1:25503")
+    p.add_argument("--ws-url", default="ws://127.0.0.1:25520/v1/events")
+    p.add_argument("--uri", default=None, help="ArcticDB URI (default: a temporary LMDB)")
+    p.add_argument("--contracts", default=None, help="contracts file (default: SPY, QQQ and "
+                                                     "two SPY options near the money)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    args = p.parse_args(argv)
+
+    from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
+    from btlive.stores.theta import ThetaStore
+    from btlive.stores.theta_chain import Chain
+
+    sim = None
+    if args.sim:
+        from btlive.sim.theta import ThetaSimulator
+
+        sim = ThetaSimulator(quote_ms=250, trade_ms=1000).start()
+        args.rest_url, args.ws_url = sim.rest_url, sim.ws_url
+    tmp = tempfile.mkdtemp(prefix="theta_record_")
+    uri = args.uri or f"lmdb://{tmp}/arctic"
+    try:
+        contracts = args.contracts
+        if contracts is None:
+            store = ThetaStore(rest_url=args.rest_url, ws_url=args.ws_url)
+            chain = Chain(store)
+            today = time.strftime("%Y%m%d")
+            exp = chain.by_dte("SPY", today, 7)
+            strikes = chain.strikes("SPY", exp)
+            mid = strikes[len(strikes) // 2]
+            lines = ["SPY", "QQQ", f"SPY,{exp},{mid},C", f"SPY,{exp},{mid},P"]
+            contracts = str(Path(tmp) / "contracts.txt")
+            Path(contracts).write_text("\n".join(lines) + "\n")
+            ThetaStore.close_all()
+        cmd = [sys.executable, "-m", "btlive", "record", "theta", "--uri", uri, "--contracts",
+               contracts, "--rest-url", args.rest_url, "--ws-url", args.ws_url, "--greeks"]
+        print("$", " ".join(cmd))
+        proc = subprocess.Popen(cmd)
+        time.sleep(args.seconds)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        lib = get_library(uri, DEFAULT_LIBRARY)
+        for sym in sorted(lib.list_symbols()):
+            df = lib.read(sym).data
+            print(f"{sym:45s} {len(df):6d} rows  {df.index[0]} .. {df.index[-1]}")
+        return proc.returncode
+    finally:
+        if sim is not None:
+            sim.stop()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Strategies that run unchanged in backtest, paper and live."""

@@ -1,0 +1,83 @@
+"""Live tail: a strategy backtests to "now" and continues on what the recorder writes."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import backtrader as bt
+import pytest
+
+from btlive.feeds.arctic import ArcticData
+from btlive.storage.recorder import ArcticRecorder
+from btlive.storage.sampledata import minute_bars
+
+SYM = "bars/1min/LIVE"
+FIELDS = ["open", "high", "low", "close", "volume"]
+
+
+class Tail(bt.Strategy):
+    params = (("expect", 0), ("deadline", 0.0))
+
+    def __init__(self):
+        self.closes, self.notes, self.live_flags = [], [], []
+
+    def notify_data(self, data, status, *args, **kwargs):
+        self.notes.append(data._getstatusname(status))
+
+    def next(self):
+        self.closes.append(self.data.close[0])
+        self.live_flags.append(self.data.islive())
+        if len(self.closes) >= self.p.expect or time.monotonic() > self.p.deadline:
+            self.env.runstop()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunk", [16, "2h"])
+def test_backtest_to_now_then_follow_the_recorder(uri, chunk):
+    frame = minute_bars(80)
+    history, fresh = frame.iloc[:50], frame.iloc[50:]
+    rec = ArcticRecorder(uri, flush_rows=1_000, flush_seconds=0.02, finalize_seconds=0.05)
+    stop = threading.Event()
+    try:
+        rec.record_batch(SYM, history.index.asi8, {c: history[c].to_numpy() for c in FIELDS})
+        rec.finalize()
+
+        def writer():
+            time.sleep(0.3)
+            for ts, row in fresh.iterrows():
+                if stop.is_set():
+                    return
+                rec.record(SYM, ts, **{c: row[c] for c in FIELDS})
+                time.sleep(0.01)
+
+        thread = threading.Thread(target=writer, daemon=True)
+        thread.start()
+        data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.02, qcheck=0.05, chunk=chunk,
+                          idle_timeout=10, timeframe=bt.TimeFrame.Minutes)
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(data)
+        cerebro.addstrategy(Tail, expect=80, deadline=time.monotonic() + 60)
+        strat = cerebro.run()[0]
+    finally:
+        stop.set()
+        rec.close()
+    assert strat.closes == frame["close"].tolist()
+    assert all(strat.live_flags)
+    assert strat.notes[:2] == ["DELAYED", "LIVE"]
+
+
+@pytest.mark.slow
+def test_idle_timeout_ends_a_live_feed(uri):
+    frame = minute_bars(10)
+    with ArcticRecorder(uri, background=False) as rec:
+        rec.record_batch(SYM, frame.index.asi8, {c: frame[c].to_numpy() for c in FIELDS})
+    data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.05, qcheck=0.05, idle_timeout=0.5)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Tail, expect=10**9, deadline=time.monotonic() + 60)
+    start = time.monotonic()
+    strat = cerebro.run()[0]
+    assert len(strat.closes) == 10
+    assert time.monotonic() - start < 30
+    assert strat.notes == ["DELAYED", "LIVE", "DISCONNECTED"]

@@ -1,0 +1,67 @@
+"""Fixtures for the IB tests: an in-process TWS simulator and a bounded cerebro runner."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from btlive.sim.tws import TwsSimulator
+from btlive.stores.ib import IBStore
+
+
+@pytest.fixture
+def sim():
+    with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0) as simulator:
+        yield simulator
+    IBStore._reset_instances()
+
+
+@pytest.fixture
+def make_sim():
+    """Start a simulator with custom kwargs: ``make_sim(pacing=True)``."""
+    started = []
+
+    def make(**kwargs):
+        kwargs.setdefault("tick_interval", 0.05)
+        kwargs.setdefault("bar_interval", 1.0)
+        simulator = TwsSimulator(port=0, **kwargs).start()
+        started.append(simulator)
+        return simulator
+
+    yield make
+    for simulator in started:
+        simulator.stop()
+    IBStore._reset_instances()
+
+
+@pytest.fixture
+def run_bounded():
+    """Run a cerebro with a watchdog that stops it after ``limit`` seconds."""
+    def run(cerebro, limit: float = 30.0):
+        fired = threading.Event()
+
+        def stop():
+            fired.set()
+            cerebro.runstop()
+
+        timer = threading.Timer(limit, stop)
+        timer.daemon = True
+        timer.start()
+        try:
+            result = cerebro.run()
+        finally:
+            timer.cancel()
+        return result, fired.is_set()
+    return run
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_loop_threads():
+    yield
+    IBStore._reset_instances()
+    for thread in threading.enumerate():
+        if thread.name.startswith("btlive-ib-"):
+            thread.join(5)
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("btlive-ib-")]
+    assert not alive, f"IB loop threads left running: {alive}"

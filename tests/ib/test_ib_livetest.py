@@ -1,0 +1,64 @@
+"""samples/livetest.py end to end: the ibtest-style run with trading, checked against the simulator."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+from btlive.stores.ib import IBStore
+
+pytestmark = pytest.mark.slow
+SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "livetest.py"
+
+
+def load_sample():
+    spec = importlib.util.spec_from_file_location("btlive_sample_livetest", SAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # backtrader's metaclasses look the module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trading_run_matches_the_simulator_account(sim, capsys):
+    livetest = load_sample()
+    args = livetest.parse_args(["--port", str(sim.port), "--clientId", "77", "--trade", "--stake", "2500",
+                                "--stopafter", "6", "--holdbars", "2", "--data0", "SPY"])
+    assert livetest.run(args) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    notifs = [ln for ln in lines if ln.startswith("***** DATA NOTIF")]
+    assert notifs[:3] == ["***** DATA NOTIF: CONNECTED", "***** DATA NOTIF: DELAYED", "***** DATA NOTIF: LIVE"]
+    assert any("errorCode=2104" in ln for ln in lines if ln.startswith("***** STORE NOTIF"))
+    buy = [m.group(1) for ln in lines if (m := re.match(r"Ref: \d+  Buy Market  Status: (\w+)", ln))]
+    sell = [m.group(1) for ln in lines if (m := re.match(r"Ref: \d+  Sell Market  Status: (\w+)", ln))]
+    assert buy[:2] == ["Submitted", "Accepted"] and buy[-1] == "Completed"
+    assert "Partial" in buy  # 2500 > the displayed size: several executions
+    assert sell[:2] == ["Submitted", "Accepted"] and sell[-1] == "Completed"
+    cash = float(re.search(r"Final cash ([0-9.]+)", out).group(1))
+    position = float(re.search(r"Final position data0: (-?[0-9.]+)", out).group(1))
+    account = sim.call(lambda: sim.server.accounts["DU123456"])
+    assert position == sim.positions().get("SPY", 0) == 0
+    assert cash == pytest.approx(account.cash, abs=0.01)
+    assert account.cash < 1_000_000.0  # commissions were paid
+
+
+def test_sim_flag_runs_by_itself(capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "0", "--sim", "--trade", "--stopafter", "3", "--holdbars", "1",
+                          "--no-backfill_start"]) == 0
+    out = capsys.readouterr().out
+    assert "TWS simulator listening" in out and "Final position data0: 0" in out
+    IBStore._reset_instances()
+
+
+def test_refuses_live_port_and_explains_missing_tws(unused_port, capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "7496"]) == 2
+    assert livetest.main(["--port", str(unused_port)]) == 2
+    out = capsys.readouterr().out.splitlines()
+    assert "--live" in out[0]
+    assert out[1].startswith(f"nothing listens on 127.0.0.1:{unused_port}") and "--sim" in out[1]

@@ -1,0 +1,48 @@
+"""``btlive sim theta`` prints one ready line naming every URL and stops on SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+
+import httpx
+import pytest
+from websockets.sync.client import connect
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_cli_ready_line_serves_and_stops(sig):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "btlive", "sim", "theta", "--rest-port", "0", "--ws-port", "0",
+         "--grpc-port", "0", "--tier", "standard", "--seed", "4"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        line = proc.stdout.readline()
+        m = re.match(r"ready rest=(\S+)/v3 auth=(\S+) ws=(\S+) grpc=127\.0\.0\.1:(\d+) tier=standard$",
+                     line.strip())
+        assert m, line
+        rest, auth, ws, grpc_port = m.groups()
+        assert httpx.get(rest + "/v3/terminal/mdds/status").text == "CONNECTED"
+        assert httpx.post(auth, json={"apiKey": "k"}, headers={"TD-TERMINAL-KEY": "x"}).status_code == 200
+        with connect(ws) as client:
+            assert '"STATUS"' in client.recv(timeout=5)
+        assert int(grpc_port) > 0
+        proc.send_signal(sig)
+        assert proc.wait(timeout=15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_cli_rejects_bad_values():
+    out = subprocess.run([sys.executable, "-m", "btlive", "sim", "theta", "--speed", "0"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 2 and "speed" in out.stdout

@@ -1,0 +1,297 @@
+"""The streaming WebSocket with a real ``websockets`` client: requests, frames, faults."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from btlive.sim.theta import ThetaSimulator
+from btlive.sim.theta.market import NEW_YORK
+
+
+def frames(ws, seconds: float, stop=None) -> list[dict]:
+    """Frames received within ``seconds`` (or until ``stop(frame)`` is true)."""
+    out, end = [], time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            msg = ws.recv(timeout=max(0.01, end - time.monotonic()))
+        except TimeoutError:
+            break
+        out.append(json.loads(msg))
+        if stop and stop(out[-1]):
+            break
+    return out
+
+
+def kind(f: dict) -> str:
+    return f["header"]["type"]
+
+
+def data(fs):
+    return [f for f in fs if kind(f) in ("QUOTE", "TRADE", "OHLC")]
+
+
+@pytest.fixture(scope="module")
+def live_contract(sim):
+    """An SPY contract alive today (ET): (expiration int, strike in 1/10 cent, strike text)."""
+    today = datetime.now(NEW_YORK).date()
+    exp = next(e for e in sim.market.expirations("SPY") if e > today)
+    strikes = sim.market.strikes("SPY", exp)
+    k = strikes[len(strikes) // 2]
+    return int(exp.strftime("%Y%m%d")), k, f"{k / 1000:.3f}"
+
+
+def sub(ws, req_id, sec="OPTION", req="QUOTE", contract=None, add=True, literal=False):
+    msg = {"msg_type": "STREAM", "sec_type": sec, "req_type": req, "add": add, "id": req_id,
+           "contract": contract}
+    ws.send(str(msg) if literal else json.dumps(msg))
+
+
+def responses(fs):
+    return {f["header"]["req_id"]: f["header"]["response"] for f in fs if kind(f) == "REQ_RESPONSE"}
+
+
+def test_handshake_heartbeat_and_wrong_path(sim):
+    with connect(sim.ws_url) as ws:
+        first = frames(ws, 2.5)
+        assert kind(first[0]) == "STATUS" and first[0]["header"]["status"] == "CONNECTED"
+        assert first[1]["header"] == {"type": "STATE", "status": "CONNECTED", "state": "START"}
+        assert sum(kind(f) == "STATUS" for f in first) >= 2  # one now, then one per second
+    with pytest.raises(InvalidStatus) as err:
+        connect(sim.ws_url.replace("/v1/events", "/v2/events"))
+    assert err.value.response.status_code == 404
+
+
+def test_quotes_trades_and_ohlc_match_rest(sim, live_contract):
+    exp, strike, strike_text = live_contract
+    contract = {"root": "SPY", "expiration": exp, "strike": strike, "right": "C"}
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, contract=contract)
+        sub(ws, 2, sec="STOCK", req="TRADE", contract={"root": "AAPL"}, literal=True)
+        got = frames(ws, 2.5)
+    assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED"}
+    quotes = [f for f in got if kind(f) == "QUOTE"]
+    assert len(quotes) >= 8
+    assert quotes[0]["contract"] == {"security_type": "OPTION", "root": "SPY", "expiration": exp,
+                                     "strike": strike, "right": "C"}
+    ms = [q["quote"]["ms_of_day"] for q in quotes]
+    assert all(b - a == 200 for a, b in zip(ms, ms[1:], strict=False))
+    trades = [i for i, f in enumerate(got) if kind(f) == "TRADE"]
+    assert trades and all(kind(got[i + 1]) == "OHLC" for i in trades if i + 1 < len(got))
+    t, o = got[trades[0]], got[trades[0] + 1]
+    assert t["contract"] == {"security_type": "STOCK", "root": "AAPL"}
+    assert o["ohlc"]["close"] == t["trade"]["price"] and o["ohlc"]["count"] > 0
+    assert o["ohlc"]["low"] <= o["ohlc"]["close"] <= o["ohlc"]["high"]
+    # the same ticks through REST history (what a client backfills after a gap)
+    day = str(quotes[0]["quote"]["date"])
+    first, last = ms[0], ms[-1]
+    fmt = lambda x: f"{x // 3_600_000:02d}:{x // 60_000 % 60:02d}:{x // 1000 % 60:02d}.{x % 1000:03d}"  # noqa: E731
+    rest = httpx.get(sim.rest_url + "/v3/option/history/quote", params={
+        "symbol": "SPY", "expiration": exp, "strike": strike_text, "right": "call", "date": day,
+        "interval": "tick", "start_time": fmt(first), "end_time": fmt(last), "format": "json"}).json()
+    rows = rest["response"][0]["data"]
+    assert len(rows) == len(quotes)
+    for q, r in zip(quotes, rows, strict=True):
+        assert (q["quote"]["bid"], q["quote"]["ask"], q["quote"]["bid_size"]) == (r["bid"], r["ask"], r["bid_size"])
+    now = datetime.now(NEW_YORK)
+    now_ms = (now.hour * 3600 + now.minute * 60 + now.second) * 1000 + now.microsecond // 1000
+    assert 0 <= now_ms - last < 60_000 or now_ms < 60_000  # never a tick from the future
+
+
+def test_unknown_contracts_are_subscribed_but_silent(sim, live_contract):
+    exp, strike, _ = live_contract
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, contract={"root": "SPY", "expiration": exp, "strike": strike + 1, "right": "C"})
+        sub(ws, 2, sec="STOCK", contract={"root": "NOPE"})
+        got = frames(ws, 1.0)
+    assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED"} and not data(got)
+
+
+def test_bad_requests_get_error(sim):
+    with connect(sim.ws_url) as ws:
+        ws.send("this is not a request")
+        ws.send(json.dumps({"msg_type": "DANCE", "id": 7}))
+        ws.send(json.dumps({"msg_type": "STREAM", "sec_type": "BOND", "req_type": "QUOTE", "id": 8,
+                            "contract": {"root": "X"}}))
+        ws.send(json.dumps({"msg_type": "STREAM", "sec_type": "OPTION", "req_type": "QUOTE", "id": 9,
+                            "contract": {"root": "SPY", "expiration": "soon", "strike": 1, "right": "C"}}))
+        got = frames(ws, 0.8)
+    assert responses(got) == {-1: "ERROR", 7: "ERROR", 8: "ERROR", 9: "ERROR"}
+
+
+def test_max_streams_invalid_perms_unsubscribe_and_stop(sim, live_contract):
+    exp, strike, _ = live_contract
+    c = {"root": "SPY", "expiration": str(exp), "strike": str(strike), "right": "P"}
+    sim.set_max_streams(1)
+    try:
+        with connect(sim.ws_url) as ws:
+            sub(ws, 1, contract=c)
+            sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
+            assert responses(frames(ws, 0.8)) == {1: "SUBSCRIBED", 2: "MAX_STREAMS_REACHED"}
+            sim.deny_perms(True)
+            sub(ws, 3, sec="STOCK", contract={"root": "QQQ"})
+            ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                                "add": True, "id": 4}))
+            assert responses(frames(ws, 0.8)) == {3: "INVALID_PERMS", 4: "INVALID_PERMS"}
+            sim.deny_perms(False)
+            sub(ws, 5, contract=c, add=False)
+            assert responses(frames(ws, 0.5)) == {5: "SUBSCRIBED"}
+            assert not data(frames(ws, 0.8))
+            sub(ws, 6, sec="STOCK", contract={"root": "SPY"})
+            assert data(frames(ws, 0.8))
+            ws.send("{'msg_type': 'STOP'}")
+            frames(ws, 0.3)
+            assert not data(frames(ws, 0.8))
+    finally:
+        sim.set_max_streams(15_000)
+        sim.deny_perms(False)
+
+
+def test_second_client_replaces_first(sim):
+    with connect(sim.ws_url) as one:
+        frames(one, 0.2)
+        with connect(sim.ws_url) as two:
+            with pytest.raises(ConnectionClosed) as closed:
+                frames(one, 3.0)
+            assert closed.value.rcvd.code == 1000
+            assert kind(json.loads(two.recv(timeout=2))) == "STATUS"
+    assert sim.ws_stats()["connections"] >= 2
+
+
+def test_drop_ws_aborts_without_close_frame(sim):
+    with connect(sim.ws_url) as ws:
+        frames(ws, 0.2)
+        assert sim.drop_ws()
+        with pytest.raises(ConnectionClosed) as closed:
+            frames(ws, 3.0)
+        assert closed.value.rcvd is None  # no close frame: the TCP connection was cut
+
+
+def test_stall_then_resume(sim):
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, sec="STOCK", contract={"root": "QQQ"})
+        frames(ws, 0.5)
+        sim.stall_ws(1.8)
+        frames(ws, 0.2)  # what was already in flight
+        silent = frames(ws, 1.2)
+        assert silent == []
+        after = frames(ws, 2.5)
+        assert data(after) and any(kind(f) == "STATUS" for f in after)
+
+
+def test_fpss_disconnect_and_resubscribe_by_id(sim):
+    with connect(sim.ws_url) as ws:
+        sub(ws, 41, sec="STOCK", contract={"root": "SPY"})
+        sub(ws, 42, sec="STOCK", req="TRADE", contract={"root": "AAPL"})
+        frames(ws, 0.5)
+        sim.fpss_disconnect()
+        down = frames(ws, 1.5)
+        first = next(i for i, f in enumerate(down) if f["header"]["status"] == "DISCONNECTED")
+        assert kind(down[first]) == "STATUS"  # frames already in flight may precede it
+        assert not data(down[first:]) and all(f["header"]["status"] == "DISCONNECTED" for f in down[first:])
+        assert httpx.get(sim.rest_url + "/v3/terminal/fpss/status").text == "DISCONNECTED"
+        sim.fpss_reconnect()
+        up = frames(ws, 1.5)
+        back = next(i for i, f in enumerate(up) if f["header"]["status"] == "CONNECTED")
+        assert up[back]["header"] == {"type": "STATUS", "status": "CONNECTED"}
+        assert not data(up[:back])  # a heartbeat sent before the reconnect may still arrive
+        assert responses(up[back:]) == {41: "SUBSCRIBED", 42: "SUBSCRIBED"}
+        assert data(up[back:])
+
+
+def test_burst_and_raw_frames(sim):
+    with connect(sim.ws_url, max_size=None) as ws:
+        frames(ws, 0.2)
+        n = 20_000
+        assert sim.burst(n, contracts=50) == n
+        got = data(frames(ws, 20, stop=lambda f: False) if False else _count(ws, n))
+        kinds = [kind(f) for f in got]
+        assert len(got) == n
+        assert kinds.count("QUOTE") == 16_000 and kinds.count("TRADE") == 2_000
+        assert len({json.dumps(f["contract"]) for f in got}) == 50
+        sim.send_ws_raw(['{"header":{"type":"QUOTE"', "not json at all"])
+        raw = []
+        while len(raw) < 2:
+            msg = ws.recv(timeout=2)
+            if '"STATUS"' not in msg:
+                raw.append(msg)
+        assert raw == ['{"header":{"type":"QUOTE"', "not json at all"]
+
+
+def _count(ws, n):
+    out = []
+    while len(out) < n:
+        f = json.loads(ws.recv(timeout=10))
+        if kind(f) != "STATUS":
+            out.append(f)
+    return out
+
+
+def test_full_trade_stream_order():
+    import btlive.sim.theta.grpc_service as gs
+    import btlive.sim.theta.rest as rs
+    t0 = time.time()
+    for cls in (gs.GrpcServer, rs.RestServer):
+        orig = cls.stop
+        def stop(self, orig=orig, cls=cls):
+            a = time.time(); orig(self); print(cls.__name__, "stop", time.time() - a)
+        cls.stop = stop
+    with ThetaSimulator(seed=5, symbols=["AAPL"], trade_ms=3000, quote_ms=500) as s, \
+            connect(s.ws_url, max_size=None) as ws:
+        print("\nopen", time.time() - t0)
+        ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                            "add": True, "id": 3}))
+        got = frames(ws, 3.5)
+        print("frames", len(got), time.time() - t0)
+        assert responses(got) == {3: "SUBSCRIBED"}
+        body = data(got)
+        trades = [i for i, f in enumerate(body) if kind(f) == "TRADE"]
+        assert len(trades) > 50
+        for i in trades[:20]:
+            q, o, t = body[i - 2], body[i - 1], body[i]
+            assert (kind(q), kind(o)) == ("QUOTE", "OHLC")
+            assert q["contract"] == o["contract"] == t["contract"]
+            assert o["ohlc"]["close"] == t["trade"]["price"]
+            assert q["quote"]["ms_of_day"] <= t["trade"]["ms_of_day"]
+        later_quotes = [f for f in body if kind(f) == "QUOTE"]
+        assert len(later_quotes) > len(trades)  # the two quotes after each trade follow
+        print("asserted", time.time() - t0)
+    print("exit", time.time() - t0)
+
+
+def test_shutdown_sends_state_stop_and_closes_1001():
+    s = ThetaSimulator().start()
+    try:
+        with connect(s.ws_url) as ws:
+            frames(ws, 0.2)
+            s.stop()
+            got = []
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    got.append(json.loads(ws.recv(timeout=5)))
+            assert got[-1]["header"] == {"type": "STATE", "status": "CONNECTED", "state": "STOP"}
+            assert closed.value.rcvd.code == 1001
+    finally:
+        s.stop()
+
+
+def test_firehose_and_tier_without_streaming():
+    with ThetaSimulator(firehose=True, rate=5000) as s, connect(s.ws_url, max_size=None) as ws:
+        ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                            "add": True, "id": 1}))
+        got = data(frames(ws, 1.0))
+        assert 300 <= len(got) <= 10_000  # paced at 5,000/s (a loaded machine delivers fewer)
+        ws.send(json.dumps({"msg_type": "STOP"}))
+        frames(ws, 0.3)
+        assert not data(frames(ws, 0.5))
+    with ThetaSimulator(tier="value") as s, connect(s.ws_url) as ws:
+        sub(ws, 1, sec="OPTION", contract={"root": "SPY", "expiration": 20991231, "strike": 1000,
+                                           "right": "C"})
+        sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
+        assert responses(frames(ws, 0.6)) == {1: "INVALID_PERMS", 2: "MAX_STREAMS_REACHED"}

@@ -1,0 +1,88 @@
+"""ArcticDB replay: recorded bars and quotes drive the simulator's market and fills."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pandas as pd
+import pytest
+from ib_async import IB, LimitOrder, Stock
+
+from btlive.sim.tws import TwsSimulator
+from btlive.sim.tws.replay import ArcticReplay
+
+
+@pytest.fixture
+def arctic_uri(tmp_path):
+    from btlive.storage.arctic import forget_arctic, get_library
+    uri = f"lmdb://{tmp_path}/arctic"
+    lib = get_library(uri, "replay_test")
+    idx = pd.date_range("2024-03-07 14:30", periods=30, freq="1min", tz="UTC")
+    close = 50.0 + np.arange(30) * 0.5
+    lib.write("bars/1min/AAPL", pd.DataFrame({
+        "open": close - 0.25, "high": close + 0.3, "low": close - 0.4, "close": close,
+        "volume": np.full(30, 1000.0)}, index=idx))
+    qidx = pd.date_range("2024-03-07 14:30", periods=50, freq="100ms", tz="UTC")
+    bids = 1.2000 + np.arange(50) * 0.0001
+    lib.write("ticks/quote/EUR.USD", pd.DataFrame({
+        "bid": bids, "ask": bids + 0.0001, "bid_size": np.full(50, 1e6),
+        "ask_size": np.full(50, 2e6)}, index=qidx))
+    yield uri
+    forget_arctic(uri)
+
+
+def test_replay_drives_quotes_and_fills(arctic_uri):
+    replay = ArcticReplay(arctic_uri, library="replay_test", speed=1800.0)
+
+    async def main(sim):
+        ib = IB()
+        await ib.connectAsync(sim.host, sim.port, clientId=1, timeout=5)
+        try:
+            c = Stock("AAPL", "SMART", "USD")
+            await ib.qualifyContractsAsync(c)
+            t = ib.reqMktData(c)
+            lows = []
+            trade = ib.placeOrder(c, LimitOrder("SELL", 10, 60.0))
+            for _ in range(300):
+                if t.last == t.last and t.last > 0:
+                    lows.append(t.last)
+                if trade.isDone() and replay.finished:
+                    break
+                await asyncio.sleep(0.02)
+            assert trade.orderStatus.status == "Filled"
+            assert trade.fills[0].execution.price >= 60.0 - 0.01
+            assert lows and min(lows) >= 49.5 and max(lows) <= 64.8
+            fx = ib.reqMktData((await ib.qualifyContractsAsync(
+                __import__("ib_async").Forex("EURUSD")))[0])
+            await asyncio.sleep(0.2)
+            assert fx.bid == pytest.approx(1.2049, abs=1e-6) and fx.bidSize == 1e6
+        finally:
+            ib.disconnect()
+
+    with TwsSimulator(replay=replay, tick_interval=0.05) as sim:
+        asyncio.run(main(sim))
+    assert replay.finished
+
+
+def test_replay_without_data_fails_clearly(tmp_path):
+    from btlive.storage.arctic import forget_arctic, get_library
+    uri = f"lmdb://{tmp_path}/empty"
+    get_library(uri, "nothing")
+    try:
+        replay = ArcticReplay(uri, library="nothing")
+        with pytest.raises(ValueError, match="nothing to replay"):
+            TwsSimulator(replay=replay).start()
+        with pytest.raises(ValueError, match="speed"):
+            ArcticReplay(uri, library="nothing", speed=0)
+    finally:
+        forget_arctic(uri)
+
+
+def test_cli_replay_reports_missing_library(tmp_path):
+    import subprocess
+    import sys
+    proc = subprocess.run([sys.executable, "-m", "btlive", "sim", "tws", "--port", "0",
+                           "--replay", f"lmdb://{tmp_path}/none", "--library", "absent"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "absent" in proc.stderr

@@ -1,0 +1,151 @@
+"""The WebSocket path against the simulator: subscriptions and their verification,
+dropped and stalled sockets, the Terminal's own feed loss, gap backfill, bad frames."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+
+import pytest
+
+from btlive.stores.theta_parse import Contract
+
+pytestmark = pytest.mark.slow
+
+
+def wait_for(pred, timeout=10.0, step=0.02):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(step)
+    return False
+
+
+def drain(q: queue.Queue) -> list:
+    out = []
+    while True:
+        try:
+            out.append(q.get_nowait())
+        except queue.Empty:
+            return out
+
+
+def kinds(events):
+    return [e.kind for e in events]
+
+
+def test_subscription_verification_is_reported(make_sim, store_for, option_of):
+    sim = make_sim(max_streams=1)
+    store = store_for(sim)
+    events = []
+    store.add_event_sink(events.append)
+    a, b = option_of(store, offset=0), option_of(store, offset=1)
+    qa, qb = queue.Queue(), queue.Queue()
+    store.open_channel(a, ["QUOTE"], qa)
+    assert wait_for(lambda: "SUBSCRIBED" in kinds(events))
+    store.open_channel(b, ["QUOTE"], qb)
+    assert wait_for(lambda: "MAX_STREAMS_REACHED" in kinds(events))
+    assert wait_for(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qb.queue)))
+    notes = [n[0] for n in store.get_notifications()]
+    assert any(n.startswith("MAX_STREAMS_REACHED: QUOTE " + b.instrument) for n in notes)
+    assert ("QUOTE", b) not in store.stream.subscriptions
+    sim.deny_perms(True)
+    qc = queue.Queue()
+    store.open_channel(Contract.stock("QQQ"), ["TRADE"], qc)
+    assert wait_for(lambda: "INVALID_PERMS" in kinds(events))
+    assert wait_for(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qc.queue)))
+
+
+def _ticks(items, kind="QUOTE"):
+    return [(i[2], i[3]["bid"], i[3]["ask"]) for i in items if i[0] == "tick" and i[1] == kind]
+
+
+def _assert_matches_history(store, contract, ticks):
+    """The delivered ticks are exactly the Terminal's history over the same span."""
+    first, last = ticks[0][0], ticks[-1][0]
+    from btlive.stores.theta import frame_to_ticks
+
+    hist = store.call(store._tick_history("QUOTE", contract, first, last))
+    ref = [(ts, v["bid"], v["ask"]) for ts, v in frame_to_ticks("QUOTE", hist)
+           if first <= ts <= last]
+    assert ticks == ref
+
+
+@pytest.mark.parametrize("fault", ["drop", "stall", "fpss"])
+def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
+    # a slow first reconnect after a drop, so the exchange moves on meanwhile
+    store = store_for(sim, heartbeat_timeout=1.0, reconnect_backoff=3.0, reconnect_max=3.0)
+    events = []
+    store.add_event_sink(events.append)
+    spy = Contract.stock("SPY")
+    q = queue.Queue()
+    store.open_channel(spy, ["QUOTE"], q, backfill_from_ns=time.time_ns() - 3_000_000_000)
+    items = []
+    assert wait_for(lambda: items.extend(drain(q)) or ("status", "LIVE", "", None) in items)
+    if fault == "drop":
+        assert sim.drop_ws()
+        expect = ["DISCONNECTED", "RECONNECTED"]
+    elif fault == "stall":
+        sim.stall_ws(2.5)
+        expect = ["STALLED", "DISCONNECTED", "RECONNECTED"]
+    else:
+        sim.fpss_disconnect()
+        time.sleep(2.2)  # ticks keep happening on the exchange; the Terminal misses them
+        sim.fpss_reconnect()
+        expect = ["TERMINAL_DISCONNECTED", "TERMINAL_CONNECTED"]
+    assert wait_for(lambda: all(k in kinds(events) for k in expect), timeout=15), kinds(events)
+    time.sleep(0.2)
+    assert wait_for(lambda: items.extend(drain(q)) or
+                    [i[1] for i in items if i[0] == "status"][-1:] == ["LIVE"], timeout=15)
+    time.sleep(2.2)  # a couple of live ticks after the gap
+    items.extend(drain(q))
+    statuses = [i[1] for i in items if i[0] == "status"]
+    assert statuses[0] == "DELAYED" and "CONNBROKEN" in statuses and statuses[-1] == "LIVE"
+    ticks = _ticks(items)
+    assert len(ticks) >= 6
+    broken = next(n for n, i in enumerate(items) if i[:2] == ("status", "CONNBROKEN"))
+    filled = [i for i in items[broken:] if i[0] == "tick" and "recv_ns" not in i[3]]
+    assert filled, "the gap was not filled from REST"
+    assert [t[0] for t in ticks] == sorted({t[0] for t in ticks}), "duplicate or unordered"
+    _assert_matches_history(store, spy, ticks)  # nothing missing across the gap
+    assert ("QUOTE", spy) in store.stream.subscriptions
+
+
+def test_malformed_and_bad_frames_never_crash_the_stream(sim, store_for):
+    store = store_for(sim)
+    events = []
+    store.add_event_sink(events.append)
+    spy = Contract.stock("SPY")
+    q = queue.Queue()
+    store.open_channel(spy, ["QUOTE"], q)
+    assert wait_for(lambda: "SUBSCRIBED" in kinds(events))
+    good = {"header": {"type": "QUOTE", "status": "CONNECTED"},
+            "contract": {"security_type": "STOCK", "root": "SPY"},
+            "quote": {"ms_of_day": 1, "bid_size": 1, "bid_exchange": 1, "bid": 10.0,
+                      "bid_condition": 0, "ask_size": 1, "ask_exchange": 1, "ask": 10.1,
+                      "ask_condition": 0, "date": 20200102}}
+    literal = dict(good, quote=dict(good["quote"], ms_of_day=2))
+    crossed = dict(good, quote=dict(good["quote"], ms_of_day=3, bid=11.0))
+    sim.send_ws_raw(["{not json", "[1,2", json.dumps({"header": 5}), str(literal),
+                     json.dumps(crossed), '{"header":{"type":"QUOTE"},"contract":{},"quote":{}}'])
+    assert wait_for(lambda: store.stream.stats["malformed"] >= 4)
+    got = []
+    assert wait_for(lambda: got.extend(drain(q)) or
+                    sum(1 for i in got if i[0] == "tick" and i[2] < 1.7e18) >= 2)
+    raw = [i for i in got if i[0] == "tick" and i[2] < 1.7e18]
+    assert [i[3]["bid"] for i in raw] == [10.0, 11.0]  # the literal frame parsed; crossed passed on
+    assert "MALFORMED" in kinds(events)
+    assert store.stream.connected.is_set()  # still streaming
+
+
+def test_a_refused_upgrade_is_reported_and_bounded(sim, store_for):
+    store = store_for(sim, ws_url=sim.ws_url.replace("/v1/events", "/v2/nope"), max_reconnects=1)
+    events = []
+    store.add_event_sink(events.append)
+    q = queue.Queue()
+    store.open_channel(Contract.stock("SPY"), ["QUOTE"], q)
+    assert wait_for(lambda: "CLOSED" in kinds(events))
+    assert any("404" in e.detail for e in events if e.kind == "DISCONNECTED")
+    assert wait_for(lambda: ("status", "DISCONNECTED") in [i[:2] for i in list(q.queue)])
