@@ -47,7 +47,6 @@ class TestStrategy(bt.Strategy):
         self.livebars = 0
         self.bought_at = None
         self.sold = False
-        self.lines_printed = 0
 
     def say(self, *parts) -> None:
         print(*parts, file=self.p.out or sys.stdout, flush=True)
@@ -223,8 +222,6 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    import btlive.feeds.ib  # noqa: F401 - registers IBData with the store
-    from btlive.brokers.ib import IBBroker
     from btlive.stores.ib import IBStore
 
     cerebro = bt.Cerebro(stdstats=False, exactbars=args.exactbars)
@@ -277,7 +274,7 @@ def run(args) -> int:
     if store.gave_up() and not store.connections:
         print(f"could not connect to TWS at {args.host}:{args.port}")
         return 1
-    if broker is not None and isinstance(broker, IBBroker):
+    if broker is not None:
         print("-" * 50)
         print(f"Final cash {broker.getcash():.2f} value {broker.getvalue():.2f}")
         for data in cerebro.datas:

@@ -11,6 +11,7 @@ SIGINT after ``--seconds`` and prints what landed in each symbol.
 from __future__ import annotations
 
 import argparse
+import shutil
 import signal
 import subprocess
 import sys
@@ -44,6 +45,7 @@ def main(argv=None) -> int:
         args.rest_url, args.ws_url = sim.rest_url, sim.ws_url
     tmp = tempfile.mkdtemp(prefix="theta_record_")
     uri = args.uri or f"lmdb://{tmp}/arctic"
+    proc = None
     try:
         contracts = args.contracts
         if contracts is None:
@@ -70,8 +72,12 @@ def main(argv=None) -> int:
             print(f"{sym:45s} {len(df):6d} rows  {df.index[0]} .. {df.index[-1]}")
         return proc.returncode
     finally:
+        if proc is not None and proc.poll() is None:  # it did not stop on SIGINT in time
+            proc.kill()
+            proc.wait()
         if sim is not None:
             sim.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

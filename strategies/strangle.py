@@ -81,14 +81,10 @@ class ShortStrangle(bt.Strategy):
                 return "max_net_delta"
         contract = getattr(self.call, "contract", None)
         if contract is not None and contract.expiration:
-            from datetime import datetime
+            from btlive.stores.theta_parse import expiry_close_ns
 
-            from btlive.stores.theta_parse import NEW_YORK
-
-            expiry = datetime.strptime(contract.expiration, "%Y%m%d").replace(
-                hour=16, tzinfo=NEW_YORK)
             now = bt.num2date(self.call.datetime[0])  # naive UTC
-            left = (expiry.timestamp() - _utc_ts(now)) / 60.0
+            left = (expiry_close_ns(contract.expiration) / 1e9 - _utc_ts(now)) / 60.0
             if left <= self.p.exit_minutes:
                 return "expiry"
         return None

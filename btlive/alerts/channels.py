@@ -9,9 +9,7 @@ failure (retry) / permanent failure (don't), or raises :class:`TransientError` /
 from __future__ import annotations
 
 import logging
-import re
 import smtplib
-import socket
 import ssl
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -72,6 +70,18 @@ class Channel(ABC):
     @abstractmethod
     def send(self, message: Message, recipients: Sequence[str]) -> SendResult:
         """Deliver ``message`` to ``recipients``; runs on the channel's worker thread."""
+
+    def _configure(self, name: str, recipients: Iterable[str], sender: str, sender_is: str,
+                   timeout: float) -> None:
+        """Check and set what every network channel has: who from, who to, how long to wait."""
+        self.recipients = tuple(recipients)
+        if not self.recipients:
+            raise ValueError(f"{name} channel needs at least one recipient (to)")
+        if not sender:
+            raise ValueError(f"sender={sender!r}: {sender_is} is required")
+        if timeout is None or timeout <= 0:
+            raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
+        self.name, self.sender, self.timeout = name, sender, float(timeout)
 
     def disable(self, recipient: str, reason: str = "") -> None:
         """Stop sending to ``recipient`` (it unsubscribed); the dispatcher skips it from now on."""
@@ -138,23 +148,14 @@ class EmailChannel(Channel):
                  cafile: str | None = None, name: str = "email") -> None:
         if security not in self.SECURITY:
             raise ValueError(f"security={security!r} must be one of {self.SECURITY}")
-        self.recipients = tuple(recipients)
-        if not self.recipients:
-            raise ValueError("email channel needs at least one recipient (to)")
         if not host:
             raise ValueError(f"host={host!r}: an SMTP host is required")
-        if not sender:
-            raise ValueError(f"sender={sender!r}: a From address is required")
-        if timeout is None or timeout <= 0:
-            raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
-        self.name = name
+        self._configure(name, recipients, sender, "a From address", timeout)
         self.host = host
         self.port = int(port) if port else {"plain": 25, "starttls": 587, "ssl": 465}[security]
         self.security = security
-        self.sender = sender
         self.username = username
         self._password = password if isinstance(password, Secret | None) else Secret(password)
-        self.timeout = float(timeout)
         self._context = ssl_context
         self._cafile = cafile
 
@@ -226,10 +227,9 @@ class EmailChannel(Channel):
 
     @staticmethod
     def _classify(exc: Exception) -> ChannelError:
+        """By the reply code where there is one (535 is permanent, 454 temporary auth failure
+        is not); connection errors and timeouts are transient."""
         name = type(exc).__name__
-        if isinstance(exc, smtplib.SMTPAuthenticationError):
-            return PermanentError(f"{name}: {_smtp_code_text(exc.smtp_code, exc.smtp_error)}",
-                                  exc.smtp_code)
         if isinstance(exc, smtplib.SMTPResponseException):
             text = f"{name}: {_smtp_code_text(exc.smtp_code, exc.smtp_error)}"
             if _is_transient_smtp(exc.smtp_code) or exc.smtp_code < 0:
@@ -239,8 +239,6 @@ class EmailChannel(Channel):
             return PermanentError(f"{name}: {exc}")
         if isinstance(exc, ssl.SSLCertVerificationError):
             return PermanentError(f"{name}: {exc.verify_message}")
-        if isinstance(exc, smtplib.SMTPServerDisconnected | socket.timeout | TimeoutError | OSError):
-            return TransientError(f"{name}: {exc}")
         return TransientError(f"{name}: {exc}")
 
 
@@ -257,16 +255,7 @@ class SmsChannel(Channel):
     def __init__(self, account_sid: Secret | str, auth_token: Secret | str, *, sender: str,
                  recipients: Iterable[str], timeout: float = 10.0, base_url: str | None = None,
                  client: Any = None, name: str = "sms") -> None:
-        self.recipients = tuple(recipients)
-        if not self.recipients:
-            raise ValueError("sms channel needs at least one recipient (to)")
-        if not sender:
-            raise ValueError(f"sender={sender!r}: a Twilio From number is required")
-        if timeout is None or timeout <= 0:
-            raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
-        self.name = name
-        self.sender = sender
-        self.timeout = float(timeout)
+        self._configure(name, recipients, sender, "a Twilio From number", timeout)
         self._sid = account_sid if isinstance(account_sid, Secret) else Secret(str(account_sid))
         self._token = auth_token if isinstance(auth_token, Secret) else Secret(str(auth_token))
         if not self._sid or not self._token:
@@ -288,7 +277,7 @@ class SmsChannel(Channel):
         return self._client
 
     def _scrub(self, text: str) -> str:
-        return re.sub(re.escape(self._sid.reveal()), "AC***", text)
+        return text.replace(self._sid.reveal(), "AC***")
 
     def send(self, message: Message, recipients: Sequence[str]) -> SendResult:
         import requests

@@ -44,31 +44,35 @@ def _test(args) -> int:
     from datetime import UTC, datetime
 
     from btlive.alerts.config import dispatcher_from_config
+    from btlive.alerts.outbox import DONE
     from btlive.alerts.state import AlertMachine, Rule
 
     config, outbox = _setup(args)
-    dispatcher = dispatcher_from_config(config, outbox=outbox)
-    namespace = dispatcher.namespace or "btlive"
-    machine = AlertMachine([Rule(args.level, 1.0, repeat_interval=None)], strategy="btlive-test",
-                           metric="test", namespace=namespace)
-    [event] = machine.update(1.0, datetime.now(UTC), {"note": "test alert from `btlive alerts test`"})
-    before = {row["alert_id"] for row in outbox.alerts()}
-    dispatcher.submit(event)
-    done = dispatcher.flush(args.timeout)
-    dispatcher.close(0.5)
-    new = [row for row in outbox.alerts() if row["alert_id"] not in before]
-    ok = done and bool(new)
-    for row in new:
-        for attempt in outbox.attempts(row["alert_id"]):
-            if attempt["channel"] == "*":
-                continue
-            print(f"{attempt['channel']:<8} attempt {attempt['attempt']}: {attempt['outcome']}"
-                  f"{' - ' + attempt['error'] if attempt['error'] else ''}")
-            if attempt["final"] and attempt["outcome"] != "sent":
-                ok = False
-    if not done:
-        print(f"not finished after {args.timeout:g}s; the rest stays pending in the outbox")
-    outbox.close()
+    try:
+        dispatcher = dispatcher_from_config(config, outbox=outbox)
+        namespace = dispatcher.namespace or "btlive"
+        machine = AlertMachine([Rule(args.level, 1.0, repeat_interval=None)],
+                               strategy="btlive-test", metric="test", namespace=namespace)
+        [event] = machine.update(1.0, datetime.now(UTC),
+                                 {"note": "test alert from `btlive alerts test`"})
+        before = {row["alert_id"] for row in outbox.alerts()}
+        dispatcher.submit(event)
+        done = dispatcher.flush(args.timeout)
+        dispatcher.close(0.5)
+        new = [row for row in outbox.alerts() if row["alert_id"] not in before]
+        ok = done and bool(new)
+        for row in new:
+            for attempt in outbox.attempts(row["alert_id"]):
+                if attempt["channel"] == DONE:
+                    continue
+                print(f"{attempt['channel']:<8} attempt {attempt['attempt']}: "
+                      f"{attempt['outcome']}{' - ' + attempt['error'] if attempt['error'] else ''}")
+                if attempt["final"] and attempt["outcome"] != "sent":
+                    ok = False
+        if not done:
+            print(f"not finished after {args.timeout:g}s; the rest stays pending in the outbox")
+    finally:
+        outbox.close()
     return 0 if ok else 1
 
 
@@ -89,9 +93,11 @@ def _flush(args) -> int:
     from btlive.alerts.config import dispatcher_from_config
 
     config, outbox = _setup(args)
-    dispatcher = dispatcher_from_config(config, outbox=outbox)
-    dispatcher.flush(args.timeout)
-    left = dispatcher.close(0.5)
-    print(f"{left} deliveries still pending in {outbox.url}")
-    outbox.close()
+    try:
+        dispatcher = dispatcher_from_config(config, outbox=outbox)
+        dispatcher.flush(args.timeout)
+        left = dispatcher.close(0.5)
+        print(f"{left} deliveries still pending in {outbox.url}")
+    finally:
+        outbox.close()
     return 0 if left == 0 else 1

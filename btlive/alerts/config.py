@@ -34,11 +34,6 @@ from btlive.alerts.outbox import DEFAULT_SQLITE_PATH, Outbox, sqlite_url
 from btlive.config import load_config, secret
 
 
-def _env(name: str, env: Mapping[str, str]) -> str | None:
-    value = env.get(name)
-    return value if value not in (None, "") else None
-
-
 def _list(value: Any, field: str) -> list[str]:
     if value is None:
         return []
@@ -56,29 +51,25 @@ def _number(value: Any, field: str, kind=float):
         raise ValueError(f"{field}={value!r} is not a number") from None
 
 
-def email_channel(section: Mapping[str, Any] | None,
-                  env: Mapping[str, str] | None = None) -> EmailChannel | None:
-    env = os.environ if env is None else env
+def email_channel(section: Mapping[str, Any] | None) -> EmailChannel | None:
     section = dict(section or {})
-    host = _env("BTLIVE_SMTP_HOST", env) or section.get("host")
+    host = os.environ.get("BTLIVE_SMTP_HOST") or section.get("host")
     if not host:
         return None
-    port = _env("BTLIVE_SMTP_PORT", env) or section.get("port")
+    port = os.environ.get("BTLIVE_SMTP_PORT") or section.get("port")
     return EmailChannel(
         host, _number(port, "alerts.email.port", int) if port else None,
-        sender=_env("BTLIVE_SMTP_FROM", env) or section.get("from") or "",
-        recipients=_list(_env("BTLIVE_SMTP_TO", env) or section.get("to"), "alerts.email.to"),
-        security=_env("BTLIVE_SMTP_SECURITY", env) or section.get("security", "starttls"),
-        username=_env("BTLIVE_SMTP_USER", env) or section.get("username"),
+        sender=os.environ.get("BTLIVE_SMTP_FROM") or section.get("from") or "",
+        recipients=_list(os.environ.get("BTLIVE_SMTP_TO") or section.get("to"), "alerts.email.to"),
+        security=os.environ.get("BTLIVE_SMTP_SECURITY") or section.get("security", "starttls"),
+        username=os.environ.get("BTLIVE_SMTP_USER") or section.get("username"),
         password=secret("BTLIVE_SMTP_PASSWORD"),
         timeout=_number(section.get("timeout", 10.0), "alerts.email.timeout"),
         cafile=section.get("cafile"),
     )
 
 
-def sms_channel(section: Mapping[str, Any] | None,
-                env: Mapping[str, str] | None = None) -> SmsChannel | None:
-    env = os.environ if env is None else env
+def sms_channel(section: Mapping[str, Any] | None) -> SmsChannel | None:
     sid = secret("BTLIVE_TWILIO_ACCOUNT_SID")
     if section is None and sid is None:
         return None
@@ -89,8 +80,8 @@ def sms_channel(section: Mapping[str, Any] | None,
                          "in the environment")
     return SmsChannel(
         sid, token,
-        sender=_env("BTLIVE_TWILIO_FROM", env) or section.get("from") or "",
-        recipients=_list(_env("BTLIVE_TWILIO_TO", env) or section.get("to"), "alerts.sms.to"),
+        sender=os.environ.get("BTLIVE_TWILIO_FROM") or section.get("from") or "",
+        recipients=_list(os.environ.get("BTLIVE_TWILIO_TO") or section.get("to"), "alerts.sms.to"),
         timeout=_number(section.get("timeout", 10.0), "alerts.sms.timeout"),
         base_url=section.get("base_url"),
     )
@@ -114,26 +105,24 @@ def retry_policy(section: Mapping[str, Any] | None) -> RetryPolicy:
     return RetryPolicy(**values)
 
 
-def channels_from_config(config: Mapping[str, Any],
-                         env: Mapping[str, str] | None = None) -> list[Channel]:
+def channels_from_config(config: Mapping[str, Any]) -> list[Channel]:
     alerts = config.get("alerts", {}) or {}
     channels: list[Channel] = []
     for build, key in ((email_channel, "email"), (sms_channel, "sms")):
-        channel = build(alerts.get(key), env)
+        channel = build(alerts.get(key))
         if channel is not None:
             channels.append(channel)
     return channels
 
 
 def dispatcher_from_config(config: Mapping[str, Any] | None = None, *,
-                           env: Mapping[str, str] | None = None,
                            outbox: Outbox | None = None) -> Dispatcher:
     """A started :class:`Dispatcher` built from ``config`` (default: ``load_config()``)."""
     config = load_config() if config is None else config
     alerts = config.get("alerts", {}) or {}
     return Dispatcher(
-        channels_from_config(config, env),
-        outbox=outbox or Outbox(outbox_url(config)),
+        channels_from_config(config),
+        outbox=outbox or outbox_url(config),  # a URL: the dispatcher closes what it opens
         routes=alerts.get("routes"),
         fallback=alerts.get("fallback"),
         retry=retry_policy(alerts.get("retry")),

@@ -11,6 +11,7 @@ until a deadline and leaves the rest pending in the outbox, where the next start
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import logging
@@ -20,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from btlive.alerts.channels import (
     TWILIO_UNSUBSCRIBED,
@@ -31,7 +32,7 @@ from btlive.alerts.channels import (
     SendResult,
     TransientError,
 )
-from btlive.alerts.outbox import DONE, Outbox
+from btlive.alerts.outbox import DONE, Delivery, Outbox
 from btlive.alerts.state import AlertEvent
 
 log = logging.getLogger(__name__)
@@ -65,16 +66,6 @@ class RetryPolicy:
         return raw * (1.0 - self.jitter * (rng or random).random())
 
 
-@dataclass(slots=True)
-class Delivery:
-    message: Message
-    channel: str
-    attempts: int = 0
-    delivered: set[str] = field(default_factory=set)
-    failed: dict[str, str] = field(default_factory=dict)
-    started: float = field(default_factory=time.monotonic)
-
-
 class _Worker:
     """One channel's thread: a queue of new deliveries plus a heap of scheduled retries."""
 
@@ -97,9 +88,8 @@ class _Worker:
                 now = time.monotonic()
             if d._stopping.is_set():
                 return
-            timeout = 0.1
-            if self.retries:
-                timeout = min(timeout, max(0.0, self.retries[0][0] - now))
+            # close() puts _STOP in the inbox, so an idle worker can sleep until its next retry
+            timeout = max(0.0, self.retries[0][0] - now) if self.retries else None
             try:
                 item = self.inbox.get(timeout=timeout)
             except queue.Empty:
@@ -112,16 +102,17 @@ class _Worker:
         d = self.dispatcher
         policy = d.retry
         channel = self.channel
-        todo = [r for r in channel.recipients
+        disabled = channel.disabled
+        owed = [r for r in channel.recipients
                 if r not in delivery.delivered and r not in delivery.failed]
+        todo = [r for r in owed if r not in disabled]
         result = SendResult()
         error = None
-        for rcpt in [r for r in todo if r in channel.disabled]:
-            result.permanent[rcpt] = channel.disabled_reason(rcpt)
-        todo = [r for r in todo if r not in result.permanent]
         if todo:
             try:
-                result = _merge(result, channel.send(delivery.message, todo))
+                result = channel.send(delivery.message, todo)
+                if not isinstance(result, SendResult):
+                    raise TypeError(f"send() returned {result!r}, not a SendResult")
             except TransientError as exc:
                 error = str(exc)
                 result.transient.update({r: error for r in todo})
@@ -131,7 +122,8 @@ class _Worker:
             except Exception as exc:  # noqa: BLE001 - an unknown failure is retried, not fatal
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 log.exception("alert channel %s raised unexpectedly", channel.name)
-                result.transient.update({r: error for r in todo})
+                result = SendResult(transient={r: error for r in todo})
+        result.permanent.update({r: channel.disabled_reason(r) for r in owed if r in disabled})
         delivery.attempts += 1
         delivery.delivered.update(result.delivered)
         delivery.failed.update(result.permanent)
@@ -153,28 +145,23 @@ class _Worker:
         failed_now = dict(result.permanent)
         if outcome == "exhausted":
             failed_now.update(result.transient)
-        d._record_attempt(delivery.message.alert_id, channel.name, delivery.attempts, outcome,
-                          final, result.delivered, failed_now, error)
+        alert_id = delivery.message.alert_id
+        target = d._fallback_for(delivery) if final and delivery.failed else None
+        if target:
+            # before this channel's final row: a crash in between must not lose the fallback
+            d._record_attempt(alert_id, target, 0, "queued", False, (), {},
+                              f"fallback from {channel.name}")
+        d._record_attempt(alert_id, channel.name, delivery.attempts, outcome, final,
+                          result.delivered, failed_now, error)
         if not final:
             log.warning("alert %s via %s: attempt %d failed (%s); retrying in %.2fs",
-                        delivery.message.alert_id, channel.name, delivery.attempts, error, wait)
+                        alert_id, channel.name, delivery.attempts, error, wait)
             heapq.heappush(self.retries, (time.monotonic() + wait, next(self._seq), delivery))
             return
         if outcome != "sent":
-            log.error("alert %s via %s: %s after %d attempt(s): %s", delivery.message.alert_id,
-                      channel.name, outcome, delivery.attempts, error)
-        d._finish(delivery, fallback=bool(delivery.failed))
-
-    def pending(self) -> int:
-        return self.inbox.qsize() + len(self.retries)
-
-
-def _merge(first: SendResult, second: SendResult) -> SendResult:
-    first.delivered += second.delivered
-    first.transient.update(second.transient)
-    first.permanent.update(second.permanent)
-    first.detail = second.detail
-    return first
+            log.error("alert %s via %s: %s after %d attempt(s): %s", alert_id, channel.name,
+                      outcome, delivery.attempts, error)
+        d._finish(delivery, target)
 
 
 class Dispatcher:
@@ -183,11 +170,12 @@ class Dispatcher:
     ``channels``: the channels (a :class:`LogChannel` named ``log`` is always added);
     ``routes``: level -> channel names (default: every channel for every level);
     ``fallback``: channel -> channel used when a delivery finally fails (default sms -> email);
-    ``outbox``: an :class:`Outbox` (default: a SQLite file, see :mod:`btlive.alerts.outbox`);
+    ``outbox``: an :class:`Outbox` (the caller closes it), or the SQLAlchemy URL of one that
+    the dispatcher opens and closes (default: a SQLite file, see :mod:`btlive.alerts.outbox`);
     ``namespace``: the default first part of alert keys for analyzers using this dispatcher.
     """
 
-    def __init__(self, channels: Sequence[Channel] = (), *, outbox: Outbox | None = None,
+    def __init__(self, channels: Sequence[Channel] = (), *, outbox: Outbox | str | None = None,
                  routes: Mapping[str, Iterable[str]] | None = None,
                  fallback: Mapping[str, str] | None = None, retry: RetryPolicy | None = None,
                  queue_size: int = 1000, shutdown_timeout: float = 10.0,
@@ -200,19 +188,23 @@ class Dispatcher:
         if "log" not in self.channels:
             self.channels["log"] = LogChannel()
         self.routes = {level: list(chs) for level, chs in (routes or {}).items()}
-        for level, chs in self.routes.items():
+        # the default fallback applies when both channels exist; one you give must name them
+        self.fallback = dict({"sms": "email"} if fallback is None else fallback)
+        named = {f"routes[{level!r}]": chs for level, chs in self.routes.items()}
+        if fallback is not None:
+            named["fallback"] = [*self.fallback, *self.fallback.values()]
+        for field, chs in named.items():
             unknown = [c for c in chs if c not in self.channels]
             if unknown:
-                raise ValueError(f"routes[{level!r}] names unknown channel(s) {unknown!r}; "
+                raise ValueError(f"{field} names unknown channel(s) {unknown!r}; "
                                  f"known: {sorted(self.channels)}")
-        self.fallback = dict({"sms": "email"} if fallback is None else fallback)
         self.retry = retry or RetryPolicy()
         if queue_size < 1:
             raise ValueError(f"queue_size={queue_size!r} must be >= 1")
         self.shutdown_timeout = shutdown_timeout
         self.namespace = namespace
-        self._owns_outbox = outbox is None
-        self.outbox = outbox if outbox is not None else Outbox()
+        self._owns_outbox = not isinstance(outbox, Outbox)
+        self.outbox = outbox if isinstance(outbox, Outbox) else Outbox(outbox)
         self._intake: queue.Queue = queue.Queue(maxsize=queue_size)
         self._rng = random.Random(seed)
         self._lock = threading.Condition()
@@ -222,6 +214,8 @@ class Dispatcher:
         self._stopping = threading.Event()
         self._sweep = threading.Event()
         self._sweeping = False
+        self._sweep_failures = 0
+        self._next_sweep = 0.0  # monotonic; a failed sweep is retried with backoff
         self._closed = False
         self._started = False
         self.stats = {"submitted": 0, "overflow": 0, "sent": 0, "failed": 0}
@@ -235,23 +229,32 @@ class Dispatcher:
 
     def submit(self, event: AlertEvent) -> bool:
         """Queue ``event`` for sending; never blocks, never raises. False if it overflowed."""
-        self.stats["submitted"] += 1
-        if not self._closed:
-            try:
-                self._intake.put_nowait(event)
-                return True
-            except queue.Full:
-                pass
-        self.stats["overflow"] += 1
+        # close() sets _closed under the lock, so nothing is queued after it drains the queue
+        with self._lock:
+            self.stats["submitted"] += 1
+            if not self._closed:
+                try:
+                    self._intake.put_nowait(event)
+                    return True
+                except queue.Full:
+                    pass
+            self.stats["overflow"] += 1
+            why = "queue closed" if self._closed else "queue full"
+        if self._persist(event, why):
+            self._sweep.set()
+        return False
+
+    def _persist(self, event: AlertEvent, why: str) -> bool:
+        """Write ``event`` to the outbox as pending, for the sweep or the next start to send."""
         try:
             message = self._message(event)
             self.outbox.record_alert(message, _event_fields(event), self._route(event.level))
-            log.error("alert queue %s: alert %s (%s) written to the outbox as pending",
-                      "closed" if self._closed else "full", message.alert_id, event.dedup_key)
-            self._sweep.set()
         except Exception:  # noqa: BLE001 - never raise into cerebro
-            log.exception("alert %s LOST: queue full and outbox write failed", event.dedup_key)
-        return False
+            log.exception("alert %s LOST (%s): the outbox write failed", event.dedup_key, why)
+            return False
+        log.error("%s: alert %s (%s) written to the outbox as pending", why, message.alert_id,
+                  event.dedup_key)
+        return True
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -289,21 +292,22 @@ class Dispatcher:
             return self.pending_count()
         timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = time.monotonic() + timeout
-        self._closed = True
+        with self._lock:
+            self._closed = True
         if self._started:
             self.flush(max(0.0, deadline - time.monotonic()))
             self._stopping.set()
-            self._intake_put_stop()
+            with contextlib.suppress(queue.Full):  # the intake also stops on its own when idle
+                self._intake.put(_STOP, timeout=0.5)
             for worker in self._workers.values():
                 worker.inbox.put(_STOP)
-            threads = [self._intake_thread] + [w.thread for w in self._workers.values()]
+            threads = self._all_threads()
             for thread in threads:
                 thread.join(max(0.05, deadline - time.monotonic()))
             stuck = [t.name for t in threads if t.is_alive()]
             if stuck:
                 log.error("alert threads still busy at shutdown (a send in progress): %s", stuck)
-        self._persist_unaccepted()
-        left = self.pending_count()
+        left = self._persist_unaccepted() + self.pending_count()
         if left:
             log.error("%d alert deliveries left pending in the outbox %s; the next start sends them",
                       left, self.outbox.url)
@@ -316,22 +320,17 @@ class Dispatcher:
             self.outbox.close()
         return left
 
-    def _persist_unaccepted(self) -> None:
-        """Write events still in the intake queue (never started, or a stuck intake) as pending."""
+    def _persist_unaccepted(self) -> int:
+        """Write events still in the intake queue (never started, or a stuck intake) as pending;
+        returns how many deliveries they owe."""
+        owed = 0
         while True:
             try:
                 event = self._intake.get_nowait()
             except queue.Empty:
-                return
-            if event is _STOP:
-                continue
-            try:
-                message = self._message(event)
-                self.outbox.record_alert(message, _event_fields(event), self._route(event.level))
-                log.error("alert %s (%s) left pending in the outbox at shutdown",
-                          message.alert_id, event.dedup_key)
-            except Exception:  # noqa: BLE001
-                log.exception("alert %s LOST at shutdown: outbox write failed", event.dedup_key)
+                return owed
+            if event is not _STOP and self._persist(event, "shutdown"):
+                owed += len(self._route(event.level))
 
     def pending_count(self) -> int:
         with self._lock:
@@ -345,12 +344,6 @@ class Dispatcher:
 
     def _all_threads(self) -> list[threading.Thread]:
         return [self._intake_thread] + [w.thread for w in self._workers.values()]
-
-    def _intake_put_stop(self) -> None:
-        try:
-            self._intake.put(_STOP, timeout=0.5)
-        except queue.Full:
-            pass
 
     # -- intake thread ---------------------------------------------------------------------------
 
@@ -369,7 +362,7 @@ class Dispatcher:
 
     def _intake_loop(self) -> None:
         while True:
-            if self._sweep.is_set():
+            if self._sweep.is_set() and time.monotonic() >= self._next_sweep:
                 self._do_sweep()
             try:
                 event = self._intake.get(timeout=0.1)
@@ -407,9 +400,17 @@ class Dispatcher:
             self._sweep.clear()
         try:
             pending = self.outbox.pending()
-        except Exception:  # noqa: BLE001
-            log.exception("could not read pending alerts from the outbox")
-            pending = []
+        except Exception:  # noqa: BLE001 - retried: the pending alerts are still owed
+            self._sweep_failures += 1
+            delay = self.retry.delay(self._sweep_failures, self._rng)
+            log.exception("could not read pending alerts from the outbox; retrying in %.2fs",
+                          delay)
+            self._next_sweep = time.monotonic() + delay
+            with self._lock:
+                self._sweeping = False
+                self._sweep.set()
+            return
+        self._sweep_failures = 0
         scheduled = []
         with self._lock:
             self._sweeping = False
@@ -425,13 +426,9 @@ class Dispatcher:
                     continue
                 open_channels.add(item.channel)
                 scheduled.append(item)
-            for alert_id in [a for a, chs in self._open.items() if not chs]:
-                del self._open[alert_id]
             self._lock.notify_all()
-        for item in scheduled:
-            self._workers[item.channel].inbox.put(Delivery(
-                item.message, item.channel, attempts=item.attempts, delivered=set(item.delivered),
-                failed=dict(item.failed)))
+        for item in scheduled:  # fresh objects from the outbox: the worker owns them now
+            self._workers[item.channel].inbox.put(item)
         if scheduled:
             log.warning("resuming %d pending alert deliveries from the outbox", len(scheduled))
 
@@ -445,18 +442,24 @@ class Dispatcher:
         except Exception:  # noqa: BLE001 - the send happened; losing the row only risks a resend
             log.exception("outbox write failed for alert %s attempt %d", alert_id, attempt)
 
-    def _finish(self, delivery: Delivery, fallback: bool) -> None:
+    def _fallback_for(self, delivery: Delivery) -> str | None:
+        """The channel that takes over a failed delivery, unless the alert is routed there."""
+        target = self.fallback.get(delivery.channel)
+        if target in self._workers and target not in self._route(delivery.message.level):
+            return target
+        return None
+
+    def _finish(self, delivery: Delivery, target: str | None) -> None:
+        """Mark ``delivery`` final; hand the alert to the fallback ``target`` (already queued
+        in the outbox) unless that channel has or had it in this process."""
         alert_id, name = delivery.message.alert_id, delivery.channel
-        target = self.fallback.get(name) if fallback else None
         with self._lock:
             self._finished.add((alert_id, name))
             open_channels = self._open.setdefault(alert_id, set())
-            if target and target in self._workers and target not in open_channels \
-                    and target not in self._route(delivery.message.level) \
-                    and (alert_id, target) not in self._finished:
+            if target in open_channels or (alert_id, target) in self._finished:
+                target = None  # its queued row is harmless: that delivery writes a final row
+            elif target:
                 open_channels.add(target)
-            else:
-                target = None
             open_channels.discard(name)
             done = not open_channels
             if done:
@@ -465,8 +468,6 @@ class Dispatcher:
             self.stats["failed" if delivery.failed else "sent"] += 1
         if target:
             log.warning("alert %s: %s failed, falling back to %s", alert_id, name, target)
-            self._record_attempt(alert_id, target, 0, "queued", False, (), {},
-                                 f"fallback from {name}")
             self._workers[target].inbox.put(Delivery(delivery.message, target))
         if done:
             self._record_attempt(alert_id, DONE, 0, "done", True, (), {}, None)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -94,19 +95,26 @@ _PG_TRIGGERS = [
 
 
 @dataclass(slots=True)
-class PendingDelivery:
-    """A delivery (alert x channel) with no final row yet, and what it already achieved."""
+class Delivery:
+    """One alert through one channel, and what it achieved so far; ``pending()`` rebuilds the
+    unfinished ones from their rows. ``started`` (monotonic) bounds the retries' deadline."""
 
     message: Message
     channel: str
     attempts: int = 0
     delivered: set[str] = field(default_factory=set)
     failed: dict[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.monotonic)
 
 
 def _now() -> tuple[datetime, int]:
     ns = time.time_ns()
     return datetime.fromtimestamp(ns / 1e9, tz=UTC), ns
+
+
+def _redact(url: str) -> str:
+    """``url`` with any password masked (it could not be parsed, so by pattern)."""
+    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
 
 
 def sqlite_url(path: str | Path) -> str:
@@ -122,7 +130,8 @@ class Outbox:
             try:
                 parsed = sa.make_url(url)
             except Exception as exc:  # noqa: BLE001 - reported with the field name
-                raise ValueError(f"alerts outbox={url!r} is not an SQLAlchemy URL ({exc})") from None
+                raise ValueError(f"alerts outbox={_redact(url)!r} is not an SQLAlchemy URL "
+                                 f"({exc})") from None
             if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
                 raise ValueError(f"alerts outbox={url!r}: SQLite needs a file (several threads "
                                  "share the outbox)")
@@ -171,7 +180,7 @@ class Outbox:
         with self._lock, self.engine.begin() as conn:
             conn.execute(attempts_table.insert(), row)
 
-    def pending(self) -> list[PendingDelivery]:
+    def pending(self) -> list[Delivery]:
         """Every delivery without a final row, oldest alert first."""
         a, t = alerts_table, attempts_table
         done = sa.select(t.c.alert_id).where(t.c.channel == DONE)
@@ -193,12 +202,11 @@ class Outbox:
             message = Message(alert_id=alert["alert_id"], dedup_key=alert["dedup_key"],
                               level=alert["level"], kind=alert["kind"], subject=alert["subject"],
                               text=alert["body"], short=alert["short"])
-            deliveries: dict[str, PendingDelivery] = {
-                ch: PendingDelivery(message, ch) for ch in json.loads(alert["channels"])}
+            deliveries = {ch: Delivery(message, ch) for ch in json.loads(alert["channels"])}
             finished: set[str] = set()
             for row in by_alert.get(alert["alert_id"], []):
                 channel = row["channel"]
-                delivery = deliveries.setdefault(channel, PendingDelivery(message, channel))
+                delivery = deliveries.setdefault(channel, Delivery(message, channel))
                 delivery.attempts = max(delivery.attempts, row["attempt"])
                 delivery.delivered.update(json.loads(row["delivered"]))
                 delivery.failed.update(json.loads(row["failed"]))

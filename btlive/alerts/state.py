@@ -156,6 +156,9 @@ class AlertMachine:
         self.states = {rule.level: LevelState() for rule in self.rules}
         self.keys = {rule.level: dedup_key(namespace, strategy, metric, rule.level)
                      for rule in self.rules}
+        # the configured levels that inhibit each level
+        self._higher = {rule.level: [lvl for lvl in LEVELS[LEVELS.index(rule.level) + 1:]
+                                     if lvl in self.states] for rule in self.rules}
         self._lowest_trigger = min((rule.threshold for rule in self.rules), default=math.inf)
         self._idle = True
 
@@ -186,9 +189,8 @@ class AlertMachine:
         for rule in self.rules:
             st = self.states[rule.level]
             transition = self._step(rule, st, value)
-            higher = [lvl for lvl in LEVELS[LEVELS.index(rule.level) + 1:] if lvl in self.states]
             inhibited = any(lvl in firing_before or self.states[lvl].state is State.FIRING
-                            for lvl in higher)
+                            for lvl in self._higher[rule.level])
             if transition is Kind.FIRING:
                 if not inhibited:
                     pending.append((rule, Kind.FIRING))

@@ -19,7 +19,7 @@ import backtrader as bt
 from backtrader.linebuffer import LineBuffer
 
 from btlive.alerts.state import AlertMachine, Rule
-from btlive.risk import RollingES, check_confidence, check_method
+from btlive.risk import RollingES
 from btlive.risk.rolling import rolling_parametric_es
 
 log = logging.getLogger("btlive.alerts")
@@ -85,8 +85,9 @@ class CVaR(bt.Analyzer):
         give each strategy instance its own ``name``.
       - ``resume`` (False): start a level as firing if the outbox says its last alert fired.
       - ``keep_series`` (True): keep the per-period series for ``get_analysis()``.
-      - ``batch`` (None): None evaluates every period at once when any data is live and in
-        blocks of 4096 periods otherwise; 1 forces per-period evaluation. Blocks are screened
+      - ``batch`` (None): a backtest evaluates blocks of ``batch`` periods (None = 4096); 1
+        forces per-period evaluation. Live data (any feed whose ``islive()`` is true) is always
+        evaluated per period, whatever ``batch`` says. Blocks are screened
         with numpy (a block whose bound on the figure stays below every level, with no alert
         active, needs no per-period work) and the rest replayed exactly, so the alerts are the
         same as per-period evaluation; only ``es`` / ``es_dollars`` between blocks are stale.
@@ -101,16 +102,15 @@ class CVaR(bt.Analyzer):
 
     def __init__(self) -> None:
         p = self.p
-        check_confidence(p.confidence)
-        check_method(p.method)
         if p.timeframe not in _PERIODS:
             raise ValueError(f"timeframe={p.timeframe!r}: use None (each bar), bt.TimeFrame.Days, "
                              "Weeks or Months")
         if p.units not in ("fraction", "dollars"):
             raise ValueError(f"units={p.units!r} must be 'fraction' or 'dollars'")
-        self._rolling = RollingES(p.window, p.confidence, p.method, p.min_periods)
+        self._rolling = self._new_rolling()  # refuses a bad window, confidence or method
         self.metric = f"cvar{p.confidence * 100:g}-{self._rolling.method}"
-        self._machine = self._build_machine()
+        self._rules = self._alert_rules()
+        self._machine: AlertMachine | None = None  # built in start(), once the names are known
         if p.batch is not None and (isinstance(p.batch, bool) or not isinstance(p.batch, int)
                                     or p.batch < 1):
             raise ValueError(f"batch={p.batch!r} must be None or an integer >= 1")
@@ -118,19 +118,25 @@ class CVaR(bt.Analyzer):
         self._dispatcher = None
         self._owns_dispatcher = False
 
-    def _build_machine(self) -> AlertMachine | None:
+    def _new_rolling(self) -> RollingES:
         p = self.p
-        rules = []
-        for level, threshold, clear in (("warning", p.warning, p.warning_clear),
-                                        ("critical", p.critical, p.critical_clear)):
-            if threshold is not None:
-                rules.append(Rule(level, float(threshold), clear=clear, for_bars=p.for_bars,
-                                  clear_bars=p.clear_bars, repeat_interval=p.repeat_interval,
-                                  clear_ratio=p.clear_ratio))
-        if not rules:
-            return None
-        return AlertMachine(rules, strategy="?", metric=self.metric, namespace="btlive",
-                            unit=p.units)
+        return RollingES(p.window, p.confidence, p.method, p.min_periods)
+
+    def _alert_rules(self) -> list[Rule]:
+        p = self.p
+        rules = [Rule(level, float(threshold), clear=clear, for_bars=p.for_bars,
+                      clear_bars=p.clear_bars, repeat_interval=p.repeat_interval,
+                      clear_ratio=p.clear_ratio)
+                 for level, threshold, clear in (("warning", p.warning, p.warning_clear),
+                                                 ("critical", p.critical, p.critical_clear))
+                 if threshold is not None]
+        if rules:
+            self._make_machine(rules, "", "")  # refuses a critical level below the warning now
+        return rules
+
+    def _make_machine(self, rules: list[Rule], strategy: str, namespace: str) -> AlertMachine:
+        return AlertMachine(rules, strategy=strategy, metric=self.metric, namespace=namespace,
+                            unit=self.p.units)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -157,20 +163,20 @@ class CVaR(bt.Analyzer):
         self._buf_v: list[float] = []
         self._buf_dt: list[float] = []
         self._buf_nav: list[float] = []
+        self._values_only = False  # the buffer holds values; datetimes are read back at a flush
         self._replay: RollingES | None = None  # carries over while consecutive blocks replay
         self._series_rolling: RollingES | None = None
         self._frame = None
+        # live data is evaluated every period whatever ``batch`` says: a block would hold
+        # its alerts back until the block is full
         live = any(_is_live(data) for data in self.strategy.datas)
-        self._batch = p.batch or (1 if live else DEFAULT_BATCH)
-        self._lazy_dt = False
-        self._nav_is_value = not self._fundmode and self._period == "bar"
+        self._batch = 1 if live else (p.batch or DEFAULT_BATCH)
         self.next = self._next_first
-        if self._machine is not None:
+        if self._rules:
             name = p.name or type(self.strategy).__name__
             self._dispatcher = self._make_dispatcher()
             namespace = p.namespace or getattr(self._dispatcher, "namespace", None) or "btlive"
-            self._machine = AlertMachine(self._machine.rules, strategy=name, metric=self.metric,
-                                         namespace=namespace, unit=p.units)
+            self._machine = self._make_machine(self._rules, name, namespace)
             if p.resume and self._dispatcher is not None:
                 self._resume()
 
@@ -211,14 +217,14 @@ class CVaR(bt.Analyzer):
     def _next_first(self) -> None:
         """Pick the per-bar variant once cerebro has set up the buffers (exactbars comes after
         start()), then run it."""
-        # in bar mode with backtrader keeping every bar, datetimes are read back per block
-        self._lazy_dt = (self._period == "bar" and getattr(self.strategy.datetime, "mode", None)
-                         == LineBuffer.UnBounded)
         if self._period != "bar":
             self.next = self._next_period
         elif self._batch == 1:
             self.next = self._next_immediate
-        elif self._lazy_dt and self._nav_is_value:
+        elif (not self._fundmode
+              and getattr(self.strategy.datetime, "mode", None) == LineBuffer.UnBounded):
+            # the value is the nav, and backtrader keeps every datetime: buffer values only
+            self._values_only = True
             self.next = self._next_block_fast
         else:
             self.next = self._next_block
@@ -235,13 +241,7 @@ class CVaR(bt.Analyzer):
             self._flush()
 
     def _next_block(self) -> None:
-        buf = self._buf_v
-        buf.append(self._current)
-        self._buf_nav.append(self._nav)
-        if not self._lazy_dt:
-            self._buf_dt.append(self.strategy.datetime[0])
-        if len(buf) >= self._batch:
-            self._flush()
+        self._push(self._current, self.strategy.datetime[0], self._nav)
 
     def _next_period(self) -> None:
         dtnum = self.strategy.datetime[0]
@@ -299,15 +299,14 @@ class CVaR(bt.Analyzer):
             self._bad_value(last, value)
             return
         rolling = self._rolling
-        rolling.update(value / last - 1.0)
+        if not rolling.update(value / last - 1.0):
+            return  # overflowed to inf: counted in rolling.skipped, as block mode does
         self._returns += 1
         es = rolling.expected_shortfall()
-        usd = es * nav if nav > 0.0 else math.nan
+        usd = _dollars(es, nav)
         self.es, self.es_dollars = es, usd
         if self.p.keep_series:
-            self._dt.append(dtnum)
-            self._es_series.append(es)
-            self._usd_series.append(usd)
+            self._keep(dtnum, es, usd)
         if self._machine is not None:
             self._check(rolling, es, usd, nav, dtnum)
 
@@ -326,6 +325,11 @@ class CVaR(bt.Analyzer):
                 else:
                     log.warning("ALERT %s [%s]", event.subject, event.dedup_key)
 
+    def _keep(self, dtnum: float, es: float, usd: float) -> None:
+        self._dt.append(dtnum)
+        self._es_series.append(es)
+        self._usd_series.append(usd)
+
     # -- blocks (backtests) ----------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -333,9 +337,10 @@ class CVaR(bt.Analyzer):
         import numpy as np
 
         values = np.array(self._buf_v)
-        dts = (self.strategy.datetime.get(size=len(values)) if self._lazy_dt and not self._buf_dt
-               else self._buf_dt)
-        navs = self._buf_v if self._nav_is_value else self._buf_nav
+        if self._values_only:
+            dts, navs = self.strategy.datetime.get(size=len(values)), values
+        else:
+            dts, navs = self._buf_dt, self._buf_nav
         self._buf_v, self._buf_dt, self._buf_nav = [], [], []
         prevs = np.empty_like(values)
         prevs[0] = self._last
@@ -380,7 +385,7 @@ class CVaR(bt.Analyzer):
         else:
             figures = rolling_parametric_es(span, window, self._rolling.confidence, method, 1)
             bound = figures[len(span) - len(new):]
-            bound = bound + 1e-9 * np.abs(bound)
+            bound = bound + 1e-9 * np.abs(bound)  # they agree with RollingES to ~1e-12
         if self.p.units == "dollars":
             bound = bound * np.where(navs > 0, navs, 0.0)
         return bool(np.nanmax(bound, initial=-np.inf) >= machine.lowest_trigger)
@@ -389,26 +394,21 @@ class CVaR(bt.Analyzer):
         """Evaluate the block's periods one by one, exactly as per-period mode would."""
         rolling = self._replay
         if rolling is None:
-            p = self.p
-            rolling = RollingES(p.window, p.confidence, p.method, p.min_periods)
+            rolling = self._new_rolling()
             for x in prior.tolist():
                 rolling.update(x)
-        for x, dtnum, nav in zip(new.tolist(), dts.tolist(), navs.tolist(), strict=True):
-            rolling.update(x)
-            es = rolling.expected_shortfall()
-            self._check(rolling, es, es * nav if nav > 0.0 else math.nan, nav, dtnum)
+        for es, usd, nav, dtnum in _replayed(rolling, new, dts, navs):
+            self._check(rolling, es, usd, nav, dtnum)
         self._replay = rolling
 
     def _final_figures(self) -> None:
-        p = self.p
-        rolling = RollingES(p.window, p.confidence, p.method, p.min_periods)
+        rolling = self._new_rolling()
         rolling.skipped = self._rolling.skipped
         for x in self._tail.tolist():
             rolling.update(x)
         self._rolling = rolling
         self.es = rolling.expected_shortfall()
-        nav = self._tail_nav
-        self.es_dollars = self.es * nav if nav > 0.0 else math.nan
+        self.es_dollars = _dollars(self.es, self._tail_nav)
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -418,7 +418,7 @@ class CVaR(bt.Analyzer):
         nav = self._nav
         analysis = {
             "es": self.es, "var": var, "es_dollars": self.es_dollars,
-            "var_dollars": var * nav if nav > 0 else math.nan, "value": nav,
+            "var_dollars": _dollars(var, nav), "value": nav,
             "confidence": rolling.confidence, "method": rolling.method, "window": rolling.window,
             "timeframe": self._period, "observations": len(rolling), "returns": self._returns,
             "skipped": rolling.skipped + self._bad_values, "fundmode": self._fundmode,
@@ -431,20 +431,13 @@ class CVaR(bt.Analyzer):
         import numpy as np
         import pandas as pd
 
-        if self._batch > 1 and self._chunks:
-            p = self.p
+        if self._chunks:
             if self._series_rolling is None:
-                self._series_rolling = RollingES(p.window, p.confidence, p.method, p.min_periods)
-            rolling = self._series_rolling
+                self._series_rolling = self._new_rolling()
             chunks, self._chunks = self._chunks, []
             for returns, dts, navs in chunks:
-                for x, dtnum, nav in zip(returns.tolist(), dts.tolist(), navs.tolist(),
-                                         strict=True):
-                    rolling.update(x)
-                    es = rolling.expected_shortfall()
-                    self._dt.append(dtnum)
-                    self._es_series.append(es)
-                    self._usd_series.append(es * nav if nav > 0.0 else math.nan)
+                for es, usd, _, dtnum in _replayed(self._series_rolling, returns, dts, navs):
+                    self._keep(dtnum, es, usd)
         if self._frame is None or len(self._frame) != len(self._dt):
             micros = np.rint((np.frombuffer(self._dt, dtype=float) - _EPOCH_ORDINAL) * 86_400e6)
             index = pd.DatetimeIndex(micros.astype("int64").astype("datetime64[us]"),
@@ -482,6 +475,18 @@ class CVaRAnalysis(Mapping):
     def __repr__(self) -> str:
         extra = ", 'series': <DataFrame, built on access>" if self._series_factory else ""
         return "CVaRAnalysis({" + repr(self._figures)[1:-1] + extra + "})"
+
+
+def _dollars(fraction: float, nav: float) -> float:
+    return fraction * nav if nav > 0.0 else math.nan
+
+
+def _replayed(rolling: RollingES, returns, dts, navs) -> Iterator[tuple[float, float, float, float]]:
+    """Feed ``returns`` to ``rolling`` one by one: (es, es_dollars, nav, datetime) after each."""
+    for x, dtnum, nav in zip(returns.tolist(), dts.tolist(), navs.tolist(), strict=True):
+        rolling.update(x)
+        es = rolling.expected_shortfall()
+        yield es, _dollars(es, nav), nav, dtnum
 
 
 def _empty():

@@ -20,7 +20,7 @@ from typing import Any
 import backtrader as bt
 from backtrader.comminfo import CommInfoBase
 from backtrader.position import Position
-from ib_async import Contract, ExecutionFilter
+from ib_async import Contract
 
 from btlive.brokers.ib_orders import (
     Action,
@@ -31,10 +31,11 @@ from btlive.brokers.ib_orders import (
     status_action,
     time_in_force,
 )
-from btlive.stores.ib import IBStore
+from btlive.stores.ib import store_for
+from btlive.stores.ib_api import convert
+from btlive.stores.ib_history import format_utc
 from btlive.stores.ib_messages import IBMessage
 
-STORE_PARAMS = frozenset(IBStore.params._getkeys())
 NOT_STOCKLIKE = frozenset({"FUT", "OPT", "FOP", "FUND"})
 
 
@@ -48,7 +49,7 @@ class IBCommInfo(CommInfoBase):
         return abs(size) * price * self.p.mult
 
 
-@dataclass
+@dataclass(eq=False)
 class _Rec:
     """Local bookkeeping for one backtrader order."""
 
@@ -63,6 +64,7 @@ class _Rec:
     has_expiry: bool = False
     last_error: tuple[int, str] = (0, "")
     children: list = field(default_factory=list)
+    deferred: tuple | None = None  # (action, code, text): a cancel waiting for in-flight fills
 
 
 class IBBroker(bt.BrokerBase):
@@ -93,12 +95,8 @@ class IBBroker(bt.BrokerBase):
     )
 
     def __init__(self, **kwargs):
-        storekw = {k: v for k, v in kwargs.items() if k in STORE_PARAMS}
-        unknown = set(kwargs) - set(storekw)
-        if unknown:
-            raise TypeError(f"IBBroker: unknown parameter(s) {', '.join(sorted(unknown))}")
+        self.store = store_for("IBBroker", self.p.store, kwargs)
         super().__init__()
-        self.store = self.p.store or IBStore(**storekw)
         self.ib = self.store.ib
         self.startingcash = self.cash = 0.0
         self.startingvalue = self.value = 0.0
@@ -237,11 +235,14 @@ class IBBroker(bt.BrokerBase):
             self.notify(order)
             self._reject(order, 0, str(exc))
             return order
+        ib_order = convert(self.store.api, ib_order)
         rec = _Rec(order, ib_order, contract, parent_ref=parent.ref if parent is not None else None,
                    has_expiry=tif in ("DAY", "GTD"))
-        ib_order.orderRef = f"bt-{order.ref}"
-        ib_order.ocaGroup = self._oca_group(rec, oco, parent)
-        ib_order.ocaType = 1
+        if "orderRef" not in kwargs:
+            ib_order.orderRef = f"bt-{order.ref}"
+        if "ocaGroup" not in kwargs:  # the strategy's own kwargs win
+            ib_order.ocaGroup = self._oca_group(rec, oco, parent)
+            ib_order.ocaType = kwargs.get("ocaType", 1)
         self._recs[order.ref] = rec
         order.submit(self)
         self.notify(order)
@@ -282,11 +283,14 @@ class IBBroker(bt.BrokerBase):
         except ConnectionError as exc:
             self._inbox.put(("reject", rec.order.ref, 0, f"not sent, TWS connection lost: {exc}"))
             return
+        except ZeroDivisionError as exc:  # noqa: BLE001 - the strategy must hear of it, not wait forever
+            self._inbox.put(("reject", rec.order.ref, 0, f"not sent: {exc!r}"))
+            return
         oid = trade.order.orderId
         with self._lock:
             rec.order_id = oid
             self._oid2ref[oid] = rec.order.ref
-        rec.order.addinfo(ib_order_id=oid, ib_client_id=self.store.clientId)
+        self._inbox.put(("placed", rec.order.ref, oid))  # order.info is the strategy thread's
 
     def cancel(self, order):
         rec = self._recs.get(order.ref)
@@ -372,16 +376,11 @@ class IBBroker(bt.BrokerBase):
             self.value = number
 
     def on_connection_lost(self) -> None:
+        """Socket dropped or 1100: new orders are held/rejected until the reconciliation."""
         self._inbox.put(("link", False))
-
-    def on_connectivity_lost(self) -> None:
-        """1100: TWS lost IB; orders are held/rejected until connectivity is restored."""
-        self._inbox.put(("link", False))
-
-    def on_connectivity_restored(self) -> None:
-        self.store.spawn(self._reconcile())
 
     def on_reconnected(self) -> None:
+        """Reconnected, or 1101/1102: replay executions, then reconcile orders and positions."""
         self.store.spawn(self._reconcile())
 
     def on_gave_up(self) -> None:
@@ -389,9 +388,9 @@ class IBBroker(bt.BrokerBase):
 
     async def _replay_executions(self) -> list:
         since = self._fills.last_time
-        filt = ExecutionFilter(clientId=self.store.clientId)
+        filt = self.store.api.ExecutionFilter(clientId=self.store.clientId)
         if since is not None:
-            filt.time = since.astimezone(dt.UTC).strftime("%Y%m%d-%H:%M:%S")
+            filt.time = format_utc(since)
         try:
             return await self.ib.reqExecutionsAsync(filt)
         except Exception as exc:  # noqa: BLE001 - reported; reconciliation continues with what we have
@@ -400,9 +399,10 @@ class IBBroker(bt.BrokerBase):
 
     async def _reconcile(self) -> None:
         await self._replay_executions()
-        ib = self.ib
-        known = {(t.order.orderId, t.order.permId, t.orderStatus.status) for t in ib.trades()}
-        self._inbox.put(("reconciled", known, list(ib.positions())))
+        trades = self.ib.trades()
+        order_ids = {t.order.orderId for t in trades}
+        perm_ids = {t.order.permId for t in trades if t.order.permId}
+        self._inbox.put(("reconciled", order_ids, perm_ids, list(self.ib.positions())))
 
     # -- backtrader thread: apply events -------------------------------------------------------
     def next(self):
@@ -441,13 +441,14 @@ class IBBroker(bt.BrokerBase):
                 self._apply_fill(fill)
         elif kind == "status":
             self._apply_status(*event[1:])
+        elif kind == "placed":
+            self._recs[event[1]].order.addinfo(ib_order_id=event[2], ib_client_id=self.store.clientId)
         elif kind == "open":
             rec = self._rec_for(event[1], event[2])
-            if rec is not None and event[2]:
-                rec.perm_id = event[2]
-                self._perm2ref[event[2]] = rec.order.ref
-                rec.order.addinfo(ib_perm_id=event[2])
-            if rec is not None and rec.order.alive() and event[3] in ("Submitted", "PreSubmitted"):
+            if rec is None:
+                return
+            self._learn_perm(rec, event[2])
+            if rec.order.alive() and event[3] in ("Submitted", "PreSubmitted"):
                 self._act(rec, Action.ACCEPT, 0, "")
         elif kind == "error":
             _, oid, code, text = event
@@ -475,7 +476,7 @@ class IBBroker(bt.BrokerBase):
                 self._held.remove(rec)
                 self._reject(rec.order, 0, "TWS reconnection failed: held order never sent")
         elif kind == "reconciled":
-            self._apply_reconcile(event[1], event[2])
+            self._apply_reconcile(*event[1:])
 
     def _rec_for(self, order_id: int, perm_id: int) -> _Rec | None:
         ref = self._perm2ref.get(perm_id) if perm_id else None
@@ -484,14 +485,18 @@ class IBBroker(bt.BrokerBase):
                 ref = self._oid2ref.get(order_id)
         return self._recs.get(ref) if ref is not None else None
 
+    def _learn_perm(self, rec: _Rec, perm_id: int) -> None:
+        """permId identifies the order across reconnections (orderIds may be reassigned)."""
+        if perm_id and perm_id != rec.perm_id:
+            rec.perm_id = perm_id
+            self._perm2ref[perm_id] = rec.order.ref
+            rec.order.addinfo(ib_perm_id=perm_id)
+
     def _apply_status(self, oid, perm_id, status, filled, code, text) -> None:
         rec = self._rec_for(oid, perm_id)
         if rec is None:
             return
-        if perm_id and not rec.perm_id:
-            rec.perm_id = perm_id
-            self._perm2ref[perm_id] = rec.order.ref
-            rec.order.addinfo(ib_perm_id=perm_id)
+        self._learn_perm(rec, perm_id)
         if not rec.order.alive():
             return
         if code:
@@ -507,17 +512,20 @@ class IBBroker(bt.BrokerBase):
         if action is Action.NONE:
             return
         if action is Action.ACCEPT:
-            if order.status in (order.Submitted,):
+            if order.status == order.Submitted:
                 order.accept(self)
                 self.notify(order)
             return
-        if action in (Action.REJECT, Action.MARGIN):
+        if action is Action.REJECT:
+            self._reject(order, code, text)
+            return
+        if action is Action.MARGIN:
             order.addinfo(ib_error=code, ib_reason=text)
-            if action is Action.MARGIN:
-                order.margin()
-                self.notify(order)
-            else:
-                self._reject(order, code, text)
+            order.margin()
+            self.notify(order)
+            return
+        if self._fill_in_flight(rec):  # IB counts that fill: notify it before the cancel
+            rec.deferred = (action, code, text)
             return
         if action is Action.CANCEL:
             order.cancel()
@@ -532,12 +540,20 @@ class IBBroker(bt.BrokerBase):
         order.reject(self)
         self.notify(order)
 
+    def _fill_in_flight(self, rec: _Rec) -> bool:
+        """True while an execution of ``rec`` waits for its commission report."""
+        ours = self.store.clientId
+        return any((rec.perm_id and e.permId == rec.perm_id)
+                   or (rec.order_id and e.orderId == rec.order_id and e.clientId == ours)
+                   for e in self._fills.pending_exec.values())
+
     def _apply_fill(self, fill) -> None:
+        self._exec_contract.pop(fill.exec_id, None)
         rec = self._rec_for(fill.order_id if fill.client_id == self.store.clientId else 0, fill.perm_id)
         if rec is None:  # another client's or a manual order: TWS's position updates cover it
             return
         order = rec.order
-        if order.status in (order.Completed,) or order.status in (order.Rejected, order.Margin):
+        if order.status in (order.Completed, order.Rejected, order.Margin):
             return
         if order.status == order.Submitted:  # TWS may report the fill before any "Submitted"
             order.accept(self)
@@ -557,15 +573,26 @@ class IBBroker(bt.BrokerBase):
         order.execute(when, fill.size, fill.price, closed, closedvalue, closedcomm,
                       opened, openedvalue, openedcomm, margin, pnl, psize, pprice)
         order.addinfo(ib_last_exec_id=fill.exec_id)
-        if abs(order.executed.remsize) < 1e-9:
+        if not order.alive():  # reported after IB's cancel/expiry: counted, status kept
+            pass
+        elif abs(order.executed.remsize) < 1e-9:
             order.completed()
         else:
             order.partial()
         self.notify(order)
+        if rec.deferred is not None and not self._fill_in_flight(rec):
+            action, rec.deferred = rec.deferred, None
+            if order.alive():
+                self._act(rec, *action)
+
+    def _pending_execs(self, con_id: int) -> list:
+        """Executions of ``con_id`` not applied yet (their commission report is awaited)."""
+        return [e for exec_id, e in self._fills.pending_exec.items()
+                if getattr(self._exec_contract.get(exec_id), "conId", 0) == con_id]
 
     def _busy(self, con_id: int) -> bool:
         """True while fills for ``con_id`` may still be on their way to us."""
-        if any(getattr(self._exec_contract.get(e), "conId", 0) == con_id for e in self._fills.pending_exec):
+        if self._pending_execs(con_id):
             return True
         return any(rec.contract is not None and rec.contract.conId == con_id and rec.order.alive()
                    and rec.sent for rec in self._recs.values())
@@ -585,23 +612,18 @@ class IBBroker(bt.BrokerBase):
                 f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
             self._set_position(pos)
 
-    def _apply_reconcile(self, known: set, positions: list) -> None:
+    def _apply_reconcile(self, order_ids: set, perm_ids: set, positions: list) -> None:
         self._link_up = True
-        ids = {oid for oid, _p, _s in known} | {perm for _o, perm, _s in known if perm}
         for rec in list(self._recs.values()):
-            if not rec.sent or not rec.order.alive():
+            if not rec.sent or not rec.order_id or not rec.order.alive():
                 continue
-            if rec.order_id in ids or (rec.perm_id and rec.perm_id in ids):
-                continue
-            if not rec.order_id:
+            if rec.order_id in order_ids or (rec.perm_id and rec.perm_id in perm_ids):
                 continue
             self._reject(rec.order, 0, "order unknown to TWS after reconnection (never reached it); "
                          "not resent")
         listed = {pos.contract.conId for pos in positions}
         for con_id, ours in self.positions.items():
-            if ours.size and con_id not in listed and not any(
-                    getattr(self._exec_contract.get(e), "conId", 0) == con_id
-                    for e in self._fills.pending_exec):
+            if ours.size and con_id not in listed and not self._pending_execs(con_id):
                 self.store.put_notification(IBMessage("reconcile", text=(
                     f"position conId {con_id}: local {ours.size:g} -> TWS 0")))
                 ours.set(0, 0.0)
@@ -609,8 +631,7 @@ class IBBroker(bt.BrokerBase):
             con_id = pos.contract.conId
             ours = self.positions[con_id]
             pending = sum(float(e.shares) * (1 if e.side.upper().startswith("B") else -1)
-                          for e in self._fills.pending_exec.values()
-                          if getattr(self._exec_contract.get(e.execId), "conId", 0) == con_id)
+                          for e in self._pending_execs(con_id))
             if abs(ours.size + pending - float(pos.position)) > 1e-9:
                 self.store.put_notification(IBMessage("reconcile", text=(
                     f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))

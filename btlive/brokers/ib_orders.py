@@ -15,6 +15,8 @@ from typing import Any
 import backtrader as bt
 from ib_async import Order as IBOrder
 
+from btlive.stores.ib_history import format_utc
+
 UTC = dt.UTC
 
 ORDER_TYPES = {
@@ -35,13 +37,6 @@ ORDER_WARNINGS = frozenset({104, 105, 110, 135, 161, 165, 321, 329, 399, 404, 43
 
 class OrderSpecError(ValueError):
     """An order the IB broker cannot express."""
-
-
-def format_utc(when: dt.datetime) -> str:
-    """IB's explicit UTC format ``YYYYMMDD-HH:MM:SS`` (accepted for GTD and history end times)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
 
 
 def time_in_force(valid: Any, now: dt.datetime, tz: dt.tzinfo | None = None) -> tuple[str, str]:

@@ -11,7 +11,8 @@ from backtrader.utils import date2num, num2date
 from ib_async import Contract
 
 from btlive.stores import ib_messages as msgs
-from btlive.stores.ib import IBStore
+from btlive.stores.ib import store_for
+from btlive.stores.ib_api import CONTRACT_TYPES
 from btlive.stores.ib_contracts import (
     ContractDefaults,
     ContractSpecError,
@@ -22,7 +23,6 @@ from btlive.stores.ib_history import bar_size
 from btlive.stores.ib_messages import HISTORY_END, IBMessage, LiveBar, LiveTick
 
 TF = bt.TimeFrame
-STORE_PARAMS = frozenset(name for name in IBStore.params._getkeys())
 TICK_MODES = ("RTVolume", "AllLast", "Last", "BidAsk", "MidPoint")
 
 
@@ -86,14 +86,10 @@ class IBData(DataBase):
     )
 
     RTBAR_MINSIZE = (TF.Seconds, 5)
-    _ST_FROM, _ST_START, _ST_LIVE, _ST_HISTORBACK, _ST_OVER = range(5)
+    _ST_FROM, _ST_LIVE, _ST_HISTORBACK, _ST_OVER = range(4)
 
     def __init__(self, **kwargs):
-        storekw = {k: v for k, v in kwargs.items() if k in STORE_PARAMS}
-        unknown = set(kwargs) - set(storekw)
-        if unknown:
-            raise TypeError(f"IBData: unknown parameter(s) {', '.join(sorted(unknown))}")
-        self.ib = self.p.store or IBStore(**storekw)
+        self.ib = store_for("IBData", self.p.store, kwargs)
         self._store = self.ib
         if self.p.tickmode not in TICK_MODES:
             raise ValueError(f"IBData tickmode={self.p.tickmode!r}: expected one of {', '.join(TICK_MODES)}")
@@ -103,14 +99,15 @@ class IBData(DataBase):
                                  if self.p.tradename is not None else None)
         self.qlive: queue.Queue = queue.Queue()
         self._recorder = None
-        self._own_recorder = False
+        self._own_recorder = None  # one made here from a URI: closed at stop
+        self._state = self._ST_OVER
         self.contract = self.contractdetails = None
         self.tradecontract = self.tradecontractdetails = None
         self.error: str | None = None
 
     @staticmethod
     def _parse(spec, defaults: ContractDefaults, name: str) -> Contract:
-        if isinstance(spec, Contract):
+        if isinstance(spec, CONTRACT_TYPES):
             return spec
         try:
             return parse_contract(spec, defaults)
@@ -126,7 +123,7 @@ class IBData(DataBase):
         return not self.p.historical
 
     def haslivedata(self) -> bool:
-        return bool(self._storedmsg) or not self.qlive.empty()
+        return self._stored is not None or not self.qlive.empty()
 
     def _timeoffset(self):
         return self.ib.timeoffset()
@@ -177,29 +174,33 @@ class IBData(DataBase):
     def push_live(self, msg) -> None:
         """Called by the store from the loop thread for every live message and control marker."""
         self.qlive.put(msg)
-        rec = self._recorder
-        if rec is not None and isinstance(msg, LiveBar | LiveTick):
+        if self._recorder is not None and isinstance(msg, LiveBar | LiveTick):
             self._record(msg)
 
-    def _record(self, msg) -> None:
+    def _record(self, msg: LiveBar | LiveTick, history: bool = False) -> None:
+        """Record one message (loop thread for live data, backtrader's for history)."""
+        rec = self._recorder  # read once: stop() may clear it from the other thread
+        if rec is None:
+            return
         try:
             when = msg.time.replace(tzinfo=dt.UTC)
             if isinstance(msg, LiveBar):
-                self._recorder.record(self._rec_bar_symbol, when, open=msg.open, high=msg.high,
-                                      low=msg.low, close=msg.close, volume=msg.volume)
+                rec.record(self._rec_hist_symbol if history else self._rec_bar_symbol, when,
+                           open=msg.open, high=msg.high, low=msg.low, close=msg.close,
+                           volume=msg.volume)
             else:
-                self._recorder.record(self._rec_tick_symbol, when, price=msg.price, size=msg.size,
-                                      bid=msg.bid, ask=msg.ask)
+                rec.record(self._rec_tick_symbol, when, price=msg.price, size=msg.size,
+                           bid=msg.bid, ask=msg.ask)
         except Exception as exc:  # noqa: BLE001 - recording must never stop the feed
-            self.ib.put_notification(IBMessage("error", text=f"recorder: {exc!r}"))
             self._recorder = None
+            self.ib.put_notification(IBMessage("error", text=f"recorder: {exc!r}; recording stopped"))
 
     # -- start/stop ----------------------------------------------------------------------------
     def start(self):
         super().start()
         self.qlive = queue.Queue()
         self.qhist = None
-        self._storedmsg: dict = {}
+        self._stored = None  # the live message that triggered a backfill, delivered after it
         self._statelivereconn = False
         self._usertvol = not self.p.rtbar or (self._timeframe, self._compression) < self.RTBAR_MINSIZE
         self._state = self._ST_OVER
@@ -226,9 +227,7 @@ class IBData(DataBase):
             self.p.backfill_from.setenvironment(self._env)
             self.p.backfill_from._start()
         else:
-            self._state = self._ST_START
-            self._start_finish()
-            self._st_start()
+            self._start_ib()
 
     def _fail(self, reason: str) -> None:
         self.error = reason
@@ -244,18 +243,19 @@ class IBData(DataBase):
             self._fail(f"{name} {contract_label(contract)!r}: contract details failed: {exc!r}")
             return None, None
         if not details:
-            self._fail(f"{name} {self._spec(contract)}: no contract matches (check symbol, "
+            self._fail(f"{name} {self._spec(contract, name)}: no contract matches (check symbol, "
                        "exchange, currency, expiry)")
             return None, None
         if len(details) > 1:
             options = "; ".join(self._describe(d.contract) for d in details[:5])
-            self._fail(f"{name} {self._spec(contract)}: ambiguous, {len(details)} contracts match "
+            self._fail(f"{name} {self._spec(contract, name)}: ambiguous, {len(details)} contracts match "
                        f"({options}); add exchange/currency/expiry/multiplier")
             return None, None
         return details[0].contract, details[0]
 
-    def _spec(self, contract: Contract) -> str:
-        return repr(self.p.dataname) if isinstance(self.p.dataname, str) else repr(contract)
+    def _spec(self, contract: Contract, name: str) -> str:
+        given = self.p.dataname if name == "dataname" else self.p.tradename
+        return repr(given) if isinstance(given, str) else repr(contract)
 
     @staticmethod
     def _describe(c: Contract) -> str:
@@ -270,12 +270,11 @@ class IBData(DataBase):
         if isinstance(rec, str):
             from btlive.storage.recorder import ArcticRecorder
 
-            rec, self._own_recorder = ArcticRecorder(uri=rec), True
+            rec = self._own_recorder = ArcticRecorder(uri=rec)
         from btlive.storage.symbols import bar_symbol, tick_symbol
 
         label = contract_label(self.contract).replace(" ", "")
-        seconds = 5 if not self._usertvol else bar_size(self._timeframe, self._compression).seconds
-        self._rec_bar_symbol = bar_symbol(_tf_label(seconds), label)
+        self._rec_bar_symbol = bar_symbol("5s", label)  # live bars are rtbar's 5-second bars
         self._rec_hist_symbol = bar_symbol(
             _tf_label(bar_size(self._timeframe, self._compression).seconds), label)
         kind = {"BidAsk": "quote", "MidPoint": "mid"}.get(self.p.tickmode, "trade")
@@ -286,27 +285,31 @@ class IBData(DataBase):
 
     def stop(self):
         super().stop()
+        if self._state == self._ST_FROM:
+            self.p.backfill_from.stop()
+        self._recorder = None  # the loop thread stops recording before the recorder closes
         if self.contract is not None and self.islive():
             self.ib.unsubscribe(self)
-        if self._recorder is not None and self._own_recorder:
-            self._recorder.close()
-        self._recorder = None
+        own, self._own_recorder = self._own_recorder, None
+        if own is not None:
+            own.close()
         self.ib.stop()
 
     # -- state machine -------------------------------------------------------------------------
-    def _st_start(self) -> bool:
+    def _start_ib(self) -> None:
+        """Begin IB's part: the historical download, or the live stream (backfilled first)."""
+        self._start_finish()  # the contract's time zone is known now: fromdate/todate in it
         if self.p.historical:
             self.put_notification(self.DELAYED)
             end = num2date(self.todate) if self.todate < float("inf") else None
             begin = num2date(self.fromdate) if self.fromdate > float("-inf") else None
             self._request_history(begin, end)
-            return True
+            return
         self.ib.subscribe(self)
         self._statelivereconn = self.p.backfill_start
         if self.p.backfill_start:
             self.put_notification(self.DELAYED)
         self._state = self._ST_LIVE
-        return True
 
     def _request_history(self, begin, end) -> None:
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
@@ -328,26 +331,23 @@ class IBData(DataBase):
                     continue
                 return ret
             if self._state == self._ST_FROM:
-                if not self.p.backfill_from.next():
-                    self._state = self._ST_START
-                    self._start_finish()
-                    self._st_start()
+                source = self.p.backfill_from
+                if not source.next():
+                    source.stop()
+                    self._start_ib()
                     continue
                 for alias in self.lines.getlinealiases():
-                    getattr(self.lines, alias)[0] = getattr(self.p.backfill_from.lines, alias)[0]
+                    getattr(self.lines, alias)[0] = getattr(source.lines, alias)[0]
                 return True
-            if self._state == self._ST_START:
-                self._st_start()
-                continue
             return False
 
     def _load_live(self):
-        try:
-            msg = self._storedmsg.pop(None, None)
-            if msg is None:
+        msg, self._stored = self._stored, None
+        if msg is None:
+            try:
                 msg = self.qlive.get(timeout=self._qcheck)
-        except queue.Empty:
-            return None
+            except queue.Empty:
+                return None
         if msg is msgs.CONN_BROKEN:
             self.put_notification(self.CONNBROKEN)
             self._statelivereconn = self.p.backfill
@@ -357,11 +357,9 @@ class IBData(DataBase):
         if not self._statelivereconn:
             if self._laststatus != self.LIVE and self.qlive.qsize() <= 1:
                 self.put_notification(self.LIVE)
-            if self._load_msg(msg):
-                return True
-            return "continue"
+            return True if self._load_msg(msg) else "continue"
         # first live message after start/reconnection: backfill up to it first
-        self._storedmsg[None] = msg
+        self._stored = msg
         if self._laststatus != self.DELAYED:
             self.put_notification(self.DELAYED)
         if len(self) > 1:
@@ -429,45 +427,27 @@ class IBData(DataBase):
                 return False
             self._state = self._ST_LIVE
             return "continue"
-        if self._recorder is not None:
-            self._record_hist(msg)
-        return True if self._load_bar(msg) else "continue"
+        self._record(msg, history=True)
+        return True if self._load_msg(msg) else "continue"
 
-    def _record_hist(self, bar: LiveBar) -> None:
-        try:
-            self._recorder.record(self._rec_hist_symbol, bar.time.replace(tzinfo=dt.UTC),
-                                  open=bar.open, high=bar.high, low=bar.low, close=bar.close,
-                                  volume=bar.volume)
-        except Exception:  # noqa: BLE001 - see _record
-            self._recorder = None
-
-    def _load_msg(self, msg) -> bool:
-        if isinstance(msg, LiveBar):
-            return self._load_bar(msg)
-        return self._load_tick(msg)
-
-    def _late(self, dtnum: float) -> bool:
-        return len(self) > 1 and dtnum <= self.lines.datetime[-1] and not self.p.latethrough
-
-    def _load_bar(self, bar: LiveBar) -> bool:
-        dtnum = date2num(bar.time)
-        if self._late(dtnum):
-            return False
+    def _load_msg(self, msg: LiveBar | LiveTick) -> bool:
+        """Fill the lines from a bar or a tick; False if it is late (a bar at the last bar's
+        time is a repeat, a tick at the same time is a new trade)."""
+        dtnum = date2num(msg.time)
         lines = self.lines
+        isbar = isinstance(msg, LiveBar)
+        if len(self) > 1 and not self.p.latethrough:
+            last = lines.datetime[-1]
+            if dtnum < last or (isbar and dtnum == last):
+                return False
         lines.datetime[0] = dtnum
-        lines.open[0], lines.high[0], lines.low[0], lines.close[0] = bar.open, bar.high, bar.low, bar.close
-        lines.volume[0] = bar.volume
-        lines.openinterest[0] = 0.0
-        return True
-
-    def _load_tick(self, tick: LiveTick) -> bool:
-        dtnum = date2num(tick.time)
-        if len(self) > 1 and dtnum < self.lines.datetime[-1] and not self.p.latethrough:
-            return False
-        lines = self.lines
-        lines.datetime[0] = dtnum
-        lines.open[0] = lines.high[0] = lines.low[0] = lines.close[0] = tick.price
-        lines.volume[0] = tick.size
+        if isbar:
+            lines.open[0], lines.high[0], lines.low[0], lines.close[0] = \
+                msg.open, msg.high, msg.low, msg.close
+            lines.volume[0] = msg.volume
+        else:
+            lines.open[0] = lines.high[0] = lines.low[0] = lines.close[0] = msg.price
+            lines.volume[0] = msg.size
         lines.openinterest[0] = 0.0
         return True
 

@@ -13,17 +13,18 @@ import numpy as np
 import pandas as pd
 
 from btlive.stores.theta import ThetaStore
-from btlive.stores.theta_greeks import greeks, greeks_from_price
-from btlive.stores.theta_parse import NEW_YORK, Contract, FrameError
+from btlive.stores.theta_greeks import GREEK_FIELDS, YEAR_SECONDS, greeks, greeks_from_price
+from btlive.stores.theta_parse import NEW_YORK, Contract, FrameError, expiry_close_ns
 from btlive.stores.theta_rest import ThetaError, ThetaPermissionError
-from btlive.stores.theta_ticks import NS, Bar, BarBuilder, TickFilter
+from btlive.stores.theta_ticks import NS, Bar, BarBuilder, TickFilter, finite, two_sided
 
 _OPTION_NAME = re.compile(r"^([A-Za-z0-9.]+)_(\d{8})_([CP])(\d+(?:\.\d+)?)$")
 TF = bt.TimeFrame
 _TF_SECONDS = {TF.Seconds: 1, TF.Minutes: 60}
 _REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 300: "5m",
                    600: "10m", 900: "15m", 1800: "30m", 3600: "1h"}
-GREEK_LINES = ("delta", "gamma", "theta", "vega", "rho", "iv", "underlying")
+_INTERVAL_NS = {name: seconds * 1_000_000_000 for seconds, name in _REST_INTERVALS.items()}
+GREEK_LINES = (*GREEK_FIELDS, "underlying")
 EPOCH = datetime(1970, 1, 1)
 
 
@@ -234,14 +235,12 @@ class ThetaData(bt.feed.DataBase):
                                    ("end_time", self.p.end_time)) if v}
         kind = "QUOTE" if self.p.what == "quote" else "TRADE"
         if self.contract.sec_type == "INDEX":  # indices print prices only
-            frame = self._store.history("price", self.contract, first, last, interval, **extra)
-            return [b for b in self._bars_from_frame("PRICE", frame, interval, None)
-                    if self._to_ns(start) <= b.end_ns <= self._to_ns(end)]
-        if kind == "TRADE" and interval != "tick":
-            frame = self._store.history("ohlc", self.contract, first, last, interval, **extra)
+            kind, rest_kind = "PRICE", "price"
+        elif kind == "TRADE" and interval != "tick":
+            rest_kind = "ohlc"
         else:
-            frame = self._store.history(kind.lower(), self.contract, first, last, interval,
-                                        **extra)
+            rest_kind = kind.lower()
+        frame = self._store.history(rest_kind, self.contract, first, last, interval, **extra)
         greeks_frame = None
         if self.contract.is_option and self.p.greeks:
             greeks_frame = self._greeks_history(first, last, interval, extra)
@@ -353,9 +352,7 @@ class ThetaData(bt.feed.DataBase):
         spot = x.get("underlying", math.nan)
         if not (spot and spot > 0):
             return
-        exp_close = datetime.strptime(self.contract.expiration, "%Y%m%d").replace(
-            hour=16, tzinfo=NEW_YORK)
-        years = (exp_close.timestamp() * NS - bar.end_ns) / NS / (365.0 * 86400.0)
+        years = (expiry_close_ns(self.contract.expiration) - bar.end_ns) / NS / YEAR_SECONDS
         call = self.contract.right == "C"
         rate, div = self._store.p.rate, self._store.p.dividend
         iv = x.get("iv")
@@ -364,8 +361,8 @@ class ThetaData(bt.feed.DataBase):
         else:
             mid = bar.close if self.p.what == "quote" else (x.get("bid", 0) + x.get("ask", 0)) / 2
             g = greeks_from_price(mid, spot, self.contract.strike, years, rate, call, div)
-        for name in ("delta", "gamma", "theta", "vega", "rho", "iv"):
-            if not _isnum(x.get(name)):
+        for name in GREEK_FIELDS:
+            if not finite(x.get(name)):
                 x[name] = getattr(g, name)
 
     # ------------------------------------------------------------------ _load
@@ -440,7 +437,7 @@ class ThetaData(bt.feed.DataBase):
 
     def _on_underlying(self, values: dict) -> None:
         bid, ask = values.get("bid"), values.get("ask")
-        if _isnum(bid) and _isnum(ask) and 0 < float(bid) <= float(ask):
+        if two_sided(bid, ask):
             self._underlying_px = (float(bid) + float(ask)) / 2.0
 
     def _maybe_notify_bad(self) -> None:
@@ -464,29 +461,17 @@ class ThetaData(bt.feed.DataBase):
         lines.openinterest[0] = 0.0
         x = bar.extra
         if self.contract.is_option and self.p.greeks and not all(
-                _isnum(x.get(n)) for n in ("delta", "gamma", "theta", "vega", "rho", "iv")):
+                finite(x.get(n)) for n in GREEK_FIELDS):
             self._finish_greeks(bar)
         for name in ("bid", "ask", "bidsize", "asksize") + GREEK_LINES:
             v = x.get(name)
-            getattr(lines, name)[0] = float(v) if _isnum(v) else math.nan
+            getattr(lines, name)[0] = float(v) if finite(v) else math.nan
         self.last_tick_ns = bar.end_ns
         self.last_recv_ns = x.get("recv_ns", 0)
 
 
-_INTERVAL_NS = {"1s": NS, "5s": 5 * NS, "10s": 10 * NS, "15s": 15 * NS, "30s": 30 * NS,
-                "1m": 60 * NS, "5m": 300 * NS, "10m": 600 * NS, "15m": 900 * NS,
-                "30m": 1800 * NS, "1h": 3600 * NS}
-
-
 def _py(v):
     return v.item() if hasattr(v, "item") else v
-
-
-def _isnum(v) -> bool:
-    try:
-        return v is not None and math.isfinite(float(v))
-    except (TypeError, ValueError):
-        return False
 
 
 ThetaStore.DataCls = ThetaData

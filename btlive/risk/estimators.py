@@ -41,7 +41,7 @@ def check_confidence(confidence: float) -> float:
         value = float(confidence)
     except (TypeError, ValueError):
         raise ValueError(f"confidence={confidence!r} is not a number; use a fraction such as 0.975") from None
-    if not 0.0 < value < 1.0 or math.isnan(value):
+    if not 0.0 < value < 1.0:  # NaN fails this too
         hint = f"; did you mean {value / 100:g}?" if 1.0 < value < 100.0 else ""
         raise ValueError(f"confidence={confidence!r} must be a fraction in (0, 1){hint}")
     return value
@@ -120,12 +120,17 @@ def cornish_fisher_var(mean: float, sd_pop: float, skew: float, kurt: float, alp
     return -mean - sd_pop * g
 
 
+def _cornish_fisher_tail(g, pdf_g, skew, kurt, alpha: float):
+    """E of the modified ES (the tail mean in sd units); elementwise on numpy arrays too."""
+    g2 = g * g
+    return pdf_g * (1.0 + g ** 3 * skew / 6.0
+                    + (g2 ** 3 - 9.0 * g2 * g2 + 9.0 * g2 + 3.0) * skew * skew / 72.0
+                    + (g2 * g2 - 2.0 * g2 - 1.0) * kurt / 24.0) / alpha
+
+
 def cornish_fisher_es(mean: float, sd_pop: float, skew: float, kurt: float, alpha: float) -> float:
     g = _cornish_fisher_quantile(_STD_NORMAL.inv_cdf(alpha), skew, kurt)
-    g2 = g * g
-    e = _STD_NORMAL.pdf(g) * (1.0 + g ** 3 * skew / 6.0
-                              + (g2 ** 3 - 9.0 * g2 * g2 + 9.0 * g2 + 3.0) * skew * skew / 72.0
-                              + (g2 * g2 - 2.0 * g2 - 1.0) * kurt / 24.0) / alpha
+    e = _cornish_fisher_tail(g, _STD_NORMAL.pdf(g), skew, kurt, alpha)
     return max(-mean + sd_pop * e, -mean - sd_pop * g)
 
 

@@ -75,12 +75,14 @@ class _Progress:
 
     def __init__(self, total: int, enabled: bool):
         self.total, self.enabled, self._last = max(total, 1), enabled, 0.0
+        self.drawn = False
 
     def update(self, done: int, rows: int, final: bool = False) -> None:
         now = time.monotonic()
         if not self.enabled or (not final and now - self._last < 0.1):
             return
         self._last = now
+        self.drawn = True
         frac = min(done / self.total, 1.0)
         bar = "#" * int(frac * 30)
         sys.stderr.write(f"\r[{bar:<30}] {frac:6.1%} {rows:,} rows")
@@ -210,7 +212,7 @@ def cmd_import(args) -> int:
     except (CsvError, arcticdb.exceptions.ArcticException) as exc:
         if tokens:
             lib.delete_staged_data(tokens)
-        if progress.enabled:
+        if progress.drawn:
             sys.stderr.write("\n")
         return _fail(str(exc) if isinstance(exc, CsvError)
                      else f"symbol {args.symbol!r}: {exc}")

@@ -18,10 +18,11 @@ import threading
 from typing import Any
 
 from backtrader.metabase import MetaParams
-from ib_async import IB, Contract, RequestError
+from ib_async import Contract
 
 from btlive.stores import ib_messages as msgs
-from btlive.stores.ib_history import BarSize, Pacer, bar_size, duration_str, format_end, plan_chunks
+from btlive.stores.ib_api import REQUEST_ERRORS, convert, load_api
+from btlive.stores.ib_history import BarSize, Pacer, bar_size, duration_str, format_utc, plan_chunks
 from btlive.stores.ib_loop import LoopThread
 from btlive.stores.ib_messages import HISTORY_END, IBMessage, LiveBar, LiveTick, to_naive_utc
 
@@ -81,6 +82,7 @@ class IBStore(metaclass=MetaIBStore):
         contract burst per burst-window seconds
       - ``pacingwait`` (15.0): wait before retrying a request that got error 162 pacing violation
       - ``histtimeout`` (60.0): timeout of one historical request
+      - ``api`` ('ib_async'): client library, 'ib_async' or 'ib_insync' (same code path)
     """
 
     params = (
@@ -98,11 +100,13 @@ class IBStore(metaclass=MetaIBStore):
         ("pacing", (60, 600.0, 5, 2.2)),
         ("pacingwait", 15.0),
         ("histtimeout", 60.0),
+        ("api", "ib_async"),
     )
 
     def __init__(self):
         self.clientId = self.p.clientId if self.p.clientId is not None else random.randint(1, 65535)
-        self.ib = IB()
+        self.api = load_api(self.p.api)
+        self.ib = self.api.IB()
         self.ib.RaiseRequestErrors = True
         self._loopthread = LoopThread(f"btlive-ib-{self.p.port}-{self.clientId}")
         self.notifs: collections.deque = collections.deque()
@@ -112,9 +116,8 @@ class IBStore(metaclass=MetaIBStore):
         self._stopping = False
         self._connected = threading.Event()
         self._gave_up = False
-        self._reconnecting: asyncio.Task | None = None
         self._timeoffset = dt.timedelta()
-        self._subs: dict[int, tuple] = {}  # id(data) -> (kind, ib_async object, handler)
+        self._subs: dict[int, tuple] = {}  # id(data) -> (kind, ib_async object, handler, reqId)
         self._reqid_data: dict[int, Any] = {}
         self._pacer = Pacer(*self.p.pacing)
         self._clientid_conflict = False
@@ -203,8 +206,6 @@ class IBStore(metaclass=MetaIBStore):
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
-        if self._reconnecting:
-            self._reconnecting.cancel()
         self.ib.disconnect()
 
     # -- state ---------------------------------------------------------------------------------
@@ -227,11 +228,13 @@ class IBStore(metaclass=MetaIBStore):
 
     def spawn(self, coro) -> None:
         """Start a background task on the loop (from any thread)."""
-        def _start():
-            task = asyncio.ensure_future(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
-        self.call(_start)
+        self.call(self._track, coro)
+
+    def _track(self, coro) -> None:
+        """Loop thread: run ``coro`` as a task that shutdown cancels and whose failure is reported."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
 
     def _task_done(self, task: asyncio.Task) -> None:
         self._tasks.discard(task)
@@ -258,7 +261,7 @@ class IBStore(metaclass=MetaIBStore):
             try:
                 await self._connect_once()
                 break
-            except (TimeoutError, OSError, ConnectionError, RequestError) as exc:
+            except (TimeoutError, OSError, ConnectionError, *REQUEST_ERRORS) as exc:
                 self.ib.disconnect()
                 attempt += 1
                 limit = self.p.reconnect
@@ -272,9 +275,7 @@ class IBStore(metaclass=MetaIBStore):
                     f"attempt {attempt} failed ({exc or type(exc).__name__}); retrying in {wait:.1f}s")))
                 await asyncio.sleep(wait)
         if self.p.timeoffset and self.p.timerefresh > 0:
-            task = asyncio.ensure_future(self._time_refresher(self.connections))
-            self._tasks.add(task)
-            task.add_done_callback(self._task_done)
+            self._track(self._time_refresher(self.connections))
         if not initial:
             self._on_reconnected()
 
@@ -287,7 +288,7 @@ class IBStore(metaclass=MetaIBStore):
             offset = tws_now.astimezone(UTC).replace(tzinfo=None) - _utcnow()
             # TWS answers in whole seconds: below that resolution the local clock is better
             self._timeoffset = offset if abs(offset.total_seconds()) >= 1.0 else dt.timedelta()
-        except (TimeoutError, ConnectionError, RequestError):
+        except (TimeoutError, ConnectionError, *REQUEST_ERRORS):
             pass
 
     async def _time_refresher(self, generation: int) -> None:
@@ -307,13 +308,15 @@ class IBStore(metaclass=MetaIBStore):
             data.push_live(msgs.CONN_BROKEN)
         if self.broker is not None:
             self.broker.on_connection_lost()
-        self._reconnecting = asyncio.ensure_future(self._reconnect())
+        self._track(self._reconnect())
 
     async def _reconnect(self) -> None:
         try:
             await asyncio.sleep(min(self.p.timeout, 1.0))
             await self._connect_with_retries()
-        except ConnectFailed as exc:
+        except ConnectFailed as exc:  # noqa: BLE001 - whatever the cause, the feeds must end, not wait
+            if not isinstance(exc, ConnectFailed):
+                log.exception("IBStore reconnection")
             self._gave_up = True
             self.put_notification(IBMessage("disconnected", text=f"reconnection failed: {exc}"))
             for data in self.datas:
@@ -365,10 +368,10 @@ class IBStore(metaclass=MetaIBStore):
             for data in self.datas:
                 data.push_live(CONN_CODES[code])
             if self.broker is not None:
-                if code == 1100:
-                    self.broker.on_connectivity_lost()
+                if code == 1100:  # TWS lost IB: hold/reject new orders until 1101/1102
+                    self.broker.on_connection_lost()
                 else:
-                    self.broker.on_connectivity_restored()
+                    self.broker.on_reconnected()
             return
         data = self._reqid_data.get(reqId)
         if data is not None and code in DATA_CODES:
@@ -403,15 +406,17 @@ class IBStore(metaclass=MetaIBStore):
     # -- contracts -----------------------------------------------------------------------------
     def contract_details(self, contract: Contract, timeout: float | None = None) -> list:
         """All ContractDetails matching ``contract`` (blocking, bounded; feeds call it at start)."""
+        contract = convert(self.api, contract)
+        timeout = timeout or self.p.histtimeout
+
         async def fetch():
             try:
-                return await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract),
-                                              timeout or self.p.histtimeout)
-            except RequestError as exc:
+                return await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), timeout)
+            except REQUEST_ERRORS as exc:
                 if exc.code == 200:
                     return []
                 raise
-        return self.run(fetch(), timeout=(timeout or self.p.histtimeout) + 1.0)
+        return self.run(fetch(), timeout=timeout + 1.0)
 
     # -- live subscriptions --------------------------------------------------------------------
     def subscribe(self, data) -> None:
@@ -426,8 +431,9 @@ class IBStore(metaclass=MetaIBStore):
         sub = self._subs.pop(id(data), None)
         if sub is None:
             return
-        kind, obj, handler = sub
+        kind, obj, handler, req_id = sub
         obj.updateEvent -= handler  # ib_async may hand the same Ticker out again
+        self._reqid_data.pop(req_id, None)
         if not self.ib.isConnected():
             return
         try:
@@ -453,40 +459,35 @@ class IBStore(metaclass=MetaIBStore):
                     b = bars[-1]
                     data.push_live(LiveBar(to_naive_utc(b.time), b.open_, b.high, b.low, b.close,
                                            float(b.volume), int(b.count)))
-            bars.updateEvent += on_bar
-            self._subs[id(data)] = ("rtbar", bars, on_bar)
-            self._reqid_data[bars.reqId] = data
+            self._watch(data, "rtbar", bars, on_bar, bars.reqId)
             return
         if mode in ("AllLast", "Last", "BidAsk", "MidPoint"):
             ticker = self.ib.reqTickByTickData(contract, mode)
-
-            def on_tbt(t):
-                self._on_tbt(data, t)
-            ticker.updateEvent += on_tbt
-            self._subs[id(data)] = (mode, ticker, on_tbt)
-            self._reqid_data[self.ib.wrapper.ticker2ReqId[mode].get(ticker, -2)] = data
+            self._watch(data, mode, ticker, lambda t: self._on_tbt(data, t),
+                        self.ib.wrapper.ticker2ReqId[mode].get(ticker, -2))
             return
         generic = "233" if mode == "RTVolume" else ""
         ticker = self.ib.reqMktData(contract, generic, False, False)
         wanted = data.tick_types()
+        self._watch(data, "mkt", ticker, lambda t: self._on_ticks(data, t, wanted),
+                    self.ib.wrapper.ticker2ReqId["mktData"].get(ticker, -2))
 
-        def on_ticks(t):
-            self._on_ticks(data, t, wanted)
-        ticker.updateEvent += on_ticks
-        self._subs[id(data)] = ("mkt", ticker, on_ticks)
-        self._reqid_data[self.ib.wrapper.ticker2ReqId["mktData"].get(ticker, -2)] = data
+    def _watch(self, data, kind: str, obj, handler, req_id: int) -> None:
+        obj.updateEvent += handler
+        self._subs[id(data)] = (kind, obj, handler, req_id)
+        self._reqid_data[req_id] = data  # routes 354/420/10225 to the feed
 
     def _on_ticks(self, data, ticker, wanted) -> None:
+        bid, ask = float(ticker.bid), float(ticker.ask)
         for tick in ticker.ticks:
-            if tick.tickType not in wanted or tick.price != tick.price or tick.price <= 0:
+            price = tick.price
+            if tick.tickType not in wanted or price != price or price <= 0:
                 continue
-            when = tick.time
             if tick.tickType == 48 and ticker.rtTime is not None and len(ticker.ticks) == 1:
-                when = ticker.rtTime
-            else:
-                when = to_naive_utc(when) + self.timeoffset() if when else _utcnow()
-            data.push_live(LiveTick(to_naive_utc(when), float(tick.price), float(tick.size or 0.0),
-                                    float(ticker.bid), float(ticker.ask)))
+                when = to_naive_utc(ticker.rtTime)  # TWS's own trade time
+            else:  # ib_async's receive time, on TWS's clock
+                when = (to_naive_utc(tick.time) if tick.time else _utcnow()) + self.timeoffset()
+            data.push_live(LiveTick(when, float(price), float(tick.size or 0.0), bid, ask))
 
     def _on_tbt(self, data, ticker) -> None:
         for t in ticker.tickByTicks:
@@ -522,12 +523,12 @@ class IBStore(metaclass=MetaIBStore):
         end = to_naive_utc(end) if end is not None else now
         first = to_naive_utc(begin) if begin is not None else None  # inclusive, like fromdate
         last: dt.datetime | None = None  # chunks may overlap: never send a bar twice
-        stop = end
         # bars are stamped with their start: ask one bar more on each side so that bars starting
         # exactly at fromdate/todate are included whichever way the server rounds the range
         bar = dt.timedelta(seconds=size.seconds)
         req_begin = first - bar if first is not None else None
         req_end = end + bar if end + bar < now else end
+        closing = HISTORY_END  # always close the queue, or the feed would wait for it forever
         try:
             for chunk in plan_chunks(req_begin, req_end, size):
                 bars = await self._paced_request(contract, chunk.end, duration_str(chunk.seconds, size),
@@ -535,20 +536,20 @@ class IBStore(metaclass=MetaIBStore):
                 for b in bars:
                     when = self._bar_time(b.date, daily_time)
                     if (first is not None and when < first) or (last is not None and when <= last) \
-                            or when > stop:
+                            or when > end:
                         continue
                     last = when
                     out.put(LiveBar(when, b.open, b.high, b.low, b.close, float(b.volume),
                                     int(getattr(b, "barCount", 0) or 0)))
         except ConnectionError:
-            out.put(msgs.CONN_BROKEN)
-            return
-        except RequestError as exc:
+            closing = msgs.CONN_BROKEN
+        except REQUEST_ERRORS as exc:
             if exc.code in (354, 420):
-                out.put(-exc.code)
-                return
-            self.put_notification(IBMessage("error", exc.reqId, exc.code, f"history: {exc.message}"))
-        out.put(HISTORY_END)
+                closing = -exc.code
+            else:
+                self.put_notification(IBMessage("error", exc.reqId, exc.code, f"history: {exc.message}"))
+        else:  # any other failure propagates to _task_done, which reports it
+            out.put(closing)
 
     @staticmethod
     def _bar_time(value, daily_time) -> dt.datetime:
@@ -568,9 +569,9 @@ class IBStore(metaclass=MetaIBStore):
             self._pacer.record(key)
             try:
                 return await self.ib.reqHistoricalDataAsync(
-                    contract, format_end(end), duration, barsize, what, useRTH, formatDate=2,
+                    contract, format_utc(end), duration, barsize, what, useRTH, formatDate=2,
                     timeout=self.p.histtimeout)
-            except RequestError as exc:
+            except REQUEST_ERRORS as exc:
                 if exc.code == 162 and "pacing" in exc.message.lower():
                     self.put_notification(IBMessage("error", exc.reqId, 162, "pacing violation: waiting "
                                                     f"{self.p.pacingwait:g}s before retrying"))
@@ -579,7 +580,7 @@ class IBStore(metaclass=MetaIBStore):
                 if exc.code in (162, 366):  # no data in this window
                     return []
                 raise
-        raise RequestError(-1, 162, "pacing violation persisted after 5 attempts")
+        raise REQUEST_ERRORS[0](-1, 162, "pacing violation persisted after 5 attempts")
 
     @classmethod
     def _reset_instances(cls) -> None:
@@ -589,3 +590,15 @@ class IBStore(metaclass=MetaIBStore):
             MetaIBStore._instances.clear()
         for store in stores:
             store.close()
+
+
+STORE_PARAMS = frozenset(IBStore.params._getkeys())
+
+
+def store_for(owner: str, store: IBStore | None, kwargs: dict) -> IBStore:
+    """``store``, or the IBStore described by ``kwargs`` (store params only: anything else is a
+    TypeError naming ``owner``, so a misspelt feed/broker param is not silently dropped)."""
+    unknown = set(kwargs) - STORE_PARAMS
+    if unknown:
+        raise TypeError(f"{owner}: unknown parameter(s) {', '.join(sorted(unknown))}")
+    return store or IBStore(**kwargs)

@@ -88,11 +88,10 @@ def duration_str(seconds: float, size: BarSize) -> str:
     return f"{math.ceil(days / 365)} Y"
 
 
-def format_end(when: dt.datetime) -> str:
-    """History end time in UTC form ``YYYYMMDD-HH:MM:SS`` (a ' GMT' suffix is refused with 10314)."""
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.astimezone(UTC).strftime("%Y%m%d-%H:%M:%S")
+def format_utc(when: dt.datetime) -> str:
+    """IB's explicit UTC form ``YYYYMMDD-HH:MM:SS`` (naive = UTC), for history end times, GTD and
+    execution filters (a ' GMT' suffix is refused with 10314)."""
+    return _aware(when).strftime("%Y%m%d-%H:%M:%S")
 
 
 @dataclass(frozen=True)

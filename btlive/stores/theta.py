@@ -34,6 +34,7 @@ from btlive.stores.theta_parse import (
     et_to_utc_ns,
 )
 from btlive.stores.theta_rest import TIER_CONCURRENCY, ThetaRest, parse_day
+from btlive.stores.theta_ticks import TickMemory
 from btlive.stores.theta_ws import StreamEvent, ThetaStream
 
 log = logging.getLogger(__name__)
@@ -76,8 +77,7 @@ class Channel:
     out: queue.Queue
     backfilling: bool = False
     buffer: list = field(default_factory=list)
-    last_ts: dict = field(default_factory=dict)
-    last_sigs: dict = field(default_factory=dict)
+    delivered: TickMemory = field(default_factory=TickMemory)
     seam_duplicates: int = 0
     tag: str | None = None
 
@@ -86,18 +86,12 @@ class Channel:
         return tick_signature("PRICE" if index else kind, values)
 
     def emit(self, kind: str, ts: int, values: dict) -> None:
-        if self.last_ts.get(kind) == ts:
-            self.last_sigs[kind].add(self._sig(kind, values))
-        elif ts > self.last_ts.get(kind, -1):
-            self.last_ts[kind] = ts
-            self.last_sigs[kind] = {self._sig(kind, values)}
+        self.delivered.remember(kind, ts, self._sig(kind, values))
         self.out.put(("tick", kind, ts, values, self.tag))
 
     def emit_after_seam(self, kind: str, ts: int, values: dict) -> None:
         """Emit unless already delivered (older than, or identical at, the last timestamp)."""
-        last = self.last_ts.get(kind)
-        if last is not None and (ts < last or (
-                ts == last and self._sig(kind, values) in self.last_sigs[kind])):
+        if self.delivered.seen(kind, ts, self._sig(kind, values)) is not None:
             self.seam_duplicates += 1
             return
         self.emit(kind, ts, values)
@@ -203,6 +197,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         self._batch_sinks: list[Callable[[FrameBatch, int], None]] = []
         self._event_sinks: list[Callable[[StreamEvent], None]] = []
         self._contracts: dict[tuple, Contract] = {}
+        self._backfills: set[asyncio.Task] = set()  # strong references until they finish
         self._users = 0
 
     # ------------------------------------------------------------------ backtrader API
@@ -284,6 +279,8 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             return
 
         async def shutdown() -> None:
+            for task in list(self._backfills):
+                task.cancel()
             if self._stream is not None:
                 await self._stream.stop()
             if self._stream_task is not None:
@@ -311,10 +308,11 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
     # ------------------------------------------------------------------ history
 
     def rest(self) -> ThetaRest:
-        """The REST client (created on the loop thread; use it from coroutines there)."""
-        if self._rest is None:
+        """The REST client (use it from coroutines on the store's loop)."""
+        with self._lock:  # the loop thread (backfills) and callers of history() race here
+            if self._rest is not None:
+                return self._rest
             concurrency = self.p.concurrency or TIER_CONCURRENCY[str(self.p.tier).lower()]
-
             # httpx and asyncio primitives bind to the loop on first use, so any thread may build it
             self._rest = ThetaRest(self.p.rest_url, concurrency=concurrency, retries=self.p.retries,
                                    backoff_initial=self.p.backoff_initial,
@@ -427,7 +425,9 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
                 stream.subscribe(kind, contract)
             if backfill_from_ns is not None:
                 ch.status("DELAYED", "backfilling")
-                asyncio.get_running_loop().create_task(self._backfill(ch, backfill_from_ns))
+                task = asyncio.get_running_loop().create_task(self._backfill(ch, backfill_from_ns))
+                self._backfills.add(task)
+                task.add_done_callback(self._backfills.discard)
             elif stream.connected.is_set():
                 ch.status("LIVE")
 
@@ -448,8 +448,9 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         if self._loop is not None:
             try:
                 self.call(close_(), 5)
-            except Exception:  # noqa: BLE001 - closing anyway
-                pass
+            except Exception:  # noqa: BLE001 - the feed stops anyway; say why it may leak
+                log.warning("could not close the channel of %s", ch.contract.instrument,
+                            exc_info=True)
 
     # -- loop-thread callbacks
 
@@ -529,7 +530,8 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
                     continue
                 ch.backfilling = True
                 ch.status("DELAYED", "gap backfill")
-                start = min(ch.last_ts.values()) if ch.last_ts else time.time_ns()
+                newest = ch.delivered.newest
+                start = min(newest.values()) if newest else time.time_ns()
                 tasks.append(self._backfill(ch, start))
         if tasks:
             await asyncio.gather(*tasks)
@@ -558,14 +560,14 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
 
     async def _tick_history(self, kind: str, contract: Contract, start_ns: int,
                             end_ns: int) -> pd.DataFrame:
+        if kind not in ("QUOTE", "TRADE"):
+            return empty_frame()
         start = datetime.fromtimestamp(start_ns / 1e9, tz=NEW_YORK)
         end = datetime.fromtimestamp(end_ns / 1e9, tz=NEW_YORK)
         extra = {}
         if start.date() == end.date():
             extra = {"start_time": start.strftime("%H:%M:%S.") + f"{start.microsecond // 1000:03d}",
                      "end_time": "23:59:59.999"}
-        if kind not in ("QUOTE", "TRADE"):
-            return empty_frame()
         rest_kind = "price" if contract.sec_type == "INDEX" else kind.lower()  # index "trades"
         if self.p.history == "grpc":
             return await asyncio.get_running_loop().run_in_executor(

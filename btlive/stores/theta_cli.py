@@ -11,6 +11,7 @@ the same numbers as JSON, rewritten atomically every interval.
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import signal
@@ -109,10 +110,6 @@ def run(args) -> int:
             roots = {c.root for c in contracts if c.is_option}
             subs += [("QUOTE", Contract.stock(r)) for r in sorted(roots)
                      if ("QUOTE", Contract.stock(r)) not in subs]
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
-
     recorder = ArcticRecorder(args.uri, args.library or DEFAULT_LIBRARY,
                               flush_rows=args.flush_rows, flush_seconds=args.flush_seconds)
     store = ThetaStore(rest_url=args.rest_url, ws_url=args.ws_url,
@@ -120,13 +117,15 @@ def run(args) -> int:
     layout = args.layout or ("root" if args.full_trade_stream else "contract")
     sink = StreamRecorder(recorder, layout, args.greeks_interval if args.greeks else None,
                           args.rate)
-    events = []
-    store.add_event_sink(lambda ev: events.append(ev) if ev.kind not in ("SUBSCRIBED",) else None)
-    store.add_batch_sink(sink, full_trade_stream=args.full_trade_stream, subscriptions=subs)
+    events: collections.deque = collections.deque(maxlen=20)  # appended on the loop thread
     started = time.monotonic()
     last_msgs, last_t = 0, started
-    code = 0
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
+        store.add_event_sink(lambda ev: ev.kind != "SUBSCRIBED" and events.append(ev))
+        store.add_batch_sink(sink, full_trade_stream=args.full_trade_stream, subscriptions=subs)
         while not stop.wait(args.status_interval):
             store.call_soon(sink.flush)
             now = time.monotonic()
@@ -154,7 +153,9 @@ def run(args) -> int:
         if not args.quiet:
             print("\n" + _status_line(status), file=sys.stderr)
         ThetaStore.close_all()
-    return code
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
 
 
 async def _stop_and_flush(store, sink) -> None:
@@ -165,12 +166,10 @@ async def _stop_and_flush(store, sink) -> None:
     sink.flush()
 
 
-def _status(store, recorder, sink, rate: float, events: list) -> dict:
+def _status(store, recorder, sink, rate: float, events: collections.deque) -> dict:
     rs = recorder.stats
     stream = store.stream
     lag_ms = (time.time_ns() - sink.last_tick_ns) / 1e6 if sink.last_tick_ns else None
-    while len(events) > 20:
-        events.pop(0)
     return {
         "messages": sink.messages, "msgs_per_s": round(rate, 1), "symbols": rs.get("symbols", 0),
         "lag_ms": round(lag_ms, 1) if lag_ms is not None else None,
@@ -179,7 +178,7 @@ def _status(store, recorder, sink, rate: float, events: list) -> dict:
         "errors": rs.get("errors", 0), "bad_rows": sink.bad_rows,
         "reconnects": stream.stats["reconnects"] if stream else 0,
         "malformed": stream.stats["malformed"] if stream else 0,
-        "events": [f"{e.kind}: {e.detail}" for e in events[-5:]],
+        "events": [f"{e.kind}: {e.detail}" for e in list(events)[-5:]],
     }
 
 

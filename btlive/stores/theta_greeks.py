@@ -35,6 +35,8 @@ class Greeks:
 
 
 NAN_GREEKS = Greeks(*(math.nan,) * 7)
+#: The fields of ``Greeks`` a feed or a recording carries (the price is the input).
+GREEK_FIELDS = ("delta", "gamma", "theta", "vega", "rho", "iv")
 
 
 def bs_price(spot: float, strike: float, years: float, vol: float, rate: float,

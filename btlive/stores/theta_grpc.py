@@ -23,7 +23,11 @@ from btlive.stores.theta_rest import (
     ThetaError,
     ThetaInvalidParams,
     ThetaPermissionError,
+    chunk_interval,
+    expiration_list,
     plan_chunks,
+    resolve,
+    strike_list,
 )
 
 log = logging.getLogger(__name__)
@@ -126,22 +130,16 @@ class GrpcHistory:
 
     def history(self, kind: str, contract: Contract, first: date, last: date,
                 interval: str = "1m", **extra: Any) -> pd.DataFrame:
-        name = METHODS.get((contract.sec_type, kind))
-        if name is None:
-            kinds = sorted(k for s, k in METHODS if s == contract.sec_type)
-            raise ValueError(f"kind {kind!r} for {contract.sec_type}: expected one of {kinds}")
+        name = resolve(METHODS, contract, kind)
         base: dict[str, Any] = {"symbol": contract.root}
         if contract.is_option:
-            base.update(expiration=date(int(contract.expiration[:4]), int(contract.expiration[4:6]),
-                                        int(contract.expiration[6:])),
-                        strike=f"{contract.strike:.3f}",
+            base.update(expiration=_ymd(contract.expiration), strike=f"{contract.strike:.3f}",
                         right="call" if contract.right == "C" else "put")
-        if kind not in NO_INTERVAL and kind != "eod":
+        if kind not in NO_INTERVAL:
             base["interval"] = interval
         base.update({k: v for k, v in extra.items() if v is not None})
-        chunk_ivl = "tick" if kind in NO_INTERVAL else interval
         frames = []
-        for lo, hi in plan_chunks(first, last, chunk_ivl):
+        for lo, hi in plan_chunks(first, last, chunk_interval(kind, interval)):
             params = dict(base)
             if lo == hi and name not in RANGE_ONLY:
                 params["date"] = lo
@@ -155,10 +153,13 @@ class GrpcHistory:
         return pd.concat(frames) if len(frames) > 1 else frames[0]
 
     def expirations(self, root: str) -> list[str]:
-        df = self._call("option_list_expirations", symbol=root)
-        return sorted(df["expiration"].astype(str).unique()) if "expiration" in df else []
+        return expiration_list(self._call("option_list_expirations", symbol=root))
 
     def strikes(self, root: str, expiration: str) -> list[float]:
-        exp = date(int(expiration[:4]), int(expiration[4:6]), int(expiration[6:]))
-        df = self._call("option_list_strikes", symbol=root, expiration=exp)
-        return sorted(float(s) for s in df["strike"].unique()) if "strike" in df else []
+        return strike_list(self._call("option_list_strikes", symbol=root,
+                                      expiration=_ymd(expiration)))
+
+
+def _ymd(expiration: str) -> date:
+    """'YYYYMMDD' -> date (the thetadata client takes dates)."""
+    return date(int(expiration[:4]), int(expiration[4:6]), int(expiration[6:]))

@@ -167,6 +167,13 @@ def et_to_utc_ns(date_int: int, ms_of_day: int) -> int:
     return _et_midnight_utc_ns(int(date_int), ms >= 10_800_000) + ms * 1_000_000
 
 
+@lru_cache(maxsize=1024)
+def expiry_close_ns(expiration: str) -> int:
+    """UTC nanoseconds of 16:00 ET on an expiration day (``YYYYMMDD``), when trading ends."""
+    close = datetime.strptime(expiration, "%Y%m%d").replace(hour=16, tzinfo=NEW_YORK)
+    return int(close.timestamp()) * 1_000_000_000
+
+
 def utc_ns_to_et(ts_ns: int) -> tuple[int, int]:
     """UTC nanoseconds -> (date YYYYMMDD, ms_of_day) on the ET wall clock."""
     local = datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK)
@@ -447,18 +454,10 @@ def group_frames(payloads: list[bytes]) -> FrameBatch:
         objs = json.loads(b"[" + b",".join(payloads) + b"]")
     except (json.JSONDecodeError, UnicodeDecodeError):
         objs = None
-    if objs is not None and len(objs) == len(payloads):
-        for obj in objs:
-            try:
-                _add_obj(batch, obj)
-            except (FrameError, KeyError, TypeError, ValueError, AttributeError) as exc:
-                batch.malformed += 1
-                if len(batch.errors) < 5:
-                    batch.errors.append(f"{type(exc).__name__}: {exc}")
-        return batch
-    for payload in payloads:
+    exact = objs is None or len(objs) != len(payloads)
+    for item in payloads if exact else objs:
         try:
-            _add_obj(batch, decode_json_or_literal(payload))
+            _add_obj(batch, decode_json_or_literal(item) if exact else item)
         except (FrameError, KeyError, TypeError, ValueError, AttributeError) as exc:
             batch.malformed += 1
             if len(batch.errors) < 5:

@@ -18,22 +18,21 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import datetime
 
 import numpy as np
 
 from btlive.storage.symbols import tick_symbol
-from btlive.stores.theta_greeks import greeks_from_price
+from btlive.stores.theta_greeks import GREEK_FIELDS, YEAR_SECONDS, greeks_from_price
 from btlive.stores.theta_parse import (
-    NEW_YORK,
     columns_by_key,
     columns_by_root,
     contract_key_to_contract,
     et_to_utc_ns,
+    expiry_close_ns,
 )
+from btlive.stores.theta_ticks import two_sided
 
 log = logging.getLogger(__name__)
-GREEK_NAMES = ("delta", "gamma", "theta", "vega", "rho", "iv")
 
 
 class StreamRecorder:
@@ -146,18 +145,17 @@ class StreamRecorder:
 
     def _sample_greeks(self, groups: dict) -> None:
         """At most one Black-Scholes sample per option per ``greeks_interval``."""
+        options = []
         for key, rows in groups.items():
-            if key[3] is None or key[5] in ("STOCK", "INDEX"):
-                row = rows[-1]
-                if _two_sided(row[2], row[3]):
-                    self._spot[key[1]] = (row[2] + row[3]) / 2.0
-        step = int(self.greeks_interval * 1e9)
-        for key, rows in groups.items():
-            if key[3] is None or key[5] in ("STOCK", "INDEX"):
-                continue
-            spot = self._spot.get(key[1])
             row = rows[-1]
-            if spot is None or not _two_sided(row[2], row[3]):
+            if key[3] is not None and key[5] not in ("STOCK", "INDEX"):
+                options.append((key, row))
+            elif two_sided(row[2], row[3]):  # an underlying: spot for the options below
+                self._spot[key[1]] = (row[2] + row[3]) / 2.0
+        step = int(self.greeks_interval * 1e9)
+        for key, row in options:
+            spot = self._spot.get(key[1])
+            if spot is None or not two_sided(row[2], row[3]):
                 continue
             try:
                 now = et_to_utc_ns(row[0], row[1])
@@ -168,12 +166,10 @@ class StreamRecorder:
                 continue
             self._last_greeks[key] = now
             mid = (row[2] + row[3]) / 2.0
-            expiry = datetime.strptime(contract.expiration, "%Y%m%d").replace(hour=16,
-                                                                              tzinfo=NEW_YORK)
-            years = (expiry.timestamp() - now / 1e9) / (365.0 * 86400.0)
+            years = (expiry_close_ns(contract.expiration) - now) / 1e9 / YEAR_SECONDS
             g = greeks_from_price(mid, spot, contract.strike, years, self.rate,
                                   contract.right == "C")
-            values = {name: getattr(g, name) for name in GREEK_NAMES}
+            values = {name: getattr(g, name) for name in GREEK_FIELDS}
             values.update(underlying=spot, mid=mid)
             if self.layout == "root":
                 sym = tick_symbol("greeks", f"{contract.root}_options")
@@ -192,10 +188,3 @@ class StreamRecorder:
             arrays = {n: np.array(v, dtype=np.int64 if n in ("expiration", "is_call")
                                   else np.float64) for n, v in cols.items()}
             self.recorder.record_batch(sym, np.array(ts, dtype=np.int64), arrays)
-
-
-def _two_sided(bid, ask) -> bool:
-    try:
-        return 0 < float(bid) <= float(ask)
-    except (TypeError, ValueError):
-        return False

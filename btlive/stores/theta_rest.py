@@ -60,6 +60,28 @@ PATHS = {
 NO_INTERVAL = frozenset({"trade", "eod", "open_interest", "trade_quote"})
 
 
+def resolve(endpoints: dict, contract: Contract, kind: str) -> str:
+    """The endpoint of ``kind`` for the contract's security type (PATHS, or gRPC METHODS)."""
+    name = endpoints.get((contract.sec_type, kind))
+    if name is None:
+        kinds = sorted(k for s, k in endpoints if s == contract.sec_type)
+        raise ValueError(f"kind {kind!r} for {contract.sec_type}: expected one of {kinds}")
+    return name
+
+
+def chunk_interval(kind: str, interval: str) -> str:
+    """The interval that sets the chunk size: endpoints without one return ticks."""
+    return "tick" if kind in NO_INTERVAL else interval
+
+
+def expiration_list(df: pd.DataFrame) -> list[str]:
+    return sorted(df["expiration"].astype(str).unique()) if "expiration" in df else []
+
+
+def strike_list(df: pd.DataFrame) -> list[float]:
+    return sorted(float(s) for s in df["strike"].unique()) if "strike" in df else []
+
+
 class ThetaError(Exception):
     """A request the Terminal refused; ``status`` is its HTTP code, the message its text."""
 
@@ -182,10 +204,11 @@ class ThetaRest:
         fmt = query["format"]
         url: str | None = f"{self.base_url}/{path.lstrip('/')}"
         frames = []
-        first = True
+        visited: set[str] = set()
         while url:
+            first = not visited
+            visited.add(url)
             body, next_url = await self._fetch(url, query if first else None, fmt)
-            first = False
             if body is None:
                 break
             try:
@@ -193,6 +216,8 @@ class ThetaRest:
             except (FrameError, ValueError) as exc:
                 raise ThetaError(200, f"unreadable {fmt} body: {exc}", url) from None
             url = next_url
+            if url in visited:  # a server that pages in a circle must not hang us
+                raise ThetaError(200, f"Next-Page {url} was already fetched", path)
             if url:
                 self.stats.pages += 1
         frames = [f for f in frames if len(f.columns)]
@@ -249,14 +274,11 @@ class ThetaRest:
                       interval: str = "1m", start_time: str | None = None,
                       end_time: str | None = None, **extra: Any) -> pd.DataFrame:
         """History of one contract between two dates (inclusive), chunked and concurrent."""
-        path = PATHS.get((contract.sec_type, kind))
-        if path is None:
-            kinds = sorted(k for s, k in PATHS if s == contract.sec_type)
-            raise ValueError(f"kind {kind!r} for {contract.sec_type}: expected one of {kinds}")
-        chunk_interval = "tick" if kind in NO_INTERVAL else interval
-        chunks = plan_chunks(start, end if end is not None else start, chunk_interval)
+        path = resolve(PATHS, contract, kind)
+        chunks = plan_chunks(start, end if end is not None else start,
+                             chunk_interval(kind, interval))
         base = dict(contract.rest_params())
-        if kind not in NO_INTERVAL and kind != "eod":
+        if kind not in NO_INTERVAL:
             base["interval"] = interval
         base.update(start_time=start_time, end_time=end_time, **extra)
         tasks = []
@@ -276,12 +298,11 @@ class ThetaRest:
     # ------------------------------------------------------------------ lists
 
     async def expirations(self, root: str) -> list[str]:
-        df = await self.get("option/list/expirations", {"symbol": root})
-        return sorted(df["expiration"].astype(str).unique()) if "expiration" in df else []
+        return expiration_list(await self.get("option/list/expirations", {"symbol": root}))
 
     async def strikes(self, root: str, expiration: str) -> list[float]:
-        df = await self.get("option/list/strikes", {"symbol": root, "expiration": expiration})
-        return sorted(float(s) for s in df["strike"].unique()) if "strike" in df else []
+        return strike_list(await self.get("option/list/strikes",
+                                          {"symbol": root, "expiration": expiration}))
 
     async def contracts(self, day: Any, root: str | None = None,
                         req_type: str = "quote") -> pd.DataFrame:

@@ -21,11 +21,50 @@ from dataclasses import dataclass, field
 NS = 1_000_000_000
 
 
-def _finite(x) -> bool:
+def finite(x) -> bool:
+    """A value that converts to a finite float (None, text and NaN do not)."""
     try:
         return math.isfinite(float(x))
     except (TypeError, ValueError):
         return False
+
+
+def two_sided(bid, ask) -> bool:
+    """A usable quote: finite, positive bid, not crossed."""
+    return finite(bid) and finite(ask) and 0 < float(bid) <= float(ask)
+
+
+class TickMemory:
+    """Per kind, the newest timestamp seen and the signatures of the ticks seen at it: enough
+    to tell an older tick (``out_of_order``) or a repeated one (``duplicate``) from a new one."""
+
+    __slots__ = ("_last_ts", "_last_sigs")
+
+    def __init__(self) -> None:
+        self._last_ts: dict[str, int] = {}
+        self._last_sigs: dict[str, set] = {}
+
+    def seen(self, kind: str, ts: int, sig: tuple) -> str | None:
+        """``out_of_order`` or ``duplicate`` if a newer or the same tick was remembered."""
+        last = self._last_ts.get(kind)
+        if last is None or ts > last:
+            return None
+        if ts < last:
+            return "out_of_order"
+        return "duplicate" if sig in self._last_sigs[kind] else None
+
+    def remember(self, kind: str, ts: int, sig: tuple) -> None:
+        last = self._last_ts.get(kind)
+        if last == ts:
+            self._last_sigs[kind].add(sig)
+        elif last is None or ts > last:
+            self._last_ts[kind] = ts
+            self._last_sigs[kind] = {sig}
+
+    @property
+    def newest(self) -> dict[str, int]:
+        """Kind -> the newest timestamp remembered."""
+        return self._last_ts
 
 
 @dataclass
@@ -35,44 +74,35 @@ class TickFilter:
     stats: dict = field(default_factory=lambda: {
         "accepted": 0, "bad_price": 0, "bad_size": 0, "crossed": 0, "out_of_order": 0,
         "duplicate": 0})
-    _last_ts: dict = field(default_factory=dict)
-    _last_sigs: dict = field(default_factory=dict)
+    _memory: TickMemory = field(default_factory=TickMemory)
 
     def check(self, kind: str, ts: int, values: dict) -> str | None:
         """None if the tick is good, else the name of the rule it breaks."""
         if kind == "QUOTE":
             bid, ask = values.get("bid"), values.get("ask")
-            if not (_finite(bid) and _finite(ask)) or float(ask) <= 0 or float(bid) < 0:
+            if not (finite(bid) and finite(ask)) or float(ask) <= 0 or float(bid) < 0:
                 return self._reject("bad_price")
             if float(bid) > float(ask):
                 return self._reject("crossed")
             sig = (float(bid), float(ask), values.get("bid_size"), values.get("ask_size"))
         elif kind == "PRICE":  # index prints: a price, no size
             price = values.get("price")
-            if not _finite(price) or float(price) <= 0:
+            if not finite(price) or float(price) <= 0:
                 return self._reject("bad_price")
             sig = (float(price),)
         elif kind == "TRADE":
             price, size = values.get("price"), values.get("size")
-            if not _finite(price) or float(price) <= 0:
+            if not finite(price) or float(price) <= 0:
                 return self._reject("bad_price")
-            if not _finite(size) or float(size) <= 0:
+            if not finite(size) or float(size) <= 0:
                 return self._reject("bad_size")
             sig = (float(price), float(size), values.get("sequence"))
         else:
             sig = tuple(sorted(values.items()))
-        last = self._last_ts.get(kind)
-        if last is not None:
-            if ts < last:
-                return self._reject("out_of_order")
-            if ts == last:
-                if sig in self._last_sigs[kind]:
-                    return self._reject("duplicate")
-                self._last_sigs[kind].add(sig)
-                self.stats["accepted"] += 1
-                return None
-        self._last_ts[kind] = ts
-        self._last_sigs[kind] = {sig}
+        rule = self._memory.seen(kind, ts, sig)
+        if rule is not None:
+            return self._reject(rule)
+        self._memory.remember(kind, ts, sig)
         self.stats["accepted"] += 1
         return None
 

@@ -94,6 +94,7 @@ class ThetaStream:
         self._pending: dict[int, tuple[SubKey, float]] = {}
         self._next_id = 0
         self._writer: asyncio.StreamWriter | None = None
+        self._hooks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self._stopping = False
         self.connected = asyncio.Event()
         self.stats = {"frames": 0, "bytes": 0, "reconnects": 0, "stalls": 0, "malformed": 0,
@@ -160,8 +161,8 @@ class ThetaStream:
                 self.stats["reconnects"] += 1
             self._resubscribe_all()
             self.on_event(StreamEvent("RECONNECTED" if ever_connected else "CONNECTED", self.url))
-            if ever_connected and self.on_reconnected is not None:
-                asyncio.get_running_loop().create_task(self._run_hook())
+            if ever_connected:
+                self._start_hook()
             ever_connected = True
             try:
                 reason = await self._read_loop()
@@ -175,6 +176,13 @@ class ThetaStream:
             attempt += 1
             await self._backoff(attempt)
         self.on_event(StreamEvent("CLOSED", "stopped"))
+
+    def _start_hook(self) -> None:
+        """Run ``on_reconnected`` (the gap backfill) alongside the read loop."""
+        if self.on_reconnected is not None:
+            task = asyncio.get_running_loop().create_task(self._run_hook())
+            self._hooks.add(task)
+            task.add_done_callback(self._hooks.discard)
 
     async def _run_hook(self) -> None:
         try:
@@ -269,8 +277,7 @@ class ThetaStream:
                 elif previous == "DISCONNECTED" and msg.status == "CONNECTED":
                     self._resubscribe_all()
                     self.on_event(StreamEvent("TERMINAL_CONNECTED", "Terminal feed restored"))
-                    if self.on_reconnected is not None:
-                        asyncio.get_running_loop().create_task(self._run_hook())
+                    self._start_hook()
         elif msg.kind == "REQ_RESPONSE":
             pending = self._pending.pop(msg.req_id, None)
             key = pending[0] if pending else None
@@ -294,6 +301,8 @@ class ThetaStream:
 
     async def stop(self) -> None:
         self._stopping = True
+        for task in list(self._hooks):
+            task.cancel()
         if self._writer is not None:
             try:
                 self._writer.write(encode_frame(OP_TEXT, b'{"msg_type":"STOP"}'))

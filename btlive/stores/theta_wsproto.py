@@ -97,12 +97,12 @@ class FrameDecoder:
     and (opcode, payload) for ping/pong/close frames.
     """
 
-    __slots__ = ("_buf", "_frag", "_frag_op")
+    __slots__ = ("_buf", "_frag", "_frag_size")
 
     def __init__(self) -> None:
         self._buf = b""
         self._frag: list[bytes] | None = None
-        self._frag_op = 0
+        self._frag_size = 0
 
     def feed(self, data: bytes) -> tuple[list[bytes], list[tuple[int, bytes]]]:
         buf = self._buf + data if self._buf else data
@@ -140,10 +140,13 @@ class FrameDecoder:
                 if fin:
                     messages.append(payload)
                 else:
-                    self._frag, self._frag_op = [payload], opcode
+                    self._frag, self._frag_size = [payload], n
             elif opcode == OP_CONT:
                 if self._frag is None:
                     raise WsProtocolError("continuation frame without a start")
+                self._frag_size += n
+                if self._frag_size > MAX_MESSAGE:  # each frame is bounded; so is their sum
+                    raise WsProtocolError(f"fragmented message exceeds {MAX_MESSAGE} bytes")
                 self._frag.append(payload)
                 if fin:
                     messages.append(b"".join(self._frag))

@@ -55,7 +55,7 @@ def store(uri, symbol, frame):
     return frame
 
 
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: "p%d-r%d-x%d" % m)
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "p{}-r{}-x{}".format(*m))
 @pytest.mark.parametrize("chunk", [7, "3D", 100_000])
 def test_daily_matches_pandasdata(uri, mode, chunk):
     frame = store(uri, "bars/1d/X", daily_frame())
@@ -65,7 +65,7 @@ def test_daily_matches_pandasdata(uri, mode, chunk):
     same(ours, anchor)
 
 
-@pytest.mark.parametrize("mode", MODES, ids=lambda m: "p%d-r%d-x%d" % m)
+@pytest.mark.parametrize("mode", MODES, ids=lambda m: "p{}-r{}-x{}".format(*m))
 @pytest.mark.parametrize("chunk", [50, "1h"])
 def test_minute_matches_pandasdata(uri, mode, chunk):
     frame = store(uri, "bars/1min/X", minute_bars(1170))

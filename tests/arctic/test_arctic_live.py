@@ -81,3 +81,37 @@ def test_idle_timeout_ends_a_live_feed(uri):
     assert len(strat.closes) == 10
     assert time.monotonic() - start < 30
     assert strat.notes == ["DELAYED", "LIVE", "DISCONNECTED"]
+
+
+@pytest.mark.slow
+def test_read_fault_in_live_mode_notifies_and_recovers(uri, monkeypatch):
+    from btlive.feeds import arctic as feed_module
+
+    frame = minute_bars(30)
+    with ArcticRecorder(uri, background=False) as rec:
+        rec.record_batch(SYM, frame.index.asi8[:20],
+                         {c: frame[c].to_numpy()[:20] for c in FIELDS})
+    real_next = feed_module.ChunkReader.next
+    calls = {"n": 0}
+
+    def flaky(self):
+        calls["n"] += 1
+        if calls["n"] in (3, 4):  # after the history: storage goes away twice
+            raise OSError("injected: storage unreachable")
+        if calls["n"] == 5:
+            with ArcticRecorder(uri, background=False, recover=False) as late_writer:
+                rest = frame.iloc[20:]
+                late_writer.record_batch(SYM, rest.index.asi8,
+                                         {c: rest[c].to_numpy() for c in FIELDS})
+        return real_next(self)
+
+    monkeypatch.setattr(feed_module.ChunkReader, "next", flaky)
+    data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.01, qcheck=0.02, chunk=1_000,
+                      idle_timeout=5)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Tail, expect=30, deadline=time.monotonic() + 60)
+    strat = cerebro.run()[0]
+    assert strat.closes == frame["close"].tolist()
+    assert "CONNBROKEN" in strat.notes
+    assert strat.notes.index("CONNBROKEN") < len(strat.notes) - 1  # it came back

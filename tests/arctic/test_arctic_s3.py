@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 
 import backtrader as bt
@@ -16,20 +18,41 @@ from btlive.storage.sampledata import minute_bars
 FIELDS = ["open", "high", "low", "close", "volume"]
 
 
+# ArcticDB's S3 calls hold the GIL while its C++ client waits for the answer, so an
+# in-process ThreadedMotoServer would never get to answer: it runs in a child process.
+MOTO = r"""
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print("ready", server.get_host_and_port()[1], flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
 @pytest.fixture(scope="module")
 def s3_server():
     boto3 = pytest.importorskip("boto3")
-    moto_server = pytest.importorskip("moto.server")
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    pytest.importorskip("moto.server")
+    child = subprocess.Popen([sys.executable, "-c", MOTO], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
-        host, port = server.get_host_and_port()
-        client = boto3.client("s3", endpoint_url=f"http://{host}:{port}",
+        line = child.stdout.readline().split()
+        assert line and line[0] == "ready", "moto server did not start"
+        port = int(line[1])
+        client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}",
                               aws_access_key_id="test", aws_secret_access_key="test",
                               region_name="us-east-1")
         yield client, port
     finally:
-        server.stop()
+        child.stdin.close()
+        try:
+            child.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait(timeout=10)
+        child.stdout.close()
 
 
 @pytest.fixture

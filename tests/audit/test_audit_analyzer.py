@@ -187,7 +187,7 @@ def test_report_formats_and_bad_arguments(sqlite_url, capsys):
 
 
 def test_unreachable_database_never_hangs_or_raises_into_cerebro(unused_port, caplog):
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{unused_port}/test"
+    url = f"postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:{unused_port}/test"
     (strat,) = _run(url, run_id="down", close_timeout=1.0,
                     writer={"retry_initial": 0.05, "retry_max": 0.2})
     analysis = strat.analyzers[0].get_analysis()
@@ -195,3 +195,6 @@ def test_unreachable_database_never_hangs_or_raises_into_cerebro(unused_port, ca
     stats = analysis["writer"]
     assert stats["retries"] >= 2 and stats["unwritten"] > 0 and stats["committed_rows"] == 0
     assert "NOT written" in caplog.text and "retrying" in caplog.text
+    # results get printed and logs shipped: the password appears in neither
+    assert "postgres:***@" in analysis["db"]
+    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in str(analysis)

@@ -316,3 +316,22 @@ def test_commit_that_landed_but_whose_ack_was_lost_is_not_written_twice(db_url, 
     assert "was committed before the connection broke" in caplog.text
     assert _event_order(ah, db_url) == list(range(21))  # once each, in order
     assert verify(db_url).ok
+
+
+def test_flush_reports_failure_when_the_writer_dies_waiting(sqlite_url, monkeypatch, caplog):
+    """A flush pending when the writer thread dies returns False: nothing was committed."""
+    started = threading.Event()
+
+    def broken_setup(self):
+        started.set()
+        time.sleep(0.2)  # the flush below is already waiting on its marker
+        raise RuntimeError("schema cannot be created (injected)")
+
+    monkeypatch.setattr(AuditWriter, "_setup", broken_setup)
+    writer = AuditWriter(sqlite_url).start()
+    writer.submit(_seq_events(0, 1)[0])
+    assert started.wait(5)
+    assert writer.flush(10) is False
+    assert not writer.close(5)
+    assert isinstance(writer.failed, RuntimeError) and writer.stats["unwritten"] >= 1
+    assert "NOT written" in caplog.text

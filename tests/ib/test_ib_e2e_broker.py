@@ -58,7 +58,7 @@ class Script(bt.Strategy):
             self.done = True
 
 
-def wait(cond, strat=None):
+def wait(cond):
     """Yield until ``cond()`` is true (the watchdog bounds the total time)."""
     while not cond():
         yield
@@ -442,3 +442,100 @@ def test_position_changed_elsewhere_is_adopted(sim, run_bounded):
     strat, _ = run_script(sim, run_bounded, script)
     assert got["size"] == 12
     assert any(m.kind == "reconcile" for m in strat.store_msgs)
+
+
+def test_missing_commission_report_does_not_stall_the_fill(sim, run_bounded):
+    got = {}
+
+    def script(s):
+        wrapper = s.broker.store.ib.wrapper
+        s.broker.store.call(lambda: setattr(wrapper, "commissionReport", lambda report: None))
+        yield
+        o = s.buy(size=5)
+        got["o"] = o
+        yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script, commtimeout=0.5)
+    o = got["o"]
+    assert strat.statuses(o)[-1] == "Completed" and o.executed.size == 5
+    assert o.executed.comm == 0.0
+
+
+def test_tradename_trades_the_other_contract(sim, run_bounded):
+    store = IBStore(port=sim.port, clientId=81, timeout=1.0)
+    cerebro = bt.Cerebro(stdstats=False)
+    data = store.getdata(dataname="SPY", tradename="QQQ-STK-SMART-USD", tickmode="BidAsk",
+                         backfill_start=False, timeframe=bt.TimeFrame.Ticks)
+    cerebro.adddata(data)
+    cerebro.setbroker(store.getbroker())
+    got = {}
+
+    def script(s):
+        o = s.buy(size=4)
+        got["o"] = o
+        yield from wait(lambda: not o.alive())
+
+    cerebro.addstrategy(Script, script=script)
+    (strat,), fired = run_bounded(cerebro, 30)
+    assert not fired and strat.statuses(got["o"])[-1] == "Completed"
+    assert data.contract.symbol == "SPY" and data.tradecontract.symbol == "QQQ"
+    assert sim.positions().get("QQQ") == 4 and "SPY" not in sim.positions()
+    assert cerebro.broker.getposition(data).size == 4
+
+
+def test_fill_reported_after_the_cancel_comes_before_it(sim, run_bounded):
+    """An execution whose commission report is still awaited when IB confirms the cancel is
+    notified first (Partial), then the cancel: the order ends Canceled once, fills all counted."""
+    got = {}
+
+    def script(s):
+        store = s.broker.store
+        wrapper, held = store.ib.wrapper, []
+        hooked = wrapper.commissionReport
+        store.call(lambda: setattr(wrapper, "commissionReport", held.append))
+        yield
+        o = s.buy(size=100_000)  # fills one displayed size per quote: stays working
+        got["o"] = o
+        yield from wait(lambda: held)  # executions are in, their commissions are not
+        s.cancel(o)
+        yield from wait(lambda: any(t.orderStatus.status == "Cancelled" for t in store.ib.trades()))
+        for _ in range(5):
+            yield
+        got["alive_while_held"] = o.alive()
+
+        def release():
+            wrapper.commissionReport = hooked
+            while held:
+                hooked(held.pop(0))
+        store.call(release)
+        yield from wait(lambda: not o.alive())
+        for _ in range(5):
+            yield
+
+    strat, broker = run_script(sim, run_bounded, script, commtimeout=60.0)
+    o = got["o"]
+    st = strat.statuses(o)
+    assert got["alive_while_held"] is True  # the cancel waited for the fills IB had counted
+    assert st[-1] == "Canceled" and st.count("Canceled") == 1 and "Partial" in st
+    filled = sim.positions()["AAPL"]
+    assert 0 < filled < 100_000
+    assert o.executed.size == filled == broker.getposition(strat.data).size
+    assert o.executed.comm == pytest.approx(sum(e.commission for e in sim.server.executions))
+
+
+def test_order_the_client_cannot_send_is_rejected_with_the_reason(sim, run_bounded):
+    got = {}
+
+    def script(s):
+        def broken(contract, order):
+            raise ValueError("cannot encode order")
+        s.broker.store.ib.placeOrder = broken
+        o = s.buy(size=1)
+        got["o"] = o
+        yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script, limit=15.0)
+    o = got["o"]
+    assert strat.statuses(o) == ["Submitted", "Rejected"]
+    assert "cannot encode order" in o.info["ib_reason"]
+    assert not [x for x in sim.orders() if x.client_id == 21]

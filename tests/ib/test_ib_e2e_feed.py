@@ -362,3 +362,58 @@ def test_fromdate_and_todate_are_inclusive(sim, run_bounded):
     (strat,), fired = run_bounded(cerebro, 30)
     assert not fired
     assert [b[0] for b in strat.bars] == times[len(times) // 2: len(times) // 2 + 11]
+
+
+def test_history_failure_is_reported_and_the_feed_goes_live(sim, run_bounded):
+    cerebro, _, store = cerebro_for(sim, dataname="AAPL", timeframe=bt.TimeFrame.Ticks,
+                                    strategy_kwargs={"livebars": 3})
+
+    async def broken(*args, **kwargs):
+        raise RuntimeError("history decoder broke")
+    store.ib.reqHistoricalDataAsync = broken
+    (strat,), fired = run_bounded(cerebro, 30)
+    assert not fired  # the backfill queue was closed: the feed did not wait for it forever
+    assert strat.status[:3] == ["CONNECTED", "DELAYED", "LIVE"]
+    assert any("history decoder broke" in str(m) for m in strat.store_msgs)
+
+
+def test_reconnection_failure_of_any_kind_ends_the_feed(sim, run_bounded):
+    state = {"dropped": False}
+
+    def until(strat):
+        if strat.live >= 2 and not state["dropped"]:
+            state["dropped"] = True
+
+            async def broken():
+                raise RuntimeError("connect logic broke")
+            store._connect_once = broken
+            sim.drop()
+        return False
+
+    store = IBStore(port=sim.port, clientId=17, timeout=0.2, reconnect=-1)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False))
+    cerebro.addstrategy(Collect, until=until)
+    (strat,), fired = run_bounded(cerebro, 30)
+    assert not fired  # reconnect=-1, yet a failure that is not a connection error ends the feed
+    assert strat.status[-2:] == ["CONNBROKEN", "DISCONNECTED"]
+    assert store.gave_up()
+    assert any("connect logic broke" in str(m) for m in strat.store_msgs if m.kind == "disconnected")
+
+
+def test_recorder_failure_is_reported_once_and_the_feed_goes_on(sim, run_bounded):
+    class FullDisk:
+        calls = 0
+
+        def record(self, *args, **kwargs):
+            FullDisk.calls += 1
+            raise OSError("disk full")
+
+    end = eastern_now().replace(tzinfo=None)
+    cerebro, _, _ = cerebro_for(sim, dataname="AAPL", historical=True, timeframe=bt.TimeFrame.Days,
+                                fromdate=end - dt.timedelta(days=30), todate=end, recorder=FullDisk())
+    (strat,), fired = run_bounded(cerebro, 30)
+    assert not fired and len(strat.bars) >= 15
+    assert FullDisk.calls == 1  # recording stopped at the first failure
+    reported = [str(m) for m in strat.store_msgs if "recorder" in str(m)]
+    assert len(reported) == 1 and "disk full" in reported[0]

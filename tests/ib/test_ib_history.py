@@ -6,7 +6,7 @@ import datetime as dt
 
 import backtrader as bt
 
-from btlive.stores.ib_history import Pacer, bar_size, duration_str, format_end, plan_chunks
+from btlive.stores.ib_history import Pacer, bar_size, duration_str, format_utc, plan_chunks
 
 TF = bt.TimeFrame
 UTC = dt.UTC
@@ -27,9 +27,9 @@ def test_bar_sizes():
 
 def test_end_time_is_utc_not_gmt():
     ny = dt.timezone(dt.timedelta(hours=-5))
-    assert format_end(dt.datetime(2026, 11, 20, 10, 0, tzinfo=ny)) == "20261120-15:00:00"
-    assert format_end(dt.datetime(2026, 11, 20, 10, 0)) == "20261120-10:00:00"
-    assert "GMT" not in format_end(dt.datetime(2026, 1, 1))
+    assert format_utc(dt.datetime(2026, 11, 20, 10, 0, tzinfo=ny)) == "20261120-15:00:00"
+    assert format_utc(dt.datetime(2026, 11, 20, 10, 0)) == "20261120-10:00:00"
+    assert "GMT" not in format_utc(dt.datetime(2026, 1, 1))
 
 
 def test_durations():

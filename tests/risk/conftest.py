@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import json
@@ -126,40 +127,42 @@ class SmtpServer:
         self.controller, self.recorder, self.port = controller, recorder, port
 
 
-def _start_smtp(**kwargs):
+@contextlib.contextmanager
+def smtp(**kwargs):
+    """An aiosmtpd server on 127.0.0.1 (``kwargs`` go to its Controller), stopped on exit."""
     from aiosmtpd.controller import Controller
 
     recorder = Recorder()
     port = free_port()
     controller = Controller(recorder, hostname="127.0.0.1", port=port, **kwargs)
     controller.start()
-    return SmtpServer(controller, recorder, port)
+    try:
+        yield SmtpServer(controller, recorder, port)
+    finally:
+        controller.stop()
 
 
 @pytest.fixture
 def smtp_server():
     """A plain SMTP server (no TLS, no auth)."""
-    server = _start_smtp()
-    yield server
-    server.controller.stop()
+    with smtp() as server:
+        yield server
 
 
 @pytest.fixture
 def smtp_starttls(tls_files):
     """STARTTLS required, AUTH required (LOGIN/PLAIN), self-signed certificate."""
-    server = _start_smtp(tls_context=server_context(tls_files), require_starttls=True,
-                         authenticator=_authenticator, auth_required=True)
-    yield server
-    server.controller.stop()
+    with smtp(tls_context=server_context(tls_files), require_starttls=True,
+              authenticator=_authenticator, auth_required=True) as server:
+        yield server
 
 
 @pytest.fixture
 def smtp_ssl(tls_files):
     """Implicit TLS (SMTPS) with AUTH."""
-    server = _start_smtp(ssl_context=server_context(tls_files), authenticator=_authenticator,
-                         auth_required=True, auth_require_tls=False)
-    yield server
-    server.controller.stop()
+    with smtp(ssl_context=server_context(tls_files), authenticator=_authenticator,
+              auth_required=True, auth_require_tls=False) as server:
+        yield server
 
 
 @pytest.fixture
@@ -273,7 +276,7 @@ def kit():
 
     return SimpleNamespace(SMTP_USER=SMTP_USER, SMTP_PASSWORD=SMTP_PASSWORD, TWILIO_SID=TWILIO_SID,
                            TWILIO_TOKEN=TWILIO_TOKEN, free_port=free_port, wait_for=wait_for,
-                           twilio_error=twilio_error, start_smtp=_start_smtp)
+                           twilio_error=twilio_error, smtp=smtp)
 
 
 @pytest.fixture(autouse=True)

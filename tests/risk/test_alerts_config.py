@@ -96,6 +96,11 @@ def test_sms_section_without_credentials_is_refused_by_name(secrets):
 
 
 def test_no_channels_configured_means_log_only(secrets, tmp_path):
+    from btlive.alerts import Outbox
+
+    closed = []
+    original = Outbox.close
+    secrets.setattr(Outbox, "close", lambda self: closed.append(self) or original(self))
     secrets.delenv("BTLIVE_TWILIO_ACCOUNT_SID")
     config = {"alerts": {"outbox": f"sqlite:///{tmp_path / 'o.db'}"}}
     assert channels_from_config(config) == []
@@ -104,6 +109,7 @@ def test_no_channels_configured_means_log_only(secrets, tmp_path):
         assert list(dispatcher.channels) == ["log"]
     finally:
         dispatcher.close()
+    assert closed == [dispatcher.outbox]  # the outbox it opened from the config is closed
 
 
 def test_dispatcher_from_config(secrets, tmp_path):

@@ -147,6 +147,9 @@ def test_sms_21610_disables_and_falls_back_to_email(twilio_double, smtp_server, 
     assert len(twilio_double.requests) == 1  # never retried
     assert attempts_of(outbox, "sms") == [("failed", True)]
     assert attempts_of(outbox, "email") == [("queued", False), ("sent", True)]
+    # the fallback is queued before sms is final, so a crash in between cannot lose it
+    order = [(a["channel"], a["outcome"]) for a in outbox.attempts()]
+    assert order.index(("email", "queued")) < order.index(("sms", "failed"))
     [alert] = outbox.alerts()
     assert smtp_server.recorder.alert_ids() == [alert["alert_id"]]
     # the next process remembers the unsubscribed number and does not call Twilio for it
@@ -303,8 +306,12 @@ def test_retry_policy_backoff_is_exponential_capped_and_jittered():
 
 
 def test_unknown_route_channel_is_refused_by_name(outbox):
-    with pytest.raises(ValueError, match="pager"):
+    with pytest.raises(ValueError, match=r"routes\['critical'\].*pager"):
         Dispatcher([], outbox=outbox, routes={"critical": ["pager"]}, autostart=False)
+    with pytest.raises(ValueError, match="fallback.*email"):
+        Dispatcher([Counter("sms")], outbox=outbox, fallback={"sms": "email"}, autostart=False)
+    # the default sms -> email fallback simply does not apply without an email channel
+    assert Dispatcher([Counter("sms")], outbox=outbox, autostart=False).close() == 0
 
 
 def test_close_before_start_persists_queued_events(outbox):
@@ -352,3 +359,32 @@ def test_concurrent_submitters(outbox):
 def test_unusable_outbox_url_is_refused_by_name(url):
     with pytest.raises(ValueError, match="outbox"):
         Outbox(url)
+
+
+def test_unparsable_outbox_url_does_not_show_its_password():
+    with pytest.raises(ValueError, match="outbox") as info:
+        Outbox("postgresql://btlive:s3cret@db.example.com:notaport/audit")
+    assert "s3cret" not in str(info.value) and "db.example.com" in str(info.value)
+
+
+def test_a_failed_outbox_sweep_is_retried(outbox, caplog):
+    counter = Counter()
+    dispatcher = Dispatcher([counter], outbox=outbox, retry=FAST, queue_size=1, autostart=False)
+    dispatcher.submit(event(0))
+    assert dispatcher.submit(event(1)) is False  # overflowed: only the outbox has it
+    real, calls = outbox.pending, []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) == 1:
+            raise sa.exc.OperationalError("SELECT", {}, Exception("database is locked"))
+        return real()
+
+    outbox.pending = flaky
+    with caplog.at_level(logging.ERROR):
+        dispatcher.start()
+        assert dispatcher.flush(10)
+    dispatcher.close()
+    assert len(calls) >= 2 and "retrying" in caplog.text
+    assert sorted(counter.sent) == sorted(a["alert_id"] for a in outbox.alerts())
+    assert len(counter.sent) == 2

@@ -136,3 +136,18 @@ def test_starttls_against_a_server_without_it_is_permanent(smtp_server):
     with pytest.raises(PermanentError, match="STARTTLS|starttls"):
         channel(smtp_server.port, security="starttls").send(MESSAGE, ["risk@example.com"])
     assert smtp_server.recorder.messages == []
+
+
+def test_temporary_auth_failure_454_is_transient(kit):
+    from aiosmtpd.smtp import AuthResult
+
+    def busy(server, session, envelope, mechanism, auth_data):
+        return AuthResult(success=False, handled=False,
+                          message="454 4.7.0 Temporary authentication failure")
+
+    with kit.smtp(authenticator=busy, auth_required=True, auth_require_tls=False) as server:
+        ch = channel(server.port, username=kit.SMTP_USER, password=kit.SMTP_PASSWORD)
+        with pytest.raises(TransientError) as info:
+            ch.send(MESSAGE, ["risk@example.com"])
+        assert info.value.code == 454 and kit.SMTP_PASSWORD not in str(info.value)
+        assert server.recorder.messages == []

@@ -40,8 +40,7 @@ def test_killed_with_pending_alerts_then_restart_sends_each_once(tmp_path, kit):
         ids = [a["alert_id"] for a in outbox.alerts()]
         assert [a["kind"] for a in outbox.alerts()] == ["firing", "firing", "resolved"]
 
-        server = kit.start_smtp()
-        try:
+        with kit.smtp() as server:
             channel = EmailChannel("127.0.0.1", server.port, sender="btlive@example.com",
                                    recipients=["risk@example.com"], security="plain", timeout=2)
             fast = RetryPolicy(base=0.01, cap=0.05, max_attempts=3)
@@ -56,7 +55,5 @@ def test_killed_with_pending_alerts_then_restart_sends_each_once(tmp_path, kit):
             subjects = [m["Subject"] for m in server.recorder.messages]
             assert sum("WARNING FIRING" in s for s in subjects) == 1
             assert sum("CRITICAL RESOLVED" in s for s in subjects) == 1
-        finally:
-            server.controller.stop()
     finally:
         outbox.close()

@@ -380,13 +380,37 @@ class LiveFrame(bt.feeds.PandasData):
         return True
 
 
-def test_live_data_evaluates_every_bar():
+class Watching(AllIn):
+    """Records, at each bar, how many alerts and which ES the analyzer has produced so far."""
+
+    def start(self):
+        super().start()
+        self.seen = []
+
+    def next(self):
+        super().next()
+        cvar = self.analyzers.cvar
+        self.seen.append((bt.num2date(self.data.datetime[0]), len(cvar.get_analysis()["alerts"]),
+                          cvar.es))
+
+
+@pytest.mark.parametrize("batch", [None, 64])
+def test_live_data_evaluates_every_bar(batch):
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(LiveFrame(dataname=frame(crash_returns(60))))
-    cerebro.addstrategy(Idle)
-    cerebro.addanalyzer(btlive.analyzers.CVaR, _name="cvar", window=WINDOW)
+    cerebro.broker.set_coc(True)
+    cerebro.addstrategy(Watching)
+    cerebro.addanalyzer(btlive.analyzers.CVaR, _name="cvar", window=WINDOW, warning=0.03,
+                        repeat_interval=None, batch=batch)  # batch is ignored on live data
     [strategy] = cerebro.run()
-    assert strategy.analyzers.cvar._batch == 1
+    analysis = strategy.analyzers.cvar.get_analysis()
+    [fired] = analysis["alerts"]
+    # the analyzer runs after the strategy: the strategy sees each bar's result one bar later
+    bar = [when for when, _, _ in strategy.seen].index(fired["at"].replace(tzinfo=None))
+    assert [count for _, count, _ in strategy.seen[bar:bar + 2]] == [0, 1]
+    es_seen = [es for _, _, es in strategy.seen[WINDOW + 1:]]
+    es_series = analysis["series"]["es"].to_numpy()[WINDOW:-1]
+    np.testing.assert_allclose(es_seen, es_series, rtol=1e-12)
 
 
 @pytest.mark.parametrize("resume,expected", [(True, []), (False, [("critical", "firing")])])

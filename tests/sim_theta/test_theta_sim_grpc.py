@@ -165,3 +165,41 @@ def test_credentials_and_sessions():
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
         missing_key = httpx.post(s.auth_url, json={"email": "me@x.io", "password": "right"})
         assert missing_key.status_code == 401
+
+
+def _same_frame(grpc_df: pd.DataFrame, rest_df: pd.DataFrame) -> None:
+    assert list(grpc_df.columns) == list(rest_df.columns)
+    assert len(grpc_df) == len(rest_df) > 0
+    for col in rest_df.columns:
+        g, r = grpc_df[col], rest_df[col]
+        if pd.api.types.is_datetime64_any_dtype(g):
+            r = pd.to_datetime(r).dt.tz_localize(NY)
+            assert (g.dt.tz_convert(NY) == r).all(), col
+        elif pd.api.types.is_numeric_dtype(r):
+            assert ((g.astype(float) - r.astype(float)).abs() < 1e-6).all(), col
+        else:
+            assert (g.astype(str) == r.astype(str)).all(), col
+
+
+@pytest.mark.parametrize("method, args, path, params", [
+    ("option_history_trade", dict(date=DAY, end_time="09:31:00"), "option/history/trade",
+     dict(date="20241104", end_time="09:31:00")),
+    ("option_history_eod", dict(start_date=DAY, end_date=DAY), "option/history/eod",
+     dict(start_date="20241104", end_date="20241104")),
+    ("option_history_open_interest", dict(date=DAY), "option/history/open_interest",
+     dict(date="20241104")),
+    ("option_history_trade_quote", dict(date=DAY, end_time="09:31:00"), "option/history/trade_quote",
+     dict(date="20241104", end_time="09:31:00")),
+    ("option_history_greeks_all", dict(date=DAY, interval="1h"), "option/history/greeks/all",
+     dict(date="20241104", interval="1h")),
+    ("option_history_greeks_eod", dict(start_date=DAY, end_date=DAY), "option/history/greeks/eod",
+     dict(start_date="20241104", end_date="20241104")),
+    ("option_history_trade_greeks_implied_volatility", dict(date=DAY, end_time="09:31:00"),
+     "option/history/trade_greeks/implied_volatility", dict(date="20241104", end_time="09:31:00")),
+])
+def test_grpc_matches_rest_column_for_column(client, sim, strike, method, args, path, params):
+    got = getattr(client, method)(symbol="SPY", expiration=EXP, strike=f"{strike:.3f}", right="call",
+                                  **args)
+    rest = _rest_frame(sim, path, symbol="SPY", expiration="20241115", strike=f"{strike:.3f}",
+                       right="call", **params)
+    _same_frame(got, rest)

@@ -55,7 +55,7 @@ def test_replay_plays_the_recording_in_a_loop(tmp_path):
     uri = f"lmdb://{tmp_path}/arctic"
     _record(uri)
     with ThetaSimulator(replay_uri=uri, replay_library="rec", speed=1.0) as sim, \
-            connect(sim.ws_url) as ws:
+            connect(sim.ws_url, max_queue=None) as ws:
         ws.send(json.dumps({"msg_type": "STREAM", "sec_type": "OPTION", "req_type": "QUOTE", "add": True,
                             "id": 1, "contract": {"root": "SPY", "expiration": 20241115,
                                                   "strike": 450500, "right": "C"}}))
@@ -89,6 +89,7 @@ def test_rest_serves_recorded_ticks_in_replay_mode(tmp_path):
     uri = f"lmdb://{tmp_path}/arctic"
     _record(uri)
     with ThetaSimulator(replay_uri=uri, replay_library="rec") as sim:
+        assert sim.ready_line().endswith(f"replay={uri} speed=1")
         base = sim.rest_url + "/v3"
         opt = {"symbol": "SPY", "expiration": "20241115", "strike": "450.500", "right": "call",
                "date": "20241104", "format": "json"}

@@ -286,6 +286,7 @@ def test_tier_permissions_history_depth_and_rate_limit():
         assert value.gate.limit == 2
 
 
+@pytest.mark.slow
 def test_concurrency_gate_queues_then_429():
     with ThetaSimulator(tier="free", queue=2) as free:
         free.faults.delay("/v3/stock", 1.0)

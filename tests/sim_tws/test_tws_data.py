@@ -252,3 +252,24 @@ def test_rth_durations_count_trading_days(sim, connect):
         finally:
             ib.disconnect()
     _run(main())
+
+
+def test_historical_ticks(sim, connect):
+    async def main():
+        ib = await connect(sim)
+        errors = []
+        ib.errorEvent += lambda rid, code, msg, *a: errors.append(code)
+        try:
+            c = Stock("AAPL", "SMART", "USD")
+            await ib.qualifyContractsAsync(c)
+            start = dt.datetime(2026, 3, 3, 15, 0, tzinfo=dt.UTC)
+            trades = await ib.reqHistoricalTicksAsync(c, start, "", 50, "TRADES", False)
+            assert len(trades) == 50 and trades[0].time >= start and trades[0].price > 0
+            quotes = await ib.reqHistoricalTicksAsync(c, "", start, 20, "BID_ASK", False)
+            assert len(quotes) == 20 and all(q.priceAsk > q.priceBid for q in quotes)
+            assert quotes[-1].time <= start
+            mids = await ib.reqHistoricalTicksAsync(c, start, "", 10, "MIDPOINT", False)
+            assert len(mids) == 10
+        finally:
+            ib.disconnect()
+    _run(main())

@@ -226,6 +226,11 @@ def test_encoders_decode_in_real_clients(lib, version, world):
     assert name == "realtimeBar" and args[1] == 1700000000
     [(name, args)] = one(M.tick_price(4, 1, 99.5, 300))
     assert name == "priceSizeTick" and args == (4, 1, 99.5, 300.0)
+    rows = [(1700000000 + i, 99.9, 100.1, 300, 200, 100.0, 5) for i in range(3)]
+    for what, method in (("TRADES", "historicalTicksLast"), ("BID_ASK", "historicalTicksBidAsk"),
+                         ("MIDPOINT", "historicalTicks")):
+        [(name, (rid, ticks, done))] = one(M.historical_ticks(4, what, rows))
+        assert name == method and len(ticks) == 3 and done is True
 
 
 def test_bar_size_spellings():

@@ -217,3 +217,13 @@ def test_ws_frame_decoder_split_reads_fragments_and_controls():
     assert controls == [(OP_PING, b"hb")]
     with pytest.raises(WsProtocolError, match="masked"):
         FrameDecoder().feed(encode_frame(OP_TEXT, b"hi", mask=True))
+
+
+def test_ws_frame_decoder_bounds_a_fragmented_message(monkeypatch):
+    import btlive.stores.theta_wsproto as wsproto
+
+    monkeypatch.setattr(wsproto, "MAX_MESSAGE", 10)
+    dec = FrameDecoder()
+    dec.feed(bytes([0x01, 6]) + b"abcdef")  # each frame is within the limit ...
+    with pytest.raises(WsProtocolError, match="fragmented message exceeds 10"):
+        dec.feed(bytes([0x00, 6]) + b"ghijkl")  # ... their sum is not

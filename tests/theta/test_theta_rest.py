@@ -11,7 +11,12 @@ import pytest
 
 from btlive.stores.theta_chain import Chain
 from btlive.stores.theta_parse import Contract, utc_ns_to_et
-from btlive.stores.theta_rest import ThetaInvalidParams, ThetaPermissionError, parse_day
+from btlive.stores.theta_rest import (
+    ThetaError,
+    ThetaInvalidParams,
+    ThetaPermissionError,
+    parse_day,
+)
 
 
 def today():
@@ -88,8 +93,10 @@ def test_tier_permission_comes_from_the_terminal(make_sim, store_for, option_of)
 def test_retries_are_bounded(sim, store_for):
     store = store_for(sim, retries=2)
     sim.inject_rest(429, count=5)
-    with pytest.raises(Exception, match="429"):
+    with pytest.raises(ThetaError, match="429") as info:
         store.history("quote", Contract.stock("SPY"), today(), None, "1m")
+    assert info.value.status == 429
+    assert store.rest().stats.retries == 2 and store.rest().stats.requests == 3
     sim.faults.clear()
 
 

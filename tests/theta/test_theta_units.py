@@ -154,3 +154,31 @@ def test_contracts_file_parsing(tmp_path):
     bad.write_text("SPY,20241220,abc,C\n")
     with pytest.raises(SystemExit, match="strike 'abc'"):
         read_contracts(str(bad))
+
+
+def test_rest_pagination_that_loops_is_an_error_not_a_hang():
+    import asyncio
+
+    import httpx
+
+    from btlive.stores.theta_rest import ThetaError, ThetaRest
+
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(str(request.url))
+        page = "http://terminal/v3/stock/list/roots?page=2"
+        return httpx.Response(200, text="symbol\r\nSPY\r\n", headers={"Next-Page": page})
+
+    async def fetch():
+        rest = ThetaRest("http://terminal")
+        await rest._client.aclose()
+        rest._client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+        try:
+            return await rest.get("stock/list/roots")
+        finally:
+            await rest.aclose()
+
+    with pytest.raises(ThetaError, match="already fetched"):
+        asyncio.run(fetch())
+    assert len(calls) == 2  # the first page and the second, which points to itself

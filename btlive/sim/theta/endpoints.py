@@ -277,10 +277,6 @@ def _concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-def _select(d: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, np.ndarray]:
-    return {k: v[mask] for k, v in d.items()}
-
-
 def _zero_invalid(d: dict[str, np.ndarray], valid: np.ndarray, keep=("ms",)) -> None:
     for k, v in d.items():
         if k not in keep:
@@ -373,9 +369,8 @@ class Endpoints:
 
     # ------------------------------------------------------------------ time
     def now(self) -> tuple[date, int]:
-        now = self.clock()
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        return now.date(), int((now - midnight).total_seconds() * 1000)
+        now = self.clock().astimezone(NEW_YORK)
+        return now.date(), ((now.hour * 60 + now.minute) * 60 + now.second) * 1000 + now.microsecond // 1000
 
     def clip(self, day: date, a: int, b: int) -> tuple[int, int] | None:
         """The part of [a, b] of ``day`` that has happened (no data from the future)."""

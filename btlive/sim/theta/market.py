@@ -138,6 +138,16 @@ def implied_vol(price, spot, strike, t, r, q, is_call, iterations: int = 60) -> 
     return np.where(ok, 0.5 * (lo + hi), 0.0)
 
 
+def _concat_k(ks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(ks).astype(np.int64) if ks else np.empty(0, np.int64)
+
+
+def _split(flat: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.ndarray]]:
+    cuts = np.cumsum(sizes)[:-1]
+    parts = {name: np.split(values, cuts) for name, values in flat.items()}
+    return [{name: parts[name][i] for name in flat} for i in range(len(sizes))]
+
+
 @dataclass(frozen=True)
 class Underlying:
     """One simulated instrument: a stock (quotes, trades, maybe options) or an index (price)."""
@@ -361,35 +371,70 @@ class Market:
         return (ms - phase) // self.grid(kind) if ms >= phase else -1
 
     def _uniform(self, key: int, day: date, k: np.ndarray, salt: int) -> np.ndarray:
-        base = np.uint64((key ^ (day.toordinal() * 0x100000001B3) ^ (salt * 0x9E3779B1)) & (2**64 - 1))
+        return self._uniform_many([key], [k.size], day, k, salt)
+
+    @staticmethod
+    def _uniform_many(keys: list[int], sizes: list[int], day: date, k: np.ndarray, salt: int) -> np.ndarray:
+        """Uniform 64-bit hashes of (instrument, day, tick, salt); ``sizes[i]`` ticks per key."""
+        mix = (day.toordinal() * 0x100000001B3) ^ (salt * 0x9E3779B1)
+        base = np.repeat(np.array([(x ^ mix) & (2**64 - 1) for x in keys], dtype=np.uint64), sizes)
         return _mix(k.astype(np.uint64) + base)
 
     # ------------------------------------------------------------------ ticks
     def option_state(self, c: OptionContract, day: date, ms: np.ndarray, rate: float | None = None,
                      dividend: float = 0.0) -> dict[str, np.ndarray]:
         """Model values at each ms: spot (cents), time to expiry, model vol, theoretical price."""
-        u = self.by_symbol[c.root]
         ms = np.asarray(ms, dtype=np.int64)
-        spot = np.round(self.spot(c.root, day, ms), 2)
-        exp_ms = (c.expiration - day).days * DAY_MS + EXPIRY_MS
+        return self._state_many([c], [ms.size], day, ms, rate, dividend)
+
+    def _state_many(self, cs: list[OptionContract], sizes: list[int], day: date, ms: np.ndarray,
+                    rate: float | None = None, dividend: float = 0.0) -> dict[str, np.ndarray]:
+        """:meth:`option_state` for ``sizes[i]`` consecutive times of each contract ``cs[i]``."""
+        strike = np.repeat([c.strike for c in cs], sizes)
+        exp_ms = np.repeat([(c.expiration - day).days * DAY_MS + EXPIRY_MS for c in cs], sizes)
+        vol = np.repeat([self.by_symbol[c.root].vol for c in cs], sizes)
+        roots = [c.root for c in cs]
+        if len(set(roots)) == 1:
+            spot = self.spot(roots[0], day, ms)
+        else:
+            spot = np.empty(ms.size)
+            owner = np.repeat(np.array(roots, dtype=object), sizes)
+            for root in set(roots):
+                sel = owner == root
+                spot[sel] = self.spot(root, day, ms[sel])
+        spot = np.round(spot, 2)
         t = np.maximum((exp_ms - ms) / YEAR_MS, MIN_T)
-        moneyness = np.clip(np.log(c.strike / spot) / (u.vol * np.sqrt(np.maximum(t, 1.0 / 365.0))),
+        moneyness = np.clip(np.log(strike / spot) / (vol * np.sqrt(np.maximum(t, 1.0 / 365.0))),
                             -4.0, 4.0)  # a smile, not a wall: far strikes stay within ~2x ATM vol
-        sigma = np.clip(u.vol * (1.0 - 0.08 * moneyness + 0.04 * moneyness * moneyness), 0.05, 3.0)
+        sigma = np.clip(vol * (1.0 - 0.08 * moneyness + 0.04 * moneyness * moneyness), 0.05, 3.0)
         r = self.rate if rate is None else rate
         q = dividend / spot if dividend else 0.0
-        theo = bs_price(spot, c.strike, t, r, q, sigma, c.right == "C")
+        call = np.repeat([c.right == "C" for c in cs], sizes)
+        theo = bs_price(spot, strike, t, r, q, sigma, call)
         return {"spot": spot, "t": t, "sigma": sigma, "theo": theo, "r": r, "q": q}
 
     def option_quotes(self, c: OptionContract, day: date, k: np.ndarray) -> dict[str, np.ndarray]:
         """NBBO quotes at grid ticks ``k`` of ``day``."""
-        key = self.key(c)
-        ms = k * self.quote_ms + self._phase(key, self.quote_ms, 8)
-        theo = self.option_state(c, day, ms)["theo"]
+        k = np.asarray(k, dtype=np.int64)
+        return self._option_quotes_flat([c], [k.size], day, k)
+
+    def option_quotes_many(self, cs: list[OptionContract], day: date,
+                           ks: list[np.ndarray]) -> list[dict[str, np.ndarray]]:
+        """:meth:`option_quotes` of many contracts in one vectorized pass (the stream's hot path)."""
+        sizes = [k.size for k in ks]
+        flat = self._option_quotes_flat(cs, sizes, day, _concat_k(ks))
+        return _split(flat, sizes)
+
+    def _option_quotes_flat(self, cs: list[OptionContract], sizes: list[int], day: date,
+                            k: np.ndarray) -> dict[str, np.ndarray]:
+        keys = [self.key(c) for c in cs]
+        ms = k * self.quote_ms + np.repeat([self._phase(x, self.quote_ms, 8) for x in keys],
+                                           sizes).astype(np.int64)
+        theo = self._state_many(cs, sizes, day, ms)["theo"]
         half = np.maximum(0.01, np.round(theo * 0.01, 2))
         bid = np.maximum(0.0, np.round(theo - half, 2)) + 0.0
         ask = np.maximum(bid + 0.01, np.round(theo + half, 2))
-        h = self._uniform(key, day, k, 1)
+        h = self._uniform_many(keys, sizes, day, k, 1)
         return {
             "ms": ms, "bid_size": (1 + h % np.uint64(500)).astype(np.int64),
             "bid_exchange": OPTION_EXCHANGES[(h >> np.uint64(12)) % np.uint64(15)],
@@ -425,31 +470,50 @@ class Market:
     def trades_and_quotes(self, inst: OptionContract | str, day: date,
                           k: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
         """:meth:`trades` plus, for options, the NBBO each trade printed against (last quote <= it)."""
+        k = np.asarray(k, dtype=np.int64)
+        if isinstance(inst, OptionContract):
+            return self._option_trades_flat([inst], [k.size], day, k)
         key = self.key(inst)
-        q = None
         ms = k * self.trade_ms + self._phase(key, self.trade_ms, 32)
         h = self._uniform(key, day, k, 2)
-        option = isinstance(inst, OptionContract)
-        if option:
-            q = self.option_quotes(inst, day, self.last_tick(key, "quote", ms))
-            lift = (h & np.uint64(1)).astype(bool) | (q["bid"] <= 0)
-            price = np.where(lift, q["ask"], q["bid"])
-            size = (1 + (h >> np.uint64(8)) % np.uint64(20)).astype(np.int64)
-            exchanges = OPTION_EXCHANGES[(h >> np.uint64(16)) % np.uint64(15)]
-            condition = np.where((h >> np.uint64(24)) & np.uint64(1), 18, 130).astype(np.int64)
-        else:
-            price = np.round(self.spot(inst, day, ms), 2)
-            size = (1 + (h >> np.uint64(8)) % np.uint64(10)).astype(np.int64) * 100
-            exchanges = STOCK_EXCHANGES[(h >> np.uint64(16)) % np.uint64(10)]
-            condition = np.where((h >> np.uint64(24)) & np.uint64(1), 0, 115).astype(np.int64)
-            if self.by_symbol[inst].kind == "index":
-                size = np.zeros(k.size, np.int64)
-                condition = np.zeros(k.size, np.int64)
-        base = (key >> 8) & 0xFFFFFFFF
+        price = np.round(self.spot(inst, day, ms), 2)
+        size = (1 + (h >> np.uint64(8)) % np.uint64(10)).astype(np.int64) * 100
+        exchanges = STOCK_EXCHANGES[(h >> np.uint64(16)) % np.uint64(10)]
+        condition = np.where((h >> np.uint64(24)) & np.uint64(1), 0, 115).astype(np.int64)
+        if self.by_symbol[inst].kind == "index":
+            size = np.zeros(k.size, np.int64)
+            condition = np.zeros(k.size, np.int64)
+        return {"ms": ms, "sequence": self._sequence([key], [k.size], day, k), "size": size,
+                "condition": condition, "exchange": exchanges, "price": np.round(price, 2)}, None
+
+    def option_trades_many(self, cs: list[OptionContract], day: date, ks: list[np.ndarray]):
+        """[(trades, quotes)] of many contracts in one vectorized pass (the full trade stream)."""
+        sizes = [k.size for k in ks]
+        trades, quotes = self._option_trades_flat(cs, sizes, day, _concat_k(ks))
+        return list(zip(_split(trades, sizes), _split(quotes, sizes), strict=True))
+
+    def _option_trades_flat(self, cs: list[OptionContract], sizes: list[int], day: date,
+                            k: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+        keys = [self.key(c) for c in cs]
+        ms = k * self.trade_ms + np.repeat([self._phase(x, self.trade_ms, 32) for x in keys],
+                                           sizes).astype(np.int64)
+        qphase = np.repeat([self._phase(x, self.quote_ms, 8) for x in keys], sizes).astype(np.int64)
+        qk = np.where(ms - qphase >= 0, np.floor_divide(ms - qphase, self.quote_ms), -1)
+        q = self._option_quotes_flat(cs, sizes, day, qk)
+        h = self._uniform_many(keys, sizes, day, k, 2)
+        lift = (h & np.uint64(1)).astype(bool) | (q["bid"] <= 0)
+        price = np.where(lift, q["ask"], q["bid"])
+        return {"ms": ms, "sequence": self._sequence(keys, sizes, day, k),
+                "size": (1 + (h >> np.uint64(8)) % np.uint64(20)).astype(np.int64),
+                "condition": np.where((h >> np.uint64(24)) & np.uint64(1), 18, 130).astype(np.int64),
+                "exchange": OPTION_EXCHANGES[(h >> np.uint64(16)) % np.uint64(15)],
+                "price": np.round(price, 2)}, q
+
+    @staticmethod
+    def _sequence(keys: list[int], sizes: list[int], day: date, k: np.ndarray) -> np.ndarray:
+        base = np.repeat([(x >> 8) & 0xFFFFFFFF for x in keys], sizes).astype(np.int64)
         seq = (base + day.toordinal() * 7919 * 1000 + k) & 0xFFFFFFFF
-        seq = np.where(seq >= 2**31, seq - 2**32, seq).astype(np.int64)  # OPRA's int32 wrap
-        return {"ms": ms, "sequence": seq, "size": size, "condition": condition,
-                "exchange": exchanges, "price": np.round(price, 2)}, q
+        return np.where(seq >= 2**31, seq - 2**32, seq).astype(np.int64)  # OPRA's int32 wrap
 
     def open_interest(self, c: OptionContract, day: date) -> int:
         h = int(self._uniform(self.key(c), day, np.zeros(1, np.int64), 3)[0])

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from btlive.sim.theta.market import OptionContract
-from btlive.sim.theta.ws import contract_json, ohlc_frame, quote_frame, trade_frame
+from btlive.sim.theta.wire import contract_json, ohlc_frame, quote_frame, trade_frame
 
 KINDS = ("quote", "trade", "ohlc")
 

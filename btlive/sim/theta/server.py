@@ -181,8 +181,13 @@ class ThetaSimulator:
                 "auth_url": self.auth_url}
 
     def ready_line(self) -> str:
-        return (f"ready rest={self.rest_url}/v3 auth={self.auth_url} ws={self.ws_url} "
+        line = (f"ready rest={self.rest_url}/v3 auth={self.auth_url} ws={self.ws_url} "
                 f"grpc={self.host}:{self.grpc_port} tier={self.tier}")
+        if self.replay is not None:
+            from btlive.storage.arctic import redact_uri
+
+            line += f" replay={redact_uri(self.replay.uri)} speed={self.replay.speed:g}"
+        return line
 
     # ------------------------------------------------------------------ REST faults
     def inject_rest(self, status: int, count: int = 1, path_prefix: str | None = None,

@@ -39,10 +39,6 @@ DECIMALS = {"p2": 2, "p3": 3, "p4": 4, "f4": 4}
 PRICE_TYPE = {"p2": 8, "p3": 7, "p4": 6, "f4": 6}  # thetadata: value * 10 ** (type - 10)
 
 
-def kind(name: str) -> str:
-    return KINDS.get(name, "int")
-
-
 @dataclass
 class Block:
     """Rows of one contract (options) or of the whole answer (stock, index, lists)."""

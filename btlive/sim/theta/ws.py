@@ -13,7 +13,6 @@ tick's time (ET) and it is sent as soon as that time has passed.
 
 from __future__ import annotations
 
-import ast
 import asyncio
 import contextlib
 import heapq
@@ -26,9 +25,23 @@ from datetime import date
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Response
+from websockets.protocol import State
 
 from btlive.sim.theta.endpoints import TIERS, Endpoints
 from btlive.sim.theta.market import Market, OptionContract
+from btlive.sim.theta.wire import (
+    RequestError,
+    contract_json,
+    header,
+    ohlc_frame,
+    parse_request,
+    quote_frame,
+    req_response,
+    request_instrument,
+    status_frame,
+    trade_frame,
+    ws_frame,
+)
 
 log = logging.getLogger(__name__)
 
@@ -36,108 +49,13 @@ PATH = "/v1/events"
 STREAM_CAPS = {"free": 0, "value": 0, "standard": 10_000, "pro": 15_000}
 
 
-# --------------------------------------------------------------------------- frames (pure)
-def ws_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented server text frame."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65_536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
+QUOTE_FIELDS = ("ms", "bid_size", "bid_exchange", "bid", "bid_condition", "ask_size", "ask_exchange",
+                "ask", "ask_condition")
 
 
-def header(kind: str, status: str = "CONNECTED", **extra) -> dict:
-    return {"header": {"type": kind, "status": status, **extra}}
-
-
-def status_frame(status: str = "CONNECTED") -> str:
-    return json.dumps(header("STATUS", status))
-
-
-def req_response(req_id: int, response: str, status: str = "CONNECTED") -> str:
-    return json.dumps(header("REQ_RESPONSE", status, response=response, req_id=req_id))
-
-
-def contract_json(inst: OptionContract | str, sec_type: str = "STOCK") -> str:
-    if isinstance(inst, OptionContract):
-        return (f'{{"security_type":"OPTION","root":"{inst.root}","expiration":'
-                f'{inst.expiration:%Y%m%d},"strike":{inst.strike_milli},"right":"{inst.right}"}}')
-    return f'{{"security_type":"{sec_type}","root":"{inst}"}}'
-
-
-def quote_frame(contract: str, ms: int, bs: int, bx: int, bid: float, bc: int, as_: int, ax: int,
-                ask: float, ac: int, ymd: int) -> str:
-    return (f'{{"header":{{"type":"QUOTE","status":"CONNECTED"}},"contract":{contract},"quote":'
-            f'{{"ms_of_day":{ms},"bid_size":{bs},"bid_exchange":{bx},"bid":{bid:.2f},'
-            f'"bid_condition":{bc},"ask_size":{as_},"ask_exchange":{ax},"ask":{ask:.2f},'
-            f'"ask_condition":{ac},"date":{ymd}}}}}')
-
-
-def trade_frame(contract: str, ms: int, seq: int, size: int, cond: int, price: float, exch: int,
-                ymd: int) -> str:
-    return (f'{{"header":{{"type":"TRADE","status":"CONNECTED"}},"contract":{contract},"trade":'
-            f'{{"ms_of_day":{ms},"sequence":{seq},"size":{size},"condition":{cond},'
-            f'"price":{price:.2f},"exchange":{exch},"date":{ymd}}}}}')
-
-
-def ohlc_frame(contract: str, ms: int, o: float, h: float, lo: float, c: float, vol: int, count: int,
-               ymd: int) -> str:
-    return (f'{{"header":{{"type":"OHLC","status":"CONNECTED"}},"contract":{contract},"ohlc":'
-            f'{{"ms_of_day":{ms},"open":{o:.2f},"high":{h:.2f},"low":{lo:.2f},"close":{c:.2f},'
-            f'"volume":{vol},"count":{count},"date":{ymd}}}}}')
-
-
-class RequestError(ValueError):
-    """A stream request that cannot be honoured; ``req_id`` is -1 when unknown."""
-
-    def __init__(self, message: str, req_id: int = -1):
-        super().__init__(message)
-        self.req_id = req_id
-
-
-def parse_request(text: str | bytes) -> dict:
-    """JSON or a Python literal dict -> dict (raises RequestError naming the problem)."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", "replace")
-    try:
-        msg = json.loads(text)
-    except ValueError:
-        try:
-            msg = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            raise RequestError(f"request is neither JSON nor a Python literal: {text[:80]!r}") from None
-    if not isinstance(msg, dict):
-        raise RequestError(f"request must be an object, got {type(msg).__name__}")
-    return msg
-
-
-def request_instrument(msg: dict) -> tuple[str, str, OptionContract | str]:
-    """(sec_type, req_type, instrument) of a STREAM request; strikes in 1/10 cent as on the wire."""
-    req_id = int(msg.get("id", -1)) if str(msg.get("id", "-1")).lstrip("-").isdigit() else -1
-    sec = str(msg.get("sec_type", "")).upper()
-    req = str(msg.get("req_type", "")).upper()
-    if sec not in ("OPTION", "STOCK", "INDEX"):
-        raise RequestError(f"sec_type {msg.get('sec_type')!r}: expected OPTION, STOCK or INDEX", req_id)
-    if req not in ("QUOTE", "TRADE"):
-        raise RequestError(f"req_type {msg.get('req_type')!r}: expected QUOTE or TRADE", req_id)
-    contract = msg.get("contract")
-    if not isinstance(contract, dict) or not contract.get("root"):
-        raise RequestError("contract with a root is required", req_id)
-    root = str(contract["root"]).upper()
-    if sec != "OPTION":
-        return sec, req, root
-    try:
-        exp = str(int(contract["expiration"]))
-        expiration = date(int(exp[:4]), int(exp[4:6]), int(exp[6:8]))
-        strike = int(round(float(contract["strike"])))
-        right = str(contract["right"]).upper()[:1]
-    except (KeyError, TypeError, ValueError):
-        raise RequestError(f"option contract needs expiration YYYYMMDD, strike in 1/10 cent and "
-                           f"right C/P: {contract!r}", req_id) from None
-    if right not in ("C", "P"):
-        raise RequestError(f"right {contract.get('right')!r}: expected C or P", req_id)
-    return sec, req, OptionContract(root, expiration, strike, right)
+def _quote_frames(contract: str, q: dict[str, np.ndarray], ymd: int, frames: list[str]) -> None:
+    cols = [q[n].tolist() for n in QUOTE_FIELDS]
+    frames.extend(quote_frame(contract, *row, ymd) for row in zip(*cols, strict=True))
 
 
 # --------------------------------------------------------------------------- session
@@ -176,7 +94,9 @@ class Session:
             self.schedule(-1, key, sub)
 
     def write(self, frames: list[str]) -> None:
-        if self.closed or not frames or self.ws.transport.is_closing():
+        # raw writes bypass the protocol: never after its close frame (the client would see data
+        # after CLOSE and wait out its close timeout)
+        if self.closed or not frames or self.ws.state is not State.OPEN:
             return
         self.ws.transport.write(b"".join(ws_frame(f.encode()) for f in frames))
         self.frames += len(frames)
@@ -351,10 +271,26 @@ class StreamServer:
                     session.day = day
                     session.reschedule()
                 heap = session.heap
+                batch: list[tuple[Subscription, np.ndarray]] = []  # option quotes: one numpy pass
                 while heap and heap[0][0] <= now_ms:
                     _, _, key, sub = heapq.heappop(heap)
-                    if session.subs.get(key) is sub:  # else unsubscribed or replaced: drop it
-                        session.schedule(self._advance(sub, day, now_ms, frames), key, sub)
+                    if session.subs.get(key) is not sub:  # unsubscribed or replaced: drop it
+                        continue
+                    k, next_due = self._due(sub, day, now_ms)
+                    session.schedule(next_due, key, sub)
+                    if k is None:
+                        continue
+                    if sub.req_type == "QUOTE" and isinstance(sub.inst, OptionContract):
+                        batch.append((sub, k))
+                    else:
+                        self._emit(sub.inst, sub.contract, "quote" if sub.req_type == "QUOTE"
+                                   else "trade", day, k, frames)
+                if batch:
+                    quotes = self.market.option_quotes_many([b[0].inst for b in batch], day,
+                                                            [b[1] for b in batch])
+                    ymd = int(day.strftime("%Y%m%d"))
+                    for (sub, _), q in zip(batch, quotes, strict=True):
+                        _quote_frames(sub.contract, q, ymd, frames)
                 if heap:
                     wait = min(wait, max(heap[0][0] - now_ms, 1) / 1000.0)
                 if session.bulk_id is not None:
@@ -393,8 +329,8 @@ class StreamServer:
         session.day = None
         self._bulk_day = None
 
-    def _advance(self, sub: Subscription, day: date, now_ms: int, frames: list[str]) -> int:
-        """Append the frames of ``sub`` due by now; return the ms of its next tick."""
+    def _due(self, sub: Subscription, day: date, now_ms: int) -> tuple[np.ndarray | None, int]:
+        """(grid ticks of ``sub`` due by now or None, ms of its next tick)."""
         m = self.market
         kind = "quote" if sub.req_type == "QUOTE" else "trade"
         if sub.day != day:
@@ -406,26 +342,23 @@ class StreamServer:
                 sub.known = m.underlying(sub.inst) is not None
         if not sub.known:
             sub.day = day
-            return now_ms + 1000
+            return None, now_ms + 1000
         key = m.key(sub.inst)
         last = m.last_k(key, kind, now_ms)
         if sub.day != day:
             sub.day = day
             sub.next_k = last + 1
+        k = None
         if last >= sub.next_k:
             k = np.arange(sub.next_k, last + 1, dtype=np.int64)
             sub.next_k = last + 1
-            self._emit(sub.inst, sub.contract, kind, day, k, frames)
-        return sub.next_k * m.grid(kind) + m.phase(key, kind)
+        return k, sub.next_k * m.grid(kind) + m.phase(key, kind)
 
     def _emit(self, inst, contract: str, kind: str, day: date, k: np.ndarray, frames: list[str]) -> None:
         m = self.market
         ymd = int(day.strftime("%Y%m%d"))
         if kind == "quote":
-            q = m.quotes(inst, day, k)
-            cols = [q[c].tolist() for c in ("ms", "bid_size", "bid_exchange", "bid", "bid_condition",
-                                            "ask_size", "ask_exchange", "ask", "ask_condition")]
-            frames.extend(quote_frame(contract, *row, ymd) for row in zip(*cols, strict=True))
+            _quote_frames(contract, m.quotes(inst, day, k), ymd, frames)
             return
         t = m.trades(inst, day, k)
         state = self._session_ohlc(inst, day, int(k[0]))
@@ -484,35 +417,39 @@ class StreamServer:
             self._bulk_quotes.clear()
         ymd = int(day.strftime("%Y%m%d"))
         heap = self._bulk_heap
+        due = []
         while heap and heap[0][0] <= now_ms:
             _, start, c, key = heapq.heappop(heap)
-            last = m.last_k(key, "trade", now_ms)
-            contract = contract_json(c)
-            k = np.arange(start, last + 1, dtype=np.int64)
-            t, q = m.trades_and_quotes(c, day, k)
-            state = self._session_ohlc(c, day, start, history=False)
-            qk = m.last_tick(key, "quote", t["ms"])
-            qcols = [q[n].tolist() for n in ("ms", "bid_size", "bid_exchange", "bid", "bid_condition",
-                                             "ask_size", "ask_exchange", "ask", "ask_condition")]
-            for i, (ms, seq, size, cond, price, exch) in enumerate(zip(
-                    *(t[n].tolist() for n in ("ms", "sequence", "size", "condition", "price", "exchange")),
-                    strict=True)):
-                frames.append(quote_frame(contract, *(col[i] for col in qcols), ymd))
-                self._update_ohlc(state, price, size)
-                frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
-                frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
-            self._bulk_quotes[c] = (int(qk[-1]) + 1, 2)
-            heapq.heappush(heap, ((last + 1) * m.trade_ms + m.phase(key, "trade"), last + 1, c, key))
-        for c, (qk, left) in list(self._bulk_quotes.items()):
+            due.append((c, key, start, m.last_k(key, "trade", now_ms)))
+        if due:
+            results = m.option_trades_many([d[0] for d in due], day,
+                                           [np.arange(d[2], d[3] + 1, dtype=np.int64) for d in due])
+            for (c, key, start, last), (t, q) in zip(due, results, strict=True):
+                contract = contract_json(c)
+                state = self._session_ohlc(c, day, start, history=False)
+                qcols = [q[n].tolist() for n in QUOTE_FIELDS]
+                for i, (ms, seq, size, cond, price, exch) in enumerate(zip(
+                        *(t[n].tolist() for n in ("ms", "sequence", "size", "condition", "price",
+                                                  "exchange")), strict=True)):
+                    frames.append(quote_frame(contract, *(col[i] for col in qcols), ymd))
+                    self._update_ohlc(state, price, size)
+                    frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
+                    frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
+                self._bulk_quotes[c] = (m.last_k(key, "quote", int(t["ms"][-1])) + 1, 2)
+                heapq.heappush(heap, ((last + 1) * m.trade_ms + m.phase(key, "trade"), last + 1, c, key))
+        pending = []
+        for c, (qk, left) in self._bulk_quotes.items():
             last = m.last_k(m.key(c), "quote", now_ms)
             if last >= qk:
-                k = np.arange(qk, min(last, qk + left - 1) + 1, dtype=np.int64)
-                self._emit(c, contract_json(c), "quote", day, k, frames)
-                left -= k.size
-                if left <= 0:
+                pending.append((c, np.arange(qk, min(last, qk + left - 1) + 1, dtype=np.int64), left))
+        if pending:
+            quotes = m.option_quotes_many([p[0] for p in pending], day, [p[1] for p in pending])
+            for (c, k, left), q in zip(pending, quotes, strict=True):
+                _quote_frames(contract_json(c), q, ymd, frames)
+                if left - k.size <= 0:
                     del self._bulk_quotes[c]
                 else:
-                    self._bulk_quotes[c] = (int(k[-1]) + 1, left)
+                    self._bulk_quotes[c] = (int(k[-1]) + 1, left - k.size)
         due = heap[0][0] if heap else now_ms + 50
         if self._bulk_quotes:
             due = min(due, now_ms + m.quote_ms)

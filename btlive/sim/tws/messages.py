@@ -25,6 +25,7 @@ START_API = 71
 REQ_ACCOUNT_UPDATES_MULTI, CANCEL_ACCOUNT_UPDATES_MULTI = 76, 77
 REQ_SEC_DEF_OPT_PARAMS = 78
 REQ_HEAD_TIMESTAMP = 87
+REQ_HISTORICAL_TICKS = 96
 REQ_TICK_BY_TICK, CANCEL_TICK_BY_TICK = 97, 98
 REQ_PNL, CANCEL_PNL, REQ_PNL_SINGLE, CANCEL_PNL_SINGLE = 92, 93, 94, 95
 REQ_COMPLETED_ORDERS = 99
@@ -38,7 +39,8 @@ NAMES = {
     58: "reqGlobalCancel", 59: "reqMarketDataType", 61: "reqPositions",
     62: "reqAccountSummary", 63: "cancelAccountSummary", 64: "cancelPositions",
     71: "startApi", 76: "reqAccountUpdatesMulti", 77: "cancelAccountUpdatesMulti",
-    78: "reqSecDefOptParams", 87: "reqHeadTimeStamp", 97: "reqTickByTickData",
+    78: "reqSecDefOptParams", 87: "reqHeadTimeStamp", 96: "reqHistoricalTicks",
+    97: "reqTickByTickData",
     92: "reqPnL", 93: "cancelPnL", 94: "reqPnLSingle", 95: "cancelPnLSingle",
     98: "cancelTickByTickData", 99: "reqCompletedOrders",
 }
@@ -469,6 +471,24 @@ def tick_by_tick_last(req_id: int, kind: int, t: int, price, size, exchange="NAS
 
 def tick_by_tick_bid_ask(req_id: int, t: int, bid, ask, bid_size, ask_size) -> list:
     return [99, req_id, 3, t, bid, ask, bid_size, ask_size, 0]
+
+
+def historical_ticks(req_id: int, what: str, rows: list[tuple]) -> list:
+    """rows: (epoch, bid, ask, bid_size, ask_size, last, last_size) per tick."""
+    if what == "TRADES":
+        f: list = [98, req_id, len(rows)]
+        for t, _b, _a, _bs, _as, last, size in rows:
+            f += [t, 0, last, size, "NASDAQ", ""]
+    elif what == "BID_ASK":
+        f = [97, req_id, len(rows)]
+        for t, bid, ask, bs, asz, _l, _s in rows:
+            f += [t, 0, bid, ask, bs, asz]
+    else:
+        f = [96, req_id, len(rows)]
+        for t, bid, ask, _bs, _as, _l, _s in rows:
+            f += [t, "", round((bid + ask) / 2, 8), 0]
+    f.append(True)
+    return f
 
 
 def tick_by_tick_mid(req_id: int, t: int, mid) -> list:

@@ -713,6 +713,47 @@ class TwsServer:
             return str(t)
         return datetime.fromtimestamp(t, tz).strftime("%Y%m%d %H:%M:%S ") + str(tz.key)
 
+    def _historical_ticks(self, s: Session, f: list[str]) -> None:
+        r = M.Reader(f, 1)
+        req_id = r.int()
+        c = M.read_contract(r)
+        r.skip(1)  # includeExpired
+        start_s, end_s, count = r.str(), r.str(), r.int()
+        what, rth = r.str().upper(), r.bool()
+        inst = self._resolve(s, req_id, c)
+        if inst is None:
+            return
+        if what not in ("TRADES", "BID_ASK", "MIDPOINT"):
+            s.send(M.error(s.version, req_id, 321, f"Error validating request.-'bY' : cause - "
+                                                   f"whatToShow {what!r} is not TRADES, "
+                                                   "BID_ASK or MIDPOINT"))
+            return
+        if bool(start_s) == bool(end_s) or not 0 < count <= 1000:
+            s.send(M.error(s.version, req_id, 321, "Error validating request.-'bY' : cause - "
+                                                   "give exactly one of startDateTime and "
+                                                   "endDateTime, and 1..1000 ticks"))
+            return
+        if self._hist_error(s, req_id, inst, what, ("ticks", inst.con_id, start_s, end_s,
+                                                    count, what)):
+            return
+        try:
+            anchor = self._parse_end(start_s or end_s)
+        except ValueError as exc:
+            s.send(M.error(s.version, req_id, 10314, f"End Date/Time: The date, time, or "
+                                                     f"time-zone entered is invalid. {exc}"))
+            return
+        span = count + 5
+        end = anchor if end_s else datetime.fromtimestamp(anchor.timestamp() + span, UTC)
+        bars = self.market.bars(inst, end, span, 1, "TRADES", rth)
+        if start_s:
+            bars = [b for b in bars if b[0] >= anchor.timestamp()][:count]
+        else:
+            bars = bars[-count:]
+        half = inst.min_tick * inst.spread_ticks / 2
+        rows = [(t, round(c - half, 8), round(c + half, 8), inst.lot, inst.lot, c,
+                 max(1, inst.lot // 100)) for t, _o, _h, _l, c, *_ in bars]
+        s.send(M.historical_ticks(req_id, what, rows))
+
     def _cancel_hist(self, s: Session, f: list[str]) -> None:
         s.hist.pop(_safe_int(f[2]), None)
 
@@ -1442,6 +1483,7 @@ class TwsServer:
         M.CANCEL_TICK_BY_TICK: _cancel_tbt, M.REQ_REAL_TIME_BARS: _realtime_bars,
         M.CANCEL_REAL_TIME_BARS: _cancel_rtbars, M.REQ_HISTORICAL_DATA: _historical,
         M.CANCEL_HISTORICAL_DATA: _cancel_hist, M.REQ_HEAD_TIMESTAMP: _head_timestamp,
+        M.REQ_HISTORICAL_TICKS: _historical_ticks,
         M.PLACE_ORDER: _place_order, M.CANCEL_ORDER: _cancel_order,
         M.REQ_GLOBAL_CANCEL: _global_cancel, M.REQ_ACCT_UPDATES: _account_updates,
         M.REQ_ACCOUNT_UPDATES_MULTI: _account_multi,

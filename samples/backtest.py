@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""Backtest strategies/sma_cross.py's SmaCross on bars streamed from ArcticDB.
+
+    python samples/backtest.py                          # synthetic daily bars, generated once
+    python samples/backtest.py --csv spy.csv --symbol bars/1d/SPY
+    python samples/backtest.py --symbol bars/1min/AAPL --timeframe minutes --live
+
+The CSV (date/datetime column plus open, high, low, close, volume) is imported
+with the same code as ``btlive arctic import``. Without --csv, a missing symbol
+is filled with synthetic random-walk bars so the sample runs anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import backtrader as bt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from btlive.feeds.arctic import ArcticData  # noqa: E402
+from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI, get_library  # noqa: E402
+
+try:
+    from strategies.sma_cross import SmaCross  # noqa: E402
+except ImportError:  # the sample must run even from a partial checkout
+    class SmaCross(bt.Strategy):
+        params = (("fast", 10), ("slow", 30), ("stake", 10), ("log", False))
+
+        def __init__(self):
+            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(period=self.p.fast),
+                                                 bt.indicators.SMA(period=self.p.slow))
+
+        def next(self):
+            if not self.position and self.cross[0] > 0:
+                self.buy(size=self.p.stake)
+            elif self.position and self.cross[0] < 0:
+                self.close()
+
+TIMEFRAMES = {"days": bt.TimeFrame.Days, "minutes": bt.TimeFrame.Minutes,
+              "seconds": bt.TimeFrame.Seconds}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--uri", default=DEFAULT_URI, help=f"ArcticDB URI (default {DEFAULT_URI})")
+    p.add_argument("--library", default=DEFAULT_LIBRARY)
+    p.add_argument("--symbol", default="bars/1d/SAMPLE")
+    p.add_argument("--csv", help="import this OHLCV CSV into --symbol first (replacing it)")
+    p.add_argument("--tz", default="UTC", help="time zone of naive CSV timestamps")
+    p.add_argument("--generate", type=int, default=750,
+                   help="synthetic daily bars to write when the symbol is missing (default 750)")
+    p.add_argument("--timeframe", choices=sorted(TIMEFRAMES), default="days")
+    p.add_argument("--compression", type=int, default=1)
+    p.add_argument("--fromdate", help="YYYY-MM-DD[THH:MM]")
+    p.add_argument("--todate", help="YYYY-MM-DD[THH:MM]")
+    p.add_argument("--as-of", help="snapshot name or version number to read")
+    p.add_argument("--chunk", default="20000", help="rows per read, or a span such as 1D")
+    p.add_argument("--live", action="store_true", help="keep following new rows after the end")
+    p.add_argument("--idle-timeout", type=float, default=30.0,
+                   help="with --live, stop after this many seconds without a new row")
+    p.add_argument("--fast", type=int, default=10)
+    p.add_argument("--slow", type=int, default=30)
+    p.add_argument("--stake", type=int, default=10)
+    p.add_argument("--cash", type=float, default=100_000.0)
+    p.add_argument("--log", action="store_true", help="print every decision and order")
+    return p.parse_args(argv)
+
+
+def prepare(args) -> None:
+    """Import the CSV, or generate sample bars when the symbol does not exist yet."""
+    if args.csv:
+        from btlive.cli import main as btlive_main
+
+        code = btlive_main(["arctic", "import", args.csv, "--symbol", args.symbol,
+                            "--uri", args.uri, "--library", args.library, "--tz", args.tz,
+                            "--replace"])
+        if code:
+            raise SystemExit(code)
+        return
+    lib = get_library(args.uri, args.library)
+    if not lib.has_symbol(args.symbol):
+        from btlive.storage.sampledata import daily_bars
+
+        lib.write(args.symbol, daily_bars(args.generate))
+        print(f"wrote {args.generate} synthetic daily bars to {args.symbol}")
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    prepare(args)
+    chunk = int(args.chunk) if args.chunk.isdigit() else args.chunk
+    as_of = int(args.as_of) if args.as_of and args.as_of.isdigit() else args.as_of
+    data = ArcticData(uri=args.uri, library=args.library, symbol=args.symbol, chunk=chunk,
+                      as_of=as_of, live=args.live, idle_timeout=args.idle_timeout,
+                      timeframe=TIMEFRAMES[args.timeframe], compression=args.compression,
+                      fromdate=datetime.fromisoformat(args.fromdate) if args.fromdate else None,
+                      todate=datetime.fromisoformat(args.todate) if args.todate else None)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data, name=args.symbol)
+    cerebro.broker.setcash(args.cash)
+    cerebro.addstrategy(SmaCross, fast=args.fast, slow=args.slow, stake=args.stake,
+                        **({"log": True} if args.log else {}))
+    cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
+    start = cerebro.broker.getvalue()
+    strat = cerebro.run(preload=not args.live, exactbars=0)[0]
+    trades = strat.analyzers.trades.get_analysis()
+    closed = trades.get("total", {}).get("closed", 0) if trades else 0
+    print(f"{args.symbol}: {len(data)} bars, {closed} closed trades, "
+          f"value {start:,.2f} -> {cerebro.broker.getvalue():,.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

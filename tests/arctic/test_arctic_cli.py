@@ -1,0 +1,110 @@
+"""``btlive arctic import|ls|snapshot|compact|finalize``."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from btlive.cli import main
+from btlive.storage.arctic import get_library
+from btlive.storage.sampledata import daily_bars
+
+
+def write_csv(path, frame, tz=None):
+    out = frame.copy()
+    out.index = out.index.tz_convert(tz).tz_localize(None) if tz else out.index.tz_localize(None)
+    out.index.name = "Date"
+    out.columns = [c.capitalize() for c in out.columns]
+    out.to_csv(path)
+    return path
+
+
+def test_import_then_ls(tmp_path, uri, capsys):
+    frame = daily_bars(300)
+    csv = write_csv(tmp_path / "spy.csv", frame)
+    assert main(["arctic", "import", str(csv), "--symbol", "bars/1d/SPY", "--uri", uri,
+                 "--chunk-rows", "64"]) == 0
+    out, err = capsys.readouterr()
+    assert "imported 300 rows" in out and "100.0%" in err
+    stored = get_library(uri).read("bars/1d/SPY").data
+    assert str(stored.index.tz) == "UTC"
+    pd.testing.assert_frame_equal(stored, frame, check_freq=False)
+
+    assert main(["arctic", "ls", "--uri", uri]) == 0
+    out, _ = capsys.readouterr()
+    assert "bars/1d/SPY" in out and "300" in out and "2021-01-04 00:00:00+00:00" in out
+
+    assert main(["arctic", "import", str(csv), "--symbol", "bars/1d/SPY", "--uri", uri]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["arctic", "import", str(csv), "--symbol", "bars/1d/SPY", "--uri", uri,
+                 "--replace", "--quiet"]) == 0
+
+
+def test_import_local_time_zone(tmp_path, uri):
+    frame = daily_bars(5).tz_convert("UTC")
+    frame.index = frame.index + pd.Timedelta(hours=21)  # 16:00 New York in winter
+    csv = write_csv(tmp_path / "ny.csv", frame, tz="America/New_York")
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri,
+                 "--tz", "America/New_York", "--quiet"]) == 0
+    assert get_library(uri).read("s").data.index.equals(frame.index)
+
+
+@pytest.mark.parametrize("body, message", [
+    ("Date,Open,High,Low,Close,Volume\n2024-01-02,1,2,0.5,1.5,10\n2024-01-03,1,x,0.5,1.5,10\n",
+     "bad.csv:3: column 'High': 'x' is not a number"),
+    ("Date,Open,High,Low,Close,Volume\n2024-01-03,1,2,0.5,1.5,10\n2024-01-02,1,2,0.5,1.5,10\n",
+     "bad.csv:3: column 'Date': timestamps are not sorted"),
+    ("Date,Open,High,Low,Close,Volume\n2024-01-03,1,2,0.5,1.5,10\nsoon,1,2,0.5,1.5,10\n",
+     "bad.csv:3: column 'Date': 'soon' is not a date/time"),
+    ("Date,Open,High,Low,Volume\n2024-01-03,1,2,0.5,10\n",
+     "bad.csv:1: missing column 'close'"),
+    ("", "bad.csv:1: empty file"),
+])
+def test_import_errors_name_file_line_and_column(tmp_path, uri, capsys, body, message):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(body)
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]) == 1
+    assert message in capsys.readouterr().err
+    lib = get_library(uri)
+    assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
+
+
+def test_import_error_in_a_later_chunk_leaves_nothing_behind(tmp_path, uri, capsys):
+    lines = ["Date,Open,High,Low,Close,Volume"]
+    lines += [f"{d.date()},1,2,0.5,1.5,10" for d in pd.bdate_range("2020-01-01", periods=50)]
+    lines.append("2030-01-01,1,2,0.5,oops,10")
+    csv = tmp_path / "late.csv"
+    csv.write_text("\n".join(lines) + "\n")
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet",
+                 "--chunk-rows", "10"]) == 1
+    assert "late.csv:52: column 'Close': 'oops' is not a number" in capsys.readouterr().err
+    lib = get_library(uri)
+    assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
+
+
+def test_missing_file_and_library(tmp_path, uri, capsys):
+    assert main(["arctic", "import", str(tmp_path / "nope.csv"), "--symbol", "s",
+                 "--uri", uri]) == 1
+    assert "nope.csv: no such file" in capsys.readouterr().err
+    assert main(["arctic", "ls", "--uri", uri, "--library", "other"]) == 1
+    assert "library 'other' does not exist" in capsys.readouterr().err
+
+
+def test_snapshot_compact_finalize(uri, capsys):
+    lib = get_library(uri)
+    frame = daily_bars(30)
+    for i in range(0, 30, 3):
+        lib.append("bars/1d/X", frame.iloc[i:i + 3])
+    lib.stage("bars/1d/Y", frame.iloc[:5])
+    assert main(["arctic", "ls", "--uri", uri]) == 0
+    assert "bars/1d/Y *" in capsys.readouterr().out
+    assert main(["arctic", "finalize", "--uri", uri]) == 0
+    assert lib.get_staged_symbols() == [] and len(lib.read("bars/1d/Y").data) == 5
+    assert main(["arctic", "compact", "--uri", uri, "--symbol", "bars/1d/X"]) == 0
+    assert len(lib.list_versions("bars/1d/X")) == 1
+    pd.testing.assert_frame_equal(lib.read("bars/1d/X").data, frame, check_freq=False)
+    assert main(["arctic", "snapshot", "--uri", uri, "--name", "20210212"]) == 0
+    assert main(["arctic", "snapshot", "--uri", uri, "--name", "20210212"]) == 1
+    assert "already exists" in capsys.readouterr().err
+    assert main(["arctic", "snapshot", "--uri", uri, "--name", "20210212", "--replace"]) == 0
+    assert "20210212" in lib.list_snapshots()
