@@ -283,7 +283,7 @@ class IBBroker(bt.BrokerBase):
         except ConnectionError as exc:
             self._inbox.put(("reject", rec.order.ref, 0, f"not sent, TWS connection lost: {exc}"))
             return
-        except ZeroDivisionError as exc:  # noqa: BLE001 - the strategy must hear of it, not wait forever
+        except Exception as exc:  # noqa: BLE001 - the strategy must hear of it, not wait forever
             self._inbox.put(("reject", rec.order.ref, 0, f"not sent: {exc!r}"))
             return
         oid = trade.order.orderId
@@ -399,10 +399,11 @@ class IBBroker(bt.BrokerBase):
 
     async def _reconcile(self) -> None:
         await self._replay_executions()
-        trades = self.ib.trades()
-        order_ids = {t.order.orderId for t in trades}
-        perm_ids = {t.order.permId for t in trades if t.order.permId}
-        self._inbox.put(("reconciled", order_ids, perm_ids, list(self.ib.positions())))
+        ours = self.store.clientId
+        trades = [(t.order.orderId if t.order.clientId == ours else 0, t.order.permId,
+                   t.orderStatus.status) for t in self.ib.trades()]  # open and completed orders
+        placed = set(self._oid2ref)  # only this (loop) thread writes it: the same instant as trades
+        self._inbox.put(("reconciled", trades, placed, list(self.ib.positions())))
 
     # -- backtrader thread: apply events -------------------------------------------------------
     def next(self):
@@ -574,8 +575,9 @@ class IBBroker(bt.BrokerBase):
                       opened, openedvalue, openedcomm, margin, pnl, psize, pprice)
         order.addinfo(ib_last_exec_id=fill.exec_id)
         if not order.alive():  # reported after IB's cancel/expiry: counted, status kept
-            pass
-        elif abs(order.executed.remsize) < 1e-9:
+            self.notify(order)
+            return
+        if abs(order.executed.remsize) < 1e-9:
             order.completed()
         else:
             order.partial()
@@ -603,6 +605,8 @@ class IBBroker(bt.BrokerBase):
         account = self.store.p.account
         if account and pos.account != account:
             return
+        if not self._link_up:  # reconnecting: executions are replayed, then _apply_reconcile
+            return             # compares positions with them accounted, not before
         con_id = pos.contract.conId
         if self._busy(con_id):
             return
@@ -612,10 +616,16 @@ class IBBroker(bt.BrokerBase):
                 f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
             self._set_position(pos)
 
-    def _apply_reconcile(self, order_ids: set, perm_ids: set, positions: list) -> None:
+    def _apply_reconcile(self, trades: list, placed: set, positions: list) -> None:
         self._link_up = True
+        order_ids = {oid for oid, _perm, _status in trades if oid}
+        perm_ids = {perm for _oid, perm, _status in trades if perm}
+        for oid, perm, status in trades:
+            if status in ("Cancelled", "ApiCancelled", "Inactive"):  # ended while we were away
+                self._apply_status(oid, perm, status, 0.0, 0, "")
         for rec in list(self._recs.values()):
-            if not rec.sent or not rec.order_id or not rec.order.alive():
+            # orders placed after TWS's list was taken are not judged by it
+            if rec.order_id not in placed or not rec.order.alive():
                 continue
             if rec.order_id in order_ids or (rec.perm_id and rec.perm_id in perm_ids):
                 continue

@@ -297,7 +297,10 @@ class ArcticData(bt.feed.DataBase):
         if self.p.live:
             enable_live_reads()
         where = f"library {self.p.library!r} at {redact_uri(self.p.uri)}"
-        lib = get_library(self.p.uri, self.p.library, create=False)
+        try:
+            lib = get_library(self.p.uri, self.p.library, create=False)
+        except ArcticError as exc:
+            raise ArcticError(f"ArcticData symbol {symbol!r}: {exc}") from None
         if not lib.has_symbol(symbol, as_of=self.p.as_of):
             raise ArcticError(f"ArcticData symbol {symbol!r}: not found in {where}"
                               + (f" as of {self.p.as_of!r}" if self.p.as_of is not None else ""))

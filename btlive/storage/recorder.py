@@ -25,14 +25,16 @@ Rules:
 
 from __future__ import annotations
 
+import atexit
 import logging
 import operator
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import backtrader as bt
 import numpy as np
@@ -43,6 +45,7 @@ from btlive.storage.arctic import (
     DEFAULT_URI,
     ArcticError,
     get_library,
+    normalize_uri,
     redact_uri,
 )
 from btlive.storage.maintenance import finalize_staged
@@ -55,6 +58,9 @@ EVENT_TS = "event_ts"
 LATE_PREFIX = "late/"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RESERVED = {SEQ, EVENT_TS}
+_NAN = float("nan")
+_RECOVERED: set[tuple] = set()  # (uri, library, prefix) already recovered in this process
+_RECOVERED_LOCK = threading.Lock()
 
 
 def to_ns(ts) -> int:
@@ -76,7 +82,7 @@ def to_ns(ts) -> int:
     raise TypeError(f"timestamp {ts!r}: expected int ns UTC, a tz-aware datetime or pd.Timestamp")
 
 
-_ONE_US = pd.Timedelta(microseconds=1).to_pytimedelta()
+_ONE_US = timedelta(microseconds=1)
 
 
 class _Buffer:
@@ -109,31 +115,38 @@ class _Buffer:
                 values = [fields[n] for n in self.names]
             else:
                 values = fields.values()
-            if self.floats:
-                return tuple(map(float, values))
-            return tuple(f(v) for f, v in zip(self.convs, values, strict=True))
+            try:
+                if self.floats:
+                    return tuple(map(float, values))
+                return tuple(f(v) for f, v in zip(self.convs, values, strict=True))
+            except TypeError:  # None (a missing quote side, say) is stored as NaN in floats
+                return tuple(_NAN if v is None and f is float else f(v)
+                             for f, v in zip(self.convs, values, strict=True))
         except KeyError:
             raise ValueError(f"symbol {symbol!r}: fields {sorted(fields)} differ from its "
                              f"columns {sorted(self.keys)}") from None
         except (TypeError, ValueError):
             raise ValueError(f"symbol {symbol!r}: non-numeric value in {fields!r}") from None
 
-    def take(self) -> tuple[np.ndarray, list[np.ndarray]] | None:
-        """Everything buffered as arrays (arrival order); empties the buffer."""
-        if not self.rows:
-            return None
-        parts_ts = [b[0] for b in self.batches]
-        parts_cols = [list(b[1]) for b in self.batches]
-        if self.ts:
-            parts_ts.append(np.array(self.ts, dtype=np.int64))
+    def detach(self) -> tuple:
+        """Hand over the buffered rows (cheap, under the recorder's lock); empties the buffer."""
+        raw = (self.ts, self.vals, self.batches)
+        self.reset()
+        return raw
+
+    def materialize(self, raw: tuple) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Detached rows as int64 ns plus one array per column, in arrival order (no lock)."""
+        ts, vals, batches = raw
+        parts_ts = [b[0] for b in batches]
+        parts_cols = [list(b[1]) for b in batches]
+        if ts:
+            parts_ts.append(np.array(ts, dtype=np.int64))
             if self.floats:
-                table = np.array(self.vals, dtype=np.float64).T
+                table = np.array(vals, dtype=np.float64).T
                 parts_cols.append([np.ascontiguousarray(c) for c in table])
             else:
-                parts_cols.append([np.fromiter((r[j] for r in self.vals), dtype=dt,
-                                               count=len(self.vals))
+                parts_cols.append([np.fromiter((r[j] for r in vals), dtype=dt, count=len(vals))
                                    for j, dt in enumerate(self.dtypes)])
-        self.reset()
         if len(parts_ts) == 1:
             return parts_ts[0], parts_cols[0]
         return (np.concatenate(parts_ts),
@@ -147,11 +160,20 @@ class _SymbolState:
     loaded: bool = False
     end_ns: int | None = None  # newest timestamp staged or stored
     seq: int = -1  # last seq given out
-    columns: list[str] | None = None
     tokens: list = field(default_factory=list)  # StageResults awaiting finalize
     pending: list = field(default_factory=list)  # [ts, cols, seq|None, names] not yet staged
     retry_at: float = 0.0
     failures: int = 0
+
+
+def _close_at_exit(ref) -> None:
+    """Interpreter exit without close(): still write what is buffered."""
+    rec = ref()
+    if rec is not None and not rec._closed:
+        try:
+            rec.close()
+        except Exception:  # noqa: BLE001 - exit must go on; the error is logged
+            log.exception("ArcticRecorder: rows could not be written at exit")
 
 
 class _Request:
@@ -178,7 +200,10 @@ class ArcticRecorder:
       - ``background``: do all I/O on a writer thread (``record`` never blocks on
         storage); ``False`` writes on the caller's thread (scripts, tests)
       - ``recover``: at start, finalize what a crashed run left staged: ``True``
-        (every staged symbol of the library), a prefix string, or ``False``
+        (every staged symbol of the library), a prefix string, or ``False``.
+        Done once per library and process, so a second recorder never finalizes
+        the stages of a live one; processes sharing a library should pass
+        disjoint prefixes
       - ``prune_previous_versions``: finalize replaces the previous version
         (snapshots keep pinned versions readable)
     """
@@ -224,9 +249,14 @@ class ArcticRecorder:
             self._thread.start()
             ready.done.wait()
             if ready.error is not None:
+                self._closed = True
+                self._thread.join(timeout=10)
                 raise ready.error
         else:
             self._startup()
+        ref = weakref.ref(self)
+        self._atexit = lambda: _close_at_exit(ref)
+        atexit.register(self._atexit)
 
     # ---------------------------------------------------------------- caller side
     def record(self, symbol: str, ts, **fields) -> None:
@@ -242,7 +272,6 @@ class ArcticRecorder:
             buf.ts.append(t)
             buf.vals.append(values)
             buf.rows += 1
-            self._stats["rows"] += 1
             full = buf.rows >= self.flush_rows or (
                 not self.background and time.monotonic() - buf.since >= self.flush_seconds)
         if full:
@@ -291,7 +320,6 @@ class ArcticRecorder:
                 buf.since = time.monotonic()
             buf.batches.append((ts.copy(), cols))
             buf.rows += n
-            self._stats["rows"] += n
             full = buf.rows >= self.flush_rows
         if full:
             self._kick()
@@ -312,6 +340,7 @@ class ArcticRecorder:
             self._call("close")
         finally:
             self._closed = True
+            atexit.unregister(self._atexit)
             if self._thread is not None:
                 self._thread.join(timeout=60)
 
@@ -324,9 +353,10 @@ class ArcticRecorder:
     @property
     def stats(self) -> dict:
         """Counters: rows, staged_rows, flushes, finalizes, late_rows, errors, symbols, ..."""
-        out = dict(self._stats)
-        with self._lock:
+        with self._lock:  # rows move from buffers to "rows" under this lock
+            out = dict(self._stats)
             out["buffered_rows"] = sum(b.rows for b in self._buffers.values())
+            out["rows"] += out["buffered_rows"]
             out["symbols"] = len(self._buffers)
         out["pending_rows"] = sum(len(p[0]) for s in list(self._states.values())
                                   for p in list(s.pending))
@@ -397,7 +427,18 @@ class ArcticRecorder:
         if not self._recover:
             return
         prefix = self._recover if isinstance(self._recover, str) else None
-        report = finalize_staged(self._lib, prefix=prefix, prune_previous_versions=self.prune)
+        key = (normalize_uri(self.uri), self.library, prefix)
+        with _RECOVERED_LOCK:
+            # Later recorders in this process must not finalize the stages of live ones.
+            if key in _RECOVERED or (normalize_uri(self.uri), self.library, None) in _RECOVERED:
+                return
+            _RECOVERED.add(key)
+        try:
+            report = finalize_staged(self._lib, prefix=prefix, prune_previous_versions=self.prune)
+        except BaseException:
+            with _RECOVERED_LOCK:
+                _RECOVERED.discard(key)
+            raise
         self._stats["recovered_symbols"] += len(report.done)
         self._stats["recovery_errors"] += len(report.errors)
         if report.done:
@@ -423,7 +464,7 @@ class ArcticRecorder:
                 except BaseException as exc:  # noqa: BLE001 - handed to the waiting caller
                     req.error = exc
                 req.done.set()
-                if req.kind == "close":
+                if req.kind == "close" or (req.kind == "start" and req.error is not None):
                     stop = True
             if stop:
                 return
@@ -442,8 +483,11 @@ class ArcticRecorder:
             for symbol, buf in self._buffers.items():
                 if buf.rows and (force or buf.rows >= self.flush_rows
                                  or now - buf.since >= self.flush_seconds):
-                    taken.append((symbol, list(buf.names), buf.take()))
-        for symbol, names, (ts, cols) in taken:
+                    self._stats["rows"] += buf.rows
+                    taken.append((symbol, buf, buf.detach()))
+        for symbol, buf, raw in taken:
+            ts, cols = buf.materialize(raw)
+            names = list(buf.names)
             state = self._states.setdefault(symbol, _SymbolState())
             state.pending.append([ts, cols, None, names])
         for symbol, state in list(self._states.items()):

@@ -304,8 +304,7 @@ class IBStore(metaclass=MetaIBStore):
         if self._stopping or not was:
             return
         self.put_notification(IBMessage("disconnected", text="connection to TWS lost; reconnecting"))
-        for data in self.datas:
-            data.push_live(msgs.CONN_BROKEN)
+        self._tell_feeds(msgs.CONN_BROKEN)
         if self.broker is not None:
             self.broker.on_connection_lost()
         self._track(self._reconnect())
@@ -314,13 +313,12 @@ class IBStore(metaclass=MetaIBStore):
         try:
             await asyncio.sleep(min(self.p.timeout, 1.0))
             await self._connect_with_retries()
-        except ConnectFailed as exc:  # noqa: BLE001 - whatever the cause, the feeds must end, not wait
+        except Exception as exc:  # noqa: BLE001 - whatever the cause, the feeds must end, not wait
             if not isinstance(exc, ConnectFailed):
                 log.exception("IBStore reconnection")
             self._gave_up = True
             self.put_notification(IBMessage("disconnected", text=f"reconnection failed: {exc}"))
-            for data in self.datas:
-                data.push_live(msgs.GAVE_UP)
+            self._tell_feeds(msgs.GAVE_UP)
             if self.broker is not None:
                 self.broker.on_gave_up()
 
@@ -328,8 +326,11 @@ class IBStore(metaclass=MetaIBStore):
         self.put_notification(IBMessage("reconnected", text=f"connection {self.connections}"))
         if self.broker is not None:
             self.broker.on_reconnected()
+        self._tell_feeds(msgs.RECONNECTED)
+
+    def _tell_feeds(self, marker: int | None) -> None:
         for data in self.datas:
-            data.push_live(msgs.RECONNECTED)
+            data.push_live(marker)
 
     # -- ib_async events (loop thread) ---------------------------------------------------------
     def _install_hooks(self) -> None:
@@ -365,8 +366,7 @@ class IBStore(metaclass=MetaIBStore):
         if code == 326:
             self._clientid_conflict = True
         if code in CONN_CODES:
-            for data in self.datas:
-                data.push_live(CONN_CODES[code])
+            self._tell_feeds(CONN_CODES[code])
             if self.broker is not None:
                 if code == 1100:  # TWS lost IB: hold/reject new orders until 1101/1102
                     self.broker.on_connection_lost()
@@ -548,7 +548,7 @@ class IBStore(metaclass=MetaIBStore):
                 closing = -exc.code
             else:
                 self.put_notification(IBMessage("error", exc.reqId, exc.code, f"history: {exc.message}"))
-        else:  # any other failure propagates to _task_done, which reports it
+        finally:  # any other failure propagates to _task_done, which reports it
             out.put(closing)
 
     @staticmethod

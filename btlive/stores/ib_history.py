@@ -66,9 +66,7 @@ def bar_size(timeframe: int, compression: int = 1) -> BarSize:
         return BarSize(*BAR_SIZES[0])
     want = _TF_SECONDS[timeframe] * max(1, int(compression))
     if timeframe >= TF.Days:
-        choice = {TF.Days: 86400, TF.Weeks: 7 * 86400}.get(timeframe, 30 * 86400)
-        if timeframe == TF.Years:
-            choice = 30 * 86400
+        choice = {TF.Days: 86400, TF.Weeks: 7 * 86400}.get(timeframe, 30 * 86400)  # months, years
         return BarSize(*next(b for b in BAR_SIZES if b[0] == choice))
     best = BAR_SIZES[0]
     for entry in BAR_SIZES:

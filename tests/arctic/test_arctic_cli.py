@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pandas as pd
 import pytest
 
@@ -42,7 +44,7 @@ def test_import_then_ls(tmp_path, uri, capsys):
 
 def test_import_local_time_zone(tmp_path, uri):
     frame = daily_bars(5).tz_convert("UTC")
-    frame.index = frame.index + pd.Timedelta(hours=21)  # 16:00 New York in winter
+    frame.index = frame.index + timedelta(hours=21)  # 16:00 New York in winter
     csv = write_csv(tmp_path / "ny.csv", frame, tz="America/New_York")
     assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri,
                  "--tz", "America/New_York", "--quiet"]) == 0
@@ -108,3 +110,18 @@ def test_snapshot_compact_finalize(uri, capsys):
     assert "already exists" in capsys.readouterr().err
     assert main(["arctic", "snapshot", "--uri", uri, "--name", "20210212", "--replace"]) == 0
     assert "20210212" in lib.list_snapshots()
+
+
+def test_import_append_and_refuse_older_rows(tmp_path, uri, capsys):
+    frame = daily_bars(100)
+    first = write_csv(tmp_path / "a.csv", frame.iloc[:60])
+    second = write_csv(tmp_path / "b.csv", frame.iloc[60:])
+    assert main(["arctic", "import", str(first), "--symbol", "s", "--uri", uri, "--quiet"]) == 0
+    assert main(["arctic", "import", str(second), "--symbol", "s", "--uri", uri, "--quiet",
+                 "--append"]) == 0
+    lib = get_library(uri)
+    pd.testing.assert_frame_equal(lib.read("s").data, frame, check_freq=False)
+    assert main(["arctic", "import", str(first), "--symbol", "s", "--uri", uri, "--quiet",
+                 "--append"]) == 1
+    assert "symbol 's'" in capsys.readouterr().err
+    assert lib.get_staged_symbols() == [] and len(lib.read("s").data) == 100

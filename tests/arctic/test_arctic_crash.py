@@ -62,3 +62,13 @@ def test_sigkill_loses_no_acknowledged_row(uri):
     assert (head["price"].to_numpy() == np.arange(acked, dtype=float)).all()
     assert (frame["seq"].to_numpy() == np.arange(len(frame))).all()
     assert lib.get_staged_symbols() == []
+
+
+@pytest.mark.slow
+def test_exit_without_close_still_writes_buffered_rows(uri):
+    script = ("import sys\nfrom btlive.storage.recorder import ArcticRecorder\n"
+              "rec = ArcticRecorder(sys.argv[1], flush_seconds=3600, finalize_seconds=3600)\n"
+              "for i in range(10):\n    rec.record('bars/1d/E', 1_000 + i, close=float(i))\n")
+    done = subprocess.run([sys.executable, "-c", script, uri], capture_output=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert get_library(uri).read("bars/1d/E").data["close"].tolist() == [float(i) for i in range(10)]

@@ -197,3 +197,22 @@ def test_tz_param_changes_display_only(uri):
     first = strat.rows[0][0]
     assert first == ns_to_num(frame.index.asi8[4:5])[0]
     assert data.num2date(first).hour == 9  # 14:34 UTC is 09:34 in New York (EST, March 7)
+
+
+@pytest.mark.parametrize("replay", [False, True])
+def test_resample_and_replay_match_pandasdata(uri, replay):
+    """Filters take backtrader's own load path; results must still match."""
+    frame = store(uri, "bars/1min/X", minute_bars(780))
+    kw = dict(timeframe=bt.TimeFrame.Minutes, compression=1)
+
+    def run_resampled(data):
+        cerebro = bt.Cerebro(stdstats=False)
+        add = cerebro.replaydata if replay else cerebro.resampledata
+        add(data, timeframe=bt.TimeFrame.Minutes, compression=5)
+        cerebro.addstrategy(Capture)
+        return cerebro.run()[0].rows
+
+    ours = run_resampled(ArcticData(uri=uri, symbol="bars/1min/X", chunk=100, **kw))
+    anchor = run_resampled(bt.feeds.PandasData(dataname=frame, **kw))
+    assert len(ours) > 100
+    same(ours, anchor)

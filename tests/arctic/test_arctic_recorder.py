@@ -179,6 +179,8 @@ def test_stored_schema_mismatch_is_loud(uri):
     with pytest.raises(ArcticError, match="differ from the stored columns"):
         rec.flush()
     assert rec.stats["pending_rows"] == 1
+    with pytest.raises(ArcticError, match="rows not yet written"):
+        rec.close()
 
 
 def test_record_batch_keeps_int_columns_and_sorts(uri):
@@ -203,6 +205,7 @@ def test_bad_input_is_rejected_with_the_symbol_named(uri):
         rec.record(SYM, T0, price=1.0, size=2.0)
     with pytest.raises(ValueError, match="AAA.*non-numeric"):
         rec.record(SYM, T0, price="abc")
+    rec.record(SYM, T0 + 1, price=None)  # a missing value is NaN, not an error
     with pytest.raises(ValueError, match="reserved"):
         rec.record("x", T0, seq=1.0)
     with pytest.raises(ValueError, match="shape"):
@@ -248,3 +251,29 @@ def test_record_feeds_analyzer_writes_every_bar(uri):
     assert strat.analyzers.rec.get_analysis() == {"bars/1d/SPY": 60}
     stored = get_library(uri).read("bars/1d/SPY").data
     pd.testing.assert_frame_equal(stored.drop(columns="seq"), frame, check_freq=False)
+
+
+def test_second_recorder_in_process_leaves_live_stages_alone(uri):
+    first = ArcticRecorder(uri, background=False, finalize_seconds=3600)
+    first.record("ticks/trade/ONE", T0, price=1.0)
+    first.flush()  # staged, not finalized
+    with ArcticRecorder(uri, background=False) as second:
+        assert second.stats["recovered_symbols"] == 0
+        second.record("ticks/trade/TWO", T0, price=2.0)
+    assert get_library(uri).get_staged_symbols() == ["ticks/trade/ONE"]
+    first.close()
+    assert first.stats["errors"] == 0
+    assert get_library(uri).read("ticks/trade/ONE").data["price"].tolist() == [1.0]
+
+
+def test_failed_start_leaves_no_thread(uri, monkeypatch):
+    lib = get_library(uri)
+
+    def broken(self):
+        raise OSError("injected: storage unreachable")
+
+    monkeypatch.setattr(type(lib), "get_staged_symbols", broken)
+    before = threading.active_count()
+    with pytest.raises(OSError, match="unreachable"):
+        ArcticRecorder(uri)
+    assert threading.active_count() == before

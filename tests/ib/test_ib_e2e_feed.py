@@ -296,17 +296,26 @@ def test_tws_restart_reconnects_forever_mode(sim, run_bounded):
     assert store.connections >= 2
 
 
-def test_reconnection_gives_up_with_disconnected(make_sim, run_bounded):
+@pytest.mark.parametrize("failure", ["tws_gone", "internal_error"])
+def test_reconnection_gives_up_with_disconnected(make_sim, run_bounded, failure):
     sim = make_sim()
-    state = {"stopped": False}
+    state = {"done": False}
 
     def until(strat):
-        if strat.live >= 2 and not state["stopped"]:
-            state["stopped"] = True
-            sim.stop()  # TWS is gone for good
+        if strat.live >= 2 and not state["done"]:
+            state["done"] = True
+            if failure == "tws_gone":
+                sim.stop()  # TWS is gone for good
+            else:  # not a connection error: ends the feed even with reconnect=-1
+
+                async def broken():
+                    raise RuntimeError("connect logic broke")
+                store._connect_once = broken
+                sim.drop()
         return False
 
-    store = IBStore(port=sim.port, clientId=14, timeout=0.2, reconnect=2)
+    store = IBStore(port=sim.port, clientId=14, timeout=0.2,
+                    reconnect=2 if failure == "tws_gone" else -1)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False))
     cerebro.addstrategy(Collect, until=until)
@@ -314,6 +323,8 @@ def test_reconnection_gives_up_with_disconnected(make_sim, run_bounded):
     assert not fired  # the feed ended by itself
     assert strat.status[-2:] == ["CONNBROKEN", "DISCONNECTED"]
     assert store.gave_up()
+    if failure == "internal_error":
+        assert any("connect logic broke" in str(m) for m in strat.store_msgs if m.kind == "disconnected")
 
 
 def test_unknown_symbol_fault(sim, run_bounded):
@@ -375,30 +386,6 @@ def test_history_failure_is_reported_and_the_feed_goes_live(sim, run_bounded):
     assert not fired  # the backfill queue was closed: the feed did not wait for it forever
     assert strat.status[:3] == ["CONNECTED", "DELAYED", "LIVE"]
     assert any("history decoder broke" in str(m) for m in strat.store_msgs)
-
-
-def test_reconnection_failure_of_any_kind_ends_the_feed(sim, run_bounded):
-    state = {"dropped": False}
-
-    def until(strat):
-        if strat.live >= 2 and not state["dropped"]:
-            state["dropped"] = True
-
-            async def broken():
-                raise RuntimeError("connect logic broke")
-            store._connect_once = broken
-            sim.drop()
-        return False
-
-    store = IBStore(port=sim.port, clientId=17, timeout=0.2, reconnect=-1)
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False))
-    cerebro.addstrategy(Collect, until=until)
-    (strat,), fired = run_bounded(cerebro, 30)
-    assert not fired  # reconnect=-1, yet a failure that is not a connection error ends the feed
-    assert strat.status[-2:] == ["CONNBROKEN", "DISCONNECTED"]
-    assert store.gave_up()
-    assert any("connect logic broke" in str(m) for m in strat.store_msgs if m.kind == "disconnected")
 
 
 def test_recorder_failure_is_reported_once_and_the_feed_goes_on(sim, run_bounded):

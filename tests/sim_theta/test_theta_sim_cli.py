@@ -42,6 +42,18 @@ def test_cli_ready_line_serves_and_stops(sig):
         proc.stderr.close()
 
 
+@pytest.mark.parametrize("kwargs, needle", [
+    ({"tier": "gold"}, "tier"), ({"quote_ms": 0}, "quote_ms"), ({"speed": -1}, "speed"),
+    ({"grpc_compression": "gzip"}, "grpc_compression"), ({"queue": -1}, "queue"),
+    ({"rate": 0}, "rate"), ({"host": "0.0.0.0"}, "loopback"),
+])
+def test_constructor_rejects_bad_values(kwargs, needle):
+    from btlive.sim.theta import ThetaSimulator
+
+    with pytest.raises(ValueError, match=needle):
+        ThetaSimulator(**kwargs)
+
+
 def test_cli_rejects_bad_values():
     out = subprocess.run([sys.executable, "-m", "btlive", "sim", "theta", "--speed", "0"],
                          capture_output=True, text=True, timeout=60)

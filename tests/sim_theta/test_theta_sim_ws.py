@@ -303,3 +303,32 @@ def test_firehose_and_tier_without_streaming():
                                            "right": "C"})
         sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
         assert responses(frames(ws, 0.6)) == {1: "INVALID_PERMS", 2: "MAX_STREAMS_REACHED"}
+
+
+def test_stop_with_a_client_that_stopped_reading():
+    """A client that never reads must not hold up shutdown (the close handshake cannot finish)."""
+    import base64
+    import os
+    import socket
+    import threading
+
+    before = set(threading.enumerate())
+    s = ThetaSimulator(firehose=True).start()
+    raw = socket.create_connection(("127.0.0.1", s.ws_port))
+    try:
+        key = base64.b64encode(os.urandom(16)).decode()
+        raw.sendall(f"GET /v1/events HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade"
+                    f"\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n".encode())
+        assert b"101" in raw.recv(4096)
+        body = json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                           "add": True, "id": 1}).encode()
+        mask = os.urandom(4)
+        raw.sendall(bytes([0x81, 0x80 | len(body)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
+        time.sleep(1.0)  # the firehose fills every buffer: nobody reads
+        started = time.monotonic()
+        s.stop()
+        assert time.monotonic() - started < 4  # 1 s for the close handshake, then abort
+        assert not [t for t in set(threading.enumerate()) - before if t.name.startswith("theta-sim")]
+    finally:
+        s.stop()
+        raw.close()

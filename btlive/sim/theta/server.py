@@ -19,6 +19,16 @@ from btlive.sim.theta.rest import AUTH_PATH, RestApp, RestServer, Sessions
 from btlive.sim.theta.ws import PATH, StreamServer
 
 
+async def _cancel_pending() -> None:
+    """Cancel what is left on the loop (handler tasks of vanished clients) before it stops."""
+    me = asyncio.current_task()
+    tasks = [t for t in asyncio.all_tasks() if t is not me]
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=2)
+
+
 def build_underlyings(symbols: Iterable[str | Underlying] | None) -> tuple[Underlying, ...]:
     if not symbols:
         return DEFAULT_UNDERLYINGS
@@ -65,6 +75,13 @@ class ThetaSimulator:
             raise ValueError(f"host {host!r}: the simulator binds loopback only")
         if speed <= 0:
             raise ValueError(f"speed {speed!r}: must be > 0")
+        if grpc_compression not in ("zstd", "none", "mixed"):
+            raise ValueError(f"grpc_compression {grpc_compression!r}: expected zstd, none or mixed")
+        if page_rows < 1 or max_rows < 1 or queue < 0 or (concurrency is not None and concurrency < 1):
+            raise ValueError(f"page_rows {page_rows}, max_rows {max_rows}, queue {queue}, concurrency "
+                             f"{concurrency}: need page_rows, max_rows, concurrency >= 1 and queue >= 0")
+        if rate is not None and rate <= 0:
+            raise ValueError(f"rate {rate!r}: messages per second must be > 0")
         self.tier = normalize_tier(tier)
         self.host = "127.0.0.1" if host == "localhost" else host
         self.market = Market(seed=seed, underlyings=build_underlyings(symbols), quote_ms=quote_ms,
@@ -128,6 +145,10 @@ class ThetaSimulator:
                 try:
                     self._call(self.stream.stop(), timeout=5)
                 except Exception:  # stopping must not raise over a half-dead socket
+                    pass
+                try:
+                    self._call(_cancel_pending(), timeout=5)
+                except Exception:
                     pass
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:

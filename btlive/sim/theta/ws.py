@@ -143,9 +143,9 @@ class StreamServer:
             session.write([json.dumps(header("STATE", self.fpss, state="STOP"))])
             await self._end(session, code=1001, reason="terminal shutting down")
         if self._server:
-            self._server.close()
+            self._server.close(close_connections=False)  # ours are closed above
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 3)
+                await asyncio.wait_for(self._server.wait_closed(), 2)
 
     @staticmethod
     def _check_path(connection: ServerConnection, request) -> Response | None:
@@ -182,11 +182,12 @@ class StreamServer:
             self._ohlc.clear()
             self._bulk_quotes.clear()
             self._bulk_day = None
-        if abort:
-            session.ws.transport.abort()
-        else:
+        if not abort:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(session.ws.close(code, reason), 2)
+                await asyncio.wait_for(session.ws.close(code, reason), 1.0)
+        if not session.ws.transport.is_closing():
+            # aborted, or a client that stopped reading never answered the close handshake
+            session.ws.transport.abort()
 
     # ------------------------------------------------------------------ requests
     def _on_message(self, session: Session, message) -> None:
@@ -260,6 +261,7 @@ class StreamServer:
         while not session.closed:
             day, now_ms = self.endpoints.now()
             wait = 0.05
+            next_due = None  # ms of day of the next tick to send
             if self.replay is not None:
                 self._replay_step(session)
                 with contextlib.suppress(Exception):
@@ -282,9 +284,15 @@ class StreamServer:
                         continue
                     if sub.req_type == "QUOTE" and isinstance(sub.inst, OptionContract):
                         batch.append((sub, k))
-                    else:
-                        self._emit(sub.inst, sub.contract, "quote" if sub.req_type == "QUOTE"
-                                   else "trade", day, k, frames)
+                        continue
+                    kind = "quote" if sub.req_type == "QUOTE" else "trade"
+                    if kind == "trade" and (sub.inst, day) not in self._ohlc:
+                        # pricing the day's earlier trades takes ms per contract: let heartbeats through
+                        self._session_ohlc(sub.inst, day, int(k[0]))
+                        await asyncio.sleep(0)
+                        if session.closed:
+                            break
+                    self._emit(sub.inst, sub.contract, kind, day, k, frames)
                 if batch:
                     quotes = self.market.option_quotes_many([b[0].inst for b in batch], day,
                                                             [b[1] for b in batch])
@@ -292,21 +300,26 @@ class StreamServer:
                     for (sub, _), q in zip(batch, quotes, strict=True):
                         _quote_frames(sub.contract, q, ymd, frames)
                 if heap:
-                    wait = min(wait, max(heap[0][0] - now_ms, 1) / 1000.0)
+                    next_due = heap[0][0]
                 if session.bulk_id is not None:
                     if self.firehose:
                         await self._firehose_step(session)
                         wait = 0
                     else:
-                        wait = min(wait, self._bulk_step(day, now_ms, frames) / 1000.0)
+                        bulk_due = now_ms + self._bulk_step(day, now_ms, frames)
+                        next_due = bulk_due if next_due is None else min(next_due, bulk_due)
                 session.write(frames)
                 with contextlib.suppress(Exception):
                     await session.ws.drain()
             else:
                 self._skip_to_now(session, day, now_ms)
             self._wake.clear()
+            if next_due is not None:  # wake at the tick's time, not up to a ms later
+                _, now_ms = self.endpoints.now()
+                elapsed_in_ms = (time.time() * 1000.0) % 1.0
+                wait = min(wait, (next_due - now_ms - elapsed_in_ms) / 1000.0)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0005))
+                await asyncio.wait_for(self._wake.wait(), max(wait, 0.0001))
 
     def _replay_step(self, session: Session) -> None:
         now = self.replay.now_ns()
