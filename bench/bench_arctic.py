@@ -113,6 +113,10 @@ def _run_case(spec: dict) -> dict:
     return _finish_case(_start_case(spec), spec)
 
 
+def _label(n: int) -> str:
+    return f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
+
+
 def bench_feed(args):
     from btlive.storage.arctic import get_library
     from btlive.storage.sampledata import minute_bars
@@ -136,18 +140,16 @@ def bench_feed(args):
         ours = _run_case({"kind": "ours", "uri": uri, "symbol": f"bars/1min/B{bars}"})
         anchor = _run_case({"kind": "pandas", "uri": uri, "symbol": f"bars/1min/B{bars}"})
         assert ours["bars"] == anchor["bars"] == bars, (ours, anchor)
-        label = f"{bars // 1000}k" if bars < 1_000_000 else f"{bars / 1e6:g}M"
-        yield result("feed", f"bars_per_s_{label}", round(ours["bars_per_s"]),
+        yield result("feed", f"bars_per_s_{_label(bars)}", round(ours["bars_per_s"]),
                      "bt.feeds.PandasData (preload+runonce)", round(anchor["bars_per_s"]),
                      "bars/s", mode="preload=False exactbars=1", goal_ratio=3.0)
         runs = {bars: ours}
         for n in rss_sizes:
             run = runs.get(n) or _finish_case(extra[n], {"bars": n})
-            label = f"{n // 1000}k" if n < 1_000_000 else f"{n / 1e6:g}M"
             anchor_mb = anchor["extra_mb"] if n == bars else frame_mb[n]
             anchor_name = ("PandasData extra RSS" if n == bars
                            else "size of the DataFrame PandasData needs")
-            yield result("feed", f"extra_anon_rss_{label}", round(run["extra_mb"], 1),
+            yield result("feed", f"extra_anon_rss_{_label(n)}", round(run["extra_mb"], 1),
                          anchor_name, round(anchor_mb, 1), "MB", higher_is_better=False,
                          goal_max=50, bars_per_s=round(run["bars_per_s"]))
 

@@ -24,22 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from btlive.feeds.arctic import ArcticData  # noqa: E402
 from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI, get_library  # noqa: E402
-
-try:
-    from strategies.sma_cross import SmaCross  # noqa: E402
-except ImportError:  # the sample must run even from a partial checkout
-    class SmaCross(bt.Strategy):
-        params = (("fast", 10), ("slow", 30), ("stake", 10), ("log", False))
-
-        def __init__(self):
-            self.cross = bt.indicators.CrossOver(bt.indicators.SMA(period=self.p.fast),
-                                                 bt.indicators.SMA(period=self.p.slow))
-
-        def next(self):
-            if not self.position and self.cross[0] > 0:
-                self.buy(size=self.p.stake)
-            elif self.position and self.cross[0] < 0:
-                self.close()
+from strategies.sma_cross import SmaCross  # noqa: E402
 
 TIMEFRAMES = {"days": bt.TimeFrame.Days, "minutes": bt.TimeFrame.Minutes,
               "seconds": bt.TimeFrame.Seconds}
@@ -105,7 +90,7 @@ def main(argv=None) -> int:
     cerebro.adddata(data, name=args.symbol)
     cerebro.broker.setcash(args.cash)
     cerebro.addstrategy(SmaCross, fast=args.fast, slow=args.slow, stake=args.stake,
-                        **({"log": True} if args.log else {}))
+                        log=args.log)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     start = cerebro.broker.getvalue()
     strat = cerebro.run(preload=not args.live, exactbars=0)[0]

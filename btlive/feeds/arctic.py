@@ -381,26 +381,25 @@ class ArcticData(bt.feed.DataBase):
             if self._n:
                 return True
 
-    def _load(self):
-        i = self._i
-        if i >= self._n:
-            got = self._fill() if not self.p.live else self._live_fill()
+    def _next_row(self):
+        """Index of the next row in the current chunk, reading the next chunk when this one
+        is used up; or what the read gave instead: False at the end, None while live waits."""
+        if self._i >= self._n:
+            got = self._live_fill() if self.p.live else self._fill()
             if not got:
                 return got
-            i = 0
+        i = self._i
         self._i = i + 1
-        dt = self.lines.datetime
-        if dt.bindings:
-            dt[0] = self._dates[i]
-            for line, col in zip(self._lines, self._columns_data, strict=True):
-                line[0] = col[i]
-            return True
-        dt.array[dt._idx] = self._dates[i]
+        return i
+
+    def _load(self):
+        """backtrader's per-bar path (filters, bindings, tz input): set the current bar."""
+        i = self._next_row()
+        if i is None or i is False:
+            return i
+        self.lines.datetime[0] = self._dates[i]
         for line, col in zip(self._lines, self._columns_data, strict=True):
-            if line.bindings:
-                line[0] = col[i]
-            else:
-                line.array[line._idx] = col[i]
+            line[0] = col[i]
         return True
 
     def _live_fill(self):
@@ -446,7 +445,8 @@ class ArcticData(bt.feed.DataBase):
     # each value straight into the line buffers, with the same pointer rules.
 
     def _can_fast(self) -> bool:
-        return (not self._filters and not self._ffilters and not self._tzinput
+        # _ffilters is a subset of _filters
+        return (not self._filters and not self._tzinput
                 and all(not ln.bindings for ln in self.lines))
 
     def _fast_slots(self):
@@ -457,24 +457,20 @@ class ArcticData(bt.feed.DataBase):
             slots.append((ln, k))
         aliases = [a for a in self.getlinealiases() if a != "datetime"]
         ticks = [("tick_" + a, getattr(self.lines, a)) for a in aliases]
-        return slots, ticks, "tick_" + self._getlinealias(0), self._getlinealias(0)
+        return slots, ticks, "tick_" + self._getlinealias(0)
 
     def load(self):
         fast = self._fast
         if fast is None:
             fast = self._fast = self._can_fast()
             if fast:
-                self._slots, self._ticks, self._tick0, _ = self._fast_slots()
+                self._slots, self._ticks, self._tick0 = self._fast_slots()
         if not fast or self._barstack or self._barstash:
             return super().load()
         while True:
-            i = self._i
-            if i >= self._n:
-                got = self._fill() if not self.p.live else self._live_fill()
-                if not got:
-                    return got
-                i = 0
-            self._i = i + 1
+            i = self._next_row()
+            if i is None or i is False:
+                return i
             dt = self._dates[i]
             if dt < self.fromdate:
                 continue
@@ -511,9 +507,8 @@ class ArcticData(bt.feed.DataBase):
     # ----------------------------------------------------------------- preload
     def preload(self):
         """Bulk-copy whole chunks into the line arrays when nothing per-bar is needed."""
-        fast = (not self._filters and not self._tzinput and not self.p.live
-                and all(ln.mode == ln.UnBounded and not ln.bindings for ln in self.lines))
-        if not fast:
+        if (self.p.live or not self._can_fast()
+                or any(ln.mode != ln.UnBounded for ln in self.lines)):
             return super().preload()
         nan_lines = [ln for ln in self.lines if ln is not self.lines.datetime
                      and all(ln is not t for t in self._lines)]
@@ -522,17 +517,17 @@ class ArcticData(bt.feed.DataBase):
             dates = self._dates[self._i:]
             cols = [c[self._i:] for c in self._columns_data]
             self._i = self._n
-            lo = np.searchsorted(dates, self.fromdate, side="left") if dates else 0
-            hi = np.searchsorted(dates, self.todate, side="right") if dates else 0
-            n = int(hi - lo)
+            lo = int(np.searchsorted(dates, self.fromdate, side="left"))
+            hi = int(np.searchsorted(dates, self.todate, side="right"))
+            n = hi - lo
             if n <= 0:
-                if dates and dates[-1] > self.todate:
+                if dates[-1] > self.todate:
                     break
                 continue
             for line, values in zip(targets, [dates, *cols], strict=True):
                 line.array.extend(values[lo:hi])
             for line in nan_lines:
-                line.array.extend([float("nan")] * n)
+                line.array.extend([NAN] * n)
             for line in self.lines:
                 line.lencount += n
                 line.idx = line.idx + n

@@ -150,8 +150,9 @@ def read_csv_frames(path: str, args, progress: _Progress | None = None):
                                    f"{exc}") from None
             index = index.tz_convert("UTC")
             ns = index.asi8
-            if len(ns) > 1 and (np.diff(ns) < 0).any():
-                i = int((np.diff(ns) < 0).argmax()) + 1
+            backwards = np.diff(ns) < 0
+            if backwards.any():
+                i = int(backwards.argmax()) + 1
                 raise CsvError(f"{path}:{line0 + i}: column {date_cols[0]!r}: timestamps are "
                                f"not sorted ({raw_dt.iloc[i]!r} is before the previous row)")
             if last_ns is not None and len(ns) and ns[0] < last_ns:
@@ -209,13 +210,16 @@ def cmd_import(args) -> int:
             raise CsvError(f"{path}: no data rows")
         mode = "append" if (exists and args.append) else "write"
         lib.finalize_staged_data(args.symbol, mode, stage_results=tokens)
-    except (CsvError, arcticdb.exceptions.ArcticException) as exc:
+    except BaseException as exc:  # all or nothing: never leave this import's stages behind
         if tokens:
             lib.delete_staged_data(tokens)
         if progress.drawn:
             sys.stderr.write("\n")
-        return _fail(str(exc) if isinstance(exc, CsvError)
-                     else f"symbol {args.symbol!r}: {exc}")
+        if isinstance(exc, CsvError):
+            return _fail(str(exc))
+        if isinstance(exc, arcticdb.exceptions.ArcticException):
+            return _fail(f"symbol {args.symbol!r}: {exc}")
+        raise
     desc = lib.get_description(args.symbol)
     print(f"imported {rows:,} rows into {args.symbol} ({desc.row_count:,} rows, "
           f"{desc.date_range[0]} .. {desc.date_range[1]} UTC)")
@@ -271,10 +275,7 @@ def cmd_compact(args) -> int:
                          rows_per_segment=args.rows_per_segment)
     except ArcticError as exc:
         return _fail(str(exc))
-    print(f"compacted {len(report.done)} symbols")
-    for symbol, err in report.errors.items():
-        print(f"error: {symbol}: {err}", file=sys.stderr)
-    return 1 if report.errors else 0
+    return _print_report("compacted", report)
 
 
 def cmd_finalize(args) -> int:
@@ -285,7 +286,12 @@ def cmd_finalize(args) -> int:
         report = finalize_staged(args.uri, args.library, prefix=args.prefix)
     except ArcticError as exc:
         return _fail(str(exc))
-    print(f"finalized {len(report.done)} symbols")
+    return _print_report("finalized", report)
+
+
+def _print_report(verb: str, report) -> int:
+    """A maintenance report on stdout/stderr; exit code 1 when a symbol failed."""
+    print(f"{verb} {len(report.done)} symbols")
     for symbol, err in report.errors.items():
         print(f"error: {symbol}: {err}", file=sys.stderr)
     return 1 if report.errors else 0

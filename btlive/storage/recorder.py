@@ -32,6 +32,7 @@ import queue
 import threading
 import time
 import weakref
+from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -63,6 +64,10 @@ _RECOVERED: set[tuple] = set()  # (uri, library, prefix) already recovered in th
 _RECOVERED_LOCK = threading.Lock()
 
 
+_ONE_US = timedelta(microseconds=1)
+_F64 = np.dtype(np.float64)
+
+
 def to_ns(ts) -> int:
     """Nanoseconds since the epoch (UTC) of an int, tz-aware datetime or pd.Timestamp."""
     if type(ts) is int:
@@ -82,29 +87,51 @@ def to_ns(ts) -> int:
     raise TypeError(f"timestamp {ts!r}: expected int ns UTC, a tz-aware datetime or pd.Timestamp")
 
 
-_ONE_US = timedelta(microseconds=1)
-
-
 class _Buffer:
-    """Rows of one symbol since its last flush: row tuples from record(), arrays from batches."""
+    """Rows of one symbol since its last flush, in arrival order.
 
-    __slots__ = ("names", "dtypes", "keys", "floats", "convs", "ts", "vals", "batches", "rows",
-                 "since")
+    ``record()`` rows are kept flat: timestamps in an ``array('q')`` and values
+    row after row in an ``array('d')`` (a plain list when some column is int64),
+    so a row costs two C-level appends and a flush needs no per-row Python work.
+    ``record_batch()`` arrays are kept with the number of rows that preceded them.
+    """
+
+    __slots__ = ("names", "dtypes", "keys", "width", "floats", "convs", "ts", "vals",
+                 "batches", "rows", "since")
 
     def __init__(self, names: list[str], dtypes: list[np.dtype]):
         self.names = tuple(names)
         self.dtypes = dtypes
         self.keys = frozenset(names)
+        self.width = len(names)
         self.floats = all(dt.kind == "f" for dt in dtypes)
         self.convs = [operator.index if dt.kind == "i" else float for dt in dtypes]
         self.reset()
 
     def reset(self) -> None:
-        self.ts: list[int] = []
-        self.vals: list[tuple] = []
-        self.batches: list[tuple[np.ndarray, list[np.ndarray]]] = []
+        self.ts = array("q")
+        self.vals: array | list = array("d") if self.floats else []
+        self.batches: list[tuple[int, np.ndarray, list[np.ndarray]]] = []
         self.rows = 0
         self.since = 0.0
+
+    def add(self, symbol: str, t: int, fields: dict) -> None:
+        """Append one row; a bad row raises naming the symbol and leaves the buffer as it was."""
+        vals = self.vals
+        if self.floats and tuple(fields) == self.names:
+            try:
+                vals.fromlist([*fields.values()])  # converts and checks every value, all or none
+            except (TypeError, ValueError, OverflowError):  # None, text, ...: the careful path
+                vals.extend(self.row(symbol, fields))
+        else:
+            vals.extend(self.row(symbol, fields))
+        try:
+            self.ts.append(t)
+        except OverflowError:
+            del vals[len(self.ts) * self.width:]
+            raise ValueError(f"symbol {symbol!r}: timestamp {t} is outside the int64 "
+                             "nanosecond range") from None
+        self.rows += 1
 
     def row(self, symbol: str, fields: dict) -> tuple:
         """The row's values in column order, converted (raises ValueError naming the symbol)."""
@@ -128,6 +155,10 @@ class _Buffer:
         except (TypeError, ValueError):
             raise ValueError(f"symbol {symbol!r}: non-numeric value in {fields!r}") from None
 
+    def add_batch(self, ts: np.ndarray, cols: list[np.ndarray]) -> None:
+        self.batches.append((len(self.ts), ts, cols))
+        self.rows += len(ts)
+
     def detach(self) -> tuple:
         """Hand over the buffered rows (cheap, under the recorder's lock); empties the buffer."""
         raw = (self.ts, self.vals, self.batches)
@@ -137,20 +168,27 @@ class _Buffer:
     def materialize(self, raw: tuple) -> tuple[np.ndarray, list[np.ndarray]]:
         """Detached rows as int64 ns plus one array per column, in arrival order (no lock)."""
         ts, vals, batches = raw
-        parts_ts = [b[0] for b in batches]
-        parts_cols = [list(b[1]) for b in batches]
-        if ts:
-            parts_ts.append(np.array(ts, dtype=np.int64))
-            if self.floats:
-                table = np.array(vals, dtype=np.float64).T
-                parts_cols.append([np.ascontiguousarray(c) for c in table])
-            else:
-                parts_cols.append([np.fromiter((r[j] for r in vals), dtype=dt, count=len(vals))
-                                   for j, dt in enumerate(self.dtypes)])
-        if len(parts_ts) == 1:
-            return parts_ts[0], parts_cols[0]
-        return (np.concatenate(parts_ts),
-                [np.concatenate([p[i] for p in parts_cols]) for i in range(len(self.names))])
+        n, k = len(ts), self.width
+        row_ts = np.frombuffer(ts, dtype=np.int64) if n else np.empty(0, np.int64)
+        if not n:
+            row_cols = []
+        elif self.floats:
+            table = np.frombuffer(vals, dtype=np.float64).reshape(n, k)
+            row_cols = [np.ascontiguousarray(table[:, j]) for j in range(k)]
+        else:
+            row_cols = [np.array(vals[j::k], dtype=dt) for j, dt in enumerate(self.dtypes)]
+        parts, start = [], 0
+        for at, batch_ts, batch_cols in batches:
+            if at > start:
+                parts.append((row_ts[start:at], [c[start:at] for c in row_cols]))
+            parts.append((batch_ts, batch_cols))
+            start = at
+        if n > start:
+            parts.append((row_ts[start:], [c[start:] for c in row_cols]))
+        if len(parts) == 1:
+            return parts[0]
+        return (np.concatenate([p[0] for p in parts]),
+                [np.concatenate([p[1][j] for p in parts]) for j in range(k)])
 
 
 @dataclass
@@ -247,11 +285,12 @@ class ArcticRecorder:
             self._thread = threading.Thread(target=self._run, name=f"ArcticRecorder[{library}]",
                                             daemon=True)
             self._thread.start()
-            ready.done.wait()
-            if ready.error is not None:
+            try:
+                self._wait(ready)
+            except BaseException:
                 self._closed = True
                 self._thread.join(timeout=10)
-                raise ready.error
+                raise
         else:
             self._startup()
         ref = weakref.ref(self)
@@ -263,15 +302,14 @@ class ArcticRecorder:
         """Buffer one row; ``ts`` is int ns UTC, a tz-aware datetime or pd.Timestamp."""
         t = ts if type(ts) is int else to_ns(ts)
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
             buf = self._buffers.get(symbol)
             if buf is None:
-                buf = self._new_buffer(symbol, list(fields), [np.dtype(np.float64)] * len(fields))
-            values = buf.row(symbol, fields)
+                buf = self._new_buffer(symbol, list(fields), [_F64] * len(fields))
             if not buf.rows:
                 buf.since = time.monotonic()
-            buf.ts.append(t)
-            buf.vals.append(values)
-            buf.rows += 1
+            buf.add(symbol, t, fields)
             full = buf.rows >= self.flush_rows or (
                 not self.background and time.monotonic() - buf.since >= self.flush_seconds)
         if full:
@@ -302,9 +340,11 @@ class ArcticRecorder:
                                 "is not numeric")
             arrays[name] = arr
         with self._lock:
+            if self._closed:
+                raise self._closed_error()
             buf = self._buffers.get(symbol)
             if buf is None:
-                dtypes = [np.dtype(np.int64) if a.dtype.kind in "iu" else np.dtype(np.float64)
+                dtypes = [np.dtype(np.int64) if a.dtype.kind in "iu" else _F64
                           for a in arrays.values()]
                 buf = self._new_buffer(symbol, list(arrays), dtypes)
             elif arrays.keys() != buf.keys:
@@ -318,8 +358,7 @@ class ArcticRecorder:
                 cols.append(np.array(arr, dtype=dt))
             if not buf.rows:
                 buf.since = time.monotonic()
-            buf.batches.append((ts.copy(), cols))
-            buf.rows += n
+            buf.add_batch(ts.copy(), cols)
             full = buf.rows >= self.flush_rows
         if full:
             self._kick()
@@ -364,9 +403,10 @@ class ArcticRecorder:
         return out
 
     # ---------------------------------------------------------------- internals
+    def _closed_error(self) -> ArcticError:
+        return ArcticError(f"recorder for {redact_uri(self.uri)} is closed")
+
     def _new_buffer(self, symbol: str, names: list[str], dtypes: list[np.dtype]) -> _Buffer:
-        if self._closed:
-            raise ArcticError(f"recorder for {redact_uri(self.uri)} is closed")
         if not isinstance(symbol, str) or not symbol or symbol.startswith(LATE_PREFIX):
             raise ValueError(f"symbol {symbol!r}: must be a non-empty string not starting "
                              f"with {LATE_PREFIX!r}")
@@ -384,44 +424,61 @@ class ArcticRecorder:
             self._wake.set()
         else:
             with self._io:
-                self._flush_buffers(force=False)
+                self._tick()
+
+    def _tick(self) -> None:
+        """The periodic work (under ``_io``): stage what is due, finalize when it is time."""
+        self._flush_buffers(force=False)
+        if time.monotonic() - self._last_finalize >= self.finalize_seconds:
+            self._finalize_all()
 
     def _call(self, kind: str) -> None:
-        if self.background and threading.current_thread() is not self._thread:
-            if self._closed or self._thread is None or not self._thread.is_alive():
-                if kind == "close":
-                    return
-                raise ArcticError(f"recorder for {redact_uri(self.uri)} is closed")
-            req = _Request(kind)
-            self._requests.put(req)
-            self._wake.set()
-            req.done.wait()
-            if req.error is not None:
-                raise req.error
+        if not self.background or threading.current_thread() is self._thread:
+            with self._io:
+                self._do(kind)
             return
-        with self._io:
-            self._do(kind)
+        if self._closed or not self._thread.is_alive():
+            if kind == "close":
+                return
+            raise self._closed_error()
+        req = _Request(kind)
+        self._requests.put(req)
+        self._wake.set()
+        self._wait(req)
+
+    def _wait(self, req: _Request) -> None:
+        """The writer's answer to ``req``; an error instead of a hang if the writer is gone."""
+        while not req.done.wait(1.0):
+            if not self._thread.is_alive() and not req.done.is_set():
+                if req.kind == "close":
+                    return
+                raise ArcticError(f"recorder writer thread for {redact_uri(self.uri)} stopped "
+                                  f"before doing {req.kind!r}")
+        if req.error is not None:
+            raise req.error
 
     def _do(self, kind: str) -> None:
-        if kind == "flush":
-            self._flush_buffers(force=True)
-            self._raise_pending()
-        elif kind == "finalize":
-            self._flush_buffers(force=True)
+        if kind == "close":
+            with self._lock:  # record() refuses rows from here on, so the flush takes the last
+                self._closed = True
+        self._flush_buffers(force=True)
+        if kind != "flush":
             self._finalize_all()
-            self._raise_pending()
-        elif kind == "close":
-            self._flush_buffers(force=True)
-            self._finalize_all()
-            self._closed = True
-            self._raise_pending()
+        self._raise_unwritten(finalized=kind != "flush")
 
-    def _raise_pending(self) -> None:
+    def _raise_unwritten(self, finalized: bool) -> None:
+        """flush/finalize/close must not return as if done while rows are not there yet."""
+        problems = []
         stuck = {s: sum(len(p[0]) for p in st.pending) for s, st in self._states.items()
                  if st.pending}
         if stuck:
-            raise ArcticError(f"rows not yet written (kept in memory, retried): {stuck}; "
-                              f"last error: {self._last_error}")
+            problems.append(f"rows not yet written (kept in memory, retried): {stuck}")
+        staged = sorted(s for s, st in self._states.items() if st.tokens) if finalized else []
+        if staged:
+            problems.append(f"staged rows not finalized (kept staged; the next recorder or "
+                            f"`btlive arctic finalize` finalizes them): {staged}")
+        if problems:
+            raise ArcticError("; ".join(problems) + f"; last error: {self._last_error}")
 
     def _startup(self) -> None:
         if not self._recover:
@@ -470,9 +527,7 @@ class ArcticRecorder:
                 return
             try:
                 with self._io:
-                    self._flush_buffers(force=False)
-                    if time.monotonic() - self._last_finalize >= self.finalize_seconds:
-                        self._finalize_all()
+                    self._tick()
             except Exception:  # noqa: BLE001 - the worker must survive; errors are counted
                 log.exception("recorder writer loop")
 

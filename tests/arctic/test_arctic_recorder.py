@@ -277,3 +277,68 @@ def test_failed_start_leaves_no_thread(uri, monkeypatch):
     with pytest.raises(OSError, match="unreachable"):
         ArcticRecorder(uri)
     assert threading.active_count() == before
+
+
+def test_rows_after_close_are_refused_not_lost(uri):
+    rec = ArcticRecorder(uri)
+    rec.record(SYM, T0, price=1.0)
+    rec.close()
+    with pytest.raises(ArcticError, match="closed"):
+        rec.record(SYM, T0 + 1, price=2.0)
+    with pytest.raises(ArcticError, match="closed"):
+        rec.record_batch(SYM, np.array([T0 + 2]), {"price": np.array([3.0])})
+    with pytest.raises(ArcticError, match="closed"):
+        rec.flush()
+    assert get_library(uri).read(SYM).data["price"].tolist() == [1.0]
+
+
+def test_rows_and_batches_keep_arrival_order(uri):
+    with ArcticRecorder(uri, background=False) as rec:
+        rec.record(SYM, T0, price=1.0)
+        rec.record_batch(SYM, np.array([T0, T0]), {"price": np.array([2.0, 3.0])})
+        rec.record(SYM, T0, price=4.0)
+        rec.record_batch(SYM, np.array([T0]), {"price": np.array([5.0])})
+    frame = get_library(uri).read(SYM).data
+    assert frame["price"].tolist() == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert frame["seq"].tolist() == [0, 1, 2, 3, 4]
+
+
+def test_a_bad_row_leaves_the_buffer_as_it_was(uri):
+    with ArcticRecorder(uri, background=False) as rec:
+        rec.record(SYM, T0, price=1.0, size=1.0)
+        with pytest.raises(ValueError, match="AAA.*non-numeric"):
+            rec.record(SYM, T0 + 1, price=2.0, size="x")
+        with pytest.raises(ValueError, match="AAA.*int64"):
+            rec.record(SYM, 2**63, price=2.0, size=2.0)
+        rec.record(SYM, T0 + 2, size=3.0, price=3.0)  # other keyword order, same columns
+        assert rec.stats["buffered_rows"] == 2
+    frame = get_library(uri).read(SYM).data
+    assert frame["price"].tolist() == [1.0, 3.0] and frame["size"].tolist() == [1.0, 3.0]
+
+
+def test_failed_finalize_is_raised_not_swallowed(uri, monkeypatch):
+    rec = ArcticRecorder(uri, background=False, finalize_seconds=3600)
+    lib = get_library(uri)
+    real = type(lib).finalize_staged_data
+
+    def broken(self, *args, **kwargs):
+        raise OSError("injected finalize fault")
+
+    rec.record(SYM, T0, price=1.0)
+    monkeypatch.setattr(type(lib), "finalize_staged_data", broken)
+    with pytest.raises(ArcticError, match="not finalized.*injected finalize fault"):
+        rec.finalize()
+    monkeypatch.setattr(type(lib), "finalize_staged_data", real)
+    rec.close()
+    assert lib.read(SYM).data["price"].tolist() == [1.0]
+
+
+def test_foreground_recorder_finalizes_periodically(uri):
+    rec = ArcticRecorder(uri, background=False, flush_rows=1, finalize_seconds=0.05)
+    try:
+        rec.record(SYM, T0, price=1.0)
+        time.sleep(0.1)
+        rec.record(SYM, T0 + 1, price=2.0)
+        assert get_library(uri).read(SYM).data["price"].tolist() == [1.0, 2.0]
+    finally:
+        rec.close()

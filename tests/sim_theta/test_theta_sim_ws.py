@@ -229,7 +229,7 @@ def test_burst_and_raw_frames(sim):
         frames(ws, 0.2)
         n = 20_000
         assert sim.burst(n, contracts=50) == n
-        got = data(frames(ws, 20, stop=lambda f: False) if False else _count(ws, n))
+        got = data(_count(ws, n))
         kinds = [kind(f) for f in got]
         assert len(got) == n
         assert kinds.count("QUOTE") == 16_000 and kinds.count("TRADE") == 2_000

@@ -42,7 +42,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from btlive.sim.theta import ThetaSimulator
 
-    symbols = [s for s in args.symbols.split(",") if s.strip()] or None
+    symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] or None
     try:
         sim = ThetaSimulator(rest_port=args.rest_port, ws_port=args.ws_port, grpc_port=args.grpc_port,
                              tier=args.tier, seed=args.seed, symbols=symbols, replay_uri=args.replay,

@@ -309,12 +309,12 @@ class Endpoints:
             self.routes[f"option/snapshot/greeks/{g}"] = self._option_snapshot
         for kind in ("quote", "trade", "ohlc", "eod", "trade_quote"):
             self.routes[f"stock/history/{kind}"] = self._stock_history
-        for kind in ("quote", "trade", "ohlc"):
-            self.routes[f"stock/snapshot/{kind}"] = self._stock_snapshot
+        for kind in ("quote", "trade", "ohlc", "market_value"):
+            self.routes[f"stock/snapshot/{kind}"] = self._symbol_snapshot
         for kind in ("price", "ohlc", "eod"):
             self.routes[f"index/history/{kind}"] = self._index_history
-        for kind in ("price", "ohlc"):
-            self.routes[f"index/snapshot/{kind}"] = self._index_snapshot
+        for kind in ("price", "ohlc", "market_value"):
+            self.routes[f"index/snapshot/{kind}"] = self._symbol_snapshot
         for path in ("option/list/symbols", "stock/list/symbols", "index/list/symbols",
                      "option/list/expirations", "option/list/strikes", "option/list/dates",
                      "option/list/contracts", "stock/list/dates", "index/list/dates"):
@@ -323,8 +323,6 @@ class Endpoints:
                      "calendar/open_today", "calendar/year"):  # the last two: gRPC names
             self.routes[path] = self._calendar
         self.routes["option/snapshot/market_value"] = self._option_snapshot
-        self.routes["stock/snapshot/market_value"] = self._stock_snapshot
-        self.routes["index/snapshot/market_value"] = self._index_snapshot
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, path: str, params: dict[str, str]) -> Result:
@@ -696,6 +694,8 @@ class Endpoints:
         kind = path.rsplit("/", 1)[1]
         sym = self._stock(q, "index")
         days = q.days()
+        if kind == "price":
+            self._check_interval(q, days)
         a, b = q.window()
         self._check_depth(days)
         self._guard(q, kind, a, b, 1, len(days))
@@ -708,10 +708,7 @@ class Endpoints:
             if window is None:
                 continue
             if kind == "price":
-                interval = q.interval()
-                if len(days) > 1 and interval < 60_000:
-                    self._check_interval(q, days)
-                rows = self.quote_rows(sym, day, window[0], window[1], interval)
+                rows = self.quote_rows(sym, day, window[0], window[1], q.interval())
                 rows["price"] = np.round((rows["bid"] + rows["ask"]) / 2.0, 2)
                 parts.append(rows)
             else:
@@ -785,11 +782,11 @@ class Endpoints:
                 rows["price"] = np.round((rows["bid"] + rows["ask"]) / 2.0, 2)
             return rows
         if kind == "trade":
-            k = self.market.last_tick(self.market.key(inst), "trade", np.array([now_ms]))
-            if k[0] < 0:
+            key = self.market.key(inst)
+            k = self.market.last_k(key, "trade", now_ms)
+            if k < 0:
                 return None
-            ms = int(k[0] * self.market.trade_ms + self.market._phase(
-                self.market.key(inst), self.market.trade_ms, 32))
+            ms = k * self.market.trade_ms + self.market.phase(key, "trade")
             return self.trade_rows(inst, today, ms, ms)
         if kind == "ohlc":
             t = self.trade_rows(inst, today, 0, now_ms)
@@ -838,34 +835,27 @@ class Endpoints:
         out = [s for s in syms if (u := self.market.underlying(s)) is not None and u.kind == kind]
         return out
 
-    def _stock_snapshot(self, q: Query, path: str) -> Result:
-        kind = path.rsplit("/", 1)[1]
-        parts = []
-        for sym in self._multi(q, "stock"):
-            rows = self._snapshot_rows(kind, sym, q)
-            if rows is not None:
-                rows["symbol"] = np.array([sym] * len(rows["timestamp"]), dtype=object)
-                parts.append(rows)
-        columns = {"quote": ["timestamp", "symbol", *QUOTE_COLS],
-                   "market_value": ["timestamp", "symbol", "market_bid", "market_ask", "market_price"],
-                   "ohlc": ["timestamp", "symbol", *OHLC_COLS[:-1]],
-                   "trade": ["timestamp", "symbol", "sequence", "size", "condition", "price"]}[kind]
-        data = _concat(parts)
-        return Result(columns, [Block(data)] if data else [])
+    _SYMBOL_SNAPSHOT_COLUMNS = {
+        "stock": {"quote": ["timestamp", "symbol", *QUOTE_COLS],
+                  "market_value": ["timestamp", "symbol", "market_bid", "market_ask", "market_price"],
+                  "ohlc": ["timestamp", "symbol", *OHLC_COLS[:-1]],
+                  "trade": ["timestamp", "symbol", "sequence", "size", "condition", "price"]},
+        "index": {"price": ["timestamp", "symbol", "price"],
+                  "market_value": ["timestamp", "symbol", "market_price"],
+                  "ohlc": ["timestamp", "symbol", *OHLC_COLS[:-1]]},
+    }
 
-    def _index_snapshot(self, q: Query, path: str) -> Result:
-        kind = path.rsplit("/", 1)[1]
+    def _symbol_snapshot(self, q: Query, path: str) -> Result:
+        """stock/snapshot/* and index/snapshot/*: one row per symbol ('*' = all of that kind)."""
+        sec, _, kind = path.split("/")
         parts = []
-        for sym in self._multi(q, "index"):
+        for sym in self._multi(q, sec):
             rows = self._snapshot_rows(kind, sym, q)
             if rows is not None:
                 rows["symbol"] = np.array([sym] * len(rows["timestamp"]), dtype=object)
                 parts.append(rows)
-        columns = {"price": ["timestamp", "symbol", "price"],
-                   "market_value": ["timestamp", "symbol", "market_price"],
-                   "ohlc": ["timestamp", "symbol", *OHLC_COLS[:-1]]}[kind]
         data = _concat(parts)
-        return Result(columns, [Block(data)] if data else [])
+        return Result(self._SYMBOL_SNAPSHOT_COLUMNS[sec][kind], [Block(data)] if data else [])
 
     # ------------------------------------------------------------------ lists
     def _data_days(self, first: date, last: date) -> list[date]:

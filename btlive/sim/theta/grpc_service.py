@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import logging
 import re
+import threading
 from concurrent import futures
 
 import grpc
@@ -74,11 +75,15 @@ class TerminalServicer(endpoints_pb2_grpc.BetaThetaTerminalServicer):
         self.compression = compression
         self.chunk_bytes = chunk_bytes
         self.require_session = require_session
-        self.calls: dict[str, int] = {}
-        self._zstd = zstandard.ZstdCompressor(level=3)
+        self._local = threading.local()  # a ZstdCompressor must not be shared between threads
+
+    def _compress(self, raw: bytes) -> bytes:
+        zstd = getattr(self._local, "zstd", None)
+        if zstd is None:
+            zstd = self._local.zstd = zstandard.ZstdCompressor(level=3)
+        return zstd.compress(raw)
 
     def answer(self, method: str, request, context):
-        self.calls[method] = self.calls.get(method, 0) + 1
         injected = self.faults.grpc_status(method)
         if injected:
             context.abort(*injected)
@@ -94,7 +99,7 @@ class TerminalServicer(endpoints_pb2_grpc.BetaThetaTerminalServicer):
         for raw in to_table_bytes(result, self.chunk_bytes):
             zstd = self.compression == "zstd" or (self.compression == "mixed" and next(alternate))
             if zstd:
-                yield ResponseData(compressed_data=self._zstd.compress(raw), original_size=len(raw),
+                yield ResponseData(compressed_data=self._compress(raw), original_size=len(raw),
                                    compression_description=CompressionDescription(
                                        algo=CompressionAlgo.ZSTD, level=3))
             else:

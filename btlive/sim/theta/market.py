@@ -336,13 +336,9 @@ class Market:
             self._keys[instrument] = key
         return key
 
-    def _phase(self, key: int, grid: int, salt: int) -> int:
-        return ((key >> salt) & 0xFFFFFF) % grid if grid > 1 else 0
-
     def grid_times(self, key: int, kind: str, start_ms: int, end_ms: int) -> tuple[np.ndarray, np.ndarray]:
         """(k, ms) of the tick grid ``kind`` ("quote"|"trade") within [start, end] of a day."""
-        grid = self.quote_ms if kind == "quote" else self.trade_ms
-        phase = self._phase(key, grid, 8 if kind == "quote" else 32)
+        grid, phase = self.grid(kind), self.phase(key, kind)
         start_ms, end_ms = max(start_ms, 0), min(end_ms, DAY_MS - 1)
         k0 = -((phase - start_ms) // grid)  # ceil((start - phase) / grid)
         k1 = (end_ms - phase) // grid
@@ -353,8 +349,7 @@ class Market:
 
     def last_tick(self, key: int, kind: str, ms: np.ndarray, exclusive: bool = False) -> np.ndarray:
         """Grid index of the last tick at (or strictly before) each ms; -1 if none that day."""
-        grid = self.quote_ms if kind == "quote" else self.trade_ms
-        phase = self._phase(key, grid, 8 if kind == "quote" else 32)
+        grid, phase = self.grid(kind), self.phase(key, kind)
         ms = np.asarray(ms, dtype=np.int64) - (1 if exclusive else 0)
         k = np.floor_divide(ms - phase, grid)
         return np.where(ms - phase >= 0, k, -1)
@@ -363,7 +358,9 @@ class Market:
         return self.quote_ms if kind == "quote" else self.trade_ms
 
     def phase(self, key: int, kind: str) -> int:
-        return self._phase(key, self.grid(kind), 8 if kind == "quote" else 32)
+        """The instrument's offset on the ``kind`` grid (quotes and trades hash different bits)."""
+        grid = self.grid(kind)
+        return ((key >> (8 if kind == "quote" else 32)) & 0xFFFFFF) % grid if grid > 1 else 0
 
     def last_k(self, key: int, kind: str, ms: int) -> int:
         """Scalar :meth:`last_tick`: grid index of the last tick at or before ``ms`` (-1: none)."""
@@ -428,7 +425,7 @@ class Market:
     def _option_quotes_flat(self, cs: list[OptionContract], sizes: list[int], day: date,
                             k: np.ndarray) -> dict[str, np.ndarray]:
         keys = [self.key(c) for c in cs]
-        ms = k * self.quote_ms + np.repeat([self._phase(x, self.quote_ms, 8) for x in keys],
+        ms = k * self.quote_ms + np.repeat([self.phase(x, "quote") for x in keys],
                                            sizes).astype(np.int64)
         theo = self._state_many(cs, sizes, day, ms)["theo"]
         half = np.maximum(0.01, np.round(theo * 0.01, 2))
@@ -446,7 +443,7 @@ class Market:
 
     def stock_quotes(self, symbol: str, day: date, k: np.ndarray) -> dict[str, np.ndarray]:
         key = self.key(symbol)
-        ms = k * self.quote_ms + self._phase(key, self.quote_ms, 8)
+        ms = k * self.quote_ms + self.phase(key, "quote")
         spot = np.round(self.spot(symbol, day, ms), 2)
         h = self._uniform(key, day, k, 1)
         return {
@@ -474,7 +471,7 @@ class Market:
         if isinstance(inst, OptionContract):
             return self._option_trades_flat([inst], [k.size], day, k)
         key = self.key(inst)
-        ms = k * self.trade_ms + self._phase(key, self.trade_ms, 32)
+        ms = k * self.trade_ms + self.phase(key, "trade")
         h = self._uniform(key, day, k, 2)
         price = np.round(self.spot(inst, day, ms), 2)
         size = (1 + (h >> np.uint64(8)) % np.uint64(10)).astype(np.int64) * 100
@@ -495,9 +492,9 @@ class Market:
     def _option_trades_flat(self, cs: list[OptionContract], sizes: list[int], day: date,
                             k: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
         keys = [self.key(c) for c in cs]
-        ms = k * self.trade_ms + np.repeat([self._phase(x, self.trade_ms, 32) for x in keys],
+        ms = k * self.trade_ms + np.repeat([self.phase(x, "trade") for x in keys],
                                            sizes).astype(np.int64)
-        qphase = np.repeat([self._phase(x, self.quote_ms, 8) for x in keys], sizes).astype(np.int64)
+        qphase = np.repeat([self.phase(x, "quote") for x in keys], sizes).astype(np.int64)
         qk = np.where(ms - qphase >= 0, np.floor_divide(ms - qphase, self.quote_ms), -1)
         q = self._option_quotes_flat(cs, sizes, day, qk)
         h = self._uniform_many(keys, sizes, day, k, 2)

@@ -55,6 +55,7 @@ class ReplaySource:
         self.instruments: list[OptionContract | str] = []
         self._contracts: list[str] = []
         self.events: dict[str, _Events] = {}
+        self.by_inst: dict[str, dict] = {}  # kind -> instrument -> (ET epoch ms, columns)
         self.start_ns = self.end_ns = 0
         self._wall0 = time.monotonic_ns()
         self.loaded = False
@@ -141,41 +142,52 @@ class ReplaySource:
         if t1 < t0:  # wrapped around: the end of the span, then its start
             return self.frames(t0, self.end_ns, wanted, bulk) + self.frames(self.start_ns, t1, wanted, bulk)
         rows = []
-        for kind, ev in self.events.items():
+        for order, kind in enumerate(KINDS):
+            ev = self.events.get(kind)
+            if ev is None:
+                continue
             lo, hi = np.searchsorted(ev.ts, [t0, t1])
             if hi <= lo:
                 continue
             sel = np.arange(lo, hi)
-            if not bulk:
-                keep = [j for j in sel if wanted(kind, self.instruments[ev.inst[j]])]
-                sel = np.array(keep, dtype=np.int64)
+            if not bulk:  # one call per instrument present, not per row
+                present, where = np.unique(ev.inst[sel], return_inverse=True)
+                keep = np.array([wanted(kind, self.instruments[i]) for i in present.tolist()])
+                sel = sel[keep[where]]
                 if not sel.size:
                     continue
             et = pd.DatetimeIndex(ev.ts[sel]).tz_localize("UTC").tz_convert("America/New_York")
-            ymd = (et.year * 10000 + et.month * 100 + et.day).to_numpy()
+            ymd = (et.year * 10000 + et.month * 100 + et.day).to_numpy().tolist()
             ms = ((et.hour * 3600 + et.minute * 60 + et.second) * 1000
-                  + et.microsecond // 1000).to_numpy()
-            col = lambda n, e=ev, s=sel: e.cols[n][s] if n in e.cols else np.zeros(s.size)  # noqa: E731
-            for i, j in enumerate(sel.tolist()):
-                contract = self._contracts[ev.inst[j]]
-                if kind == "quote":
-                    frame = quote_frame(contract, int(ms[i]), int(col("bid_size")[i]),
-                                        int(col("bid_exchange")[i]), float(col("bid")[i]),
-                                        int(col("bid_condition")[i]), int(col("ask_size")[i]),
-                                        int(col("ask_exchange")[i]), float(col("ask")[i]),
-                                        int(col("ask_condition")[i]), int(ymd[i]))
-                elif kind == "trade":
-                    frame = trade_frame(contract, int(ms[i]), int(col("sequence")[i]),
-                                        int(col("size")[i]), int(col("condition")[i]),
-                                        float(col("price")[i]), int(col("exchange")[i]), int(ymd[i]))
-                else:
-                    frame = ohlc_frame(contract, int(ms[i]), float(col("open")[i]),
-                                       float(col("high")[i]), float(col("low")[i]),
-                                       float(col("close")[i]), int(col("volume")[i]),
-                                       int(col("count")[i]), int(ymd[i]))
-                rows.append((int(ev.ts[j]), KINDS.index(kind), frame))
+                  + et.microsecond // 1000).to_numpy().tolist()
+            encode, fields = _FRAMES[kind]
+            cols = [_column(ev.cols.get(name), sel, is_float) for name, is_float in fields]
+            contracts = [self._contracts[i] for i in ev.inst[sel].tolist()]
+            for ts, contract, m, day, *values in zip(ev.ts[sel].tolist(), contracts, ms, ymd, *cols,
+                                                     strict=True):
+                rows.append((ts, order, encode(contract, m, *values, day)))
         rows.sort(key=lambda r: (r[0], r[1]))
         return [r[2] for r in rows]
+
+
+#: frame encoder and its value fields after (contract, ms_of_day), before date: (name, is_float)
+_FRAMES = {
+    "quote": (quote_frame, (("bid_size", False), ("bid_exchange", False), ("bid", True),
+                            ("bid_condition", False), ("ask_size", False), ("ask_exchange", False),
+                            ("ask", True), ("ask_condition", False))),
+    "trade": (trade_frame, (("sequence", False), ("size", False), ("condition", False),
+                            ("price", True), ("exchange", False))),
+    "ohlc": (ohlc_frame, (("open", True), ("high", True), ("low", True), ("close", True),
+                          ("volume", False), ("count", False))),
+}
+
+
+def _column(values: np.ndarray | None, sel: np.ndarray, is_float: bool) -> list:
+    """Recorded values at ``sel`` as Python numbers (zeros for a column the recording lacks)."""
+    if values is None:
+        return [0.0 if is_float else 0] * sel.size
+    picked = np.asarray(values[sel], dtype=float)
+    return picked.tolist() if is_float else np.nan_to_num(picked).astype(np.int64).tolist()
 
 
 def _per_instrument(df: pd.DataFrame) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -190,5 +202,4 @@ def _utc_ns(index) -> np.ndarray:
     idx = pd.DatetimeIndex(index)
     if idx.tz is None:
         idx = idx.tz_localize("UTC")
-    return idx.tz_convert("UTC").asi8.astype(np.int64) if idx.unit == "ns" else \
-        idx.tz_convert("UTC").as_unit("ns").asi8.astype(np.int64)
+    return idx.tz_convert("UTC").as_unit("ns").asi8.astype(np.int64)

@@ -123,7 +123,6 @@ class RestApp:
         self.fpss_status = fpss_status
         self.mdds_status = "CONNECTED"
         self.base_url = ""
-        self.requests = 0
         self.requests_per_minute = requests_per_minute
         self._recent: collections.deque[float] = collections.deque()
         self._pages: dict[str, _Page] = {}
@@ -143,8 +142,11 @@ class RestApp:
             self._recent.append(now)
             return False
 
-    def store_page(self, result: Result, start: int, fmt: str) -> str:
+    def next_page(self, result: Result, start: int, fmt: str, page: _Page | None) -> str:
+        """Id of the page of ``result`` from row ``start``; a page asked for twice links the same next."""
         with self._lock:
+            if page is not None and page.next_id:
+                return page.next_id
             now = time.monotonic()
             for pid in [p for p, v in self._pages.items() if now - v.created > self.page_ttl]:
                 del self._pages[pid]
@@ -152,6 +154,8 @@ class RestApp:
                 del self._pages[next(iter(self._pages))]
             pid = str(next(self._page_ids))
             self._pages[pid] = _Page(result, start, fmt, now)
+            if page is not None:
+                page.next_id = pid
             return pid
 
     def page(self, pid: str) -> _Page | None:
@@ -218,7 +222,6 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         app = self.app
-        app.requests += 1
         url = urlsplit(self.path)
         path = url.path.rstrip("/") or "/"
         params = dict(parse_qsl(url.query, keep_blank_values=True))
@@ -283,13 +286,7 @@ class Handler(BaseHTTPRequestHandler):
         stop = start + app.page_rows
         headers = {}
         if result.rows > stop:
-            if page is not None and page.next_id:
-                next_id = page.next_id
-            else:
-                next_id = app.store_page(result, stop, fmt)
-                if page is not None:
-                    page.next_id = next_id
-            headers["Next-Page"] = f"{app.base_url}/v3/page/{next_id}"
+            headers["Next-Page"] = f"{app.base_url}/v3/page/{app.next_page(result, stop, fmt, page)}"
         encode, ctype = ENCODERS[fmt]
         body = encode(result.page(start, stop) if (start or result.rows > stop) else result)
         self._send(200, body, ctype, headers)

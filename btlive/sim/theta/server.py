@@ -8,6 +8,7 @@ once all three accept connections.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -17,6 +18,8 @@ from btlive.sim.theta.faults import Faults
 from btlive.sim.theta.market import DEFAULT_UNDERLYINGS, Market, Underlying, underlying_for
 from btlive.sim.theta.rest import AUTH_PATH, RestApp, RestServer, Sessions
 from btlive.sim.theta.ws import PATH, StreamServer
+
+log = logging.getLogger(__name__)
 
 
 async def _cancel_pending() -> None:
@@ -142,14 +145,12 @@ class ThetaSimulator:
             self.rest = None
         if self._loop is not None:
             if self.stream is not None and self._loop.is_running():
-                try:
-                    self._call(self.stream.stop(), timeout=5)
-                except Exception:  # stopping must not raise over a half-dead socket
-                    pass
-                try:
-                    self._call(_cancel_pending(), timeout=5)
-                except Exception:
-                    pass
+                for step in (self.stream.stop, _cancel_pending):
+                    try:
+                        self._call(step(), timeout=5)
+                    except Exception:  # stopping must not raise over a half-dead socket
+                        log.warning("theta simulator: %s failed while stopping", step.__qualname__,
+                                    exc_info=True)
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=5)

@@ -98,40 +98,39 @@ def format_date(days: np.ndarray) -> np.ndarray:
     return np.datetime_as_string(np.asarray(days, dtype=np.int64).astype("datetime64[D]"), unit="D")
 
 
-def _cells(k: str, values) -> list:
-    """Column of kind ``k`` -> list of CSV cell strings."""
+def _strings(k: str, values) -> list[str] | None:
+    """Cells of the kinds that are text on every wire (text, ts, date); None for numbers."""
     if k == "text":
         return [str(v) for v in values]
     if k == "ts":
         return format_ts(values).tolist()
     if k == "date":
         return format_date(values).tolist()
-    if k in DECIMALS:
-        arr = np.asarray(values, dtype=float)
-        return np.char.mod(f"%.{DECIMALS[k]}f", arr + 0.0).tolist()
-    return np.asarray(values, dtype=np.int64).astype(str).tolist()
+    return None
 
 
 def _json_values(k: str, values) -> list:
-    if k == "text":
-        return [str(v) for v in values]
-    if k == "ts":
-        return format_ts(values).tolist()
-    if k == "date":
-        return format_date(values).tolist()
+    text = _strings(k, values)
+    if text is not None:
+        return text
     if k in DECIMALS:
         return (np.round(np.asarray(values, dtype=float), DECIMALS[k]) + 0.0).tolist()
     return np.asarray(values, dtype=np.int64).tolist()
 
 
-def _contract_cells(block: Block, n: int) -> dict[str, list]:
-    c = block.contract or {}
-    return {
-        "symbol": [c["symbol"]] * n,
-        "expiration": [c["expiration"].isoformat()] * n,
-        "strike": [f"{c['strike']:.3f}"] * n,
-        "right": [c["right"]] * n,
-    }
+def _csv_column(k: str, values) -> tuple[str, list]:
+    """(printf conversion, cell values) of one CSV column; ``+ 0.0`` turns -0.0 into 0.0."""
+    text = _strings(k, values)
+    if text is not None:
+        return "%s", text
+    if k in DECIMALS:
+        return f"%.{DECIMALS[k]}f", (np.asarray(values, dtype=float) + 0.0).tolist()
+    return "%d", np.asarray(values, dtype=np.int64).tolist()
+
+
+def _contract_cells(c: dict) -> dict[str, str]:
+    return {"symbol": c["symbol"], "expiration": c["expiration"].isoformat(),
+            "strike": f"{c['strike']:.3f}", "right": c["right"]}
 
 
 def _contract_json(c: dict) -> dict:
@@ -141,15 +140,26 @@ def _contract_json(c: dict) -> dict:
 
 # --------------------------------------------------------------------------- encoders
 def to_csv(result: Result, header: bool = True) -> bytes:
+    """One printf format per block, applied row by row (2x faster than formatting cell by cell)."""
     lines = [",".join(result.columns)] if header else []
     for block in result.blocks:
         n = len(block)
         if not n:
             continue
-        fixed = _contract_cells(block, n) if block.contract else {}
-        cols = [fixed[c] if c in fixed else _cells(result.kind(c), block.data[c])
-                for c in result.columns]
-        lines.extend(map(",".join, zip(*cols, strict=True)))
+        fixed = _contract_cells(block.contract) if block.contract else {}
+        parts, cols = [], []
+        for c in result.columns:
+            if c in fixed:
+                parts.append(fixed[c].replace("%", "%%"))
+            else:
+                conversion, values = _csv_column(result.kind(c), block.data[c])
+                parts.append(conversion)
+                cols.append(values)
+        fmt = ",".join(parts)
+        if cols:
+            lines.extend(fmt % row for row in zip(*cols, strict=True))
+        else:  # contract columns only
+            lines.extend([fmt] * n)
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

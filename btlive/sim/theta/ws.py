@@ -126,7 +126,11 @@ class StreamServer:
         self._server = None
         self._wake: asyncio.Event | None = None
         self._ohlc: dict[tuple, list] = {}
+        self._bulk_day: date | None = None
+        self._bulk_heap: list = []  # (next trade ms, k, contract, key) of the model full stream
         self._bulk_quotes: dict[OptionContract, tuple[int, int]] = {}  # next quote k, quotes left
+        self._burst_names: tuple[date, int, list[str]] | None = None  # (day, contracts, names)
+        self._closing: set[asyncio.Task] = set()  # drop()/close() tasks: the loop keeps weak refs
 
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
@@ -259,6 +263,7 @@ class StreamServer:
     async def _pump(self, session: Session) -> None:
         """Send every tick whose time has come, then sleep until the next one (<= 50 ms)."""
         while not session.closed:
+            self._wake.clear()  # before the work: a request arriving during it wakes the next wait
             day, now_ms = self.endpoints.now()
             wait = 0.05
             next_due = None  # ms of day of the next tick to send
@@ -312,8 +317,7 @@ class StreamServer:
                 with contextlib.suppress(Exception):
                     await session.ws.drain()
             else:
-                self._skip_to_now(session, day, now_ms)
-            self._wake.clear()
+                self._skip_to_now(session)
             if next_due is not None:  # wake at the tick's time, not up to a ms later
                 _, now_ms = self.endpoints.now()
                 elapsed_in_ms = (time.time() * 1000.0) % 1.0
@@ -335,7 +339,7 @@ class StreamServer:
             session.write(self.replay.frames(session.replay_pos, now, wanted, session.bulk_id is not None))
         session.replay_pos = now
 
-    def _skip_to_now(self, session: Session, day: date, now_ms: int) -> None:
+    def _skip_to_now(self, session: Session) -> None:
         """While the feed is down or stalled, ticks are lost (a client backfills them)."""
         for sub in session.subs.values():
             sub.day = None
@@ -412,8 +416,6 @@ class StreamServer:
         state[6] += 1
 
     # ------------------------------------------------------------------ full trade stream
-    _bulk_day: date | None = None
-
     def _bulk_step(self, day: date, now_ms: int, frames: list[str]) -> int:
         """Model full trade stream: QUOTE, OHLC, TRADE per trade, then the contract's next 2 QUOTEs.
 
@@ -473,9 +475,7 @@ class StreamServer:
         """``n`` frames (8 QUOTE : 1 TRADE : 1 OHLC) over ``contracts`` contracts, stamped now."""
         day, now_ms = self.endpoints.now()
         ymd = int(day.strftime("%Y%m%d"))
-        chain = [c for root in self.market.option_roots() for c in self.market.chain(root, day)]
-        chain = chain[:max(1, contracts)] or [self.market.stocks()[0]]
-        names = [contract_json(c) for c in chain]
+        names = self._burst_contracts(day, contracts)
         out = []
         spot = 1.0
         for i in range(n):
@@ -492,6 +492,16 @@ class StreamServer:
                 out.append(ohlc_frame(contract, now_ms, spot, bid + 0.05, spot, bid + 0.02, seq, seq // 10,
                                       ymd))
         return out
+
+    def _burst_contracts(self, day: date, contracts: int) -> list[str]:
+        """Contract JSON of the first ``contracts`` options alive on ``day`` (cached: the firehose
+        asks every 5,000 frames and listing the chains costs more than encoding them)."""
+        if self._burst_names is None or self._burst_names[:2] != (day, contracts):
+            m = self.market
+            chain = [c for root in m.option_roots() for c in m.chain(root, day)]
+            chain = chain[:max(1, contracts)] or [m.stocks()[0]]
+            self._burst_names = (day, contracts, [contract_json(c) for c in chain])
+        return self._burst_names[2]
 
     async def burst(self, n: int, contracts: int = 100, chunk: int = 5_000) -> int:
         """Write ``n`` frames as fast as the socket takes them; returns the count written."""
@@ -520,15 +530,19 @@ class StreamServer:
         """Abort the client's TCP connection (no close frame)."""
         if self.session is None:
             return False
-        session = self.session
-        asyncio.get_running_loop().create_task(self._end(session, abort=True))
+        self._spawn(self._end(self.session, abort=True))
         return True
 
     def close(self, code: int = 1000, reason: str = "") -> bool:
         if self.session is None:
             return False
-        asyncio.get_running_loop().create_task(self._end(self.session, code=code, reason=reason))
+        self._spawn(self._end(self.session, code=code, reason=reason))
         return True
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def stall(self, seconds: float) -> None:
         self.stall_until = time.monotonic() + seconds
