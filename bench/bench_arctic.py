@@ -103,10 +103,20 @@ def _start_case(spec: dict) -> subprocess.Popen:
 
 
 def _finish_case(proc: subprocess.Popen, spec: dict) -> dict:
-    out, err = proc.communicate(timeout=600)
+    try:
+        out, err = proc.communicate(timeout=600)
+    finally:
+        _reap(proc)
     if proc.returncode != 0:
         raise RuntimeError(f"bench case {spec} failed:\n{err[-3000:]}")
     return json.loads(out.strip().splitlines()[-1])
+
+
+def _reap(proc: subprocess.Popen) -> None:
+    """No case process outlives the benchmark, whatever went wrong."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
 
 
 def _run_case(spec: dict) -> dict:
@@ -137,21 +147,25 @@ def bench_feed(args):
         # machine with them alike (2 cores); it keeps full mode under 4 minutes.
         extra = {n: _start_case({"kind": "ours", "uri": uri, "symbol": f"bars/1min/B{n}"})
                  for n in rss_sizes if n != bars}
-        ours = _run_case({"kind": "ours", "uri": uri, "symbol": f"bars/1min/B{bars}"})
-        anchor = _run_case({"kind": "pandas", "uri": uri, "symbol": f"bars/1min/B{bars}"})
-        assert ours["bars"] == anchor["bars"] == bars, (ours, anchor)
-        yield result("feed", f"bars_per_s_{_label(bars)}", round(ours["bars_per_s"]),
-                     "bt.feeds.PandasData (preload+runonce)", round(anchor["bars_per_s"]),
-                     "bars/s", mode="preload=False exactbars=1", goal_ratio=3.0)
-        runs = {bars: ours}
-        for n in rss_sizes:
-            run = runs.get(n) or _finish_case(extra[n], {"bars": n})
-            anchor_mb = anchor["extra_mb"] if n == bars else frame_mb[n]
-            anchor_name = ("PandasData extra RSS" if n == bars
-                           else "size of the DataFrame PandasData needs")
-            yield result("feed", f"extra_anon_rss_{_label(n)}", round(run["extra_mb"], 1),
-                         anchor_name, round(anchor_mb, 1), "MB", higher_is_better=False,
-                         goal_max=50, bars_per_s=round(run["bars_per_s"]))
+        try:
+            ours = _run_case({"kind": "ours", "uri": uri, "symbol": f"bars/1min/B{bars}"})
+            anchor = _run_case({"kind": "pandas", "uri": uri, "symbol": f"bars/1min/B{bars}"})
+            assert ours["bars"] == anchor["bars"] == bars, (ours, anchor)
+            yield result("feed", f"bars_per_s_{_label(bars)}", round(ours["bars_per_s"]),
+                         "bt.feeds.PandasData (preload+runonce)", round(anchor["bars_per_s"]),
+                         "bars/s", mode="preload=False exactbars=1", goal_ratio=3.0)
+            runs = {bars: ours}
+            for n in rss_sizes:
+                run = runs.get(n) or _finish_case(extra[n], {"bars": n})
+                anchor_mb = anchor["extra_mb"] if n == bars else frame_mb[n]
+                anchor_name = ("PandasData extra RSS" if n == bars
+                               else "size of the DataFrame PandasData needs")
+                yield result("feed", f"extra_anon_rss_{_label(n)}", round(run["extra_mb"], 1),
+                             anchor_name, round(anchor_mb, 1), "MB", higher_is_better=False,
+                             goal_max=50, bars_per_s=round(run["bars_per_s"]))
+        finally:
+            for proc in extra.values():
+                _reap(proc)
 
 
 # ---------------------------------------------------------------------- recorder

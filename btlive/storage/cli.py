@@ -9,8 +9,9 @@ import time
 
 from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI
 
-OHLCV = ("open", "high", "low", "close", "volume")
 DATE_NAMES = ("datetime", "date", "timestamp", "time", "ts")
+COLUMN_NAMES = {"open": ("open",), "high": ("high",), "low": ("low",), "close": ("close",),
+                "volume": ("volume", "vol"), "openinterest": ("openinterest", "open_interest", "oi")}
 
 
 class CsvError(ValueError):
@@ -105,10 +106,8 @@ def _find_columns(header: list[str], args, path: str) -> tuple[list[str], dict[s
             raise CsvError(f"{path}:1: no column {args.time_column!r} (columns: {header})")
         date_cols.append(args.time_column)
     mapping = {}
-    for name in (*OHLCV, "openinterest"):
-        alias = {"openinterest": ("openinterest", "open_interest", "oi"),
-                 "volume": ("volume", "vol")}.get(name, (name,))
-        col = next((lower[a] for a in alias if a in lower), None)
+    for name, aliases in COLUMN_NAMES.items():
+        col = next((lower[a] for a in aliases if a in lower), None)
         if col is None and name != "openinterest":
             raise CsvError(f"{path}:1: missing column {name!r} (columns: {header})")
         if col is not None:

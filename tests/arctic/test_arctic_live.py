@@ -32,6 +32,13 @@ class Tail(bt.Strategy):
             self.env.runstop()
 
 
+def run_tail(data, expect):
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Tail, expect=expect, deadline=time.monotonic() + 60)
+    return cerebro.run()[0]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("chunk", [16, "2h"])
 def test_backtest_to_now_then_follow_the_recorder(uri, chunk):
@@ -55,10 +62,7 @@ def test_backtest_to_now_then_follow_the_recorder(uri, chunk):
         thread.start()
         data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.02, qcheck=0.05, chunk=chunk,
                           idle_timeout=10, timeframe=bt.TimeFrame.Minutes)
-        cerebro = bt.Cerebro(stdstats=False)
-        cerebro.adddata(data)
-        cerebro.addstrategy(Tail, expect=80, deadline=time.monotonic() + 60)
-        strat = cerebro.run()[0]
+        strat = run_tail(data, expect=80)
     finally:
         stop.set()
         rec.close()
@@ -73,11 +77,8 @@ def test_idle_timeout_ends_a_live_feed(uri):
     with ArcticRecorder(uri, background=False) as rec:
         rec.record_batch(SYM, frame.index.asi8, {c: frame[c].to_numpy() for c in FIELDS})
     data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.05, qcheck=0.05, idle_timeout=0.5)
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(data)
-    cerebro.addstrategy(Tail, expect=10**9, deadline=time.monotonic() + 60)
     start = time.monotonic()
-    strat = cerebro.run()[0]
+    strat = run_tail(data, expect=10**9)
     assert len(strat.closes) == 10
     assert time.monotonic() - start < 30
     assert strat.notes == ["DELAYED", "LIVE", "DISCONNECTED"]
@@ -108,10 +109,7 @@ def test_read_fault_in_live_mode_notifies_and_recovers(uri, monkeypatch):
     monkeypatch.setattr(feed_module.ChunkReader, "next", flaky)
     data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.01, qcheck=0.02, chunk=1_000,
                       idle_timeout=5)
-    cerebro = bt.Cerebro(stdstats=False)
-    cerebro.adddata(data)
-    cerebro.addstrategy(Tail, expect=30, deadline=time.monotonic() + 60)
-    strat = cerebro.run()[0]
+    strat = run_tail(data, expect=30)
     assert strat.closes == frame["close"].tolist()
     assert "CONNBROKEN" in strat.notes
     assert strat.notes.index("CONNBROKEN") < len(strat.notes) - 1  # it came back

@@ -231,6 +231,7 @@ def test_many_threads_many_symbols(uri):
         t.start()
     for t in threads:
         t.join(timeout=60)
+        assert not t.is_alive()
     rec.close()
     lib = get_library(uri)
     total = sum(len(lib.read(s).data) for s in symbols)
@@ -342,3 +343,31 @@ def test_foreground_recorder_finalizes_periodically(uri):
         assert get_library(uri).read(SYM).data["price"].tolist() == [1.0, 2.0]
     finally:
         rec.close()
+
+
+def test_close_while_threads_record_keeps_every_accepted_row(uri):
+    rec = ArcticRecorder(uri, flush_rows=200, flush_seconds=0.01, finalize_seconds=3600)
+    accepted = [0] * 3
+    go = threading.Barrier(4)
+
+    def worker(k):
+        go.wait()
+        for i in range(300_000):
+            try:
+                rec.record(f"ticks/trade/C{k}", T0 + i, price=float(i))
+            except ArcticError:
+                return
+            accepted[k] += 1
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    go.wait()
+    time.sleep(0.2)
+    rec.close()
+    for t in threads:
+        t.join(timeout=60)
+        assert not t.is_alive()
+    lib = get_library(uri)
+    stored = [len(lib.read(f"ticks/trade/C{k}").data) for k in range(3)]
+    assert stored == accepted and min(accepted) > 0

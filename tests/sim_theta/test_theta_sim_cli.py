@@ -58,3 +58,19 @@ def test_cli_rejects_bad_values():
     out = subprocess.run([sys.executable, "-m", "btlive", "sim", "theta", "--speed", "0"],
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "speed" in out.stdout
+
+
+@pytest.mark.parametrize("which", ["rest_port", "ws_port", "grpc_port"])
+def test_busy_port_is_an_oserror_and_leaves_nothing_running(which):
+    import socket
+    import threading
+
+    from btlive.sim.theta import ThetaSimulator
+
+    before = set(threading.enumerate())
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        with pytest.raises(OSError):
+            ThetaSimulator(**{which: busy.getsockname()[1]}).start()
+    assert not [t for t in set(threading.enumerate()) - before if t.is_alive()]

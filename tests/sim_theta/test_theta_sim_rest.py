@@ -317,3 +317,15 @@ def test_same_seed_same_bytes_across_simulators():
     first = fetch(21)
     assert first and first == fetch(21)
     assert first != fetch(22)
+
+
+def test_auth_stub_refuses_bodies_it_cannot_read(sim):
+    import socket
+
+    key = {"TD-TERMINAL-KEY": "x"}
+    big = httpx.post(sim.auth_url, content=b"{" + b" " * (1 << 20) + b"}", headers=key)
+    assert big.status_code == 413 and "Content-Length" in big.text
+    with socket.create_connection(("127.0.0.1", sim.rest_port), timeout=5) as raw:
+        raw.sendall(b"POST /identity/terminal/auth_user HTTP/1.1\r\nHost: x\r\nTD-TERMINAL-KEY: x\r\n"
+                    b"Content-Length: -1\r\n\r\n")
+        assert raw.recv(4096).startswith(b"HTTP/1.1 400")  # answered, not a read until EOF

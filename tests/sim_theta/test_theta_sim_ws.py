@@ -332,3 +332,36 @@ def test_stop_with_a_client_that_stopped_reading():
     finally:
         s.stop()
         raw.close()
+
+
+def test_a_failing_pump_closes_the_client_with_1011(caplog):
+    """A bug in the tick pump must not leave the client on a stream of heartbeats only."""
+    def broken(*args):
+        raise ZeroDivisionError("model bug")
+
+    with ThetaSimulator(seed=2) as s, connect(s.ws_url) as ws:
+        s.market.stock_quotes = broken
+        sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
+        with pytest.raises(ConnectionClosed) as closed:
+            frames(ws, 5.0)
+        assert closed.value.rcvd.code == 1011
+    assert "stream pump failed" in caplog.text
+
+
+@pytest.mark.slow
+def test_full_trade_stream_resubscribed_starts_at_the_next_trade():
+    def bulk(ws, add):
+        ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                            "add": add, "id": 5}))
+
+    with ThetaSimulator(seed=5, symbols=["AAPL"], trade_ms=500, quote_ms=500) as s, \
+            connect(s.ws_url) as ws:
+        bulk(ws, True)
+        assert [f for f in frames(ws, 1.0) if kind(f) == "TRADE"]
+        bulk(ws, False)
+        frames(ws, 1.5)  # trades made while unsubscribed must not be sent later
+        now = datetime.now(NEW_YORK)
+        resubscribed = (now.hour * 3600 + now.minute * 60 + now.second) * 1000 + now.microsecond // 1000
+        bulk(ws, True)
+        trades = [f["trade"]["ms_of_day"] for f in frames(ws, 1.0) if kind(f) == "TRADE"]
+    assert trades and min(trades) >= resubscribed - 100 or resubscribed < 5_000  # not at midnight

@@ -132,6 +132,11 @@ def test_historical_errors(sim, connect):
             assert not await ib.reqHistoricalDataAsync(c, "", "1 Q", "1 min", "TRADES", False,
                                                        timeout=0.5)
             assert errors[-1][0] == 321 and "duration" in errors[-1][1]
+            # an unknown zone is a bad end date (10314), which ends the request at once
+            assert not await ib.reqHistoricalDataAsync(c, "20260303 16:00:00 Mars/Base",
+                                                       "1 D", "1 hour", "TRADES", False,
+                                                       timeout=5)
+            assert errors[-1][0] == 10314 and "Mars/Base" in errors[-1][1]
         finally:
             ib.disconnect()
     _run(main())

@@ -173,6 +173,8 @@ def test_order_rejected_201_with_reason(sim, connect, until):
             await until(lambda: any(code == 201 for _, code, _ in errors))
             assert any("Insufficient margin" in msg for _, code, msg in errors if code == 201)
             assert trade.fills == []
+            [rejected] = [o for o in sim.orders() if o.order_id == trade.order.orderId]
+            assert rejected.status == "Inactive" and rejected.done_at is not None
         finally:
             ib.disconnect()
     _run(main())
@@ -346,3 +348,32 @@ def test_1100_pauses_data_1102_resumes_1101_needs_resubscribe(sim, connect, unti
         finally:
             ib.disconnect()
     _run(main())
+
+
+def test_background_task_failures_are_logged_and_stop_cancels_tasks(caplog):
+    import logging
+    import socket
+
+    async def boom():
+        raise RuntimeError("replay source broke")
+
+    async def forever():
+        await asyncio.sleep(3600)
+
+    sim = TwsSimulator().start()
+    try:
+        with caplog.at_level(logging.ERROR, logger="btlive.sim.tws"):
+            sim.call(lambda: sim.server._spawn(boom()))
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline and "replay source broke" not in caplog.text:
+                time.sleep(0.02)
+        assert "replay source broke" in caplog.text
+        sim.call(lambda: sim.server._spawn(forever()))
+        sim.fault("restart", down=0.5)  # stop() during the downtime must not listen again
+        port = sim.port
+    finally:
+        sim.stop()
+    assert sim.server._tasks == set()
+    time.sleep(0.7)
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        pass

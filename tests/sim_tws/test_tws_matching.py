@@ -209,3 +209,65 @@ def test_realtime_bars_close_on_five_second_boundaries():
     bars = [f for f in sess.proto.sent if f[0] == "50"]
     assert [b[3] for b in bars] == ["100", "105", "110"]
     assert bars[2][4:8] == [bars[1][7]] * 4 and bars[2][8] == "0"  # quiet bucket: flat, no volume
+
+
+def test_account_updates_go_only_to_the_subscribed_account():
+    from btlive.sim.tws.server import Session, TwsServer
+
+    server = TwsServer(accounts=("DU1", "DU2"))
+    one, every = Session(_Proto(), client_id=1, version=178), Session(_Proto(), client_id=2,
+                                                                     version=178)
+    server.sessions.update({1: one, 2: every})
+    server.handle(one, ["6", "2", "1", "DU1"])  # reqAccountUpdates DU1
+    server.handle(one, ["76", "1", "8", "DU1", "", "1"])  # reqAccountUpdatesMulti DU1
+    server.handle(every, ["76", "1", "9", "", "", "1"])  # ... every account
+    assert one.account_updates == "DU1" and one.acct_multi == {8: "DU1"}
+    assert ["54", "1", "DU1"] in one.proto.sent
+    for s in (one, every):
+        s.proto.sent.clear()
+    inst = server.find_symbol("AAPL")
+    server.accounts["DU2"].apply_fill(inst, 100, 190.0, 1.0)
+    server._push_account(server.accounts["DU2"])
+    assert not [f for f in one.proto.sent if "DU2" in f], "DU1's subscriber got DU2's values"
+    assert {f[3] for f in every.proto.sent if f[0] == "73"} == {"DU2"}
+    server._push_account(server.accounts["DU1"])
+    assert {f[-1] for f in one.proto.sent if f[0] in ("6", "7")} == {"DU1"}
+    assert {f[3] for f in one.proto.sent if f[0] == "73"} == {"DU1"}
+    server.handle(one, ["6", "2", "0", "DU1"])  # unsubscribe
+    server.handle(one, ["77", "1", "8"])
+    assert one.account_updates == "" and one.acct_multi == {}
+
+
+def test_second_start_api_on_one_connection_is_refused():
+    from btlive.sim.tws.server import Session, TwsServer
+
+    server = TwsServer()
+    sess = Session(_Proto(), version=178)
+    server.handle(sess, ["71", "2", "4", ""])
+    server.handle(sess, ["71", "2", "5", ""])
+    assert sess.client_id == 4 and list(server.sessions) == [4]
+    assert [f[3] for f in sess.proto.sent if f[0] == "4"][-1] == "321"
+
+
+def test_replay_is_silent_while_connectivity_is_lost():
+    import asyncio
+
+    from btlive.sim.tws.replay import ArcticReplay, _Event
+    from btlive.sim.tws.server import MktSub, Session, TwsServer
+
+    server = TwsServer()
+    sess = Session(_Proto(), client_id=1, version=178)
+    server.sessions[1] = sess
+    inst = server.find_symbol("AAPL")
+    sess.mkt[3] = MktSub(3, inst)
+    replay = ArcticReplay.__new__(ArcticReplay)  # no library: events given directly
+    replay.speed, replay.finished = 1e9, False
+    replay.events = [_Event(i, inst, q(150.0 + i, 150.1 + i)) for i in range(3)]
+    server.link_down = True
+    asyncio.run(replay.run(server))
+    assert replay.finished and sess.proto.sent == []
+    assert server.market.quote(inst).bid == 152.0
+    server.link_down = False
+    replay.finished = False
+    asyncio.run(replay.run(server))
+    assert [f for f in sess.proto.sent if f[:4] == ["1", "6", "3", "1"]]

@@ -453,7 +453,10 @@ def test_what_if_pnl_and_market_data_type(sim, connect, until):
             await until(lambda: trade.isDone())
             single = ib.reqPnLSingle("DU123456", "", c.conId)
             await until(lambda: single.position == 100)
-            await until(lambda: pnl.realizedPnL == pnl.realizedPnL and pnl.unrealizedPnL != 0)
+            # NaN until a pnl message arrives: wait for the update the fill caused
+            await until(lambda: pnl.unrealizedPnL == pnl.unrealizedPnL
+                        and pnl.unrealizedPnL != 0)
+            assert pnl.realizedPnL == 0
             ib.reqMarketDataType(3)
             t = ib.reqMktData(c)
             await until(lambda: t.marketDataType == 3)

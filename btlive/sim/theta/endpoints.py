@@ -283,6 +283,20 @@ def _zero_invalid(d: dict[str, np.ndarray], valid: np.ndarray, keep=("ms",)) -> 
             d[k] = np.where(valid, v, 0)
 
 
+def _with_greeks(rows: dict, g: dict, sigma: np.ndarray, spot: np.ndarray,
+                 reference: np.ndarray) -> dict[str, np.ndarray]:
+    """``rows`` plus the Greeks, implied_vol, the model's relative error against the
+    ``reference`` price (iv_error) and underlying_price."""
+    out = dict(rows)
+    for name in ALL:
+        out[name] = np.round(g[name], 4)
+    out["implied_vol"] = np.round(sigma, 4)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["iv_error"] = np.where(reference > 0, np.round((g["price"] - reference) / reference, 4), 0.0)
+    out["underlying_price"] = spot
+    return out
+
+
 class Endpoints:
     """Answers v3 requests from a :class:`Market` for one subscription tier."""
 
@@ -527,13 +541,7 @@ class Endpoints:
         g = black_scholes(st["spot"], c.strike, st["t"], rate, st["q"], st["sigma"], c.right == "C")
         bid, ask = quotes["bid"], quotes["ask"]
         mid = np.round((bid + ask) / 2.0, 4)
-        out = dict(quotes)
-        for name in ALL:
-            out[name] = np.round(g[name], 4)
-        out["implied_vol"] = np.round(st["sigma"], 4)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["iv_error"] = np.where(mid > 0, np.round((g["price"] - mid) / mid, 4), 0.0)
-        out["underlying_price"] = st["spot"]
+        out = _with_greeks(quotes, g, st["sigma"], st["spot"], mid)
         out["underlying_timestamp"] = day_epoch_ms(day) + tick_ms
         out["midpoint"] = mid
         if which == "implied_volatility":
@@ -558,14 +566,7 @@ class Endpoints:
         iv = implied_vol(t["price"], st["spot"], c.strike, st["t"], rate, st["q"], call)
         sigma = np.where(iv > 0, iv, st["sigma"])
         g = black_scholes(st["spot"], c.strike, st["t"], rate, st["q"], sigma, call)
-        out = dict(t)
-        for name in ALL:
-            out[name] = np.round(g[name], 4)
-        out["implied_vol"] = np.round(sigma, 4)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            out["iv_error"] = np.where(t["price"] > 0,
-                                       np.round((g["price"] - t["price"]) / t["price"], 4), 0.0)
-        out["underlying_price"] = st["spot"]
+        out = _with_greeks(t, g, sigma, st["spot"], t["price"])
         out["underlying_timestamp"] = t["timestamp"]
         return out
 
@@ -618,10 +619,11 @@ class Endpoints:
         if kind in ("quote", "ohlc") or (greeks and which != "eod"):
             self._check_interval(q, days)
         self._check_depth(days)
-        self._guard(q, kind, a, b, len(self._contracts(q, days[0], exp, strike, right)), len(days))
+        chains = {day: self._contracts(q, day, exp, strike, right) for day in days}
+        self._guard(q, kind, a, b, len(chains[days[0]]), len(days))
         per_contract: dict[OptionContract, list[dict]] = {}
-        for day in days:
-            for c in self._contracts(q, day, exp, strike, right):
+        for day, contracts in chains.items():
+            for c in contracts:
                 if which == "eod":
                     rows = self.eod_row(c, day)
                     if rows is not None:

@@ -31,7 +31,6 @@ class Faults:
         self._status: list[_Rule] = []
         self._delay: list[_Rule] = []
         self._grpc: list[_Rule] = []
-        self.fired: dict[str, int] = {}
 
     # ------------------------------------------------------------------ arming
     def status_once(self, path_prefix: str = "", status: int = 429, times: int | None = 1,
@@ -67,7 +66,7 @@ class Faults:
             self._grpc.clear()
 
     # ------------------------------------------------------------------ consuming
-    def _take(self, rules: list[_Rule], key: str, kind: str):
+    def _take(self, rules: list[_Rule], key: str):
         with self._lock:
             for rule in rules:
                 if rule.matches(key):
@@ -75,15 +74,14 @@ class Faults:
                         rule.times -= 1
                         if rule.times <= 0:
                             rules.remove(rule)
-                    self.fired[kind] = self.fired.get(kind, 0) + 1
                     return rule.value
         return None
 
     def rest_status(self, path: str) -> tuple[int, str | None] | None:
-        return self._take(self._status, path, "status")
+        return self._take(self._status, path)
 
     def rest_delay(self, path: str) -> float:
-        return self._take(self._delay, path, "delay") or 0.0
+        return self._take(self._delay, path) or 0.0
 
     def grpc_status(self, method: str) -> tuple[grpc.StatusCode, str] | None:
-        return self._take(self._grpc, method, "grpc")
+        return self._take(self._grpc, method)

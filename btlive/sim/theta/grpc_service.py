@@ -135,7 +135,10 @@ class GrpcServer:
         self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=workers,
                                                              thread_name_prefix="theta-sim-grpc"))
         endpoints_pb2_grpc.add_BetaThetaTerminalServicer_to_server(servicer, self.server)
-        self.port = self.server.add_insecure_port(f"{host}:{port}")
+        try:
+            self.port = self.server.add_insecure_port(f"{host}:{port}")
+        except RuntimeError as exc:  # grpc's way of saying the address is in use
+            raise OSError(f"cannot bind gRPC on {host}:{port}: {exc}") from None
         if not self.port:
             raise OSError(f"cannot bind gRPC on {host}:{port}")
         self.servicer = servicer

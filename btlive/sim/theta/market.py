@@ -271,9 +271,9 @@ class Market:
         return lo + (path[i + 1] - lo) * ((ms - i * 1000) / 1000.0)  # linear between seconds
 
     # ------------------------------------------------------------------ chains
-    def expirations(self, root: str, until: date | None = None) -> list[date]:
+    def expirations(self, root: str) -> list[date]:
         """Weekly Fridays up to ``weekly_weeks`` ahead, third-Friday monthlies further out."""
-        today = until or datetime.now(NEW_YORK).date()
+        today = datetime.now(NEW_YORK).date()
         first = self.first_date + timedelta(days=(4 - self.first_date.weekday()) % 7)
         out = []
         day = first
@@ -462,14 +462,9 @@ class Market:
 
     def trades(self, inst: OptionContract | str, day: date, k: np.ndarray) -> dict[str, np.ndarray]:
         """Trades at grid ticks ``k``: options hit the bid or lift the ask; stocks print the mid."""
-        return self.trades_and_quotes(inst, day, k)[0]
-
-    def trades_and_quotes(self, inst: OptionContract | str, day: date,
-                          k: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:
-        """:meth:`trades` plus, for options, the NBBO each trade printed against (last quote <= it)."""
         k = np.asarray(k, dtype=np.int64)
         if isinstance(inst, OptionContract):
-            return self._option_trades_flat([inst], [k.size], day, k)
+            return self._option_trades_flat([inst], [k.size], day, k)[0]
         key = self.key(inst)
         ms = k * self.trade_ms + self.phase(key, "trade")
         h = self._uniform(key, day, k, 2)
@@ -481,7 +476,7 @@ class Market:
             size = np.zeros(k.size, np.int64)
             condition = np.zeros(k.size, np.int64)
         return {"ms": ms, "sequence": self._sequence([key], [k.size], day, k), "size": size,
-                "condition": condition, "exchange": exchanges, "price": np.round(price, 2)}, None
+                "condition": condition, "exchange": exchanges, "price": price}
 
     def option_trades_many(self, cs: list[OptionContract], day: date, ks: list[np.ndarray]):
         """[(trades, quotes)] of many contracts in one vectorized pass (the full trade stream)."""

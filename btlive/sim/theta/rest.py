@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 AUTH_PATH = "/identity/terminal/auth_user"
 TERMINAL_KEY_HEADER = "TD-TERMINAL-KEY"
+MAX_BODY = 1 << 20  # the auth stub's JSON is tiny
 
 
 class Gate:
@@ -201,8 +202,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         path = urlsplit(self.path).path
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        length = self.headers.get("Content-Length") or "0"
+        if not length.isdigit() or int(length) > MAX_BODY:
+            self.close_connection = True  # the body was not read: the stream is out of step
+            self._send(413 if length.isdigit() else 400,
+                       f"Content-Length {length!r}: expected 0 to {MAX_BODY} bytes".encode())
+            return
+        raw = self.rfile.read(int(length))
         if path != AUTH_PATH:
             self._send(404, b"NO_IMPL: POST is only served at " + AUTH_PATH.encode())
             return
@@ -340,7 +346,8 @@ class RestServer:
         self._thread.start()
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        if self._thread.is_alive():  # shutdown() waits for serve_forever: never if it never ran
+            self.httpd.shutdown()
         self.httpd.server_close()
         self.httpd.close_connections()
         self._thread.join(timeout=5)

@@ -247,6 +247,8 @@ class StreamServer:
             return "SUBSCRIBED"
         if self.deny or self.tier != "pro":
             return "INVALID_PERMS"
+        if session.bulk_id is None:
+            self._bulk_day = None  # start at the next trade, not with those missed while unsubscribed
         session.bulk_id = req_id
         return "SUBSCRIBED"
 
@@ -260,7 +262,22 @@ class StreamServer:
             if time.monotonic() >= self.stall_until:
                 session.write([status_frame(self.fpss)])
 
+    @staticmethod
+    async def _drain(session: Session) -> None:
+        """Wait while the socket's buffer is full; a vanished client is ``_handler``'s business."""
+        with contextlib.suppress(OSError):
+            await session.ws.drain()
+
     async def _pump(self, session: Session) -> None:
+        """Run :meth:`_pump_ticks`; if it fails, say so and close the client (1011) rather than
+        leave it connected to a stream that only sends heartbeats."""
+        try:
+            await self._pump_ticks(session)
+        except Exception:
+            log.exception("theta simulator: the stream pump failed")
+            self._spawn(self._end(session, code=1011, reason="simulator error"))
+
+    async def _pump_ticks(self, session: Session) -> None:
         """Send every tick whose time has come, then sleep until the next one (<= 50 ms)."""
         while not session.closed:
             self._wake.clear()  # before the work: a request arriving during it wakes the next wait
@@ -269,8 +286,7 @@ class StreamServer:
             next_due = None  # ms of day of the next tick to send
             if self.replay is not None:
                 self._replay_step(session)
-                with contextlib.suppress(Exception):
-                    await session.ws.drain()
+                await self._drain(session)
                 wait = 0.01
             elif self._live(session):
                 frames: list[str] = []
@@ -314,8 +330,7 @@ class StreamServer:
                         bulk_due = now_ms + self._bulk_step(day, now_ms, frames)
                         next_due = bulk_due if next_due is None else min(next_due, bulk_due)
                 session.write(frames)
-                with contextlib.suppress(Exception):
-                    await session.ws.drain()
+                await self._drain(session)
             else:
                 self._skip_to_now(session)
             if next_due is not None:  # wake at the tick's time, not up to a ms later
@@ -520,8 +535,7 @@ class StreamServer:
         n = 5_000 if self.rate is None else max(1, int(self.rate * 0.05))
         started = time.monotonic()
         session.write(self.burst_frames(n, contracts=1000, start_seq=session.frames))
-        with contextlib.suppress(Exception):
-            await session.ws.drain()
+        await self._drain(session)
         if self.rate is not None:
             await asyncio.sleep(max(0.0, n / self.rate - (time.monotonic() - started)))
 

@@ -93,7 +93,6 @@ class TwsSimulator:
 
         def run() -> None:
             loop = asyncio.new_event_loop()
-            self._loop = loop
             try:
                 loop.run_until_complete(self.server.start())
             except BaseException as exc:  # noqa: BLE001 - reported to the caller
@@ -101,6 +100,7 @@ class TwsSimulator:
                 started.set()
                 loop.close()
                 return
+            self._loop = loop
             started.set()
             try:
                 loop.run_forever()
@@ -111,10 +111,13 @@ class TwsSimulator:
 
         self._thread = threading.Thread(target=run, name="btlive-tws-sim", daemon=True)
         self._thread.start()
-        started.wait(10)
+        if not started.wait(10):
+            failure.append(RuntimeError("the TWS simulator did not start within 10 s"))
         if failure:
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(5)
-            self._thread = None
+            self._thread = self._loop = None
             raise failure[0]
         return self
 

@@ -93,21 +93,20 @@ class Account:
 
     def values(self, marks: dict[int, float]) -> list[tuple[str, str, str]]:
         """(key, value, currency) rows for updateAccountValue / accountSummary."""
-        stock = option = fut_unreal = gross = unreal = 0.0
+        stock = option = fut_unreal = fut_gross = gross = unreal = 0.0
         for inst, _q, _px, value, _avg, upnl, _r in self.portfolio(marks):
             unreal += upnl
+            gross += abs(value)
             if inst.sec_type == "FUT":
                 fut_unreal += upnl
-                gross += abs(value)
+                fut_gross += abs(value)
             elif inst.sec_type in ("OPT", "FOP"):
                 option += value
-                gross += abs(value)
             else:
                 stock += value
-                gross += abs(value)
         net = self.cash + stock + option + fut_unreal
-        init = 0.25 * abs(stock) + abs(option) * 0.0 + 0.06 * sum(
-            abs(v) for i, _q, _p, v, *_ in self.portfolio(marks) if i.sec_type == "FUT")
+        # margin: 25% of stock value, 6% of futures notional, long options paid in full
+        init = 0.25 * abs(stock) + 0.06 * fut_gross
         maint = init * 0.8
         cur = self.currency
         money = {

@@ -107,17 +107,6 @@ def _fridays(start: date, count: int) -> list[date]:
 _MONTH_CODES = "FGHJKMNQUVXZ"
 
 
-@dataclass
-class _Underlying:
-    symbol: str
-    sec_type: str
-    exchange: str
-    primary: str
-    price: float
-    vol: float
-    long_name: str
-
-
 DEFAULT_STOCKS = {
     "AAPL": (190.0, 0.25, "APPLE INC", "NASDAQ"),
     "SPY": (500.0, 0.15, "SPDR S&P 500 ETF TRUST", "ARCA"),

@@ -116,9 +116,8 @@ def parse_line(line: str, lineno: int = 0) -> Fault | None:
         raise ValueError(f"{where}unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     if action == "error" and "code" not in args:
         raise ValueError(f"{where}'error' needs a code, e.g. 'at 5s: error 1100'")
-    for key in ("down",):
-        if key in args:
-            args[key] = _seconds(args[key])
+    if "down" in args:
+        args["down"] = _seconds(args["down"])
     return Fault(at, action, args)
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import random
-import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -289,17 +288,11 @@ class SyntheticMarket:
             if local.weekday() == 5 or (local.weekday() == 6 and local.hour < 17) or \
                     (local.weekday() == 4 and local.hour >= 17):
                 return False
-            if not rth:
-                return True
         elif local.weekday() >= 5:
             return False
-        hours = inst.hours if rth else inst.ext_hours
         hhmm = local.strftime("%H%M")
-        start, end = hours
+        start, end = inst.hours
         if start <= end:
             return start <= hhmm < end
         return hhmm >= start or hhmm < end
 
-
-def stable_seed(*parts) -> int:
-    return zlib.crc32("|".join(map(str, parts)).encode())

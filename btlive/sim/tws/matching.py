@@ -18,7 +18,6 @@ ACTIVE = ("PreSubmitted", "Submitted")
 DONE = ("Filled", "Cancelled", "Inactive", "ApiCancelled")
 SUPPORTED = {"MKT", "LMT", "STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MOC", "LOC", "MIT", "LIT"}
 TIFS = {"DAY", "GTC", "GTD", "IOC", "OPG", ""}
-UNSET = 1.7976931348623157e308
 
 
 @dataclass
@@ -177,21 +176,16 @@ class MatchingEngine:
         """Put a transmitted order in the book; returns Ack and any immediate fills."""
         parent = self.get(order.client_id, order.parent_id) if order.parent_id else None
         if parent is not None and parent.status != "Filled":
-            order.status = "PreSubmitted"
-            order.why_held = "child"
+            order.status, order.why_held = "PreSubmitted", "child"
         elif order.order_type in ("MOC", "LOC"):
             order.status = "PreSubmitted"
         else:
-            order.status = "Submitted"
-        order.why_held = order.why_held if order.status == "PreSubmitted" else ""
+            order.status, order.why_held = "Submitted", ""
         self._book.setdefault(order.inst.con_id, []).append(order)
         events: list = [Ack(order)]
         if order.status == "Submitted" and quote is not None:
             events += self.match(order.inst, quote, only=order)
         return events
-
-    def resting(self, con_id: int) -> list[SimOrder]:
-        return self._book.get(con_id, [])
 
     def has_resting(self, con_id: int) -> bool:
         return bool(self._book.get(con_id))
@@ -277,16 +271,16 @@ class MatchingEngine:
             kind = "MKT" if kind in ("STP", "MIT") else "LMT"
         elif kind in ("TRAIL", "TRAIL LIMIT"):
             if not o.triggered:
-                ref = q.bid if not o.is_buy else q.ask
+                # the stop trails the touch: the ask for buys, the bid for sells
                 amount = o.aux_price if o.aux_price is not None else \
-                    ref * (o.trailing_percent or 0) / 100
+                    touch * (o.trailing_percent or 0) / 100
                 if o.is_buy:
-                    stop = ref + amount
+                    stop = touch + amount
                     if o.trail_stop_price is None or stop < o.trail_stop_price:
                         o.trail_stop_price = stop
                     hit = touch >= o.trail_stop_price
                 else:
-                    stop = ref - amount
+                    stop = touch - amount
                     if o.trail_stop_price is None or stop > o.trail_stop_price:
                         o.trail_stop_price = stop
                     hit = touch <= o.trail_stop_price

@@ -111,25 +111,13 @@ class ContractReq:
                     multiplier=self.multiplier, exchange=self.exchange, currency=self.currency,
                     local_symbol=self.local_symbol, trading_class=self.trading_class)
 
-    def describe(self) -> str:
-        parts = [self.symbol or f"conId={self.con_id}", self.sec_type, self.expiry,
-                 f"{self.strike:g}" if self.strike else "", self.right, self.exchange,
-                 self.currency]
-        return " ".join(p for p in parts if p)
 
-
-def read_contract(r: Reader, primary: bool = True) -> ContractReq:
-    c = ContractReq(con_id=r.int(), symbol=r.str(), sec_type=r.str(), expiry=r.str())
-    c.strike = r.float() or 0.0
-    c.right = r.str()
-    c.multiplier = r.str()
-    c.exchange = r.str()
-    if primary:
-        c.primary_exchange = r.str()
-    c.currency = r.str()
-    c.local_symbol = r.str()
-    c.trading_class = r.str()
-    return c
+def read_contract(r: Reader) -> ContractReq:
+    """The request-side contract tuple (primaryExchange follows exchange)."""
+    return ContractReq(con_id=r.int(), symbol=r.str(), sec_type=r.str(), expiry=r.str(),
+                       strike=r.float() or 0.0, right=r.str(), multiplier=r.str(),
+                       exchange=r.str(), primary_exchange=r.str(), currency=r.str(),
+                       local_symbol=r.str(), trading_class=r.str())
 
 
 @dataclass
@@ -249,10 +237,6 @@ def parse_tag_values(text: str) -> dict[str, str]:
 
 
 # ===================================================================== encoding
-def _exp(inst: Instrument) -> str:
-    return inst.expiry
-
-
 def error(version: int, req_id: int, code: int, msg: str) -> list:
     f = [4, 2, req_id, code, msg]
     if version >= 166:
@@ -270,10 +254,6 @@ def tick_size(req_id: int, tick_type: int, size: float) -> list:
 
 def tick_string(req_id: int, tick_type: int, value: str) -> list:
     return [46, 6, req_id, tick_type, value]
-
-
-def tick_generic(req_id: int, tick_type: int, value: float) -> list:
-    return [45, 6, req_id, tick_type, value]
 
 
 def tick_option(req_id: int, tick_type: int, g) -> list:
@@ -324,8 +304,6 @@ def _valid_exchanges(inst: Instrument) -> str:
         return "SMART,AMEX,NYSE,CBOE,ARCA,ISLAND,BATS,IEX"
     if inst.sec_type == "OPT":
         return "SMART,CBOE,AMEX,ISE,PHLX,BOX"
-    if inst.sec_type == "FOP":
-        return inst.exchange
     return inst.exchange
 
 

@@ -80,7 +80,7 @@ class BarSub:
     inst: Instrument
     bar_s: int
     what: str
-    fmt: int = 1
+    date_format: int = 1
     cur: list | None = None  # [start, o, h, l, c, vol, wap_num, count]
     done: list = field(default_factory=list)  # completed real-time bars not yet sent
 
@@ -97,9 +97,9 @@ class Session:
     tbt: dict[int, tuple[Instrument, str]] = field(default_factory=dict)
     rtbars: dict[int, BarSub] = field(default_factory=dict)
     hist: dict[int, BarSub] = field(default_factory=dict)
-    account_updates: bool = False
+    account_updates: str = ""  # account code of reqAccountUpdates ("" = not subscribed)
     positions: bool = False
-    acct_multi: set[int] = field(default_factory=set)
+    acct_multi: dict[int, str] = field(default_factory=dict)  # reqId -> account, "" = all
     pnl: dict[int, str] = field(default_factory=dict)  # reqId -> account
     pnl_single: dict[int, tuple[str, int]] = field(default_factory=dict)
     md_type: int = 1
@@ -205,14 +205,23 @@ class ClientProtocol(asyncio.Protocol):
         self._out.clear()
 
     def close(self) -> None:
+        """Send what is queued, then close (no further requests are handled)."""
         self.flush()
+        self.closed = True
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
+        """Reset the connection now, dropping anything queued."""
         self._out.clear()
+        self.closed = True
         if self.transport is not None:
             self.transport.abort()
+
+
+def _wap(bar: list) -> float:
+    """VWAP of a bar [start, o, h, l, c, vol, sum(px*vol), count]; the close without volume."""
+    return bar[6] / bar[5] if bar[5] else bar[4]
 
 
 def _safe_int(v) -> int:
@@ -274,8 +283,9 @@ class TwsServer:
         self._session_tag = int(time.time()) & 0xFFFFFFFF
         self._protocols: set[ClientProtocol] = set()
         self._server: asyncio.base_events.Server | None = None
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         self._timers: list[asyncio.TimerHandle] = []
+        self._stopped = False
         self.replay = None  # set by the simulator to a replay driver
         # fault state
         self.pacing_violations = 0
@@ -287,52 +297,64 @@ class TwsServer:
         self.stats = {"orders": 0, "fills": 0, "ticks": 0, "connections": 0}
 
     # ================================================================ lifecycle
-    async def start(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientProtocol(self), self.host,
-                                                self.port, reuse_address=True)
+    async def _listen(self) -> None:
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: ClientProtocol(self), self.host, self.port, reuse_address=True)
         self.port = self._server.sockets[0].getsockname()[1]
-        self._tasks.append(loop.create_task(self._tick_loop()))
-        self._tasks.append(loop.create_task(self._bar_loop()))
-        if self.account_refresh > 0:
-            self._tasks.append(loop.create_task(self._account_loop()))
-        for fault in self.faults:
-            self._timers.append(loop.call_later(fault.at, self.apply_fault, fault))
-        if self.replay is not None:
-            self._tasks.append(loop.create_task(self.replay.run(self)))
 
-    async def stop(self) -> None:
-        for t in self._timers:
-            t.cancel()
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
-        self._tasks.clear()
+    async def _hang_up(self) -> None:
+        """Stop listening and drop every connection."""
         if self._server is not None:
             self._server.close()
         for proto in list(self._protocols):
             proto.abort()
         if self._server is not None:
             await self._server.wait_closed()
-            self._server = None
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stopped = False
+        await self._listen()
+        self._spawn(self._tick_loop())
+        self._spawn(self._bar_loop())
+        if self.account_refresh > 0:
+            self._spawn(self._account_loop())
+        for fault in self.faults:
+            self._timers.append(loop.call_later(fault.at, self.apply_fault, fault))
+        if self.replay is not None:
+            self._spawn(self.replay.run(self))
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """A background task that ``stop()`` cancels; a crash is logged when it happens."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("simulator task %s failed", task.get_coro().__qualname__,
+                      exc_info=task.exception())
+
+    async def stop(self) -> None:
+        self._stopped = True
+        for t in self._timers:
+            t.cancel()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)  # failures were logged
+        await self._hang_up()
+        self._server = None
 
     async def restart(self, down: float = 1.0) -> None:
         """Full restart: every session drops, no connections for ``down`` seconds; the
         book, the account and the permIds survive (as after a real TWS restart)."""
-        if self._server is not None:
-            self._server.close()
-        for proto in list(self._protocols):
-            proto.abort()
-        if self._server is not None:
-            await self._server.wait_closed()
+        await self._hang_up()
         await asyncio.sleep(down)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: ClientProtocol(self), self.host,
-                                                self.port, reuse_address=True)
+        if not self._stopped:  # a stop() during the downtime wins
+            await self._listen()
 
     def conn_time(self) -> str:
         return datetime.now(self.tz).strftime("%Y%m%d %H:%M:%S ") + self.tz_name
@@ -367,6 +389,10 @@ class TwsServer:
     def _start_api(self, s: Session, f: list[str]) -> None:
         r = M.Reader(f, 2)
         cid = r.int()
+        if s.client_id >= 0:
+            s.send(M.error(s.version, -1, 321, f"Error validating request: startApi was "
+                                               f"already sent as clientId {s.client_id}"))
+            return
         if cid in self.sessions:
             s.send(M.error(s.version, -1, 326, "Unable to connect as the client id is already "
                                                "in use. Retry with a unique client id."))
@@ -461,9 +487,7 @@ class TwsServer:
         inst = self._resolve(s, req_id, c)
         if inst is None:
             return
-        if inst.symbol in self.not_subscribed:
-            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."
-                                                   "Delayed market data is available."))
+        if self._refuse_unsubscribed(s, req_id, inst, "Delayed market data is available."):
             return
         now = time.time()
         q = self.market.quote(inst, now)
@@ -477,7 +501,15 @@ class TwsServer:
             return
         s.mkt[req_id] = sub
         if burst:
-            asyncio.get_running_loop().create_task(self._burst(s, sub, int(burst)))
+            self._spawn(self._burst(s, sub, int(burst)))
+
+    def _refuse_unsubscribed(self, s: Session, req_id: int, inst: Instrument,
+                             hint: str = "") -> bool:
+        """Error 354 when the ``notsubscribed`` fault covers the instrument."""
+        if inst.symbol not in self.not_subscribed:
+            return False
+        s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed." + hint))
+        return True
 
     def _send_quote(self, s: Session, sub: MktSub, q: Quote, full: bool = False) -> None:
         rid = sub.req_id
@@ -548,10 +580,7 @@ class TwsServer:
         c = M.read_contract(r)
         kind = r.str()
         inst = self._resolve(s, req_id, c)
-        if inst is None:
-            return
-        if inst.symbol in self.not_subscribed:
-            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+        if inst is None or self._refuse_unsubscribed(s, req_id, inst):
             return
         if kind not in ("Last", "AllLast", "BidAsk", "MidPoint"):
             s.send(M.error(s.version, req_id, 321, f"Error validating request.-'cc' : cause - "
@@ -569,10 +598,7 @@ class TwsServer:
         c = M.read_contract(r)
         _size, what = r.int(), r.str().upper() or "TRADES"
         inst = self._resolve(s, req_id, c)
-        if inst is None:
-            return
-        if inst.symbol in self.not_subscribed:
-            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+        if inst is None or self._refuse_unsubscribed(s, req_id, inst):
             return
         if what == "TRADES" and inst.sec_type == "CASH":
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
@@ -591,7 +617,7 @@ class TwsServer:
         c = M.read_contract(r)
         r.skip(1)  # includeExpired
         end_s, bar_size, duration = r.str(), r.str().strip(), r.str().strip().upper()
-        rth, what, fmt = r.bool(), r.str().upper(), r.int(1)
+        rth, what, date_format = r.bool(), r.str().upper(), r.int(1)
         if c.sec_type == "BAG":
             r.skip(4 * r.int())
         keep = r.bool()
@@ -620,11 +646,8 @@ class TwsServer:
             s.send(M.error(s.version, req_id, 321, "Error validating request.-'bP' : cause - "
                                                    "End date not supported with live updates"))
             return
-        try:
-            end = self._parse_end(end_s)
-        except ValueError as exc:
-            s.send(M.error(s.version, req_id, 10314, f"End Date/Time: The date, time, or "
-                                                     f"time-zone entered is invalid. {exc}"))
+        end = self._end_or_error(s, req_id, end_s)
+        if end is None:
             return
         if unit != "S" and bar_s < 86400 and rth:
             dur_s = self._trading_days_span(inst, end, int(n) * TRADING_DAYS[unit])
@@ -638,17 +661,15 @@ class TwsServer:
                                                    "message:HMDS query returned no data"))
             return
         tz = ZoneInfo(inst.tz)
-        out = [(self._bar_date(t, bar_s, fmt, tz), o, h, lo, cl, v, w, n)
+        out = [(self._bar_date(t, bar_s, date_format, tz), o, h, lo, cl, v, w, n)
                for t, o, h, lo, cl, v, w, n in rows]
-        start_str = self._bar_date(int(end.timestamp()) - dur_s, 1, fmt, tz)
+        start_str = self._bar_date(int(end.timestamp()) - dur_s, 1, date_format, tz)
         s.send(M.historical_data(req_id, start_str, self._bar_date(int(end.timestamp()), 1,
-                                                                      fmt, tz), out))
+                                                                      date_format, tz), out))
         if keep:
-            sub = BarSub(req_id, inst, bar_s, what, fmt)
-            if rows:
-                t, o, h, lo, cl, v, w, n = rows[-1]
-                sub.cur = [t, o, h, lo, cl, max(v, 0), w * max(v, 0), max(n, 0)]
-            s.hist[req_id] = sub
+            t, o, h, lo, cl, v, w, n = rows[-1]
+            s.hist[req_id] = BarSub(req_id, inst, bar_s, what, date_format,
+                                    [t, o, h, lo, cl, max(v, 0), w * max(v, 0), max(n, 0)])
 
     @staticmethod
     def _trading_days_span(inst: Instrument, end: datetime, days: int) -> int:
@@ -679,8 +700,7 @@ class TwsServer:
                 s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
                                                        f"message:Pacing violation ({why})"))
                 return True
-        if inst.symbol in self.not_subscribed:
-            s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed."))
+        if self._refuse_unsubscribed(s, req_id, inst):
             return True
         if what == "TRADES" and inst.sec_type == "CASH":
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
@@ -702,14 +722,26 @@ class TwsServer:
         if len(parts) < 2:
             raise ValueError(f"endDateTime {text!r}")
         dt = datetime.strptime(parts[0] + parts[1], "%Y%m%d%H:%M:%S")
-        zone = ZoneInfo(parts[2]) if len(parts) > 2 else self.tz
+        try:
+            zone = ZoneInfo(parts[2]) if len(parts) > 2 else self.tz
+        except (KeyError, ValueError):  # ZoneInfoNotFoundError is a KeyError
+            raise ValueError(f"unknown time zone {parts[2]!r}") from None
         return dt.replace(tzinfo=zone)
 
+    def _end_or_error(self, s: Session, req_id: int, text: str) -> datetime | None:
+        """``_parse_end``, answering a bad date/time with error 10314 (None)."""
+        try:
+            return self._parse_end(text)
+        except ValueError as exc:
+            s.send(M.error(s.version, req_id, 10314, f"End Date/Time: The date, time, or "
+                                                     f"time-zone entered is invalid. {exc}"))
+            return None
+
     @staticmethod
-    def _bar_date(t: int, bar_s: int, fmt: int, tz: ZoneInfo) -> str:
+    def _bar_date(t: int, bar_s: int, date_format: int, tz: ZoneInfo) -> str:
         if bar_s >= 86400:
             return datetime.fromtimestamp(t, tz).strftime("%Y%m%d")
-        if fmt == 2:
+        if date_format == 2:
             return str(t)
         return datetime.fromtimestamp(t, tz).strftime("%Y%m%d %H:%M:%S ") + str(tz.key)
 
@@ -736,11 +768,8 @@ class TwsServer:
         if self._hist_error(s, req_id, inst, what, ("ticks", inst.con_id, start_s, end_s,
                                                     count, what)):
             return
-        try:
-            anchor = self._parse_end(start_s or end_s)
-        except ValueError as exc:
-            s.send(M.error(s.version, req_id, 10314, f"End Date/Time: The date, time, or "
-                                                     f"time-zone entered is invalid. {exc}"))
+        anchor = self._end_or_error(s, req_id, start_s or end_s)
+        if anchor is None:
             return
         span = count + 5
         end = anchor if end_s else datetime.fromtimestamp(anchor.timestamp() + span, UTC)
@@ -762,12 +791,12 @@ class TwsServer:
         req_id = r.int()
         c = M.read_contract(r)
         r.skip(3)
-        fmt = r.int(1)
+        date_format = r.int(1)
         inst = self._resolve(s, req_id, c)
         if inst is None:
             return
         head = datetime(2004, 1, 2, 14, 30, tzinfo=UTC)
-        s.send([88, req_id, int(head.timestamp()) if fmt == 2 else
+        s.send([88, req_id, int(head.timestamp()) if date_format == 2 else
                 head.strftime("%Y%m%d-%H:%M:%S")])
 
     # ---------------------------------------------------------------- loops
@@ -880,8 +909,8 @@ class TwsServer:
         c = sub.cur
         if c is None:
             return
-        wap = c[6] / c[5] if c[5] else c[4]
-        date = self._bar_date(c[0], sub.bar_s, sub.fmt, ZoneInfo(sub.inst.tz))
+        wap = _wap(c)
+        date = self._bar_date(c[0], sub.bar_s, sub.date_format, ZoneInfo(sub.inst.tz))
         s.send(M.historical_update(sub.req_id, date, c[1], c[2], c[3], c[4],
                                    c[5] if sub.what == "TRADES" else -1, wap, c[7]))
 
@@ -928,11 +957,11 @@ class TwsServer:
                         q = self.market.quote(sub.inst, now)
                         px = self._price_for(sub.what, q) or q.mid or q.last
                     sub.done.append([boundary - b, px, px, px, px, 0.0, 0.0, 0])
+                trades = sub.what == "TRADES"
                 for c in sub.done:
-                    wap = c[6] / c[5] if c[5] else c[4]
-                    trades = sub.what == "TRADES"
                     s.send(M.realtime_bar(sub.req_id, c[0], c[1], c[2], c[3], c[4],
-                                          c[5] if trades else -1, wap, c[7] if trades else -1))
+                                          c[5] if trades else -1, _wap(c),
+                                          c[7] if trades else -1))
                 sub.done.clear()
 
     async def _account_loop(self) -> None:
@@ -956,11 +985,14 @@ class TwsServer:
             out.append(master)
         return out
 
-    def _place_order(self, s: Session, f: list[str]) -> None:
+    def _after_latency(self, handler, s: Session, f: list[str]) -> None:
         if self.latency:
-            asyncio.get_running_loop().call_later(self.latency, self._place_now, s, f)
+            asyncio.get_running_loop().call_later(self.latency, handler, s, f)
         else:
-            self._place_now(s, f)
+            handler(s, f)
+
+    def _place_order(self, s: Session, f: list[str]) -> None:
+        self._after_latency(self._place_now, s, f)
 
     def _place_now(self, s: Session, f: list[str]) -> None:
         try:
@@ -989,7 +1021,7 @@ class TwsServer:
         except OrderError as exc:
             s.send(M.error(s.version, req.order_id, exc.code, str(exc)))
             if existing is None and exc.code == 201:
-                order.status = "Inactive"
+                order.status, order.done_at = "Inactive", time.time()
                 self.engine.add(order)
                 s.send(M.order_status(order))
             return
@@ -1018,15 +1050,11 @@ class TwsServer:
         self.untransmitted[order.key] = order
         if not order.transmit:
             return
-        group = [order]
-        parent = self.untransmitted.get((cid, order.parent_id)) if order.parent_id else None
-        root = parent or order
-        if parent is not None:
-            group = [parent]
-        group += [o for o in list(self.untransmitted.values())
-                  if o.parent_id == root.order_id and o.client_id == cid and o not in group]
-        if order not in group:
-            group.append(order)
+        # the transmit releases the held parent (if any) and every held child of it
+        root = self.untransmitted.get((cid, order.parent_id), order) if order.parent_id \
+            else order
+        group = [root] + [o for o in self.untransmitted.values()
+                          if o.client_id == cid and o.parent_id == root.order_id]
         for o in group:
             self.untransmitted.pop(o.key, None)
             o.transmit = True
@@ -1084,7 +1112,7 @@ class TwsServer:
         if o.tif == "GTD" and o.good_till_date:
             try:
                 o.expires_at = self._parse_end(o.good_till_date).timestamp()
-            except (ValueError, KeyError):
+            except ValueError:
                 raise OrderError(201, f"Order rejected - reason:goodTillDate "
                                       f"{o.good_till_date!r} is not 'YYYYMMDD HH:MM:SS [zone]' "
                                       "or 'YYYYMMDD-HH:MM:SS' (UTC)") from None
@@ -1094,10 +1122,7 @@ class TwsServer:
         return self._perm
 
     def _cancel_order(self, s: Session, f: list[str]) -> None:
-        if self.latency:
-            asyncio.get_running_loop().call_later(self.latency, self._cancel_now, s, f)
-        else:
-            self._cancel_now(s, f)
+        self._after_latency(self._cancel_now, s, f)
 
     def _cancel_now(self, s: Session, f: list[str]) -> None:
         oid = _safe_int(f[2])
@@ -1105,9 +1130,8 @@ class TwsServer:
         if o is None:
             held = self.untransmitted.pop((s.client_id, oid), None)
             if held is not None:
-                held.status = "Cancelled"
                 self.engine.add(held)
-                self._process([Done(held, 202, "")])
+                self._process(self.engine.cancel(held))
                 return
             s.send(M.error(s.version, oid, 10147, f"OrderId {oid} that needs to be cancelled "
                                                   "is not found."))
@@ -1139,19 +1163,18 @@ class TwsServer:
             elif isinstance(ev, Fill):
                 self._on_fill(o, ev.qty, ev.price)
             elif isinstance(ev, Done):
+                if ev.code == 201:
+                    o.status = "Inactive"
+                    o.done_at = o.done_at or time.time()
                 for s in self._order_sessions(o):
                     if ev.code == 201:
-                        o.status = "Inactive"
                         s.send(M.error(s.version, o.order_id, 201, "Order rejected - reason:" +
                                        (ev.reason or "rejected by the simulator")))
                         s.send(M.open_order(s.version, o, self.default_account))
-                        s.send(M.order_status(o))
                     else:
                         s.send(M.error(s.version, o.order_id, 202,
                                        "Order Canceled - reason:" + (ev.reason or "")))
-                        s.send(M.order_status(o))
-                if ev.code == 201:
-                    o.status = "Inactive"
+                    s.send(M.order_status(o))
 
     def _on_fill(self, o: SimOrder, qty: float, price: float) -> None:
         inst = o.inst
@@ -1203,30 +1226,37 @@ class TwsServer:
                     out[cid] = q.mid or q.last
         return out
 
+    def _send_account(self, s: Session, acct: Account, marks: dict[int, float],
+                      values: list, con_ids: set[int] | None = None) -> None:
+        """Account values, updatePortfolio (for ``con_ids``, or all) and the account time."""
+        for key, val, cur in values:
+            s.send(M.update_account_value(key, val, cur, acct.code))
+        for inst, qty, px, val, avg, un, re_ in acct.portfolio(marks):
+            if con_ids is None or inst.con_id in con_ids:
+                s.send(M.update_portfolio(inst, qty, px, val, avg, un, re_, acct.code))
+        s.send([8, 1, datetime.now(self.tz).strftime("%H:%M")])
+
+    @staticmethod
+    def _send_multi(s: Session, rid: int, acct: Account, values: list) -> None:
+        for key, val, cur in values:
+            s.send([73, 1, rid, acct.code, "", key, val, cur])
+
     def _push_account(self, acct: Account, con_ids: set[int] | None = None) -> None:
-        """updatePortfolio (for ``con_ids``, or all) and every account value to subscribers."""
+        """Account values, portfolio and PnL of ``acct`` to the sessions subscribed to it."""
         marks = self._marks()
-        values = None
+        values = acct.values(marks)
         for s in list(self.sessions.values()):
-            if s.account_updates:
-                values = values or acct.values(marks)
-                for inst_, qty, px, val, avg, un, re_ in acct.portfolio(marks):
-                    if con_ids is None or inst_.con_id in con_ids:
-                        s.send(M.update_portfolio(inst_, qty, px, val, avg, un, re_, acct.code))
-                for key, val, cur in values:
-                    s.send(M.update_account_value(key, val, cur, acct.code))
-                s.send([8, 1, datetime.now(self.tz).strftime("%H:%M")])
+            if s.account_updates == acct.code:
+                self._send_account(s, acct, marks, values, con_ids)
             for rid, code in s.pnl.items():
                 if code == acct.code:
                     s.send(self._pnl_msg(acct, rid, marks))
             for rid, (code, con_id) in s.pnl_single.items():
                 if code == acct.code and (con_ids is None or con_id in con_ids):
                     s.send(self._pnl_single_msg(acct, rid, con_id, marks))
-            if s.acct_multi:
-                values = values or acct.values(marks)
-                for rid in s.acct_multi:
-                    for key, val, cur in values:
-                        s.send([73, 1, rid, acct.code, "", key, val, cur])
+            for rid, code in s.acct_multi.items():
+                if code in ("", acct.code):
+                    self._send_multi(s, rid, acct, values)
 
     @staticmethod
     def _pnl_msg(acct: Account, rid: int, marks: dict[int, float]) -> list:
@@ -1276,7 +1306,7 @@ class TwsServer:
     def _account_updates(self, s: Session, f: list[str]) -> None:
         r = M.Reader(f, 2)
         subscribe, code = r.bool(), r.str() or self.default_account
-        s.account_updates = subscribe
+        s.account_updates = ""
         if not subscribe:
             return
         acct = self.accounts.get(code)
@@ -1284,27 +1314,24 @@ class TwsServer:
             s.send(M.error(s.version, -1, 321, f"Error validating request: account {code!r} "
                                                "is not managed by this login"))
             return
+        s.account_updates = code
         marks = self._marks()
-        for key, val, cur in acct.values(marks):
-            s.send(M.update_account_value(key, val, cur, acct.code))
-        for inst, qty, px, val, avg, un, re_ in acct.portfolio(marks):
-            s.send(M.update_portfolio(inst, qty, px, val, avg, un, re_, acct.code))
-        s.send([8, 1, datetime.now(self.tz).strftime("%H:%M")])
+        self._send_account(s, acct, marks, acct.values(marks))
         s.send([54, 1, acct.code])
 
     def _account_multi(self, s: Session, f: list[str]) -> None:
         r = M.Reader(f, 2)
         rid, code = r.int(), r.str()
-        accts = [self.accounts[code]] if code in self.accounts else list(self.accounts.values())
+        code = code if code in self.accounts else ""  # unknown or empty: every account
         marks = self._marks()
-        for acct in accts:
-            for key, val, cur in acct.values(marks):
-                s.send([73, 1, rid, acct.code, "", key, val, cur])
-        s.acct_multi.add(rid)
+        for acct in self.accounts.values():
+            if code in ("", acct.code):
+                self._send_multi(s, rid, acct, acct.values(marks))
+        s.acct_multi[rid] = code
         s.send([74, 1, rid])
 
     def _cancel_account_multi(self, s: Session, f: list[str]) -> None:
-        s.acct_multi.discard(_safe_int(f[2]))
+        s.acct_multi.pop(_safe_int(f[2]), None)
 
     def _account_summary(self, s: Session, f: list[str]) -> None:
         r = M.Reader(f, 2)
@@ -1419,7 +1446,7 @@ class TwsServer:
         elif a == "drop":
             self.drop(args.get("clientId"))
         elif a == "restart":
-            asyncio.get_running_loop().create_task(self.restart(float(args.get("down", 1.0))))
+            self._spawn(self.restart(float(args.get("down", 1.0))))
         elif a == "pacing":
             self.pacing_violations += int(args.get("count", 1))
         elif a == "reject":
