@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import subprocess
 import sys
+import tempfile
 import time
 
 from common import percentile, result
@@ -27,15 +29,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _start_sim() -> tuple[subprocess.Popen, int]:
+def _start_sim(timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
+    # stderr goes to a file: an undrained pipe would stall a simulator that logs a lot
+    err = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
         [sys.executable, "-m", "btlive", "sim", "tws", "--port", "0", "--tick-interval", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE, stderr=err, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    line = proc.stdout.readline()
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
     if not line.startswith("ready "):
         proc.kill()
-        raise RuntimeError(f"simulator did not start: {line!r} {proc.stderr.read()[:500]}")
+        proc.wait(10)
+        err.seek(0)
+        raise RuntimeError(f"simulator did not start within {timeout:g} s: {line!r} "
+                           f"{err.read()[:500]}")
+    err.close()
     return proc, int(line.split()[2].rsplit(":", 1)[1])
 
 

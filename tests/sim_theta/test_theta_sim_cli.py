@@ -45,7 +45,8 @@ def test_cli_ready_line_serves_and_stops(sig):
 @pytest.mark.parametrize("kwargs, needle", [
     ({"tier": "gold"}, "tier"), ({"quote_ms": 0}, "quote_ms"), ({"speed": -1}, "speed"),
     ({"grpc_compression": "gzip"}, "grpc_compression"), ({"queue": -1}, "queue"),
-    ({"rate": 0}, "rate"), ({"host": "0.0.0.0"}, "loopback"),
+    ({"rate": 0}, "rate"), ({"host": "0.0.0.0"}, "loopback"), ({"host": "::1"}, "127.0.0.1"), ({"heartbeat": 0}, "heartbeat"),
+    ({"heartbeat": float("nan")}, "heartbeat"), ({"max_streams": -1}, "max_streams"),
 ])
 def test_constructor_rejects_bad_values(kwargs, needle):
     from btlive.sim.theta import ThetaSimulator

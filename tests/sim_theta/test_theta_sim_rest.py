@@ -329,3 +329,19 @@ def test_auth_stub_refuses_bodies_it_cannot_read(sim):
         raw.sendall(b"POST /identity/terminal/auth_user HTTP/1.1\r\nHost: x\r\nTD-TERMINAL-KEY: x\r\n"
                     b"Content-Length: -1\r\n\r\n")
         assert raw.recv(4096).startswith(b"HTTP/1.1 400")  # answered, not a read until EOF
+
+
+def test_closing_the_gate_releases_its_waiters():
+    from btlive.sim.theta.rest import Gate
+
+    gate = Gate(1, queue=1)
+    assert gate.enter()
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(gate.enter(timeout=60)))
+    waiter.start()
+    while not gate.waiting and waiter.is_alive():
+        time.sleep(0.01)
+    gate.close()  # what RestServer.stop() does: a stopping server must not hold threads for 60 s
+    waiter.join(timeout=5)
+    assert not waiter.is_alive() and got == [False] and not gate.enter()
+    assert gate.rejected == 2

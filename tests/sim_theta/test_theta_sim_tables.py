@@ -58,6 +58,11 @@ def test_csv_json_ndjson():
     lines = [json.loads(x) for x in to_ndjson(r).splitlines()]
     assert lines[0]["symbol"] == "SPY" and lines[0]["sequence"] == -5 and len(lines) == 2
     assert to_csv(Result(["date"])) == b"date\r\n"
+    c = {"symbol": "A%B", "expiration": date(2024, 1, 5), "strike": 1.5, "right": "PUT"}
+    only_contract = Result(["symbol", "expiration", "strike", "right"], [Block({"n": [1, 2]}, c)])
+    assert to_csv(only_contract).split(b"\r\n")[1:] == [b"A%B,2024-01-05,1.500,PUT"] * 2 + [b""]
+    text = Result(["symbol", "n"], [Block({"symbol": ["5%"], "n": np.array([3])})])
+    assert to_csv(text) == b"symbol,n\r\n5%,3\r\n"  # cells are data, never format strings
 
 
 def test_hand_encoded_datatable_parses_with_the_real_proto():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from datetime import datetime
@@ -365,3 +366,16 @@ def test_full_trade_stream_resubscribed_starts_at_the_next_trade():
         bulk(ws, True)
         trades = [f["trade"]["ms_of_day"] for f in frames(ws, 1.0) if kind(f) == "TRADE"]
     assert trades and min(trades) >= resubscribed - 100 or resubscribed < 5_000  # not at midnight
+
+
+def test_a_burst_that_times_out_stops_writing(sim):
+    with _connect(sim.ws_url) as ws:  # a bounded queue: this client stops reading when it is full
+        frames(ws, 0.2)
+        with pytest.raises(TimeoutError):
+            sim.burst(300_000, contracts=10, timeout=0.5)
+        written = sim.ws_stats()["frames"]
+        end = time.monotonic() + 1.5
+        while time.monotonic() < end:  # read again: an abandoned burst would go on writing
+            with contextlib.suppress(TimeoutError):
+                ws.recv(timeout=0.1)
+        assert sim.ws_stats()["frames"] - written <= 3  # heartbeats only

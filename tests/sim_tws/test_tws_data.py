@@ -137,6 +137,13 @@ def test_historical_errors(sim, connect):
                                                        "1 D", "1 hour", "TRADES", False,
                                                        timeout=5)
             assert errors[-1][0] == 10314 and "Mars/Base" in errors[-1][1]
+            # absurd spans are refused up front, not walked day by day
+            for duration, size, rth in (("1000000 Y", "1 min", True),
+                                        ("10000 Y", "1 month", False)):
+                assert not await ib.reqHistoricalDataAsync(c, "", duration, size, "TRADES",
+                                                           rth, timeout=5)
+                assert errors[-1] == (162, "Historical Market Data Service error message:"
+                                           "Time length exceed max.")
         finally:
             ib.disconnect()
     _run(main())

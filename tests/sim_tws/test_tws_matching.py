@@ -271,3 +271,28 @@ def test_replay_is_silent_while_connectivity_is_lost():
     replay.finished = False
     asyncio.run(replay.run(server))
     assert [f for f in sess.proto.sent if f[:4] == ["1", "6", "3", "1"]]
+
+
+def test_tick_steps_underlyings_first_and_leaves_replayed_ones_alone():
+    from types import SimpleNamespace
+
+    from btlive.sim.tws.server import MktSub, Session, TwsServer
+
+    server = TwsServer()
+    sess = Session(_Proto(), client_id=1, version=178)
+    server.sessions[1] = sess
+    aapl = server.find_symbol("AAPL")
+    opt = server.universe.chain(aapl)[20]
+    sess.mkt[1] = MktSub(1, opt)
+    before = server.market.quote(aapl, 1e9).bid
+    server.tick(1e9 + 1)
+    assert server.market.quote(aapl).time == 1e9 + 1, "the unwatched underlying stepped"
+    server.replay = SimpleNamespace(drives={aapl.con_id})
+    server.market.set_quote(aapl, q(150.0, 150.02), 1e9 + 2)
+    server.tick(1e9 + 3)
+    assert server.market.quote(aapl).bid == 150.0 and server.market.quote(opt).time == 1e9 + 3
+    assert before != 150.0
+    sess.mkt[2] = MktSub(2, aapl)  # watched as well: the option still follows the replay
+    server.tick(1e9 + 4)
+    assert server.market.quote(aapl).bid == 150.0
+    assert server.market.option_greeks(opt, 1e9 + 4).und_price == pytest.approx(150.01)

@@ -732,19 +732,21 @@ class Endpoints:
         at = parse_time("time_of_day", q.require("time_of_day"))
         m = self.market
         grid_kind = "trade" if kind == "trade" else "quote"
+        if sec == "option":
+            exp, strike, right = q.expiration(star=True), q.strike(), q.right()
+        else:
+            symbol = self._stock(q, sec)
         per_inst: dict[object, list[dict]] = {}
         for day in days:
             if self.clip(day, at, at) is None:
                 continue
-            if sec == "option":
-                insts = self._contracts(q, day, q.expiration(star=True), q.strike(), q.right())
-            else:
-                insts = [self._stock(q, "index" if sec == "index" else "stock")]
+            insts = self._contracts(q, day, exp, strike, right) if sec == "option" else [symbol]
             for inst in insts:
-                k = m.last_k(m.key(inst), grid_kind, at)
+                key = m.key(inst)
+                k = m.last_k(key, grid_kind, at)
                 if k < 0:
                     continue
-                ms = k * m.grid(grid_kind) + m.phase(m.key(inst), grid_kind)
+                ms = k * m.grid(grid_kind) + m.phase(key, grid_kind)
                 if grid_kind == "trade":
                     rows = self.trade_rows(inst, day, ms, ms)
                 else:

@@ -40,6 +40,7 @@ class Gate:
         self.limit, self.queue = limit, queue
         self._cond = threading.Condition()
         self.active = self.waiting = self.max_active = self.rejected = 0
+        self.closed = False
 
     def enter(self, timeout: float = 120.0) -> bool:
         with self._cond:
@@ -49,11 +50,12 @@ class Gate:
                     return False
                 self.waiting += 1
                 try:
-                    if not self._cond.wait_for(lambda: self.active < self.limit, timeout):
-                        self.rejected += 1
-                        return False
+                    self._cond.wait_for(lambda: self.active < self.limit or self.closed, timeout)
                 finally:
                     self.waiting -= 1
+            if self.closed or self.active >= self.limit:
+                self.rejected += 1
+                return False
             self.active += 1
             self.max_active = max(self.max_active, self.active)
             return True
@@ -62,6 +64,12 @@ class Gate:
         with self._cond:
             self.active -= 1
             self._cond.notify()
+
+    def close(self) -> None:
+        """Refuse everyone from now on and release the waiters (the server is stopping)."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify_all()
 
 
 @dataclass
@@ -346,6 +354,7 @@ class RestServer:
         self._thread.start()
 
     def stop(self) -> None:
+        self.app.gate.close()
         if self._thread.is_alive():  # shutdown() waits for serve_forever: never if it never ran
             self.httpd.shutdown()
         self.httpd.server_close()

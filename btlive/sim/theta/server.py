@@ -74,17 +74,21 @@ class ThetaSimulator:
                  grpc_compression: str = "mixed", grpc_chunk_bytes: int = 3 << 20,
                  credentials: dict | None = None, clock: Callable[[], datetime] | None = None,
                  host: str = "127.0.0.1"):
-        if host not in ("127.0.0.1", "localhost", "::1"):
-            raise ValueError(f"host {host!r}: the simulator binds loopback only")
-        if speed <= 0:
+        if host not in ("127.0.0.1", "localhost"):  # IPv6 would need other sockets and URLs
+            raise ValueError(f"host {host!r}: the simulator binds loopback only (127.0.0.1)")
+        if not speed > 0:  # NaN included
             raise ValueError(f"speed {speed!r}: must be > 0")
         if grpc_compression not in ("zstd", "none", "mixed"):
             raise ValueError(f"grpc_compression {grpc_compression!r}: expected zstd, none or mixed")
         if page_rows < 1 or max_rows < 1 or queue < 0 or (concurrency is not None and concurrency < 1):
             raise ValueError(f"page_rows {page_rows}, max_rows {max_rows}, queue {queue}, concurrency "
                              f"{concurrency}: need page_rows, max_rows, concurrency >= 1 and queue >= 0")
-        if rate is not None and rate <= 0:
+        if rate is not None and not rate > 0:
             raise ValueError(f"rate {rate!r}: messages per second must be > 0")
+        if not heartbeat > 0:  # the heartbeat task sleeps this long between frames
+            raise ValueError(f"heartbeat {heartbeat!r}: seconds must be > 0")
+        if max_streams is not None and max_streams < 0:
+            raise ValueError(f"max_streams {max_streams!r}: must be >= 0")
         self.tier = normalize_tier(tier)
         self.host = "127.0.0.1" if host == "localhost" else host
         self.market = Market(seed=seed, underlyings=build_underlyings(symbols), quote_ms=quote_ms,
@@ -164,7 +168,12 @@ class ThetaSimulator:
         self.stop()
 
     def _call(self, coro, timeout: float = 10.0):
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()  # or the coroutine keeps running on the loop after we gave up
+            raise
 
     def _on_loop(self, fn, *args):
         async def run():

@@ -159,7 +159,7 @@ def to_csv(result: Result, header: bool = True) -> bytes:
         if cols:
             lines.extend(fmt % row for row in zip(*cols, strict=True))
         else:  # contract columns only
-            lines.extend([fmt] * n)
+            lines.extend([fmt % ()] * n)
     return ("\r\n".join(lines) + "\r\n").encode()
 
 

@@ -49,6 +49,7 @@ PATH = "/v1/events"
 STREAM_CAPS = {"free": 0, "value": 0, "standard": 10_000, "pro": 15_000}
 
 
+TRADE_FIELDS = ("ms", "sequence", "size", "condition", "price", "exchange")  # trade_frame's order
 QUOTE_FIELDS = ("ms", "bid_size", "bid_exchange", "bid", "bid_condition", "ask_size", "ask_exchange",
                 "ask", "ask_condition")
 
@@ -394,9 +395,8 @@ class StreamServer:
             return
         t = m.trades(inst, day, k)
         state = self._session_ohlc(inst, day, int(k[0]))
-        for ms, seq, size, cond, price, exch in zip(
-                *(t[c].tolist() for c in ("ms", "sequence", "size", "condition", "price", "exchange")),
-                strict=True):
+        for ms, seq, size, cond, price, exch in zip(*(t[c].tolist() for c in TRADE_FIELDS),
+                                                    strict=True):
             frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
             self._update_ohlc(state, price, size)
             frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
@@ -457,11 +457,10 @@ class StreamServer:
             for (c, key, start, last), (t, q) in zip(due, results, strict=True):
                 contract = contract_json(c)
                 state = self._session_ohlc(c, day, start, history=False)
-                qcols = [q[n].tolist() for n in QUOTE_FIELDS]
-                for i, (ms, seq, size, cond, price, exch) in enumerate(zip(
-                        *(t[n].tolist() for n in ("ms", "sequence", "size", "condition", "price",
-                                                  "exchange")), strict=True)):
-                    frames.append(quote_frame(contract, *(col[i] for col in qcols), ymd))
+                quotes = zip(*(q[n].tolist() for n in QUOTE_FIELDS), strict=True)
+                for quote, (ms, seq, size, cond, price, exch) in zip(
+                        quotes, zip(*(t[n].tolist() for n in TRADE_FIELDS), strict=True), strict=True):
+                    frames.append(quote_frame(contract, *quote, ymd))
                     self._update_ohlc(state, price, size)
                     frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
                     frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))

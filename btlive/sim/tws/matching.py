@@ -217,8 +217,6 @@ class MatchingEngine:
                      "good_till_date", "outside_rth", "display_size", "order_ref",
                      "oca_group", "oca_type", "transmit", "expires_at"):
             setattr(order, name, getattr(new, name))
-        if order.order_type.startswith("TRAIL") and new.trail_stop_price is None:
-            order.trail_stop_price = None
         order.triggered = False
         self._index(order)
         events: list = [Ack(order)]

@@ -650,8 +650,13 @@ class TwsServer:
         if end is None:
             return
         if unit != "S" and bar_s < 86400 and rth:
-            dur_s = self._trading_days_span(inst, end, int(n) * TRADING_DAYS[unit])
-        if dur_s / bar_s > MAX_BARS:
+            days = int(n) * TRADING_DAYS[unit]
+            # N trading days span at least N - 1 whole days: too many are refused uncounted
+            dur_s = max(1, (days - 1) * 86400)
+            if dur_s / bar_s <= MAX_BARS:
+                dur_s = self._trading_days_span(inst, end, days)
+        # daily and longer bars are built a day at a time: bound the days as well
+        if dur_s / min(bar_s, 86400) > MAX_BARS:
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
                                                    "message:Time length exceed max."))
             return
@@ -817,25 +822,16 @@ class TwsServer:
         for s in self.sessions.values():
             for cid in s.con_ids():
                 watched.setdefault(cid, []).append(s)
-        ids = set(watched) | set(self.engine.active_con_ids())
-        if self.replay is not None and getattr(self.replay, "drives", None):
-            ids -= self.replay.drives
-        stepped: set[int] = set()
-        for cid in list(ids):
-            inst = self.universe.get(cid)
-            if inst is None:
-                continue
-            if inst.is_option and inst.under_con_id not in stepped:
-                under = self.universe.get(inst.under_con_id)
-                if under is not None and under.con_id not in ids:
-                    self.market.step(under, now)
-                    stepped.add(under.con_id)
-            if cid in stepped:
-                q = self.market.quote(inst, now)
-            else:
-                q = self.market.step(inst, now)
-                stepped.add(cid)
-            self.publish(inst, q, watched.get(cid, ()))
+        replayed = getattr(self.replay, "drives", None) or set()
+        ids = (set(watched) | set(self.engine.active_con_ids())) - replayed
+        insts = [i for i in map(self.universe.get, ids) if i is not None]
+        # an option is priced off its underlying: step the underlying first, even unwatched
+        for cid in {i.under_con_id for i in insts if i.is_option} - ids - replayed:
+            under = self.universe.get(cid)
+            if under is not None:
+                self.market.step(under, now)
+        for inst in sorted(insts, key=lambda i: i.is_option):
+            self.publish(inst, self.market.step(inst, now), watched.get(inst.con_id, ()))
         self._process(self.engine.expire(now))
 
     def publish(self, inst: Instrument, q: Quote, sessions: Iterable[Session] | None = None
@@ -1394,8 +1390,8 @@ class TwsServer:
         if flt.time:
             try:
                 since = self._parse_end(flt.time).timestamp()
-            except ValueError:
-                since = None
+            except ValueError as exc:  # lenient: no time filter, but say why
+                log.warning("reqExecutions %s: time filter ignored: %s", rid, exc)
         picked = []
         for e in self.executions:
             if not self._visible(s, e.order):
