@@ -158,7 +158,10 @@ class ThetaSimulator:
             self._loop.call_soon_threadsafe(self._loop.stop)
             if self._thread is not None:
                 self._thread.join(timeout=5)
-            self._loop.close()
+            if self._loop.is_running():  # a callback that never returns: closing would raise
+                log.warning("theta simulator: the stream loop did not stop within 5 s")
+            else:
+                self._loop.close()
             self._loop = None
 
     def __enter__(self) -> ThetaSimulator:
