@@ -35,7 +35,7 @@ class IBData(DataBase):
         TICKER-YYYYMM-EXCH[-CUR[-MULT]], TICKER-FUT-EXCH-CUR-YYYYMM[-MULT],
         TICKER-YYYYMM-EXCH-CUR-STRIKE-RIGHT[-MULT], TICKER-FOP-EXCH-CUR-YYYYMM-STRIKE-RIGHT[-MULT],
         TICKER-YYYYMMDD-EXCH-CUR-STRIKE-RIGHT[-MULT], TICKER-OPT-EXCH-CUR-YYYYMMDD-STRIKE-RIGHT[-MULT],
-        CUR1.CUR2-CASH-IDEALPRO
+        CUR1.CUR2-CASH-IDEALPRO, TICKER-CRYPTO-EXCH-CUR (e.g. BTC-CRYPTO-PAXOS-USD)
 
     Params:
       - ``sectype`` ('STK'), ``exchange`` ('SMART'), ``currency`` (''): defaults for tokens the
@@ -43,7 +43,8 @@ class IBData(DataBase):
       - ``tradename`` (None): another contract (string or Contract) to trade, e.g. a CFD
       - ``historical`` (False): download ``fromdate``..``todate`` and stop (DISCONNECTED at the end)
       - ``what`` (None): price source for history and real-time bars; default 'BID' for CASH
-        and CFD, 'TRADES' otherwise ('MIDPOINT', 'ASK', 'BID_ASK', ... as IB documents)
+        and CFD, 'TRADES' otherwise ('MIDPOINT', 'ASK', 'BID_ASK', ... as IB documents); crypto
+        history asks 'AGGTRADES' for 'TRADES'
       - ``useRTH`` (False): regular trading hours only
       - ``rtbar`` (False): live 5-second real-time bars (``what`` honoured, FX included);
         ignored when the feed's timeframe is below 5 seconds
@@ -152,6 +153,13 @@ class IBData(DataBase):
         if self.p.what:
             return self.p.what
         return "BID" if self.contract.secType in ("CASH", "CFD") else "TRADES"
+
+    def history_what(self) -> str:
+        """IB's history has no TRADES for crypto: its trades are AGGTRADES (error 10299)."""
+        what = self.live_what()
+        if what.upper() == "TRADES" and self.contract.secType == "CRYPTO":
+            return "AGGTRADES"
+        return what
 
     def tick_types(self) -> frozenset[int]:
         """Tick types carrying the feed's price in RTVolume mode (backtrader's choices)."""
@@ -313,7 +321,7 @@ class IBData(DataBase):
 
     def _request_history(self, begin, end) -> None:
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
-                                     self.live_what(), bool(self.p.useRTH), self._daily_time)
+                                     self.history_what(), bool(self.p.useRTH), self._daily_time)
         self._state = self._ST_HISTORBACK
 
     def _daily_time(self, day: dt.date) -> dt.datetime:

@@ -19,7 +19,7 @@ class Position:
 
 def commission(inst: Instrument, qty: float, price: float) -> float:
     """IB's fixed-rate tiers, roughly: stocks $0.005/share ($1 min, 1% max), options $0.65
-    a contract, futures $0.85 a contract, forex 0.2 bp ($2 min)."""
+    a contract, futures $0.85 a contract, forex 0.2 bp ($2 min), crypto 0.18% ($1.75 min)."""
     qty = abs(qty)
     if inst.sec_type == "STK":
         return round(min(max(0.005 * qty, 1.0), 0.01 * qty * price), 4)
@@ -29,6 +29,8 @@ def commission(inst: Instrument, qty: float, price: float) -> float:
         return round(0.85 * qty, 4)
     if inst.sec_type == "CASH":
         return round(max(0.00002 * qty * price, 2.0), 4)
+    if inst.sec_type == "CRYPTO":
+        return round(max(0.0018 * qty * price, 1.75), 4)
     return round(max(0.005 * qty, 1.0), 4)
 
 

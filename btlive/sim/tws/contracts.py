@@ -33,6 +33,7 @@ class Instrument:
     hours: tuple[str, str] = ("0930", "1600")  # liquid hours, local time
     ext_hours: tuple[str, str] = ("0400", "2000")  # trading hours
     overnight: bool = False  # session starts the evening before (futures, forex)
+    always_open: bool = False  # trades around the clock, every day (crypto)
     price: float = 100.0  # starting mid price
     vol: float = 0.25  # annualised volatility of the random walk
     spread_ticks: int = 1
@@ -83,6 +84,11 @@ class Instrument:
         for i in range(days):
             d = today + timedelta(days=i)
             ds = d.strftime("%Y%m%d")
+            if self.always_open:
+                session = f"{ds}:0000-{(d + timedelta(days=1)).strftime('%Y%m%d')}:0000"
+                trading.append(session)
+                liquid.append(session)
+                continue
             if d.weekday() >= 5:
                 trading.append(f"{ds}:CLOSED")
                 liquid.append(f"{ds}:CLOSED")
@@ -134,6 +140,9 @@ class Universe:
                             trading_class="EUR.USD", price=1.08, vol=0.07, min_tick=0.00005,
                             spread_ticks=2, lot=1_000_000, long_name="European Monetary Union Euro",
                             hours=("1715", "1700"), ext_hours=("1715", "1700"), overnight=True))
+        self.add(Instrument("BTC", "CRYPTO", "PAXOS", local_symbol="BTC.USD",
+                            trading_class="BTC", price=90_000.0, vol=0.6, min_tick=0.25,
+                            lot=100, long_name="Bitcoin", always_open=True))
         for exp in self._future_expiries(4):
             y, m = exp.year, exp.month
             self.add(Instrument("ES", "FUT", "CME", expiry=exp.strftime("%Y%m%d"),
@@ -151,21 +160,22 @@ class Universe:
         return inst
 
     def add_symbol(self, spec: str) -> Instrument:
-        """Add ``SYM``, ``SYM:price`` or ``SYM:STK:price``-style specs (stocks unless IND/CASH)."""
+        """Add ``SYM``, ``SYM:price`` or ``SYM:STK:price``-style specs (stocks unless IND, CASH
+        or CRYPTO)."""
         parts = spec.strip().split(":")
         sym = parts[0].upper()
         if not sym:
             raise ValueError(f"symbol spec {spec!r}: empty symbol")
         sec_type, price = "STK", None
         for p in parts[1:]:
-            if p.upper() in ("STK", "IND", "CASH"):
+            if p.upper() in ("STK", "IND", "CASH", "CRYPTO"):
                 sec_type = p.upper()
             else:
                 try:
                     price = float(p)
                 except ValueError:
                     raise ValueError(f"symbol spec {spec!r}: {p!r} is neither a security type "
-                                     "(STK, IND, CASH) nor a price") from None
+                                     "(STK, IND, CASH, CRYPTO) nor a price") from None
         for inst in self._by_id.values():
             if inst.symbol == sym and inst.sec_type == sec_type:
                 return inst
@@ -179,6 +189,10 @@ class Universe:
                                        hours=("1715", "1700"), ext_hours=("1715", "1700")))
         if sec_type == "IND":
             return self.add(Instrument(sym, "IND", "CBOE", price=px, trading_class=""))
+        if sec_type == "CRYPTO":
+            return self.add(Instrument(sym, "CRYPTO", "PAXOS", local_symbol=f"{sym}.USD",
+                                       price=px, vol=0.8, min_tick=0.01, lot=100,
+                                       long_name=sym, always_open=True))
         return self.add(Instrument(sym, "STK", "SMART", primary_exchange="NASDAQ", price=px,
                                    vol=0.3, long_name=f"{sym} (simulated)", lot=200))
 

@@ -237,7 +237,7 @@ class SyntheticMarket:
             starts = []
             day = end.astimezone(tz).date()
             for _ in range(max(1, math.ceil(duration_s / 86400))):
-                if day.weekday() < 5:
+                if day.weekday() < 5 or inst.always_open:
                     starts.append(int(datetime(day.year, day.month, day.day,
                                                tzinfo=tz).timestamp()))
                 day -= timedelta(days=1)
@@ -281,7 +281,7 @@ class SyntheticMarket:
 
     @staticmethod
     def _in_session(inst: Instrument, t: int, rth: bool, tz: ZoneInfo) -> bool:
-        if not rth:
+        if not rth or inst.always_open:
             return True  # the simulated market never closes; only RTH filters by session
         local = datetime.fromtimestamp(t, tz)
         if inst.sec_type == "CASH" or inst.overnight:

@@ -42,6 +42,8 @@ BAR_SIZES = {
 }
 DURATION_UNITS = {"S": 1, "D": 86400, "W": 604800, "M": 2592000, "Y": 31536000}
 TRADING_DAYS = {"D": 1, "W": 5, "M": 21, "Y": 252}
+# crypto history has aggregated trades instead of TRADES, as at IB
+CRYPTO_HISTORY = ("AGGTRADES", "BID", "ASK", "BID_ASK", "MIDPOINT")
 MAX_BARS = 200_000
 GENERIC_RTVOLUME = "233"
 NO_DEF = "No security definition has been found for the request"
@@ -605,6 +607,8 @@ class TwsServer:
                                                    "message:No data of type TRADES is available "
                                                    "for CASH"))
             return
+        if what == "AGGTRADES":  # crypto's trades: real-time bars take either name
+            what = "TRADES"
         s.rtbars[req_id] = BarSub(req_id, inst, 5, what)
 
     def _cancel_rtbars(self, s: Session, f: list[str]) -> None:
@@ -627,6 +631,16 @@ class TwsServer:
         err = self._hist_error(s, req_id, inst, what, (c.con_id or c.symbol, end_s, bar_size,
                                                        duration, rth, what))
         if err:
+            return
+        if inst.sec_type == "CRYPTO" and what not in CRYPTO_HISTORY:
+            s.send(M.error(s.version, req_id, 10299, "Expected what to show is "
+                                                     f"{', '.join(CRYPTO_HISTORY)}, but "
+                                                     f"'{what}' was received."))
+            return
+        if what == "AGGTRADES" and inst.sec_type != "CRYPTO":
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:No data of type AGGTRADES is "
+                                                   f"available for {inst.sec_type}"))
             return
         bar_s = bar_seconds(bar_size)
         if bar_s is None:
@@ -673,7 +687,8 @@ class TwsServer:
                                                                       date_format, tz), out))
         if keep:
             t, o, h, lo, cl, v, w, n = rows[-1]
-            s.hist[req_id] = BarSub(req_id, inst, bar_s, what, date_format,
+            s.hist[req_id] = BarSub(req_id, inst, bar_s,
+                                    "TRADES" if what == "AGGTRADES" else what, date_format,
                                     [t, o, h, lo, cl, max(v, 0), w * max(v, 0), max(n, 0)])
 
     @staticmethod
@@ -684,7 +699,7 @@ class TwsServer:
         day = end.astimezone(tz).date()
         count = 0
         while True:
-            if day.weekday() < 5:
+            if day.weekday() < 5 or inst.always_open:
                 count += 1
                 if count >= days:
                     break
