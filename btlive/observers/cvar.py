@@ -55,6 +55,10 @@ class CVaR(bt.Observer):
             if getattr(self.p, level) is None:
                 getattr(self.plotlines, level)._plotskip = True
 
+    def _plotlabel(self) -> list:
+        # backtrader would list every param; these three identify the figure
+        return [self.p.window, f"{self.p.confidence:g}", self._cvar._rolling.method]
+
     @property
     def analyzer(self) -> CVaRAnalyzer:
         return self._cvar

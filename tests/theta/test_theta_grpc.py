@@ -61,7 +61,8 @@ def test_grpc_faults_are_retried_or_raised(sim, monkeypatch):
     monkeypatch.setenv("THETADATA_PASSWORD", "x")
     hist = GrpcHistory(host="127.0.0.1", port=sim.grpc_port, insecure=True,
                        auth_url=sim.auth_url, retries=3, backoff_initial=0.01)
-    day = parse_day(str(utc_ns_to_et(time.time_ns())[0]))
+    # a whole past day: today has no 09:30 quotes before 09:30 ET
+    day = parse_day(str(utc_ns_to_et(time.time_ns())[0])) - timedelta(days=1)
     spy = Contract.stock("SPY")
     sim.faults.grpc_once("", "UNAVAILABLE", times=2)
     assert len(hist.history("quote", spy, day, day, "1m", start_time="09:30:00",

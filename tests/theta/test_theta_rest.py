@@ -23,6 +23,11 @@ def today():
     return parse_day(str(utc_ns_to_et(time.time_ns())[0]))
 
 
+def yesterday():
+    """A whole past day: today's data stops at the current ET time (none before 09:30)."""
+    return today() - timedelta(days=1)
+
+
 def test_formats_agree_and_pagination_is_followed(make_sim, store_for, option_of):
     sim = make_sim(page_rows=200)
     frames = {}
@@ -60,7 +65,7 @@ def test_multi_month_range_is_chunked_and_runs_concurrently(make_sim, store_for)
 def test_transient_statuses_are_retried(sim, store_for, status):
     store = store_for(sim)
     sim.inject_rest(status, count=2, path_prefix="/v3/stock")
-    df = store.history("quote", Contract.stock("SPY"), today(), None, "1m",
+    df = store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m",
                        start_time="09:30:00", end_time="09:40:00")
     assert len(df) == 11
     assert store.rest().stats.retries == 2
@@ -71,14 +76,14 @@ def test_transient_statuses_are_retried(sim, store_for, status):
 def test_472_is_no_data_and_471_473_stop_with_the_server_message(sim, store_for):
     store = store_for(sim)
     sim.inject_rest(472, path_prefix="/v3/stock")
-    assert store.history("quote", Contract.stock("SPY"), today(), None, "1m").empty
+    assert store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m").empty
     assert store.rest().stats.no_data == 1
     sim.inject_rest(471, message="needs a PRO subscription (injected)")
     with pytest.raises(ThetaPermissionError, match="needs a PRO subscription"):
-        store.history("quote", Contract.stock("SPY"), today(), None, "1m")
+        store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m")
     sim.inject_rest(473, message="bad interval (injected)")
     with pytest.raises(ThetaInvalidParams, match="bad interval") as info:
-        store.history("quote", Contract.stock("SPY"), today(), None, "1m")
+        store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m")
     assert info.value.status == 473 and store.rest().stats.retries == 0
 
 
@@ -87,14 +92,14 @@ def test_tier_permission_comes_from_the_terminal(make_sim, store_for, option_of)
     store = store_for(sim, tier="value")
     c = option_of(store)
     with pytest.raises(ThetaPermissionError, match="(?i)standard|pro"):
-        store.history("greeks", c, today(), None, "1m")
+        store.history("greeks", c, yesterday(), None, "1m")
 
 
 def test_retries_are_bounded(sim, store_for):
     store = store_for(sim, retries=2)
     sim.inject_rest(429, count=5)
     with pytest.raises(ThetaError, match="429") as info:
-        store.history("quote", Contract.stock("SPY"), today(), None, "1m")
+        store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m")
     assert info.value.status == 429
     assert store.rest().stats.retries == 2 and store.rest().stats.requests == 3
     sim.faults.clear()
@@ -103,21 +108,21 @@ def test_retries_are_bounded(sim, store_for):
 def test_chain_discovery_and_selection(sim, store_for):
     store = store_for(sim)
     chain = Chain(store)
-    exp = chain.by_dte("SPY", today(), 14)
+    exp = chain.by_dte("SPY", yesterday(), 14)
     assert exp in chain.expirations("SPY")
     strikes = chain.strikes("SPY", exp)
-    spot = store.history("quote", Contract.stock("SPY"), today(), None, "1m",
+    spot = store.history("quote", Contract.stock("SPY"), yesterday(), None, "1m",
                          start_time="09:30:00", end_time="09:31:00")
     mid = float((spot["bid"] + spot["ask"]).iloc[-1] / 2)
     call = chain.by_moneyness("SPY", exp, mid, 0.03, "C")
     put = chain.by_moneyness("SPY", exp, mid, 0.03, "P")
     assert call.strike > mid > put.strike and call.strike in strikes
-    c30 = chain.by_delta("SPY", exp, today(), 0.30, "C", start_time="09:30:00",
+    c30 = chain.by_delta("SPY", exp, yesterday(), 0.30, "C", start_time="09:30:00",
                          end_time="09:35:00")
-    g = store.history("greeks", c30, today(), None, "1m", start_time="09:35:00",
+    g = store.history("greeks", c30, yesterday(), None, "1m", start_time="09:35:00",
                       end_time="09:35:00")
     assert abs(g["delta"].iloc[-1] - 0.30) < 0.15
-    contracts = chain.contracts("SPY", today())
+    contracts = chain.contracts("SPY", yesterday())
     assert c30 in contracts
 
 
