@@ -130,13 +130,46 @@ def make_engine(url: str, *, busy_timeout: float = 1.0, synchronous: str = "NORM
                             connect_args={"application_name": application_name, "connect_timeout": 5})
 
 
+#: SQLite result codes that waiting can heal (lock contention, I/O hiccups, full disk).
+_SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
+                     "SQLITE_PROTOCOL")
+#: PostgreSQL SQLSTATE classes/codes that waiting can heal: connection exception, operator
+#: intervention (shutdown, restart), transaction rollback (deadlock, serialization),
+#: insufficient resources, lock not available.
+_PG_TRANSIENT = ("08", "57P", "40", "53", "55P03")
+
+
 def is_transient(exc: BaseException) -> bool:
-    """A failure worth retrying: lock contention, lost connection, server restart."""
+    """A failure worth retrying: lock contention, lost connection, server restart.
+
+    What waiting cannot heal (a missing table, a read-only database, bad credentials) is not:
+    retrying it would only grow the queue until close().
+    """
     if isinstance(exc, sa.exc.DBAPIError):
         if exc.connection_invalidated:
             return True
-        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+        if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+            return False
+        orig = exc.orig
+        name = getattr(orig, "sqlite_errorname", None)
+        if name is not None:
+            return name.startswith(_SQLITE_TRANSIENT)
+        state = getattr(orig, "sqlstate", None)
+        if state:  # PostgreSQL answered: only some states heal
+            return state.startswith(_PG_TRANSIENT)
+        return True  # no code: the connection itself failed (refused, reset, timed out)
     return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def is_row_error(exc: BaseException) -> bool:
+    """The database refuses these rows (a constraint, a bad value), not the writer itself."""
+    if isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError):
+        return True
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
+
+
+class AuditWriterError(RuntimeError):
+    """The writer stopped on an error that retrying cannot heal; events stay unwritten."""
 
 
 class AuditWriter:
@@ -147,6 +180,12 @@ class AuditWriter:
     ``busy_timeout`` is SQLite's own wait for a lock before we back off and
     retry; ``retry_initial``/``retry_max`` shape the backoff. ``on_error`` is
     called (on the writer thread) with each failure, for notifications.
+
+    Lock/busy/I-O errors and lost connections are retried with backoff. An error waiting
+    cannot heal (no such table, read-only database, ...) stops the writer: ``failed`` holds
+    an :class:`AuditWriterError`, ``on_error`` receives it, ``flush()``/``close()`` return
+    False, and the events not written stay in ``unwritten_events`` (counted in
+    ``stats["unwritten"]``).
     """
 
     def __init__(self, url: str, *, batch_size: int = 1000, busy_timeout: float = 1.0,
@@ -182,6 +221,8 @@ class AuditWriter:
                       "rejected": 0, "unwritten": 0, "last_error": None}
         self.started = threading.Event()
         self.failed: BaseException | None = None
+        self.unwritten_events: list = []
+        self._inflight: list = []  # the batch being written, for the count if the writer dies
 
     # -- producer side -------------------------------------------------------------------------
 
@@ -232,6 +273,10 @@ class AuditWriter:
         if alive:
             log.error("audit writer did not stop within %.1f s; %d events still queued",
                       timeout, self._queue.qsize())
+        elif self.failed is not None:  # submitted after it died: unwritten too
+            late = self._drain()
+            self.unwritten_events += late
+            self.stats["unwritten"] += len(late)
         self._thread = None
         return not alive and self.failed is None and self.stats["unwritten"] == 0
 
@@ -247,12 +292,22 @@ class AuditWriter:
         try:
             self._loop()
         except Exception as exc:  # must be loud, not a silent dead thread
+            if isinstance(exc, sa.exc.DBAPIError):
+                exc = AuditWriterError(
+                    f"audit writer stopped: {_error_text(exc)} on {safe_url(self.url)} "
+                    "cannot heal by waiting (not retried)")
             self.failed = exc
-            self.stats["unwritten"] += self._queue.qsize()
+            pending = [e for e in self._inflight if not isinstance(e, _Marker) and e is not _STOP]
+            pending += self._drain()
+            self.unwritten_events = pending
+            self.stats["unwritten"] += len(pending)
             self.stats["last_error"] = _error_text(exc)
-            log.exception("audit writer stopped on an error; %d events NOT written",
-                          self._queue.qsize())
-            self._drain()
+            log.error("audit writer stopped on an error; %d events NOT written: %s",
+                      len(pending), exc, exc_info=exc)
+            for item in self._inflight:
+                if isinstance(item, _Marker):
+                    item.done.set()
+            self._notify(exc)
         finally:
             self._disconnect()
             if self._engine is not None:
@@ -283,18 +338,23 @@ class AuditWriter:
                 except queue.Empty:
                     break
             events: list = []
-            for item in batch:
+            self._inflight = batch
+            for i, item in enumerate(batch):
                 if isinstance(item, _Marker):
                     self._commit(events)
                     events = []
+                    self._inflight = batch[i:]
                     item.done.set()
                 elif item is _STOP:
                     stopping = True
                 else:
                     events.append(item)
             self._commit(events)
+            self._inflight = []
         # events submitted after close(): write them too rather than lose them
-        self._commit(self._drain())
+        self._inflight = self._drain()
+        self._commit(self._inflight)
+        self._inflight = []
 
     def _setup(self) -> None:
         if self._engine is None:
@@ -325,17 +385,20 @@ class AuditWriter:
                 self._disconnect()
                 self.stats["retries"] += 1
                 self.stats["last_error"] = _error_text(exc)
-                if self.on_error is not None:
-                    try:
-                        self.on_error(exc)
-                    except Exception:
-                        log.exception("audit writer on_error callback failed")
+                self._notify(exc)
                 if self._deadline is not None and time.monotonic() + delay > self._deadline:
                     return False
                 log.warning("audit writer: %s failed (%s); retrying in %.2f s, %d events waiting",
                             what, self.stats["last_error"], delay, self._queue.qsize())
                 time.sleep(delay)
                 delay = min(delay * 2, self.retry_max)
+
+    def _notify(self, exc: BaseException) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                log.exception("audit writer on_error callback failed")
 
     def _commit(self, events: list) -> None:
         if not events:
@@ -358,7 +421,9 @@ class AuditWriter:
         try:
             ok = self._with_retry(write, what=f"commit of {len(rows)} rows")
         except Exception as exc:
-            # not transient: a row the database refuses; write the others one by one
+            if not is_row_error(exc):
+                raise  # the database, not a row, is the problem: stop the writer
+            # a row the database refuses; write the others one by one
             if len(rows) == 1:
                 self.stats["rejected"] += 1
                 log.error("audit writer: database rejected %r: %s", rows[0][0], exc)

@@ -65,6 +65,13 @@ class _Rec:
     last_error: tuple[int, str] = (0, "")
     children: list = field(default_factory=list)
     deferred: tuple | None = None  # (action, code, text): a cancel waiting for in-flight fills
+    modifying: tuple | None = None  # (ib fields, created prices) before a re-send TWS has not acked
+    refused_code: int = 0  # ib_async reports a refused modification twice (status, then error)
+
+
+#: Warnings that answer a re-sent order by refusing the change: can't modify a filled order,
+#: does not match the original, price increment, order not found, validation, zero size, state.
+_MODIFY_REFUSALS = frozenset({104, 105, 110, 135, 321, 434, 10148})
 
 
 class IBBroker(bt.BrokerBase):
@@ -317,23 +324,39 @@ class IBBroker(bt.BrokerBase):
         updates = dict(fields)
         exectype = rec.order.exectype
         if price is not None:
-            rec.order.created.price = price
             key = "lmtPrice" if exectype == bt.Order.Limit else "auxPrice"
             updates[key] = price
         if plimit is not None:
-            rec.order.created.pricelimit = plimit
             updates["lmtPrice"] = plimit
         if size is not None:
             updates["totalQuantity"] = abs(size)
         for name in updates:
             if not hasattr(rec.ib_order, name):
                 raise ValueError(f"{name}: ib_async Order has no such field")
+        ref = rec.order.ref
 
         def apply():
+            before = {name: getattr(rec.ib_order, name) for name in updates}
             for name, value in updates.items():
                 setattr(rec.ib_order, name, value)
-            if rec.order_id and self.ib.isConnected():
+            if not rec.order_id:
+                return  # not placed yet: the placement carries the new values
+            try:
+                if not self.ib.isConnected():
+                    raise ConnectionError("not connected to TWS")
                 self.ib.placeOrder(rec.contract, rec.ib_order)
+            except Exception as exc:  # noqa: BLE001 - the strategy must hear of it
+                for name, value in before.items():  # TWS still has the previous version
+                    setattr(rec.ib_order, name, value)
+                self._inbox.put(("modfail", ref, 0, f"modification not sent: {exc!r}",
+                                 None, created))
+                return
+            self._inbox.put(("modsent", ref, before, created))
+        created = (rec.order.created.price, rec.order.created.pricelimit)
+        if price is not None:
+            rec.order.created.price = price
+        if plimit is not None:
+            rec.order.created.pricelimit = plimit
         self.store.call(apply)
         return rec.order
 
@@ -449,20 +472,31 @@ class IBBroker(bt.BrokerBase):
             if rec is None:
                 return
             self._learn_perm(rec, event[2])
+            rec.modifying = None  # TWS acknowledged the (modified) order
             if rec.order.alive() and event[3] in ("Submitted", "PreSubmitted"):
                 self._act(rec, Action.ACCEPT, 0, "")
         elif kind == "error":
             _, oid, code, text = event
             rec = self._rec_for(oid, 0)
-            if rec is None or not rec.order.alive():
+            if rec is None or not rec.order.alive() or self._modify_refused(rec, code, text):
                 return
             rec.last_error = (code, text)
             action = error_action(code, text)
+            if action is Action.NONE and code == 321 and rec.order.status == rec.order.Submitted:
+                action = Action.REJECT  # TWS never took the order (e.g. an invalid account)
             if action is Action.CANCEL:  # 202 also reports DAY/GTD expiry
                 action = status_action("Cancelled", error_code=code, error_text=text,
                                        cancel_requested=rec.cancel_requested,
                                        has_expiry=rec.has_expiry)
             self._act(rec, action, code, text)
+        elif kind == "modsent":
+            rec = self._recs.get(event[1])
+            if rec is not None:
+                rec.modifying, rec.refused_code = (event[2], event[3]), 0
+        elif kind == "modfail":
+            rec = self._recs.get(event[1])
+            if rec is not None:
+                self._modify_failed(rec, event[2], event[3], event[4], event[5])
         elif kind == "reject":
             rec = self._recs.get(event[1])
             if rec is not None and rec.order.alive():
@@ -500,6 +534,8 @@ class IBBroker(bt.BrokerBase):
         self._learn_perm(rec, perm_id)
         if not rec.order.alive():
             return
+        if code and self._modify_refused(rec, code, text):
+            return
         if code:
             rec.last_error = (code, text)
         elif rec.last_error[0] and status in ("Cancelled", "ApiCancelled", "Inactive"):
@@ -535,6 +571,37 @@ class IBBroker(bt.BrokerBase):
             order.status = order.Expired
             order.executed.dt = order.data.datetime[0] if len(order.data) else 0.0
         self.notify(order)
+
+    def _modify_refused(self, rec: _Rec, code: int, text: str) -> bool:
+        """True if this order error answers a pending modification: TWS refused the change
+        and the order keeps working as before (real TWS never drops an order for that)."""
+        if code == 202 or (code not in _MODIFY_REFUSALS and error_action(code, text) is Action.NONE):
+            return False  # a cancel, or an informational message (399 held, 2109, ...)
+        if rec.refused_code == code:  # the second report of the same refusal
+            rec.refused_code = 0
+            return True
+        if rec.modifying is None:
+            return False
+        before, created = rec.modifying
+        rec.modifying, rec.refused_code = None, code
+        self._modify_failed(rec, code, f"modification refused by TWS: {text}", before, created)
+        return True
+
+    def _modify_failed(self, rec: _Rec, code: int, reason: str, before, created) -> None:
+        """The previous version of the order stays in force; the strategy hears of it through
+        notify_store and ``order.info.ib_modify_error``/``ib_modify_reason``."""
+        if before:
+            def restore():
+                for name, value in before.items():
+                    setattr(rec.ib_order, name, value)
+            self.store.call(restore)
+        order = rec.order
+        order.created.price, order.created.pricelimit = created
+        order.addinfo(ib_modify_error=code, ib_modify_reason=reason)
+        self.store.put_notification(IBMessage(
+            "error", rec.order_id or -1, code,
+            f"modify of order ref {order.ref} (IB orderId {rec.order_id}) failed: {reason}; "
+            f"the order keeps its previous values ({order.getstatusname()})"))
 
     def _reject(self, order, code: int, reason: str) -> None:
         order.addinfo(ib_error=code, ib_reason=reason)

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import backtrader as bt
@@ -275,6 +275,9 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         with self._lock:
             loop, thread = self._loop, self._thread
             self._loop = self._thread = None
+            grpc_history, self._grpc = self._grpc, None
+        if grpc_history is not None:  # used without the loop too (history is synchronous)
+            grpc_history.close()
         if loop is None:
             return
 
@@ -564,17 +567,27 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             return empty_frame()
         start = datetime.fromtimestamp(start_ns / 1e9, tz=NEW_YORK)
         end = datetime.fromtimestamp(end_ns / 1e9, tz=NEW_YORK)
-        extra = {}
-        if start.date() == end.date():
-            extra = {"start_time": start.strftime("%H:%M:%S.") + f"{start.microsecond // 1000:03d}",
-                     "end_time": "23:59:59.999"}
+        # without start_time/end_time the Terminal answers 09:30-16:00 only: a gap across
+        # midnight ET needs the first day from ``start`` and the later days from 00:00
+        spans = [(start.date(), start.date(),
+                  start.strftime("%H:%M:%S.") + f"{start.microsecond // 1000:03d}")]
+        if end.date() > start.date():
+            spans.append((start.date() + timedelta(days=1), end.date(), "00:00:00.000"))
         rest_kind = "price" if contract.sec_type == "INDEX" else kind.lower()  # index "trades"
-        if self.p.history == "grpc":
-            return await asyncio.get_running_loop().run_in_executor(
-                None, lambda: self.grpc().history(rest_kind, contract, start.date(), end.date(),
-                                                  "tick", **extra))
-        return await self.rest().history(rest_kind, contract, start.date(), end.date(), "tick",
-                                         **extra)
+        frames = []
+        for first, last, start_time in spans:
+            extra = {"start_time": start_time, "end_time": "23:59:59.999"}
+            if self.p.history == "grpc":
+                df = await asyncio.get_running_loop().run_in_executor(
+                    None, lambda f=first, la=last, x=extra: self.grpc().history(
+                        rest_kind, contract, f, la, "tick", **x))
+            else:
+                df = await self.rest().history(rest_kind, contract, first, last, "tick", **extra)
+            if df is not None and len(df):
+                frames.append(df)
+        if not frames:
+            return empty_frame()
+        return frames[0] if len(frames) == 1 else pd.concat(frames)
 
 
 def frame_to_ticks(kind: str, df: pd.DataFrame) -> list[tuple[int, dict]]:

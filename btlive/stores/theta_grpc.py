@@ -70,8 +70,10 @@ class GrpcHistory:
                  insecure: bool = False, auth_url: str | None = None,
                  creds_file: str | None = None, client: Any = None, retries: int = 6,
                  backoff_initial: float = 0.25, backoff_max: float = 8.0) -> None:
+        self.channel = None  # ours to close; a client passed in belongs to the caller
         if client is None:
             client = self._login(host, port, insecure, auth_url, creds_file)
+            self.channel = _own_channel(client, insecure)
         self.client = client
         self.retries = retries
         self.backoff_initial = backoff_initial
@@ -98,6 +100,12 @@ class GrpcHistory:
             raise RuntimeError("no ThetaData credentials: set THETADATA_EMAIL and "
                                "THETADATA_PASSWORD, THETADATA_API_KEY, or creds_file")
         return ThetaClient(**kwargs)
+
+    def close(self) -> None:
+        """Close the gRPC channel (its sockets and polling threads); calls then fail."""
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            channel.close()
 
     def _call(self, name: str, **kwargs) -> pd.DataFrame:
         import grpc
@@ -158,6 +166,20 @@ class GrpcHistory:
     def strikes(self, root: str, expiration: str) -> list[float]:
         return strike_list(self._call("option_list_strikes", symbol=root,
                                       expiration=_ymd(expiration)))
+
+
+def _own_channel(client: Any, insecure: bool):
+    """Give ``client`` a channel we can close: thetadata keeps only the stub, not its channel
+    (the one it made never connected - channels are lazy - and is collected)."""
+    import grpc
+    from thetadata._proto.v3grpc import endpoints_pb2_grpc
+
+    target = f"{client.mdds_host}:{client.mdds_port}"
+    insecure = insecure or os.getenv("THETADATA_INSECURE_CHANNEL", "").lower() in ("1", "true")
+    channel = grpc.insecure_channel(target) if insecure else grpc.secure_channel(
+        target, grpc.ssl_channel_credentials())
+    client.stub = endpoints_pb2_grpc.BetaThetaTerminalStub(channel)
+    return channel
 
 
 def _ymd(expiration: str) -> date:

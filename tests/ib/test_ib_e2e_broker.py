@@ -567,3 +567,58 @@ def test_partial_fill_then_cancel_while_disconnected(sim, run_bounded):
     filled = sim.positions()["AAPL"]
     assert 0 < filled < 100_000
     assert o.executed.size == filled == broker.getposition(strat.data).size
+
+
+@pytest.mark.parametrize("how", ["disconnected", "refused"])
+def test_failed_modify_reaches_the_strategy_and_the_order_keeps_working(make_sim, run_bounded,
+                                                                         how):
+    sim = make_sim()
+    got = {"states": []}
+
+    def script(s):
+        px = s.data.close[0]
+        got["low"] = low = round(px * 0.8, 2)
+        got["o"] = o = s.buy(size=10, exectype=bt.Order.Limit, price=low)
+        yield from wait(lambda: o.status == o.Accepted)
+        if how == "disconnected":
+            sim.fault("restart", down=1.5)  # on_data modifies while the link is down
+            yield from wait(lambda: "CONNBROKEN" in got["states"]
+                            and got["states"][-1] == "LIVE")
+        else:
+            s.broker.modify(o, size=0)  # TWS refuses it (434) and keeps the order
+        yield from wait(lambda: "ib_modify_reason" in o.info)
+        got["after_fail"] = (o.status, o.created.price, o.created.size)
+        s.broker.modify(o, price=round(px * 1.2, 2))  # still working: a later modify fills it
+        yield from wait(lambda: not o.alive())
+
+    def on_data(s, status):
+        got["states"].append(status)
+        if status == "CONNBROKEN" and "o" in got:
+            s.broker.modify(got["o"], price=round(got["low"] * 0.9, 2))
+
+    strat, _ = run_script(sim, run_bounded, script, on_data=on_data)
+    o = got["o"]
+    assert got["after_fail"] == (o.Accepted, got["low"], 10)
+    msgs = [m for m in strat.store_msgs if "modify of order" in m.text]
+    assert len(msgs) == 1 and f"ref {o.ref}" in msgs[0].text
+    if how == "refused":
+        assert msgs[0].code == o.info["ib_modify_error"] == 434
+    else:
+        assert "not connected" in o.info["ib_modify_reason"]
+    assert strat.statuses(o)[-1] == "Completed"
+    assert "Rejected" not in strat.statuses(o) and "Canceled" not in strat.statuses(o)
+    assert sim.positions()["AAPL"] == 10
+
+
+def test_order_for_an_unknown_account_is_rejected(sim, run_bounded):
+    orders = {}
+
+    def script(s):
+        orders["o"] = o = s.buy(size=5, account="U9999999")
+        yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script)
+    o = orders["o"]
+    assert strat.statuses(o) == ["Submitted", "Rejected"]
+    assert o.info["ib_error"] == 321 and "Invalid account code 'U9999999'" in o.info["ib_reason"]
+    assert sim.positions().get("AAPL", 0) == 0

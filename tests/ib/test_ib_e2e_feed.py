@@ -104,7 +104,7 @@ def test_long_intraday_history_is_split_and_paced(make_sim, run_bounded):
     assert not fired
     codes = [m.code for m in strat.store_msgs if m.kind == "error"]
     assert 162 not in codes  # 30 s bars: 8 h per request -> 4 requests, paced
-    times = [b[0] for b in strat.bars]
+    times = [b[5] for b in strat.bars]  # UTC: local times repeat when DST ends
     assert times == sorted(times) and len(set(times)) == len(times)
     assert times[-1] - times[0] > dt.timedelta(hours=20)
 
@@ -218,7 +218,7 @@ def test_connection_drop_reconnects_and_backfills(sim, run_bounded):
     assert seq[:3] == ["CONNECTED", "DELAYED", "LIVE"]
     assert seq[i:i + 3] == ["CONNBROKEN", "DELAYED", "LIVE"]
     assert store.connections == 2
-    times = [b[0] for b in strat.bars]
+    times = [b[5] for b in strat.bars]  # UTC: local times repeat when DST ends
     assert times == sorted(times)
 
 

@@ -74,3 +74,21 @@ def test_grpc_faults_are_retried_or_raised(sim, monkeypatch):
     with pytest.raises(ThetaError, match="UNAVAILABLE"):
         hist.history("quote", spy, day, day, "1m")
     sim.faults.clear()
+
+
+def test_store_close_closes_the_grpc_channel_and_a_new_one_works(sim, store_for, monkeypatch):
+    monkeypatch.setenv("THETADATA_EMAIL", "tester@example.com")
+    monkeypatch.setenv("THETADATA_PASSWORD", "x")
+    store = store_for(sim, history="grpc", grpc_host="127.0.0.1", grpc_port=sim.grpc_port,
+                      grpc_insecure=True, auth_url=sim.auth_url)
+    first = store.grpc()
+    expirations = store.expirations("SPY")
+    assert expirations
+    store.start()
+    store.stop()  # the last user: the store closes, and with it the channel
+    assert first.channel is None
+    with pytest.raises(ValueError, match="Channel closed"):
+        first.history("quote", Contract.stock("SPY"), parse_day("20200102"),
+                      parse_day("20200102"), "1m")
+    assert store.grpc() is not first and store.expirations("SPY") == expirations
+    store.close()

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from btlive.stores.theta import frame_to_ticks
 from btlive.stores.theta_parse import Contract
 
 pytestmark = pytest.mark.slow
@@ -111,6 +112,33 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
     assert [t[0] for t in ticks] == sorted({t[0] for t in ticks}), "duplicate or unordered"
     _assert_matches_history(store, spy, ticks)  # nothing missing across the gap
     assert ("QUOTE", spy) in store.stream.subscriptions
+
+
+@pytest.mark.parametrize("history", ["rest", "grpc"])
+def test_gap_history_across_midnight_et_covers_both_days(sim, store_for, history,
+                                                         monkeypatch):
+    # a fixed past midnight: the Terminal's default window is 09:30-16:00, so a gap from
+    # 23:59:50 to 00:00:10 ET must ask for explicit times on both days
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    monkeypatch.setenv("THETADATA_EMAIL", "tester@example.com")
+    monkeypatch.setenv("THETADATA_PASSWORD", "x")
+    grpc = dict(grpc_host="127.0.0.1", grpc_port=sim.grpc_port, grpc_insecure=True,
+                auth_url=sim.auth_url) if history == "grpc" else {}
+    store = store_for(sim, history=history, **grpc)
+    ny = ZoneInfo("America/New_York")
+    start = int(datetime(2026, 11, 19, 23, 59, 50, tzinfo=ny).timestamp() * 1e9)
+    end = int(datetime(2026, 11, 20, 0, 0, 10, tzinfo=ny).timestamp() * 1e9)
+    spy = Contract.stock("SPY")
+    hist = store.call(store._tick_history("QUOTE", spy, start, end), timeout=30)
+    ts = [t for t, _ in frame_to_ticks("QUOTE", hist) if start <= t <= end]
+    midnight = int(datetime(2026, 11, 20, tzinfo=ny).timestamp() * 1e9)
+    before = [t for t in ts if t < midnight]
+    after = [t for t in ts if t >= midnight]
+    assert before and after, (len(before), len(after))
+    assert before[0] - start < 2_000_000_000 and end - after[-1] < 2_000_000_000
+    assert ts == sorted(ts)
 
 
 def test_malformed_and_bad_frames_never_crash_the_stream(sim, store_for):

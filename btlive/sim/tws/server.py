@@ -1014,6 +1014,12 @@ class TwsServer:
             return
         cid = s.client_id
         self.next_ids[cid] = max(self.next_ids.get(cid, 1), req.order_id + 1)
+        if req.account and req.account not in self.accounts:
+            # real TWS: error 321 and nothing booked (ib_async keeps it as ValidationError)
+            s.send(M.error(s.version, req.order_id, 321, "Error validating request.-'bO' : "
+                                                         "cause - Invalid account code "
+                                                         f"'{req.account}'."))
+            return
         existing = self.engine.get(cid, req.order_id) or self.untransmitted.get(
             (cid, req.order_id))
         if existing is not None and existing.done:
@@ -1058,6 +1064,11 @@ class TwsServer:
                 self.engine.add(order)
                 return
         self.stats["orders"] += 1
+        parent = self.engine.get(cid, order.parent_id) if order.parent_id else None
+        if parent is not None and parent.done and parent.status != "Filled":
+            self.engine.add(order)  # a child of a dead parent can never go live
+            self._process(self.engine.cancel(order, 202, "parent cancelled"))
+            return
         self.untransmitted[order.key] = order
         if not order.transmit:
             return
@@ -1139,10 +1150,8 @@ class TwsServer:
         oid = _safe_int(f[2])
         o = self.engine.get(s.client_id, oid)
         if o is None:
-            held = self.untransmitted.pop((s.client_id, oid), None)
-            if held is not None:
-                self.engine.add(held)
-                self._process(self.engine.cancel(held))
+            if (s.client_id, oid) in self.untransmitted:
+                self._process(self._cancel_held(s.client_id, oid))
                 return
             s.send(M.error(s.version, oid, 10147, f"OrderId {oid} that needs to be cancelled "
                                                   "is not found."))
@@ -1160,7 +1169,25 @@ class TwsServer:
         for o in list(self.engine.orders.values()):
             if not o.done and not o.silent and o.status != "PendingSubmit":
                 events += self.engine.cancel(o, 202, "global cancel")
+        for cid, oid in list(self.untransmitted):
+            events += self._cancel_held(cid, oid, "global cancel")
         self._process(events)
+
+    def _cancel_held(self, cid: int, oid: int, reason: str = "") -> list:
+        """Cancel an order still held (transmit=False): it enters the book only to be done."""
+        held = self.untransmitted.pop((cid, oid), None)
+        if held is None:
+            return []
+        self.engine.add(held)
+        return self.engine.cancel(held, 202, reason)
+
+    def _orphans(self, parent: SimOrder) -> list:
+        """A parent done without a fill takes its held children with it (as real TWS)."""
+        events: list = []
+        for key, o in list(self.untransmitted.items()):
+            if o.client_id == parent.client_id and o.parent_id == parent.order_id:
+                events += self._cancel_held(*key, "parent cancelled")
+        return events
 
     def _process(self, events: list) -> None:
         for ev in events:
@@ -1186,6 +1213,8 @@ class TwsServer:
                         s.send(M.error(s.version, o.order_id, 202,
                                        "Order Canceled - reason:" + (ev.reason or "")))
                     s.send(M.order_status(o))
+                if o.status != "Filled":
+                    self._process(self._orphans(o))
 
     def _on_fill(self, o: SimOrder, qty: float, price: float) -> None:
         inst = o.inst
@@ -1471,9 +1500,10 @@ class TwsServer:
         elif a == "silent":
             self.silent_next += int(args.get("count", 1))
         elif a == "cancel":
-            o = self.engine.get(int(args.get("clientId", 0)), int(args["orderId"]))
-            if o is not None:
-                self._process(self.engine.cancel(o, 202, str(args.get("reason", ""))))
+            key = (int(args.get("clientId", 0)), int(args["orderId"]))
+            o, reason = self.engine.get(*key), str(args.get("reason", ""))
+            self._process(self.engine.cancel(o, 202, reason) if o is not None
+                          else self._cancel_held(*key, reason))
         elif a == "price":
             self.set_price(str(args["symbol"]), float(args["value"]))
         elif a == "close":
