@@ -147,6 +147,9 @@ def contract_from_ws(obj: dict) -> Contract:
 # --------------------------------------------------------------------------- time
 
 
+_DST_SWITCH_MS = 7_200_000  # 02:00 ET: wall-clock times from here on use the offset of 03:00
+
+
 @lru_cache(maxsize=4096)
 def _et_midnight_utc_ns(date_int: int, late: bool) -> int:
     """UTC ns of ET midnight for a date, using the UTC offset in force at 03:00 (late) or 00:00."""
@@ -161,10 +164,11 @@ def _et_midnight_utc_ns(date_int: int, late: bool) -> int:
 def et_to_utc_ns(date_int: int, ms_of_day: int) -> int:
     """Terminal ``date`` (YYYYMMDD) + ``ms_of_day`` (ET wall clock) -> UTC nanoseconds.
 
-    DST switches at 02:00 ET, outside every session, so one offset per half-day suffices.
+    DST switches at 02:00 ET, outside every session, so one offset before 02:00 and one from
+    02:00 on suffice (01:00-02:00 on the autumn switch day is ambiguous: read as daylight time).
     """
     ms = int(ms_of_day)
-    return _et_midnight_utc_ns(int(date_int), ms >= 10_800_000) + ms * 1_000_000
+    return _et_midnight_utc_ns(int(date_int), ms >= _DST_SWITCH_MS) + ms * 1_000_000
 
 
 @lru_cache(maxsize=1024)
@@ -473,7 +477,7 @@ def _flatten(kind: str, keys: list[tuple], groups: dict[tuple, list[tuple]]):
     dates = arr[:, 0].astype(np.int64)
     ms = arr[:, 1].astype(np.int64)
     ts = ms * 1_000_000
-    late = ms >= 10_800_000
+    late = ms >= _DST_SWITCH_MS
     first = int(dates[0])
     if (dates == first).all():
         ts += np.where(late, _et_midnight_utc_ns(first, True), _et_midnight_utc_ns(first, False))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -88,7 +88,9 @@ def test_quotes_trades_and_ohlc_match_rest(sim, live_contract):
     assert quotes[0]["contract"] == {"security_type": "OPTION", "root": "SPY", "expiration": exp,
                                      "strike": strike, "right": "C"}
     ms = [q["quote"]["ms_of_day"] for q in quotes]
-    assert all(b - a == 200 for a, b in zip(ms, ms[1:], strict=False))
+    # every 200 ms, also across midnight ET (ms_of_day wraps, the date moves on)
+    assert all((b - a) % 86_400_000 == 200 for a, b in zip(ms, ms[1:], strict=False))
+    assert [q["quote"]["date"] for q in quotes] == sorted(q["quote"]["date"] for q in quotes)
     trades = [i for i, f in enumerate(got) if kind(f) == "TRADE"]
     assert trades and all(kind(got[i + 1]) == "OHLC" for i in trades if i + 1 < len(got))
     t, o = got[trades[0]], got[trades[0] + 1]
@@ -97,7 +99,8 @@ def test_quotes_trades_and_ohlc_match_rest(sim, live_contract):
     assert o["ohlc"]["low"] <= o["ohlc"]["close"] <= o["ohlc"]["high"]
     # the same ticks through REST history (what a client backfills after a gap)
     day = str(quotes[0]["quote"]["date"])
-    first, last = ms[0], ms[-1]
+    quotes = [q for q in quotes if str(q["quote"]["date"]) == day]  # one date per request
+    first, last = quotes[0]["quote"]["ms_of_day"], quotes[-1]["quote"]["ms_of_day"]
     fmt = lambda x: f"{x // 3_600_000:02d}:{x // 60_000 % 60:02d}:{x // 1000 % 60:02d}.{x % 1000:03d}"  # noqa: E731
     rest = httpx.get(sim.rest_url + "/v3/option/history/quote", params={
         "symbol": "SPY", "expiration": exp, "strike": strike_text, "right": "call", "date": day,
@@ -108,7 +111,24 @@ def test_quotes_trades_and_ohlc_match_rest(sim, live_contract):
         assert (q["quote"]["bid"], q["quote"]["ask"], q["quote"]["bid_size"]) == (r["bid"], r["ask"], r["bid_size"])
     now = datetime.now(NEW_YORK)
     now_ms = (now.hour * 3600 + now.minute * 60 + now.second) * 1000 + now.microsecond // 1000
-    assert 0 <= now_ms - last < 60_000 or now_ms < 60_000  # never a tick from the future
+    assert 0 <= now_ms - ms[-1] < 60_000 or now_ms < 60_000  # never a tick from the future
+
+
+@pytest.mark.slow
+def test_a_live_stream_goes_on_across_midnight_et():
+    # a clock pinned just before a past midnight ET that then runs at real speed: no tick of the
+    # new day may be skipped (it was: the first pass after midnight restarted at "now")
+    base, t0 = datetime(2025, 11, 19, 23, 59, 59, 300_000, tzinfo=NEW_YORK), [time.monotonic()]
+    clock = lambda: base + timedelta(seconds=time.monotonic() - t0[0])  # noqa: E731
+    with ThetaSimulator(seed=4, quote_ms=100, trade_ms=500, clock=clock) as s, \
+            connect(s.ws_url) as ws:
+        t0[0] = time.monotonic()  # 0.7 s before midnight from here, however slow the start
+        sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
+        got = [f["quote"] for f in frames(ws, 1.6) if kind(f) == "QUOTE"]
+    dates = [q["date"] for q in got]
+    assert dates[0] == 20251119 and dates[-1] == 20251120, dates
+    ms = [q["ms_of_day"] for q in got]
+    assert all((b - a) % 86_400_000 == 100 for a, b in zip(ms, ms[1:], strict=False)), ms
 
 
 def test_unknown_contracts_are_subscribed_but_silent(sim, live_contract):

@@ -7,6 +7,7 @@ import datetime as dt
 import json
 import math
 import time
+from zoneinfo import ZoneInfo
 
 import backtrader as bt
 import pytest
@@ -28,10 +29,13 @@ def test_option_backtest_bars_quote_lines_and_greeks(sim, store_for):
     chain = Chain(store)
     exp = chain.by_dte("SPY", day, 14)
     call = chain.by_delta("SPY", exp, day, 0.3, "C", start_time="09:30:00", end_time="09:31:00")
+    # the session 09:30-16:00 ET in naive UTC (14:30-21:00 in winter, 13:30-20:00 in summer)
+    ny = ZoneInfo("America/New_York")
+    rth_open, rth_close = (dt.datetime.combine(day, t, tzinfo=ny).astimezone(dt.UTC)
+                           .replace(tzinfo=None) for t in (dt.time(9, 30), dt.time(16)))
     data = ThetaData(dataname=call.instrument, store=store, historical=True,
                      timeframe=bt.TimeFrame.Minutes, compression=15,
-                     fromdate=dt.datetime.combine(day, dt.time(14, 30)),
-                     todate=dt.datetime.combine(day, dt.time(21, 0)))
+                     fromdate=rth_open, todate=rth_close)
     seen = []
 
     class Probe(bt.Strategy):
@@ -44,9 +48,8 @@ def test_option_backtest_bars_quote_lines_and_greeks(sim, store_for):
     cerebro.adddata(data)
     cerebro.addstrategy(Probe)
     cerebro.run()
-    assert len(seen) == 27  # 14:30 .. 21:00 UTC in 15-minute bars, both edges
-    assert [s[0] for s in seen][:2] == [dt.datetime.combine(day, dt.time(14, 30)),
-                                        dt.datetime.combine(day, dt.time(14, 45))]
+    assert len(seen) == 27  # 09:30 .. 16:00 ET in 15-minute bars, both edges
+    assert [s[0] for s in seen][:2] == [rth_open, rth_open + dt.timedelta(minutes=15)]
     for _, close, bid, ask, delta, gamma, theta, vega, iv, under in seen:
         assert bid <= close <= ask and close == pytest.approx((bid + ask) / 2)
         assert 0 < delta < 1 and gamma > 0 and theta < 0 and vega > 0 and 0 < iv < 2
@@ -61,7 +64,7 @@ def test_strangle_backtest_on_two_synchronized_legs(sim, store_for):
     store = store_for(sim)
     # a fixed past day: whether the 5% take-profit/stop-loss round trip happens depends on the
     # day's simulated path (with "yesterday" it failed on most dates)
-    day = dt.date(2026, 11, 19)
+    day = dt.date(2025, 11, 13)
     chain = Chain(store)
     exp = chain.by_dte("SPY", day, 10)
     legs = [chain.by_delta("SPY", exp, day, 0.2, right, start_time="09:30:00",

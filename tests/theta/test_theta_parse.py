@@ -115,6 +115,19 @@ def test_eastern_time_dst_both_sides():
     assert utc_ns_to_et(ns) == (20241104, (9 * 3600 + 31 * 60) * 1000 + 250)
 
 
+def test_eastern_time_on_the_switch_days_themselves():
+    # the 24 h simulated market ticks at night too: 02:00-03:00 ET on the autumn switch day is
+    # EST (it was read as EDT, an hour early); each side of the spring switch keeps its offset
+    hour = 3_600_000
+    for date, ms, utc in ((20261101, 0, "2026-11-01 04:00"), (20261101, 2 * hour, "2026-11-01 07:00"),
+                          (20261101, 2 * hour + 1_800_000, "2026-11-01 07:30"),
+                          (20261101, 3 * hour, "2026-11-01 08:00"),
+                          (20260308, hour + 1_800_000, "2026-03-08 06:30"),
+                          (20260308, 3 * hour, "2026-03-08 07:00")):
+        assert et_to_utc_ns(date, ms) == pd.Timestamp(utc, tz="UTC").value, (date, ms)
+        assert utc_ns_to_et(et_to_utc_ns(date, ms)) == (date, ms)
+
+
 def test_ws_quote_trade_ohlc_frames():
     q = parse_ws_message(QUOTE_FRAME)
     assert q.kind == "QUOTE"

@@ -128,12 +128,12 @@ def test_gap_history_across_midnight_et_covers_both_days(sim, store_for, history
                 auth_url=sim.auth_url) if history == "grpc" else {}
     store = store_for(sim, history=history, **grpc)
     ny = ZoneInfo("America/New_York")
-    start = int(datetime(2026, 11, 19, 23, 59, 50, tzinfo=ny).timestamp() * 1e9)
-    end = int(datetime(2026, 11, 20, 0, 0, 10, tzinfo=ny).timestamp() * 1e9)
+    start = int(datetime(2025, 11, 19, 23, 59, 50, tzinfo=ny).timestamp() * 1e9)
+    end = int(datetime(2025, 11, 20, 0, 0, 10, tzinfo=ny).timestamp() * 1e9)
     spy = Contract.stock("SPY")
     hist = store.call(store._tick_history("QUOTE", spy, start, end), timeout=30)
     ts = [t for t, _ in frame_to_ticks("QUOTE", hist) if start <= t <= end]
-    midnight = int(datetime(2026, 11, 20, tzinfo=ny).timestamp() * 1e9)
+    midnight = int(datetime(2025, 11, 20, tzinfo=ny).timestamp() * 1e9)
     before = [t for t in ts if t < midnight]
     after = [t for t in ts if t >= midnight]
     assert before and after, (len(before), len(after))

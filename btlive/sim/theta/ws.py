@@ -366,6 +366,7 @@ class StreamServer:
         """(grid ticks of ``sub`` due by now or None, ms of its next tick)."""
         m = self.market
         kind = "quote" if sub.req_type == "QUOTE" else "trade"
+        rolled = sub.day is not None and (day - sub.day).days == 1  # streaming across midnight ET
         if sub.day != day:
             sub.known = None  # a new day: the contract may have expired
         if sub.known is None:  # SUBSCRIBED does not mean the contract exists
@@ -380,7 +381,9 @@ class StreamServer:
         last = m.last_k(key, kind, now_ms)
         if sub.day != day:
             sub.day = day
-            sub.next_k = last + 1
+            # a new subscription starts at the next tick; a live one goes on with the new day's
+            # first tick (ticks due between midnight and this pass were skipped before)
+            sub.next_k = 0 if rolled else last + 1
         k = None
         if last >= sub.next_k:
             k = np.arange(sub.next_k, last + 1, dtype=np.int64)
