@@ -1,9 +1,8 @@
-"""Shared helpers for the benchmarks: result records, timers, memory readings."""
+"""Shared helpers for the benchmarks: result records, percentiles, memory readings."""
 
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Sequence
 
 
@@ -44,14 +43,3 @@ def percentile(values: Sequence[float], q: float) -> float:
     low = int(position)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-class Timer:
-    """``with Timer() as t: ...`` then ``t.seconds``."""
-
-    def __enter__(self) -> Timer:
-        self._start = time.perf_counter()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.seconds = time.perf_counter() - self._start

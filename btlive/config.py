@@ -1,7 +1,7 @@
 """Configuration: a TOML file for settings, the environment for secrets.
 
 Secrets (passwords, tokens, account ids) are read from environment variables
-or a ``.env`` file and wrapped in :class:`Secret`, whose ``repr`` and ``str``
+(or a file named by ``NAME_FILE``) and wrapped in :class:`Secret`, whose ``repr`` and ``str``
 never show the value, so they cannot leak into logs or exceptions.
 """
 
@@ -32,15 +32,6 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
-
-
-def load_dotenv_once(path: str | os.PathLike[str] | None = None) -> None:
-    """Load a ``.env`` file into the environment without overriding what is set."""
-    try:
-        from dotenv import load_dotenv
-    except ImportError:  # pragma: no cover - python-dotenv is a dependency
-        return
-    load_dotenv(path, override=False)
 
 
 def secret(name: str, default: str | None = None) -> Secret | None:
