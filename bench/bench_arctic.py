@@ -51,8 +51,8 @@ def _case(spec: dict) -> dict:
     """Runs in a subprocess: one cerebro run, returns speed and extra anonymous RSS."""
     import backtrader as bt
 
-    from btlive.feeds.arctic import ArcticData
-    from btlive.storage.arctic import get_library
+    from btlive.arctic.feed import ArcticData
+    from btlive.arctic.library import get_library
 
     class Noop(bt.Strategy):
         def next(self):
@@ -128,8 +128,8 @@ def _label(n: int) -> str:
 
 
 def bench_feed(args):
-    from btlive.storage.arctic import get_library
-    from btlive.storage.sampledata import minute_bars
+    from btlive.arctic.library import get_library
+    from btlive.arctic.sampledata import minute_bars
 
     bars = args.bars or (100_000 if args.quick else 1_000_000)
     rss_sizes = [int(x) for x in (args.rss_bars or ("200000" if args.quick
@@ -172,8 +172,8 @@ def bench_feed(args):
 def bench_recorder(args):
     import numpy as np
 
-    from btlive.storage.arctic import get_library
-    from btlive.storage.recorder import ArcticRecorder
+    from btlive.arctic.library import get_library
+    from btlive.arctic.recorder import ArcticRecorder
 
     nsym = args.symbols
     ticks = args.ticks or (500_000 if args.quick else 5_000_000)

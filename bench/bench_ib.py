@@ -18,9 +18,9 @@ import time
 import backtrader as bt
 from common import percentile, result
 
+from btlive.ib.store import IBStore
 from btlive.sim.tws import TwsSimulator
 from btlive.sim.tws import messages as M
-from btlive.stores.ib import IBStore
 
 
 class _Stamps:

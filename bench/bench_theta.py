@@ -71,10 +71,10 @@ def _cpu() -> float:
 
 
 def measure_throughput(rest_url: str, ws_url: str, seconds: float, tmp: str) -> dict:
-    from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
-    from btlive.storage.recorder import ArcticRecorder
-    from btlive.stores.theta import ThetaStore
-    from btlive.stores.theta_record import StreamRecorder
+    from btlive.arctic.library import DEFAULT_LIBRARY, get_library
+    from btlive.arctic.recorder import ArcticRecorder
+    from btlive.theta.record import StreamRecorder
+    from btlive.theta.store import ThetaStore
 
     uri = f"lmdb://{tmp}/stream"
     recorder = ArcticRecorder(uri, DEFAULT_LIBRARY, flush_rows=50_000, flush_seconds=1.0)
@@ -121,7 +121,7 @@ def measure_naive(frames: list[str], tmp: str) -> float:
     import arcticdb as adb
     import pandas as pd
 
-    from btlive.stores.theta_parse import parse_ws_message
+    from btlive.theta.parse import parse_ws_message
 
     lib = adb.Arctic(f"lmdb://{tmp}/naive").get_library("trades", create_if_missing=True)
     t0 = time.perf_counter()
@@ -135,8 +135,8 @@ def measure_naive(frames: list[str], tmp: str) -> float:
 def measure_latency(rest_url: str, ws_url: str, ticks: int) -> dict:
     import backtrader as bt
 
-    from btlive.feeds.theta import ThetaData
-    from btlive.stores.theta import ThetaStore
+    from btlive.theta.feed import ThetaData
+    from btlive.theta.store import ThetaStore
 
     recv_lat, stamp_lat = [], []
 

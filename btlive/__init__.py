@@ -12,15 +12,15 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "IBStore": "btlive.stores.ib",
-    "IBData": "btlive.feeds.ib",
-    "IBBroker": "btlive.brokers.ib",
-    "ThetaStore": "btlive.stores.theta",
-    "ThetaData": "btlive.feeds.theta",
-    "ArcticData": "btlive.feeds.arctic",
-    "ArcticRecorder": "btlive.storage.recorder",
+    "IBStore": "btlive.ib.store",
+    "IBData": "btlive.ib.feed",
+    "IBBroker": "btlive.ib.broker",
+    "ThetaStore": "btlive.theta.store",
+    "ThetaData": "btlive.theta.feed",
+    "ArcticData": "btlive.arctic.feed",
+    "ArcticRecorder": "btlive.arctic.recorder",
 }
-_SUBPACKAGES = ("analyzers", "observers", "risk", "alerts", "audit", "storage", "sim")
+_SUBPACKAGES = ("analyzers", "observers", "risk", "alerts", "audit", "arctic", "ib", "theta", "sim")
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
 

@@ -15,10 +15,10 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, list[str]]] = {
-    "arctic": ("ArcticDB: import CSV, list symbols, snapshot and compact", ["btlive.storage.cli"]),
+    "arctic": ("ArcticDB: import CSV, list symbols, snapshot and compact", ["btlive.arctic.cli"]),
     "sim": ("simulators: a TWS and a Theta Terminal that real clients connect to",
             ["btlive.sim.tws.cli", "btlive.sim.theta.cli"]),
-    "record": ("record live streams into ArcticDB", ["btlive.stores.theta_cli"]),
+    "record": ("record live streams into ArcticDB", ["btlive.theta.cli"]),
     "audit": ("SQL execution audit: verify the hash chain, print reports", ["btlive.audit.cli"]),
     "alerts": ("CVaR alerts: send a test alert, list or flush pending deliveries", ["btlive.alerts.cli"]),
 }

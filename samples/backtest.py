@@ -22,8 +22,8 @@ import backtrader as bt
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from btlive.feeds.arctic import ArcticData  # noqa: E402
-from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI, get_library  # noqa: E402
+from btlive.arctic.feed import ArcticData  # noqa: E402
+from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, get_library  # noqa: E402
 from strategies.sma_cross import SmaCross  # noqa: E402
 
 TIMEFRAMES = {"days": bt.TimeFrame.Days, "minutes": bt.TimeFrame.Minutes,
@@ -70,7 +70,7 @@ def prepare(args) -> None:
         return
     lib = get_library(args.uri, args.library)
     if not lib.has_symbol(args.symbol):
-        from btlive.storage.sampledata import daily_bars
+        from btlive.arctic.sampledata import daily_bars
 
         lib.write(args.symbol, daily_bars(args.generate))
         print(f"wrote {args.generate} synthetic daily bars to {args.symbol}")

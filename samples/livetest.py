@@ -222,14 +222,14 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
-    from btlive.stores.ib import IBStore
+    from btlive.ib.store import IBStore
 
     cerebro = bt.Cerebro(stdstats=False, exactbars=args.exactbars)
     store = IBStore(host=args.host, port=args.port, clientId=args.clientId, reconnect=args.reconnect,
                     timeout=args.timeout, timeoffset=not args.no_timeoffset, notifyall=args.notifyall)
     recorder = None
     if args.record:
-        from btlive.storage.recorder import ArcticRecorder
+        from btlive.arctic.recorder import ArcticRecorder
 
         recorder = ArcticRecorder(uri=args.record)
     timeframe = getattr(bt.TimeFrame, args.timeframe)

@@ -37,9 +37,9 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default=None, help="ArcticDB URI of a day cache")
     args = p.parse_args(argv)
 
-    from btlive.feeds.theta import ThetaData
-    from btlive.stores.theta import ThetaStore
-    from btlive.stores.theta_chain import Chain
+    from btlive.theta.chain import Chain
+    from btlive.theta.feed import ThetaData
+    from btlive.theta.store import ThetaStore
     from strategies.strangle import ShortStrangle
 
     sim = None

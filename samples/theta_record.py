@@ -33,9 +33,9 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     args = p.parse_args(argv)
 
-    from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
-    from btlive.stores.theta import ThetaStore
-    from btlive.stores.theta_chain import Chain
+    from btlive.arctic.library import DEFAULT_LIBRARY, get_library
+    from btlive.theta.chain import Chain
+    from btlive.theta.store import ThetaStore
 
     sim = None
     if args.sim:

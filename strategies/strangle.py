@@ -81,7 +81,7 @@ class ShortStrangle(bt.Strategy):
                 return "max_net_delta"
         contract = getattr(self.call, "contract", None)
         if contract is not None and contract.expiration:
-            from btlive.stores.theta_parse import expiry_close_ns
+            from btlive.theta.parse import expiry_close_ns
 
             now = bt.num2date(self.call.datetime[0])  # naive UTC
             left = (expiry_close_ns(contract.expiration) / 1e9 - _utc_ts(now)) / 60.0

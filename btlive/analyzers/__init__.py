@@ -1,11 +1,13 @@
-"""backtrader analyzers: ``CVaR`` (live expected shortfall with alerts) and ``ExecutionAudit``."""
+"""backtrader analyzers: ``CVaR`` (live expected shortfall with alerts),
+``ExecutionAudit`` (SQL audit) and ``RecordFeeds`` (bars into ArcticDB)."""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-_EXPORTS = {"CVaR": "btlive.analyzers.cvar", "ExecutionAudit": "btlive.analyzers.audit"}
+_EXPORTS = {"CVaR": "btlive.analyzers.cvar", "ExecutionAudit": "btlive.analyzers.audit",
+            "RecordFeeds": "btlive.analyzers.record"}
 __all__ = list(_EXPORTS)
 
 

@@ -27,8 +27,8 @@ from btlive.audit.events import (
     QuoteEvent,
     RunEvent,
 )
-from btlive.audit.ib_capture import IBCapture, ib_order_key
 from btlive.audit.writer import acquire_writer, release_writer, safe_url
+from btlive.ib.capture import IBCapture, ib_order_key
 
 log = logging.getLogger(__name__)
 

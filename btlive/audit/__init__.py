@@ -2,7 +2,7 @@
 and commissions, in SQLite or PostgreSQL.
 
 Modules: ``schema`` (tables), ``triggers`` (append-only enforcement), ``chain`` (hashing),
-``events`` (what producers enqueue), ``writer`` (the single writer thread), ``ib_capture``
-(ib_async messages -> events), ``reports`` (reconciliation), ``verify``, ``cli``.
-The backtrader entry point is ``btlive.analyzers.ExecutionAudit``.
+``events`` (what producers enqueue), ``writer`` (the single writer thread), ``reports`` (reconciliation), ``verify``, ``cli``.
+The backtrader entry point is ``btlive.analyzers.ExecutionAudit``; IB's own messages are
+captured by ``btlive.ib.capture``.
 """

@@ -7,9 +7,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+from btlive.arctic.library import get_library
+from btlive.arctic.sampledata import daily_bars
 from btlive.cli import main
-from btlive.storage.arctic import get_library
-from btlive.storage.sampledata import daily_bars
 
 
 def write_csv(path, frame, tz=None):

@@ -11,12 +11,12 @@ import time
 import numpy as np
 import pytest
 
-from btlive.storage.arctic import get_library
-from btlive.storage.recorder import ArcticRecorder
+from btlive.arctic.library import get_library
+from btlive.arctic.recorder import ArcticRecorder
 
 CHILD = r"""
 import sys
-from btlive.storage.recorder import ArcticRecorder
+from btlive.arctic.recorder import ArcticRecorder
 T0 = 1_700_000_000_000_000_000
 rec = ArcticRecorder(sys.argv[1], flush_rows=300, flush_seconds=0.01, finalize_seconds=3600)
 i = 0
@@ -66,7 +66,7 @@ def test_sigkill_loses_no_acknowledged_row(uri):
 
 @pytest.mark.slow
 def test_exit_without_close_still_writes_buffered_rows(uri):
-    script = ("import sys\nfrom btlive.storage.recorder import ArcticRecorder\n"
+    script = ("import sys\nfrom btlive.arctic.recorder import ArcticRecorder\n"
               "rec = ArcticRecorder(sys.argv[1], flush_seconds=3600, finalize_seconds=3600)\n"
               "for i in range(10):\n    rec.record('bars/1d/E', 1_000 + i, close=float(i))\n")
     done = subprocess.run([sys.executable, "-c", script, uri], capture_output=True, timeout=120)

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btlive.feeds.arctic import ArcticData, ChunkReader, ns_to_num
-from btlive.storage.arctic import ArcticError, get_library
-from btlive.storage.sampledata import daily_bars as daily_frame
-from btlive.storage.sampledata import minute_bars
+from btlive.arctic.feed import ArcticData, ChunkReader, ns_to_num
+from btlive.arctic.library import ArcticError, get_library
+from btlive.arctic.sampledata import daily_bars as daily_frame
+from btlive.arctic.sampledata import minute_bars
 
 
 class Capture(bt.Strategy):

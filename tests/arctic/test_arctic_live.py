@@ -8,9 +8,9 @@ import time
 import backtrader as bt
 import pytest
 
-from btlive.feeds.arctic import ArcticData
-from btlive.storage.recorder import ArcticRecorder
-from btlive.storage.sampledata import minute_bars
+from btlive.arctic.feed import ArcticData
+from btlive.arctic.recorder import ArcticRecorder
+from btlive.arctic.sampledata import minute_bars
 
 SYM = "bars/1min/LIVE"
 FIELDS = ["open", "high", "low", "close", "volume"]
@@ -86,7 +86,7 @@ def test_idle_timeout_ends_a_live_feed(uri):
 
 @pytest.mark.slow
 def test_read_fault_in_live_mode_notifies_and_recovers(uri, monkeypatch):
-    from btlive.feeds import arctic as feed_module
+    from btlive.arctic import feed as feed_module
 
     frame = minute_bars(30)
     with ArcticRecorder(uri, background=False) as rec:

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btlive.storage.arctic import ArcticError, get_library
-from btlive.storage.recorder import ArcticRecorder, RecordFeeds, to_ns
-from btlive.storage.sampledata import daily_bars
+from btlive.analyzers.record import RecordFeeds
+from btlive.arctic.library import ArcticError, get_library
+from btlive.arctic.recorder import ArcticRecorder, to_ns
+from btlive.arctic.sampledata import daily_bars
 
 T0 = 1_700_000_000_000_000_000
 SYM = "ticks/trade/AAA"

@@ -9,11 +9,11 @@ import uuid
 import backtrader as bt
 import pytest
 
-from btlive.feeds.arctic import ArcticData
-from btlive.storage.arctic import get_library
-from btlive.storage.maintenance import compact, snapshot
-from btlive.storage.recorder import ArcticRecorder
-from btlive.storage.sampledata import minute_bars
+from btlive.arctic.feed import ArcticData
+from btlive.arctic.library import get_library
+from btlive.arctic.maintenance import compact, snapshot
+from btlive.arctic.recorder import ArcticRecorder
+from btlive.arctic.sampledata import minute_bars
 
 FIELDS = ["open", "high", "low", "close", "volume"]
 

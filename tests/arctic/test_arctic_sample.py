@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from btlive.storage.sampledata import daily_bars
+from btlive.arctic.sampledata import daily_bars
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "backtest.py"
 

@@ -18,8 +18,8 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def sim():
+    from btlive.ib.store import IBStore
     from btlive.sim.tws import TwsSimulator
-    from btlive.stores.ib import IBStore
 
     with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0) as simulator:
         yield simulator
@@ -60,9 +60,9 @@ class Trader(bt.Strategy):
 
 
 def test_audit_matches_the_simulator_executions(sim, tmp_path):
-    import btlive.brokers.ib  # noqa: F401 - registers the store's broker class
-    import btlive.feeds.ib  # noqa: F401 - registers the store's data class
-    from btlive.stores.ib import IBStore
+    import btlive.ib.broker  # noqa: F401 - registers the store's broker class
+    import btlive.ib.feed  # noqa: F401 - registers the store's data class
+    from btlive.ib.store import IBStore
 
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
     store = IBStore(port=sim.port, clientId=31, timeout=1.0)

@@ -10,7 +10,9 @@ from ib_async import IB, CommissionReport, Contract, Execution, Fill, Order, Ord
 from ib_async.objects import TradeLogEntry
 
 from btlive.audit.events import CommissionEvent, ExecutionEvent, OrderIntent, OrderStatusEvent
-from btlive.audit.ib_capture import (
+from btlive.audit.reports import report
+from btlive.audit.verify import verify
+from btlive.ib.capture import (
     UNSET_DOUBLE,
     UNSET_INTEGER,
     IBCapture,
@@ -20,8 +22,6 @@ from btlive.audit.ib_capture import (
     intent_from_order,
     status_from_trade,
 )
-from btlive.audit.reports import report
-from btlive.audit.verify import verify
 
 T = datetime(2024, 3, 1, 14, 30, 0, 123456, tzinfo=UTC)
 AAPL = Contract(secType="STK", conId=265598, symbol="AAPL", exchange="SMART", currency="USD",

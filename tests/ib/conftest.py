@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
+from btlive.ib.store import IBStore
 from btlive.sim.tws import TwsSimulator
-from btlive.stores.ib import IBStore
 
 
 @pytest.fixture

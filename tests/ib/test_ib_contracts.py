@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ib_async import Contract
 
-from btlive.stores.ib_contracts import (
+from btlive.ib.contracts import (
     ContractDefaults,
     ContractSpecError,
     contract_label,

@@ -8,7 +8,7 @@ import backtrader as bt
 import pytest
 import pytz
 
-from btlive.stores.ib import IBStore
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 ACCOUNT = "DU123456"

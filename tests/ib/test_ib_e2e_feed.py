@@ -10,8 +10,8 @@ import pytest
 import pytz
 from ib_async import Contract
 
-from btlive.feeds.ib import IBData
-from btlive.stores.ib import IBStore
+from btlive.ib.feed import IBData
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 

@@ -15,8 +15,8 @@ import backtrader as bt
 import pytest
 from ib_async import IB, Crypto
 
-from btlive.stores.ib import IBStore
-from btlive.stores.ib_contracts import parse_contract
+from btlive.ib.contracts import parse_contract
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import datetime as dt
 
 import backtrader as bt
 
-from btlive.stores.ib_history import Pacer, bar_size, duration_str, format_utc, plan_chunks
+from btlive.ib.history import Pacer, bar_size, duration_str, format_utc, plan_chunks
 
 TF = bt.TimeFrame
 UTC = dt.UTC

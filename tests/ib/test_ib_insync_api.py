@@ -5,7 +5,7 @@ from __future__ import annotations
 import backtrader as bt
 import pytest
 
-from btlive.stores.ib import IBStore
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 pytest.importorskip("ib_insync")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from btlive.stores.ib import IBStore
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "livetest.py"

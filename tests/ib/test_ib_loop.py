@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from btlive.stores.ib_loop import LoopThread
+from btlive.runtime import LoopThread
 
 
 def test_loop_thread_runs_and_stops():

@@ -9,7 +9,7 @@ import backtrader as bt
 import pytest
 import pytz
 
-from btlive.brokers.ib_orders import (
+from btlive.ib.orders import (
     Action,
     FillBook,
     OrderSpecError,

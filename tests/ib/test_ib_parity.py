@@ -10,7 +10,7 @@ import backtrader as bt
 import pandas as pd
 import pytest
 
-from btlive.stores.ib import IBStore
+from btlive.ib.store import IBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from strategies.sma_cross import SmaCross  # noqa: E402

@@ -8,10 +8,10 @@ import backtrader as bt
 import pytest
 import pytz
 
-from btlive.feeds.arctic import ArcticData
-from btlive.storage.arctic import get_library
-from btlive.storage.recorder import ArcticRecorder
-from btlive.stores.ib import IBStore
+from btlive.arctic.feed import ArcticData
+from btlive.arctic.library import get_library
+from btlive.arctic.recorder import ArcticRecorder
+from btlive.ib.store import IBStore
 
 pytestmark = pytest.mark.slow
 

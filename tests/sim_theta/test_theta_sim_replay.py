@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 from websockets.sync.client import connect
 
+from btlive.arctic.library import get_library
 from btlive.sim.theta import ThetaSimulator
 from btlive.sim.theta.market import OptionContract
 from btlive.sim.theta.replay import parse_instrument
-from btlive.storage.arctic import get_library
 
 OPTION = "SPY_20241115_C450.5"
 

@@ -15,7 +15,7 @@ from btlive.sim.tws.replay import ArcticReplay
 
 @pytest.fixture
 def arctic_uri(tmp_path):
-    from btlive.storage.arctic import forget_arctic, get_library
+    from btlive.arctic.library import forget_arctic, get_library
     uri = f"lmdb://{tmp_path}/arctic"
     lib = get_library(uri, "replay_test")
     idx = pd.date_range("2024-03-07 14:30", periods=30, freq="1min", tz="UTC")
@@ -66,7 +66,7 @@ def test_replay_drives_quotes_and_fills(arctic_uri):
 
 
 def test_replay_without_data_fails_clearly(tmp_path):
-    from btlive.storage.arctic import forget_arctic, get_library
+    from btlive.arctic.library import forget_arctic, get_library
     uri = f"lmdb://{tmp_path}/empty"
     get_library(uri, "nothing")
     try:

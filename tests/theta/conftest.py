@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from btlive.stores.theta import ThetaStore
+from btlive.theta.store import ThetaStore
 
 
 @pytest.fixture
@@ -60,7 +60,7 @@ def store_for():
 def _future_option(store, root="SPY", right="C", offset=0, nth=1):
     import time
 
-    from btlive.stores.theta_parse import Contract, utc_ns_to_et
+    from btlive.theta.parse import Contract, utc_ns_to_et
 
     today = str(utc_ns_to_et(time.time_ns())[0])
     exp = [e for e in store.expirations(root) if e > today][nth]

@@ -12,11 +12,11 @@ from zoneinfo import ZoneInfo
 import backtrader as bt
 import pytest
 
-from btlive.feeds.theta import ThetaData
-from btlive.stores.theta_chain import Chain
-from btlive.stores.theta_parse import Contract, utc_ns_to_et
-from btlive.stores.theta_rest import parse_day
-from btlive.stores.theta_ticks import NS, BarBuilder
+from btlive.theta.chain import Chain
+from btlive.theta.feed import ThetaData
+from btlive.theta.parse import Contract, utc_ns_to_et
+from btlive.theta.rest import parse_day
+from btlive.theta.ticks import NS, BarBuilder
 
 
 def et_today():
@@ -123,7 +123,7 @@ def test_live_backfill_hands_off_to_the_stream_without_gap_or_duplicate(sim, sto
     # the same bars rebuilt from the Terminal's own history: identical values at the seam
     first_ns = int(stamps[0].replace(tzinfo=dt.UTC).timestamp()) * NS - NS
     last_ns = int(stamps[-1].replace(tzinfo=dt.UTC).timestamp()) * NS
-    from btlive.stores.theta import frame_to_ticks
+    from btlive.theta.store import frame_to_ticks
 
     hist = store.call(store._tick_history("QUOTE", Contract.stock("SPY"), first_ns, last_ns))
     builder, ref = BarBuilder(NS), []

@@ -8,9 +8,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from btlive.stores.theta_grpc import GrpcHistory
-from btlive.stores.theta_parse import Contract, utc_ns_to_et
-from btlive.stores.theta_rest import parse_day
+from btlive.theta.grpc import GrpcHistory
+from btlive.theta.parse import Contract, utc_ns_to_et
+from btlive.theta.rest import parse_day
 
 
 def test_real_thetadata_client_gives_the_same_frames_as_rest(sim, store_for, option_of,
@@ -55,7 +55,7 @@ def test_no_data_is_an_empty_frame_and_missing_credentials_are_explained(sim, mo
 
 
 def test_grpc_faults_are_retried_or_raised(sim, monkeypatch):
-    from btlive.stores.theta_rest import ThetaError, ThetaPermissionError
+    from btlive.theta.rest import ThetaError, ThetaPermissionError
 
     monkeypatch.setenv("THETADATA_EMAIL", "tester@example.com")
     monkeypatch.setenv("THETADATA_PASSWORD", "x")

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from btlive.stores.theta_parse import (
+from btlive.theta.parse import (
     Contract,
     FrameError,
     columns_by_key,
@@ -22,7 +22,7 @@ from btlive.stores.theta_parse import (
     parse_ws_message,
     utc_ns_to_et,
 )
-from btlive.stores.theta_wsproto import (
+from btlive.theta.wire import (
     OP_PING,
     OP_TEXT,
     FrameDecoder,
@@ -233,7 +233,7 @@ def test_ws_frame_decoder_split_reads_fragments_and_controls():
 
 
 def test_ws_frame_decoder_bounds_a_fragmented_message(monkeypatch):
-    import btlive.stores.theta_wsproto as wsproto
+    import btlive.theta.wire as wsproto
 
     monkeypatch.setattr(wsproto, "MAX_MESSAGE", 10)
     dec = FrameDecoder()

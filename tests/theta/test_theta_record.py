@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from btlive.stores.theta_parse import Contract
+from btlive.theta.parse import Contract
 
 pytestmark = pytest.mark.slow
 
@@ -72,8 +72,8 @@ def _wait_stats(proc, path, pred, timeout=30.0) -> dict:
 
 def _read_all(uri: str) -> dict:
     """Every symbol after recovery (a new recorder finalizes what a crash left staged)."""
-    from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
-    from btlive.storage.recorder import ArcticRecorder
+    from btlive.arctic.library import DEFAULT_LIBRARY, get_library
+    from btlive.arctic.recorder import ArcticRecorder
 
     ArcticRecorder(uri, DEFAULT_LIBRARY, background=False).close()
     lib = get_library(uri, DEFAULT_LIBRARY)
@@ -82,7 +82,7 @@ def _read_all(uri: str) -> dict:
 
 def _check_against_history(sim, frames: dict) -> None:
     """Recorded quotes are exactly the Terminal's ticks (values and timestamps)."""
-    from btlive.stores.theta import ThetaStore
+    from btlive.theta.store import ThetaStore
 
     store = ThetaStore(rest_url=sim.rest_url, ws_url=sim.ws_url)
     df = frames["ticks/quote/SPY"]
@@ -155,8 +155,8 @@ def test_full_trade_stream_records_per_underlying_with_contract_columns(make_sim
 def test_a_recording_replays_through_the_simulator_into_the_feed(fast_sim, make_sim, tmp_path):
     import backtrader as bt
 
-    from btlive.feeds.theta import ThetaData
-    from btlive.stores.theta import ThetaStore
+    from btlive.theta.feed import ThetaData
+    from btlive.theta.store import ThetaStore
 
     with _recording(fast_sim, tmp_path, ["QQQ"], "--flush-seconds", "0.3", "--kinds",
                     "quote") as (proc, uri, stats):

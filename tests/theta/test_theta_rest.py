@@ -9,9 +9,9 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
-from btlive.stores.theta_chain import Chain
-from btlive.stores.theta_parse import Contract, utc_ns_to_et
-from btlive.stores.theta_rest import (
+from btlive.theta.chain import Chain
+from btlive.theta.parse import Contract, utc_ns_to_et
+from btlive.theta.rest import (
     ThetaError,
     ThetaInvalidParams,
     ThetaPermissionError,

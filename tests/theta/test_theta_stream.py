@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from btlive.stores.theta import frame_to_ticks
-from btlive.stores.theta_parse import Contract
+from btlive.theta.parse import Contract
+from btlive.theta.store import frame_to_ticks
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ def _ticks(items, kind="QUOTE"):
 def _assert_matches_history(store, contract, ticks):
     """The delivered ticks are exactly the Terminal's history over the same span."""
     first, last = ticks[0][0], ticks[-1][0]
-    from btlive.stores.theta import frame_to_ticks
+    from btlive.theta.store import frame_to_ticks
 
     hist = store.call(store._tick_history("QUOTE", contract, first, last))
     ref = [(ts, v["bid"], v["ask"]) for ts, v in frame_to_ticks("QUOTE", hist)

@@ -8,11 +8,11 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from btlive.stores.theta import Channel, tick_signature
-from btlive.stores.theta_chain import pick_by_delta, pick_expiration, pick_strike_by_moneyness
-from btlive.stores.theta_greeks import bs_price, greeks, implied_vol
-from btlive.stores.theta_rest import plan_chunks
-from btlive.stores.theta_ticks import NS, BarBuilder, TickFilter
+from btlive.theta.chain import pick_by_delta, pick_expiration, pick_strike_by_moneyness
+from btlive.theta.greeks import bs_price, greeks, implied_vol
+from btlive.theta.rest import plan_chunks
+from btlive.theta.store import Channel, tick_signature
+from btlive.theta.ticks import NS, BarBuilder, TickFilter
 
 
 def test_plan_chunks_month_cap_and_single_day_below_one_minute():
@@ -116,7 +116,7 @@ def test_chain_pickers():
 
 
 def test_store_is_one_per_configuration_and_checks_its_params():
-    from btlive.stores.theta import ThetaStore
+    from btlive.theta.store import ThetaStore
 
     a = ThetaStore(rest_url="http://127.0.0.1:1", tier="value")
     assert ThetaStore(rest_url="http://127.0.0.1:1", tier="value") is a
@@ -128,8 +128,8 @@ def test_store_is_one_per_configuration_and_checks_its_params():
 
 
 def test_feed_dataname_parsing():
-    from btlive.feeds.theta import parse_dataname
-    from btlive.stores.theta_parse import Contract
+    from btlive.theta.feed import parse_dataname
+    from btlive.theta.parse import Contract
 
     assert parse_dataname("SPY_20241220_C450.5") == Contract.option("SPY", "20241220", 450.5, "C")
     assert parse_dataname("aapl") == Contract.stock("AAPL")
@@ -139,8 +139,8 @@ def test_feed_dataname_parsing():
 
 
 def test_contracts_file_parsing(tmp_path):
-    from btlive.stores.theta_cli import read_contracts
-    from btlive.stores.theta_parse import Contract
+    from btlive.theta.cli import read_contracts
+    from btlive.theta.parse import Contract
 
     good = tmp_path / "c.txt"
     good.write_text("# legs\nSPY\nSPY_20241220_C450  # a call\nQQQ,2024-12-20,400.5,put\n\n")
@@ -161,7 +161,7 @@ def test_rest_pagination_that_loops_is_an_error_not_a_hang():
 
     import httpx
 
-    from btlive.stores.theta_rest import ThetaError, ThetaRest
+    from btlive.theta.rest import ThetaError, ThetaRest
 
     calls = []
 

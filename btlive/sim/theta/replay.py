@@ -24,7 +24,7 @@ KINDS = ("quote", "trade", "ohlc")
 
 def parse_instrument(name: str) -> OptionContract | str:
     """``SPY_20241220_C450.5`` -> OptionContract; ``AAPL`` -> "AAPL"."""
-    from btlive.storage.symbols import parse_option_instrument
+    from btlive.arctic.symbols import parse_option_instrument
 
     if "_" not in name:
         return name.upper()
@@ -61,7 +61,7 @@ class ReplaySource:
         self.loaded = False
 
     def load(self) -> ReplaySource:
-        from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
+        from btlive.arctic.library import DEFAULT_LIBRARY, get_library
 
         lib = get_library(self.uri, self.library or DEFAULT_LIBRARY, create=False)
         index: dict[OptionContract | str, int] = {}

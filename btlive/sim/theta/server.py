@@ -218,7 +218,7 @@ class ThetaSimulator:
         line = (f"ready rest={self.rest_url}/v3 auth={self.auth_url} ws={self.ws_url} "
                 f"grpc={self.host}:{self.grpc_port} tier={self.tier}")
         if self.replay is not None:
-            from btlive.storage.arctic import redact_uri
+            from btlive.arctic.library import redact_uri
 
             line += f" replay={redact_uri(self.replay.uri)} speed={self.replay.speed:g}"
         return line

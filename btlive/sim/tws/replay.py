@@ -40,7 +40,7 @@ class ArcticReplay:
             raise ValueError(f"speed {speed!r}: must be positive")
         if timeframe not in TIMEFRAME_SECONDS:
             raise ValueError(f"timeframe {timeframe!r}: one of {sorted(TIMEFRAME_SECONDS)}")
-        from btlive.storage.arctic import DEFAULT_LIBRARY, get_library
+        from btlive.arctic.library import DEFAULT_LIBRARY, get_library
         self.lib = get_library(uri, library or DEFAULT_LIBRARY, create=False)
         self.speed = speed
         self.timeframe = timeframe
@@ -51,7 +51,7 @@ class ArcticReplay:
 
     def load(self, server) -> None:
         """Read every matching symbol and build the merged event list."""
-        from btlive.storage.symbols import bar_symbol, tick_symbol
+        from btlive.arctic.symbols import bar_symbol, tick_symbol
         names = set(self.lib.list_symbols())
         wanted = self.symbols or sorted({n.rsplit("/", 1)[-1] for n in names
                                          if n.startswith(("ticks/", "bars/"))})

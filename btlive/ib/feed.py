@@ -10,17 +10,17 @@ from backtrader.feed import DataBase
 from backtrader.utils import date2num, num2date
 from ib_async import Contract
 
-from btlive.stores import ib_messages as msgs
-from btlive.stores.ib import store_for
-from btlive.stores.ib_api import CONTRACT_TYPES
-from btlive.stores.ib_contracts import (
+from btlive.ib import messages as msgs
+from btlive.ib.compat import CONTRACT_TYPES
+from btlive.ib.contracts import (
     ContractDefaults,
     ContractSpecError,
     contract_label,
     parse_contract,
 )
-from btlive.stores.ib_history import bar_size
-from btlive.stores.ib_messages import HISTORY_END, IBMessage, LiveBar, LiveTick
+from btlive.ib.history import bar_size
+from btlive.ib.messages import HISTORY_END, IBMessage, LiveBar, LiveTick
+from btlive.ib.store import store_for
 
 TF = bt.TimeFrame
 TICK_MODES = ("RTVolume", "AllLast", "Last", "BidAsk", "MidPoint")
@@ -276,10 +276,10 @@ class IBData(DataBase):
         if rec is None:
             return
         if isinstance(rec, str):
-            from btlive.storage.recorder import ArcticRecorder
+            from btlive.arctic.recorder import ArcticRecorder
 
             rec = self._own_recorder = ArcticRecorder(uri=rec)
-        from btlive.storage.symbols import bar_symbol, tick_symbol
+        from btlive.arctic.symbols import bar_symbol, tick_symbol
 
         label = contract_label(self.contract).replace(" ", "")
         self._rec_bar_symbol = bar_symbol("5s", label)  # live bars are rtbar's 5-second bars

@@ -7,7 +7,7 @@ import os
 import sys
 import time
 
-from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI
+from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
 
 DATE_NAMES = ("datetime", "date", "timestamp", "time", "ts")
 COLUMN_NAMES = {"open": ("open",), "high": ("high",), "low": ("low",), "close": ("close",),
@@ -182,7 +182,7 @@ def read_csv_frames(path: str, args, progress: _Progress | None = None):
 def cmd_import(args) -> int:
     import arcticdb
 
-    from btlive.storage.arctic import get_library, redact_uri
+    from btlive.arctic.library import get_library, redact_uri
 
     path = args.csv
     if not os.path.isfile(path):
@@ -226,7 +226,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from btlive.storage.arctic import ArcticError, get_library
+    from btlive.arctic.library import ArcticError, get_library
 
     try:
         lib = get_library(args.uri, args.library, create=False)
@@ -254,8 +254,8 @@ def cmd_ls(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    from btlive.storage.arctic import ArcticError
-    from btlive.storage.maintenance import snapshot
+    from btlive.arctic.library import ArcticError
+    from btlive.arctic.maintenance import snapshot
 
     try:
         name = snapshot(args.uri, args.library, name=args.name, replace=args.replace)
@@ -266,8 +266,8 @@ def cmd_snapshot(args) -> int:
 
 
 def cmd_compact(args) -> int:
-    from btlive.storage.arctic import ArcticError
-    from btlive.storage.maintenance import compact
+    from btlive.arctic.library import ArcticError
+    from btlive.arctic.maintenance import compact
 
     try:
         report = compact(args.uri, args.library, symbols=args.symbol,
@@ -278,8 +278,8 @@ def cmd_compact(args) -> int:
 
 
 def cmd_finalize(args) -> int:
-    from btlive.storage.arctic import ArcticError
-    from btlive.storage.maintenance import finalize_staged
+    from btlive.arctic.library import ArcticError
+    from btlive.arctic.maintenance import finalize_staged
 
     try:
         report = finalize_staged(args.uri, args.library, prefix=args.prefix)

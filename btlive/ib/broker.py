@@ -22,7 +22,10 @@ from backtrader.comminfo import CommInfoBase
 from backtrader.position import Position
 from ib_async import Contract
 
-from btlive.brokers.ib_orders import (
+from btlive.ib.compat import convert
+from btlive.ib.history import format_utc
+from btlive.ib.messages import IBMessage
+from btlive.ib.orders import (
     Action,
     FillBook,
     OrderSpecError,
@@ -31,10 +34,7 @@ from btlive.brokers.ib_orders import (
     status_action,
     time_in_force,
 )
-from btlive.stores.ib import store_for
-from btlive.stores.ib_api import convert
-from btlive.stores.ib_history import format_utc
-from btlive.stores.ib_messages import IBMessage
+from btlive.ib.store import store_for
 
 NOT_STOCKLIKE = frozenset({"FUT", "OPT", "FOP", "FUND"})
 

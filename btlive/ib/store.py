@@ -20,11 +20,11 @@ from typing import Any
 from backtrader.metabase import MetaParams
 from ib_async import Contract
 
-from btlive.stores import ib_messages as msgs
-from btlive.stores.ib_api import REQUEST_ERRORS, convert, load_api
-from btlive.stores.ib_history import BarSize, Pacer, bar_size, duration_str, format_utc, plan_chunks
-from btlive.stores.ib_loop import LoopThread
-from btlive.stores.ib_messages import HISTORY_END, IBMessage, LiveBar, LiveTick, to_naive_utc
+from btlive.ib import messages as msgs
+from btlive.ib.compat import REQUEST_ERRORS, convert, load_api
+from btlive.ib.history import BarSize, Pacer, bar_size, duration_str, format_utc, plan_chunks
+from btlive.ib.messages import HISTORY_END, IBMessage, LiveBar, LiveTick, to_naive_utc
+from btlive.runtime import LoopThread
 
 log = logging.getLogger("btlive.ib")
 UTC = dt.UTC
@@ -133,13 +133,13 @@ class IBStore(metaclass=MetaIBStore):
 
     def getdata(self, *args, **kwargs):
         """An IBData using this store."""
-        from btlive.feeds.ib import IBData
+        from btlive.ib.feed import IBData
 
         return IBData(*args, store=self, **kwargs)
 
     def getbroker(self, *args, **kwargs):
         """An IBBroker using this store."""
-        from btlive.brokers.ib import IBBroker
+        from btlive.ib.broker import IBBroker
 
         return IBBroker(*args, store=self, **kwargs)
 

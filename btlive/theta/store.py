@@ -24,7 +24,7 @@ import backtrader as bt
 import pandas as pd
 from backtrader.store import MetaSingleton
 
-from btlive.stores.theta_parse import (
+from btlive.theta.parse import (
     NEW_YORK,
     TICK_FIELDS,
     Contract,
@@ -33,9 +33,9 @@ from btlive.stores.theta_parse import (
     empty_frame,
     et_to_utc_ns,
 )
-from btlive.stores.theta_rest import TIER_CONCURRENCY, ThetaRest, parse_day
-from btlive.stores.theta_ticks import TickMemory
-from btlive.stores.theta_ws import StreamEvent, ThetaStream
+from btlive.theta.rest import TIER_CONCURRENCY, ThetaRest, parse_day
+from btlive.theta.ticks import TickMemory
+from btlive.theta.ws import StreamEvent, ThetaStream
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +173,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         ("dividend", 0.0),
     )
 
-    DataCls = None  # set by btlive.feeds.theta
+    DataCls = None  # set by btlive.theta.feed
 
     def __init__(self) -> None:
         super().__init__()
@@ -203,7 +203,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
     # ------------------------------------------------------------------ backtrader API
 
     def getdata(self, *args, **kwargs):
-        from btlive.feeds.theta import ThetaData
+        from btlive.theta.feed import ThetaData
 
         kwargs.setdefault("store", self)
         return ThetaData(*args, **kwargs)
@@ -330,7 +330,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
     def grpc(self):
         """The thetadata gRPC history client (see theta_grpc)."""
         if self._grpc is None:
-            from btlive.stores.theta_grpc import GrpcHistory
+            from btlive.theta.grpc import GrpcHistory
 
             self._grpc = GrpcHistory(host=self.p.grpc_host, port=self.p.grpc_port,
                                      insecure=self.p.grpc_insecure, auth_url=self.p.auth_url,
@@ -341,7 +341,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
 
     def cache(self):
         if self._cache is None and self.p.cache_uri:
-            from btlive.stores.theta_cache import DayCache
+            from btlive.theta.cache import DayCache
 
             self._cache = DayCache(self.p.cache_uri, self.p.cache_library)
         return self._cache

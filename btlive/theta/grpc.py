@@ -17,8 +17,8 @@ from typing import Any
 
 import pandas as pd
 
-from btlive.stores.theta_parse import Contract, empty_frame, normalize_frame
-from btlive.stores.theta_rest import (
+from btlive.theta.parse import Contract, empty_frame, normalize_frame
+from btlive.theta.rest import (
     NO_INTERVAL,
     ThetaError,
     ThetaInvalidParams,

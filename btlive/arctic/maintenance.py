@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from btlive.storage.arctic import DEFAULT_LIBRARY, DEFAULT_URI, ArcticError, get_library
+from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, ArcticError, get_library
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ import time
 
 import numpy as np
 
-from btlive.storage.symbols import tick_symbol
-from btlive.stores.theta_greeks import GREEK_FIELDS, YEAR_SECONDS, greeks_from_price
-from btlive.stores.theta_parse import (
+from btlive.arctic.symbols import tick_symbol
+from btlive.theta.greeks import GREEK_FIELDS, YEAR_SECONDS, greeks_from_price
+from btlive.theta.parse import (
     columns_by_key,
     columns_by_root,
     contract_key_to_contract,
     et_to_utc_ns,
     expiry_close_ns,
 )
-from btlive.stores.theta_ticks import two_sided
+from btlive.theta.ticks import two_sided
 
 log = logging.getLogger(__name__)
 

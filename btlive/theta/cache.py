@@ -15,7 +15,7 @@ from datetime import date, datetime, timedelta
 
 import pandas as pd
 
-from btlive.stores.theta_parse import NEW_YORK, Contract, empty_frame
+from btlive.theta.parse import NEW_YORK, Contract, empty_frame
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ _EMPTY_MARKER = pd.DataFrame({"empty": [1]}, index=pd.DatetimeIndex([0], tz="UTC
 
 class DayCache:
     def __init__(self, uri: str, library: str = "theta_cache") -> None:
-        from btlive.storage.arctic import get_library
+        from btlive.arctic.library import get_library
 
         self.lib = get_library(uri, library)
         self.hits = 0

@@ -10,6 +10,8 @@ import math
 import re
 from datetime import datetime
 
+import backtrader as bt
+
 _PART = re.compile(r"^[A-Za-z0-9._:\-]+$")
 _INSTRUMENT = re.compile(r"^[A-Za-z0-9._:\-/^=+]+$")
 
@@ -68,3 +70,16 @@ def parse_option_instrument(instrument: str) -> tuple[str, str, float, str]:
         raise ValueError(f"option instrument {instrument!r}: expected ROOT_YYYYMMDD_C|P<strike>")
     root, exp, side, strike = match.groups()
     return root, exp, float(strike), side
+
+
+_TF_UNITS = {"Ticks": "tick", "MicroSeconds": "us", "Seconds": "s", "Minutes": "min",
+             "Days": "d", "Weeks": "w", "Months": "mo", "Years": "y"}
+
+
+def timeframe_name(timeframe: int, compression: int) -> str:
+    """``"1min"``, ``"5s"``, ``"1d"``: the bar-size part of ``bars/{tf}/{instrument}``."""
+    names = bt.TimeFrame.Names
+    unit = _TF_UNITS.get(names[timeframe]) if 0 <= timeframe < len(names) else None
+    if unit is None:
+        raise ValueError(f"timeframe {timeframe!r}: not a backtrader TimeFrame")
+    return f"{int(compression)}{unit}"

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import pandas as pd
 
-from btlive.stores.theta_parse import Contract, FrameError, empty_frame, parse_rest
+from btlive.theta.parse import Contract, FrameError, empty_frame, parse_rest
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from typing import Any
 import backtrader as bt
 from ib_async import Order as IBOrder
 
-from btlive.stores.ib_history import format_utc
+from btlive.ib.history import format_utc
 
 UTC = dt.UTC
 

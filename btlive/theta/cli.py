@@ -66,8 +66,8 @@ def register(subparsers) -> None:
 
 def read_contracts(path: str):
     """Contracts file -> list of Contract (clear errors with the line number)."""
-    from btlive.feeds.theta import parse_dataname
-    from btlive.stores.theta_parse import Contract
+    from btlive.theta.feed import parse_dataname
+    from btlive.theta.parse import Contract
 
     out = []
     for n, raw in enumerate(Path(path).read_text().splitlines(), 1):
@@ -90,11 +90,11 @@ def read_contracts(path: str):
 
 
 def run(args) -> int:
-    from btlive.storage.arctic import DEFAULT_LIBRARY
-    from btlive.storage.recorder import ArcticRecorder
-    from btlive.stores.theta import ThetaStore
-    from btlive.stores.theta_parse import Contract
-    from btlive.stores.theta_record import StreamRecorder
+    from btlive.arctic.library import DEFAULT_LIBRARY
+    from btlive.arctic.recorder import ArcticRecorder
+    from btlive.theta.parse import Contract
+    from btlive.theta.record import StreamRecorder
+    from btlive.theta.store import ThetaStore
 
     subs = []
     if args.contracts:

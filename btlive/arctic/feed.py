@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from backtrader.utils.py3 import string_types
 
-from btlive.storage.arctic import (
+from btlive.arctic.library import (
     DEFAULT_LIBRARY,
     DEFAULT_URI,
     ArcticError,
@@ -254,7 +254,7 @@ class ArcticData(bt.feed.DataBase):
     Timestamps are stored UTC; bars are delivered in UTC like ``PandasData``
     with a tz-aware index, and ``tz`` only changes how they are displayed.
     Errors (missing symbol or columns, tz-naive or unsorted index, empty range)
-    raise :class:`btlive.storage.arctic.ArcticError` naming the symbol.
+    raise :class:`btlive.arctic.library.ArcticError` naming the symbol.
     """
 
     params = (

@@ -12,11 +12,11 @@ import backtrader as bt
 import numpy as np
 import pandas as pd
 
-from btlive.stores.theta import ThetaStore
-from btlive.stores.theta_greeks import GREEK_FIELDS, YEAR_SECONDS, greeks, greeks_from_price
-from btlive.stores.theta_parse import NEW_YORK, Contract, FrameError, expiry_close_ns
-from btlive.stores.theta_rest import ThetaError, ThetaPermissionError
-from btlive.stores.theta_ticks import NS, Bar, BarBuilder, TickFilter, finite, two_sided
+from btlive.theta.greeks import GREEK_FIELDS, YEAR_SECONDS, greeks, greeks_from_price
+from btlive.theta.parse import NEW_YORK, Contract, FrameError, expiry_close_ns
+from btlive.theta.rest import ThetaError, ThetaPermissionError
+from btlive.theta.store import ThetaStore
+from btlive.theta.ticks import NS, Bar, BarBuilder, TickFilter, finite, two_sided
 
 _OPTION_NAME = re.compile(r"^([A-Za-z0-9.]+)_(\d{8})_([CP])(\d+(?:\.\d+)?)$")
 TF = bt.TimeFrame
@@ -89,7 +89,7 @@ class ThetaData(bt.feed.DataBase):
     Notifications: DELAYED while backfilling, LIVE once on the stream, CONNBROKEN when the
     stream breaks (reconnect and gap backfill follow), DISCONNECTED when it gives up,
     NOTSUBSCRIBED when the Terminal rejects the subscription. ``stats`` counts ticks
-    rejected by the bad-data rules (see btlive.stores.theta_ticks).
+    rejected by the bad-data rules (see btlive.theta.ticks).
     """
 
     lines = ("bid", "ask", "bidsize", "asksize") + GREEK_LINES

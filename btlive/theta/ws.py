@@ -17,14 +17,14 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from btlive.stores.theta_parse import (
+from btlive.theta.parse import (
     Contract,
     FrameBatch,
     StreamMessage,
     encode_stream_request,
     group_frames,
 )
-from btlive.stores.theta_wsproto import (
+from btlive.theta.wire import (
     OP_CLOSE,
     OP_PING,
     OP_PONG,

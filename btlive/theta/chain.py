@@ -11,8 +11,8 @@ from typing import Any
 
 import pandas as pd
 
-from btlive.stores.theta_parse import Contract
-from btlive.stores.theta_rest import parse_day
+from btlive.theta.parse import Contract
+from btlive.theta.rest import parse_day
 
 
 def dte(expiration: str, day: Any) -> int:

@@ -1,1 +1,0 @@
-"""Data feeds: IBData, ThetaData, ArcticData."""

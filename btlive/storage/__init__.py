@@ -1,1 +1,0 @@
-"""ArcticDB storage: the recorder, symbol naming, maintenance helpers."""

@@ -1,0 +1,41 @@
+"""Waiting helpers shared by every test area: poll a condition, never sleep a fixed time.
+
+    from tests.helpers import eventually, eventually_async
+    eventually(lambda: len(rows) == 3, timeout=10, what="three rows")
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+
+def eventually(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.01,
+               what: str | None = None) -> Any:
+    """Poll ``predicate`` until it returns something truthy and return that; fail after
+    ``timeout`` seconds with an assertion that says what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
+        time.sleep(interval)
+
+
+async def eventually_async(predicate: Callable[[], Any | Awaitable[Any]], timeout: float = 10.0,
+                           interval: float = 0.01, what: str | None = None) -> Any:
+    """:func:`eventually` for coroutines: ``predicate`` may be sync or async."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or predicate}")
+        await asyncio.sleep(interval)
