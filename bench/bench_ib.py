@@ -56,7 +56,8 @@ class _OrderOnTick(bt.Strategy):
 
 
 def tick_to_order(n: int) -> list[float]:
-    with TwsSimulator(port=0, tick_interval=3600.0, farm_messages=False) as sim:
+    with TwsSimulator(port=0, tick_interval=3600.0, farm_messages=False,
+                      always_open=True) as sim:
         stamps = _Stamps(sim)
         store = IBStore(port=sim.port, clientId=91, timeout=2.0)
         cerebro = bt.Cerebro(stdstats=False)
@@ -87,12 +88,12 @@ def tick_to_order(n: int) -> list[float]:
         cerebro.run()
         driver.join(10)
         store.close()
-    IBStore._reset_instances()
+    IBStore.close_all()
     return lat
 
 
 def hist_bars(days: int) -> tuple[int, float]:
-    with TwsSimulator(port=0, farm_messages=False) as sim:
+    with TwsSimulator(port=0, farm_messages=False, always_open=True) as sim:
         store = IBStore(port=sim.port, clientId=92, timeout=2.0)
         end = dt.datetime.now(dt.UTC).replace(tzinfo=None)
         cerebro = bt.Cerebro(stdstats=False)
@@ -105,7 +106,7 @@ def hist_bars(days: int) -> tuple[int, float]:
         seconds = time.perf_counter() - start
         bars = len(data)
         store.close()
-    IBStore._reset_instances()
+    IBStore.close_all()
     return bars, seconds
 
 

@@ -15,7 +15,7 @@ _EXPORTS = {
     "IBStore": "btlive.ib.store",
     "IBData": "btlive.ib.feed",
     "IBBroker": "btlive.ib.broker",
-    "ThetaStore": "btlive.theta.store",
+    "ThetaStore": "btlive.theta.feed",  # the feed module registers ThetaStore.DataCls
     "ThetaData": "btlive.theta.feed",
     "ArcticData": "btlive.arctic.feed",
     "ArcticRecorder": "btlive.arctic.recorder",

@@ -24,10 +24,18 @@ sys.path.insert(0, str(ROOT))
 
 from btlive.arctic.feed import ArcticData  # noqa: E402
 from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, get_library  # noqa: E402
+from btlive.cli import run_command  # noqa: E402
 from strategies.sma_cross import SmaCross  # noqa: E402
 
 TIMEFRAMES = {"days": bt.TimeFrame.Days, "minutes": bt.TimeFrame.Minutes,
               "seconds": bt.TimeFrame.Seconds}
+
+
+def _date(text: str) -> datetime:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not YYYY-MM-DD[THH:MM]") from None
 
 
 def parse_args(argv=None):
@@ -42,9 +50,10 @@ def parse_args(argv=None):
                    help="synthetic daily bars to write when the symbol is missing (default 750)")
     p.add_argument("--timeframe", choices=sorted(TIMEFRAMES), default="days")
     p.add_argument("--compression", type=int, default=1)
-    p.add_argument("--fromdate", help="YYYY-MM-DD[THH:MM]")
-    p.add_argument("--todate", help="YYYY-MM-DD[THH:MM]")
-    p.add_argument("--as-of", help="snapshot name or version number to read")
+    p.add_argument("--fromdate", type=_date, help="YYYY-MM-DD[THH:MM]")
+    p.add_argument("--todate", type=_date, help="YYYY-MM-DD[THH:MM]")
+    p.add_argument("--as-of", help="snapshot name (as `btlive arctic snapshot` made it), "
+                   "version:N, snapshot:NAME or a date/time to read")
     p.add_argument("--chunk", default="20000", help="rows per read, or a span such as 1D")
     p.add_argument("--live", action="store_true", help="keep following new rows after the end")
     p.add_argument("--idle-timeout", type=float, default=30.0,
@@ -57,35 +66,37 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def prepare(args) -> None:
+def prepare(args) -> int:
     """Import the CSV, or generate sample bars when the symbol does not exist yet."""
     if args.csv:
         from btlive.cli import main as btlive_main
 
-        code = btlive_main(["arctic", "import", args.csv, "--symbol", args.symbol,
+        return btlive_main(["arctic", "import", args.csv, "--symbol", args.symbol,
                             "--uri", args.uri, "--library", args.library, "--tz", args.tz,
                             "--replace"])
-        if code:
-            raise SystemExit(code)
-        return
     lib = get_library(args.uri, args.library)
     if not lib.has_symbol(args.symbol):
         from btlive.arctic.sampledata import daily_bars
 
         lib.write(args.symbol, daily_bars(args.generate))
         print(f"wrote {args.generate} synthetic daily bars to {args.symbol}")
+    return 0
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    prepare(args)
+    """Run the sample; any failure ends in one line on stderr and exit code 1 (2: bad input)."""
+    return run_command("samples/backtest.py", lambda: run(parse_args(argv)))
+
+
+def run(args) -> int:
+    code = prepare(args)
+    if code:
+        return code
     chunk = int(args.chunk) if args.chunk.isdigit() else args.chunk
-    as_of = int(args.as_of) if args.as_of and args.as_of.isdigit() else args.as_of
     data = ArcticData(uri=args.uri, library=args.library, symbol=args.symbol, chunk=chunk,
-                      as_of=as_of, live=args.live, idle_timeout=args.idle_timeout,
+                      as_of=args.as_of, live=args.live, idle_timeout=args.idle_timeout,
                       timeframe=TIMEFRAMES[args.timeframe], compression=args.compression,
-                      fromdate=datetime.fromisoformat(args.fromdate) if args.fromdate else None,
-                      todate=datetime.fromisoformat(args.todate) if args.todate else None)
+                      fromdate=args.fromdate, todate=args.todate)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(data, name=args.symbol)
     cerebro.broker.setcash(args.cash)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import backtrader as bt  # noqa: E402
+import backtrader as bt
 
 LIVE_PORTS = (7496, 4001)
 TIMEFRAMES = ["Ticks", "MicroSeconds", "Seconds", "Minutes", "Days", "Weeks", "Months", "Years"]
@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     if args.sim:
         from btlive.sim.tws import TwsSimulator, load_timeline
 
-        sim_kwargs = {"port": args.port, "host": args.host, "tick_interval": 0.1}
+        sim_kwargs = {"port": args.port, "host": args.host, "tick_interval": 0.1,
+                      "always_open": True}  # the real TWS follows market hours
         if args.sim_faults:
             sim_kwargs["faults"] = load_timeline(args.sim_faults)
         try:

@@ -5,8 +5,11 @@ Works with any broker through backtrader's own notifications; with
 commissionReport messages (execIds, permIds, server times, liquidity),
 including fills of orders placed by other clients or by hand in TWS.
 
-Everything on backtrader's thread is enqueue-only: building a small event and
-``queue.put_nowait``. The database work happens on the audit writer thread.
+Everything on backtrader's thread is enqueue-only: building a small event and appending it to
+the writer's bounded queue. The database work happens on the audit writer thread. When the
+database falls behind, a backtest waits for it and a live run spills to a local journal (see
+:mod:`btlive.audit.writer`); at the end of the run everything is written before ``stop()``
+returns, or :class:`AuditIncomplete` says how many events are where.
 """
 
 from __future__ import annotations
@@ -27,8 +30,9 @@ from btlive.audit.events import (
     QuoteEvent,
     RunEvent,
 )
-from btlive.audit.writer import acquire_writer, release_writer, safe_url
+from btlive.audit.writer import acquire_writer, release_writer
 from btlive.ib.capture import IBCapture, ib_order_key
+from btlive.sql import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +42,9 @@ BT_STATUS = {
     "Rejected": "rejected",
 }
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
+
+#: What a stop row counts: the rows this analyzer wrote (source "bt"), per table.
+COUNTED = ("orders", "order_events", "executions", "commissions")
 
 _captures: dict[int, tuple[IBCapture, int]] = {}
 _captures_lock = threading.Lock()
@@ -54,6 +61,32 @@ def _num2ns(num: float | None) -> int | None:
     days = int(num)
     micros = round((num - days) * 86_400_000_000)
     return ((days - _EPOCH_ORDINAL) * 86_400_000_000 + micros) * 1000
+
+
+class AuditIncomplete(RuntimeError):
+    """The run ended with audit events not in the database (they are kept in a journal)."""
+
+
+def instrument(data) -> str | None:
+    """What ``data`` trades: its contract string or symbol, else the name it was added with.
+
+    Resampled and replayed feeds wrap the original: follow ``dataname`` to it.
+    """
+    for _ in range(4):
+        params = getattr(data, "p", None)
+        symbol = getattr(params, "symbol", None)
+        if isinstance(symbol, str) and symbol:
+            return symbol
+        dataname = getattr(params, "dataname", None)
+        if isinstance(dataname, str) and dataname:
+            return dataname
+        contract = getattr(dataname, "localSymbol", None) or getattr(dataname, "symbol", None)
+        if isinstance(contract, str) and contract:
+            return contract
+        if not hasattr(dataname, "p"):
+            break
+        data = dataname
+    return getattr(data, "_name", None) or None
 
 
 def _line(data, name: str, ago: int = 0):
@@ -82,7 +115,15 @@ class ExecutionAudit(bt.Analyzer):
         IB's own messages, and take executions from IB instead of backtrader's execution bits
       - ``bt_executions`` (default None): record backtrader's execution bits (synthetic ids
         ``bt:{run}:{ref}:{n}``); None means "unless IB messages are captured"
-      - ``close_timeout`` (default 30.0): seconds ``stop()`` waits for the writer to commit
+      - ``close_timeout`` (default 30.0): at ``stop()`` the writer writes everything queued
+        (progress on stderr after a second); it gives up only after this many seconds without
+        progress, saving the rest in its journal
+      - ``overflow`` (default None): when the writer falls behind, ``"block"`` makes the
+        strategy wait, ``"journal"`` spills events to a local journal; None picks ``block`` in
+        backtests and ``journal`` in live runs
+      - ``on_incomplete`` (default ``"raise"``): what ``stop()`` does when events could not be
+        written: ``"raise"`` :class:`AuditIncomplete` (the run exits non-zero, saying how many
+        events and where they are) or ``"log"`` (an ERROR line; ``committed`` is False)
       - ``writer`` (default None): dict of extra ``AuditWriter`` keyword arguments
     """
 
@@ -93,6 +134,8 @@ class ExecutionAudit(bt.Analyzer):
         ("capture_ib", True),
         ("bt_executions", None),
         ("close_timeout", 30.0),
+        ("overflow", None),
+        ("on_incomplete", "raise"),
         ("writer", None),
     )
 
@@ -110,13 +153,18 @@ class ExecutionAudit(bt.Analyzer):
         index = next((i for i, s in enumerate(strats) if s is strategy), None)
         self.run_id = f"{base}.{index}" if len(strats) > 1 and index is not None else base
         self.live = any(d.islive() for d in strategy.datas)
-        self._writer = acquire_writer(self.p.db, **(self.p.writer or {}))
+        if self.p.on_incomplete not in ("raise", "log"):
+            raise ValueError(f"on_incomplete={self.p.on_incomplete!r} must be 'raise' or 'log'")
+        options = {"overflow": self.p.overflow or ("journal" if self.live else "block"),
+                   **(self.p.writer or {})}
+        self._writer = acquire_writer(self.p.db, **options)
         self._submit = self._writer.submit
         self._keys: dict[int, str] = {}
         self._pending: dict[int, list] = {}
         self._bits: dict[int, int] = {}
         self._cum: dict[int, float] = {}
-        self._counts = {"orders": 0, "order_events": 0, "executions": 0}
+        self._instruments: dict[int, str | None] = {}
+        self._counts = dict.fromkeys(COUNTED, 0)
         broker = strategy.broker
         ib = getattr(getattr(broker, "store", None), "ib", None)
         self._ib_broker = ib is not None
@@ -129,8 +177,8 @@ class ExecutionAudit(bt.Analyzer):
         if self._ib is not None:
             try:
                 account = ",".join(self._ib.managedAccounts()) or None
-            except Exception:  # not connected yet: the account is in every execution anyway
-                pass
+            except (ConnectionError, RuntimeError, AttributeError):
+                pass  # not connected yet: the account is in every execution anyway
         self._submit(RunEvent(
             run_id=self.run_id, event="start",
             mode=self.p.mode or ("live" if self.live else "backtest"),
@@ -168,6 +216,12 @@ class ExecutionAudit(bt.Analyzer):
         loop.call_soon_threadsafe(lambda: (fn(), done.set()))
         if not done.wait(5.0):
             log.error("audit: could not %s the IB capture on the store loop", what)
+
+    def _instrument(self, data) -> str | None:
+        key = id(data)
+        if key not in self._instruments:
+            self._instruments[key] = instrument(data)
+        return self._instruments[key]
 
     def _now_ns(self) -> int:
         if self.live:
@@ -223,7 +277,7 @@ class ExecutionAudit(bt.Analyzer):
         info = order.info
         parent = order.parent
         created_ns = _num2ns(created.dt) or self._now_ns()
-        symbol = getattr(data, "_name", None) or None
+        symbol = self._instrument(data)
         events = [OrderIntent(
             order_key=None, source="bt", run_id=self.run_id, strategy=type(self.strategy).__name__,
             bt_ref=order.ref, ib_order_id=info.get("ib_order_id"), ib_client_id=info.get("ib_client_id"),
@@ -251,7 +305,7 @@ class ExecutionAudit(bt.Analyzer):
         exec_id = f"bt:{self.run_id}:{ref}:{n}"
         ns = _num2ns(bit.dt) or self._now_ns()
         data = order.data
-        symbol = getattr(data, "_name", None) or None
+        symbol = self._instrument(data)
         self._submit(ExecutionEvent(
             exec_id=exec_id, side="BUY" if bit.size > 0 else "SELL", shares=abs(bit.size),
             price=bit.price, exec_ns=ns, source="bt", order_key=key, run_id=self.run_id,
@@ -259,6 +313,7 @@ class ExecutionAudit(bt.Analyzer):
             recv_ns=time.time_ns()))
         self._submit(CommissionEvent(exec_id=exec_id, commission=bit.comm,
                                      realized_pnl=bit.pnl - bit.comm, source="bt", recv_ns=ns))
+        self._counts["commissions"] += 1
         bid, ask = _line(data, "bid"), _line(data, "ask")
         if bid is not None or ask is not None:
             self._submit(QuoteEvent(kind="fill", order_key=key, exec_id=exec_id,
@@ -273,15 +328,26 @@ class ExecutionAudit(bt.Analyzer):
                 event.order_key = key
                 self._submit(event)
         self._pending.clear()
-        self._submit(RunEvent(run_id=self.run_id, event="stop", event_ns=time.time_ns()))
+        self._submit(RunEvent(run_id=self.run_id, event="stop", event_ns=time.time_ns(),
+                              params={"counts": dict(self._counts)}))
         if self._capture is not None:
             self._detach_capture()
-        ok = release_writer(self._writer, self.p.close_timeout)
-        if not ok:
-            log.error("audit: not everything was committed to %s within %.1f s (stats %s)",
-                      safe_url(self.p.db), self.p.close_timeout, self._writer.stats)
+        writer = self._writer
+        ok = release_writer(writer, self.p.close_timeout)
         self.rets["run_id"] = self.run_id
-        self.rets["db"] = safe_url(self.p.db)  # results get printed: never the password
+        self.rets["db"] = redact_url(self.p.db)  # results get printed: never the password
         self.rets.update(self._counts)
         self.rets["committed"] = ok
-        self.rets["writer"] = dict(self._writer.stats)
+        self.rets["writer"] = dict(writer.stats)
+        if ok:
+            return
+        unwritten = writer.stats["unwritten"]
+        where = f"saved in {writer.journal_path}" if writer.journal_path else "lost"
+        message = (f"audit run {self.run_id}: {unwritten} events were NOT written to "
+                   f"{redact_url(self.p.db)} ({writer.stats['last_error'] or 'writer stopped'}); "
+                   f"{where}; the next audit writer on this database writes them first")
+        self.rets["unwritten"] = unwritten
+        self.rets["journal"] = str(writer.journal_path) if writer.journal_path else None
+        log.error("%s", message)
+        if self.p.on_incomplete == "raise":
+            raise AuditIncomplete(message)

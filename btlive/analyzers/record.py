@@ -7,7 +7,7 @@ from datetime import UTC
 import backtrader as bt
 
 from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
-from btlive.arctic.recorder import ArcticRecorder
+from btlive.arctic.recorder import DEFAULT_FINALIZE_SECONDS, ArcticRecorder
 from btlive.arctic.symbols import bar_symbol, timeframe_name
 
 
@@ -20,15 +20,18 @@ class RecordFeeds(bt.Analyzer):
         when None one is created from ``uri``/``library`` and closed at stop
       - ``uri``, ``library``: where to write when no recorder is given
       - ``symbols``: dict data name -> symbol; default ``bars/{tf}/{name}``
-        with ``tf`` like ``1min`` from the feed's timeframe/compression
+        with ``tf`` from :func:`btlive.arctic.symbols.timeframe_name` (``1min``,
+        ``1h`` for 60 minutes: the one naming every writer and reader uses)
       - ``flush_rows``, ``flush_seconds``, ``finalize_seconds``: for an owned recorder
+        (``finalize_seconds``, default 5: how late a live ``ArcticData`` tail sees the
+        bars; see :class:`ArcticRecorder` for the trade-off)
 
     ``get_analysis()`` maps each symbol to the number of bars recorded.
     """
 
     params = (("recorder", None), ("uri", DEFAULT_URI), ("library", DEFAULT_LIBRARY),
               ("symbols", None), ("flush_rows", 10_000), ("flush_seconds", 1.0),
-              ("finalize_seconds", 60.0))
+              ("finalize_seconds", DEFAULT_FINALIZE_SECONDS))
 
     def start(self):
         self._own = self.p.recorder is None

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 import sys
 import time
+from array import array
 
 from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
+from btlive.errors import CommandError, UsageError
 
 DATE_NAMES = ("datetime", "date", "timestamp", "time", "ts")
 COLUMN_NAMES = {"open": ("open",), "high": ("high",), "low": ("low",), "close": ("close",),
                 "volume": ("volume", "vol"), "openinterest": ("openinterest", "open_interest", "oi")}
 
 
-class CsvError(ValueError):
+class CsvError(UsageError):
     """A CSV problem, with file, line and column in the message."""
 
 
@@ -66,11 +69,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=cmd_finalize)
 
 
-def _fail(message: str) -> int:
-    print(f"btlive arctic: error: {message}", file=sys.stderr)
-    return 1
-
-
 class _Progress:
     """A one-line progress bar on stderr, redrawn at most 10 times a second."""
 
@@ -116,97 +114,143 @@ def _find_columns(header: list[str], args, path: str) -> tuple[list[str], dict[s
 
 
 def read_csv_frames(path: str, args, progress: _Progress | None = None):
-    """Yield UTC-indexed float64 OHLCV frames from ``path`` in chunks, checking every value."""
+    """Yield UTC-indexed float64 OHLCV frames from ``path`` in chunks, checking every row:
+    its number of fields, its timestamp and each value (empty values are errors)."""
+    with open(path, "rb") as raw:
+        text = io.TextIOWrapper(raw, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text, skipinitialspace=True)
+        try:
+            header = next(reader, None)
+            if not header or not any(h.strip() for h in header):
+                raise CsvError(f"{path}:1: empty file or missing header")
+            date_cols, mapping = _find_columns(header, args, path)
+            width = len(header)
+            state = _ChunkState()
+            rows: list[list[str]] = []
+            lines = array("q")
+            for row in reader:
+                if len(row) != width:
+                    if not row:  # a blank line
+                        continue
+                    raise CsvError(f"{path}:{reader.line_num}: {len(row)} fields where the "
+                                   f"header has {width} ({','.join(header)}); fix or remove "
+                                   "that row")
+                rows.append(row)
+                lines.append(reader.line_num)
+                if len(rows) >= args.chunk_rows:
+                    yield _frame(path, header, rows, lines, date_cols, mapping, args.tz, state)
+                    rows, lines = [], array("q")
+                    if progress is not None:
+                        progress.update(raw.tell(), state.rows)
+            if rows:
+                yield _frame(path, header, rows, lines, date_cols, mapping, args.tz, state)
+        except UnicodeDecodeError:
+            raise CsvError(f"{path}:{reader.line_num + 1}: not a UTF-8 text CSV (a binary "
+                           "file?); give a CSV of OHLCV bars") from None
+        except csv.Error as exc:
+            raise CsvError(f"{path}:{reader.line_num}: {exc} (a binary file?); give a CSV of "
+                           "OHLCV bars") from None
+        if progress is not None:
+            progress.update(raw.tell(), state.rows)
+
+
+class _ChunkState:
+    """What one chunk must know about the chunks before it."""
+
+    def __init__(self):
+        self.last_ns: int | None = None
+        self.rows = 0
+
+
+_NAN_TOKENS = ("nan", "na", "null")
+_MAY_BE_NAN = ("volume", "openinterest")
+
+
+def _frame(path, header, rows, lines, date_cols, mapping, tz, state):
+    """One chunk of checked rows as a float64 frame on a UTC index."""
     import numpy as np
     import pandas as pd
 
-    with open(path, newline="") as fh:
-        header_line = fh.readline()
-        if not header_line.strip():
-            raise CsvError(f"{path}:1: empty file or missing header")
-        header = next(csv.reader([header_line]))
-        date_cols, mapping = _find_columns(header, args, path)
-        fh.seek(0)
-        reader = pd.read_csv(fh, chunksize=args.chunk_rows, dtype=str, keep_default_na=False,
-                             skipinitialspace=True)
-        line0, last_ns, rows = 2, None, 0
-        for chunk in reader:
-            raw_dt = chunk[date_cols[0]].str.strip()
-            if len(date_cols) == 2:
-                raw_dt = raw_dt + " " + chunk[date_cols[1]].str.strip()
-            stamps = pd.to_datetime(raw_dt, errors="coerce", format="mixed")
-            bad = stamps.isna().to_numpy()
-            if bad.any():
-                i = int(bad.argmax())
-                raise CsvError(f"{path}:{line0 + i}: column {date_cols[0]!r}: "
-                               f"{raw_dt.iloc[i]!r} is not a date/time")
-            index = pd.DatetimeIndex(stamps)
-            if index.tz is None:
-                try:
-                    index = index.tz_localize(args.tz)
-                except Exception as exc:  # noqa: BLE001 - bad tz name or DST gap
-                    raise CsvError(f"{path}: cannot localize timestamps to {args.tz!r}: "
-                                   f"{exc}") from None
-            index = index.tz_convert("UTC")
-            ns = index.asi8
-            backwards = np.diff(ns) < 0
-            if backwards.any():
-                i = int(backwards.argmax()) + 1
-                raise CsvError(f"{path}:{line0 + i}: column {date_cols[0]!r}: timestamps are "
-                               f"not sorted ({raw_dt.iloc[i]!r} is before the previous row)")
-            if last_ns is not None and len(ns) and ns[0] < last_ns:
-                raise CsvError(f"{path}:{line0}: column {date_cols[0]!r}: timestamps are not "
-                               f"sorted ({raw_dt.iloc[0]!r} is before the previous row)")
-            data = {}
-            for name, col in mapping.items():
-                raw = chunk[col].str.strip()
-                values = pd.to_numeric(raw, errors="coerce")
-                bad = values.isna().to_numpy() & (raw != "").to_numpy() & \
-                    ~raw.str.lower().isin(["nan", "na", "null"]).to_numpy()
-                if bad.any():
-                    i = int(bad.argmax())
-                    raise CsvError(f"{path}:{line0 + i}: column {col!r}: {raw.iloc[i]!r} "
-                                   "is not a number")
-                data[name] = values.to_numpy(dtype=np.float64)
-            frame = pd.DataFrame(data, index=index)
-            frame.index.name = None
-            line0 += len(chunk)
-            rows += len(chunk)
-            if len(ns):
-                last_ns = ns[-1]
-            if progress is not None:
-                progress.update(fh.tell(), rows)
-            yield frame
+    columns = list(zip(*rows, strict=True))
+    position = {name: i for i, name in enumerate(header)}
+    raw_dt = pd.Series(columns[position[date_cols[0]]], dtype=str).str.strip()
+    if len(date_cols) == 2:
+        raw_dt = raw_dt + " " + pd.Series(columns[position[date_cols[1]]], dtype=str).str.strip()
+    stamps = pd.to_datetime(raw_dt, errors="coerce", format="mixed")
+    bad = stamps.isna().to_numpy()
+    if bad.any():
+        i = int(bad.argmax())
+        raise CsvError(f"{path}:{lines[i]}: column {date_cols[0]!r}: {raw_dt.iloc[i]!r} is not "
+                       "a date/time")
+    index = pd.DatetimeIndex(stamps)
+    if index.tz is None:
+        try:
+            index = index.tz_localize(tz)
+        except Exception as exc:  # noqa: BLE001 - a bad tz name or a DST gap, said in one line
+            raise CsvError(f"{path}: cannot localize timestamps to --tz {tz!r}: {exc}") from None
+    index = index.tz_convert("UTC")
+    ns = index.asi8
+    backwards = np.flatnonzero(np.diff(ns) < 0)
+    at = int(backwards[0]) + 1 if len(backwards) else None
+    if at is None and state.last_ns is not None and ns[0] < state.last_ns:
+        at = 0
+    if at is not None:
+        raise CsvError(f"{path}:{lines[at]}: column {date_cols[0]!r}: timestamps are not "
+                       f"sorted ({raw_dt.iloc[at]!r} is before the previous row)")
+    data = {}
+    for name, col in mapping.items():
+        raw = pd.Series(columns[position[col]], dtype=str).str.strip()
+        values = pd.to_numeric(raw, errors="coerce")
+        bad = values.isna().to_numpy()
+        if name in _MAY_BE_NAN:
+            bad &= ~raw.str.lower().isin(_NAN_TOKENS).to_numpy()
+        if bad.any():
+            i = int(bad.argmax())
+            what = "is empty" if not raw.iloc[i] else f"{raw.iloc[i]!r} is not a number"
+            raise CsvError(f"{path}:{lines[i]}: column {col!r}: {what}; every row needs a "
+                           "number there")
+        data[name] = values.to_numpy(dtype=np.float64)
+    frame = pd.DataFrame(data, index=index)
+    frame.index.name = None
+    state.rows += len(frame)
+    state.last_ns = int(ns[-1])
+    return frame
+
+
+def _open_target(args):
+    """The library and whether the symbol exists, refusing what would lose or mix data."""
+    from btlive.arctic.library import get_library, redact_uri
+
+    lib = get_library(args.uri, args.library)
+    exists = lib.has_symbol(args.symbol)
+    if exists and not (args.replace or args.append):
+        raise CommandError(f"symbol {args.symbol!r} already exists in {redact_uri(args.uri)} "
+                           f"library {args.library!r}; use --replace or --append")
+    if args.symbol in lib.get_staged_symbols():
+        raise CommandError(f"symbol {args.symbol!r} has staged data from an unfinished write; "
+                           "run `btlive arctic finalize` or remove it first")
+    return lib, exists
 
 
 def cmd_import(args) -> int:
     import arcticdb
 
-    from btlive.arctic.library import get_library, redact_uri
-
     path = args.csv
     if not os.path.isfile(path):
-        return _fail(f"{path}: no such file")
+        raise UsageError(f"{path}: no such file; give the path of an OHLCV CSV")
     if args.chunk_rows < 1:
-        return _fail(f"--chunk-rows {args.chunk_rows}: must be >= 1")
-    lib = get_library(args.uri, args.library)
-    exists = lib.has_symbol(args.symbol)
-    if exists and not (args.replace or args.append):
-        return _fail(f"symbol {args.symbol!r} already exists in {redact_uri(args.uri)} "
-                     f"library {args.library!r}; use --replace or --append")
-    if args.symbol in lib.get_staged_symbols():
-        return _fail(f"symbol {args.symbol!r} has staged data from an unfinished write; "
-                     "run `btlive arctic finalize` or remove it first")
+        raise UsageError(f"--chunk-rows {args.chunk_rows}: must be >= 1")
     progress = _Progress(os.path.getsize(path), enabled=not args.quiet)
-    rows, tokens = 0, []
+    lib, exists, rows, tokens = None, False, 0, []
     try:
         for frame in read_csv_frames(path, args, progress):
-            if len(frame):
-                tokens.append(lib.stage(args.symbol, frame))
-                rows += len(frame)
+            if lib is None:  # opened once the header is known good
+                lib, exists = _open_target(args)
+            tokens.append(lib.stage(args.symbol, frame))
+            rows += len(frame)
         progress.update(progress.total, rows, final=True)
         if not rows:
-            raise CsvError(f"{path}: no data rows")
+            raise CsvError(f"{path}: no data rows after the header")
         mode = "append" if (exists and args.append) else "write"
         lib.finalize_staged_data(args.symbol, mode, stage_results=tokens)
     except BaseException as exc:  # all or nothing: never leave this import's stages behind
@@ -214,10 +258,8 @@ def cmd_import(args) -> int:
             lib.delete_staged_data(tokens)
         if progress.drawn:
             sys.stderr.write("\n")
-        if isinstance(exc, CsvError):
-            return _fail(str(exc))
         if isinstance(exc, arcticdb.exceptions.ArcticException):
-            return _fail(f"symbol {args.symbol!r}: {exc}")
+            raise CommandError(f"symbol {args.symbol!r}: {exc}") from None
         raise
     desc = lib.get_description(args.symbol)
     print(f"imported {rows:,} rows into {args.symbol} ({desc.row_count:,} rows, "
@@ -226,12 +268,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_ls(args) -> int:
-    from btlive.arctic.library import ArcticError, get_library
+    from btlive.arctic.library import get_library
 
-    try:
-        lib = get_library(args.uri, args.library, create=False)
-    except ArcticError as exc:
-        return _fail(str(exc))
+    lib = get_library(args.uri, args.library, create=False)
     staged = set(lib.get_staged_symbols())
     symbols = sorted(s for s in lib.list_symbols() if s.startswith(args.prefix))
     rows = [("SYMBOL", "ROWS", "START (UTC)", "END (UTC)", "COLUMNS")]
@@ -254,44 +293,35 @@ def cmd_ls(args) -> int:
 
 
 def cmd_snapshot(args) -> int:
-    from btlive.arctic.library import ArcticError
     from btlive.arctic.maintenance import snapshot
 
-    try:
-        name = snapshot(args.uri, args.library, name=args.name, replace=args.replace)
-    except ArcticError as exc:
-        return _fail(str(exc))
+    name = snapshot(args.uri, args.library, name=args.name, replace=args.replace)
     print(f"snapshot {name} created")
     return 0
 
 
 def cmd_compact(args) -> int:
-    from btlive.arctic.library import ArcticError
     from btlive.arctic.maintenance import compact
 
-    try:
-        report = compact(args.uri, args.library, symbols=args.symbol,
-                         rows_per_segment=args.rows_per_segment)
-    except ArcticError as exc:
-        return _fail(str(exc))
+    report = compact(args.uri, args.library, symbols=args.symbol,
+                     rows_per_segment=args.rows_per_segment)
     return _print_report("compacted", report)
 
 
 def cmd_finalize(args) -> int:
-    from btlive.arctic.library import ArcticError
     from btlive.arctic.maintenance import finalize_staged
 
-    try:
-        report = finalize_staged(args.uri, args.library, prefix=args.prefix)
-    except ArcticError as exc:
-        return _fail(str(exc))
+    report = finalize_staged(args.uri, args.library, prefix=args.prefix)
     return _print_report("finalized", report)
 
 
 def _print_report(verb: str, report) -> int:
-    """A maintenance report on stdout/stderr; exit code 1 when a symbol failed."""
+    """A maintenance report: a count on stdout, one line per failed symbol, then the error."""
     print(f"{verb} {len(report.done)} symbols")
     for symbol, err in report.errors.items():
-        print(f"error: {symbol}: {err}", file=sys.stderr)
-    return 1 if report.errors else 0
+        print(f"  {symbol}: {err}", file=sys.stderr)
+    if report.errors:
+        raise CommandError(f"{len(report.errors)} symbols failed (listed above); their data is "
+                           "kept as it was")
+    return 0
 

@@ -25,7 +25,9 @@ from btlive.arctic.library import (
     enable_live_reads,
     get_library,
     redact_uri,
+    resolve_as_of,
 )
+from btlive.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +240,9 @@ class ArcticData(bt.feed.DataBase):
         "volume": "size"}``; ``None`` as a value leaves that line empty (NaN).
         Unmapped lines use the column of the same name (case-insensitive);
         ``open``, ``high``, ``low``, ``close`` must exist, others are optional
-      - ``as_of``: version number, snapshot name or datetime to read, for
-        reproducible backtests (not with ``live``)
+      - ``as_of``: snapshot name, version number or datetime to read, for
+        reproducible backtests (not with ``live``); text is a snapshot name first,
+        then ``version:N`` / ``snapshot:NAME``, digits (a version) or a date/time
       - ``chunk`` (default 20000): rows per read (int) or a time span per read
         (``"1D"``, ``pd.Timedelta``). Memory is bounded by one chunk when run
         with ``preload=False`` and ``exactbars=1``
@@ -301,10 +304,11 @@ class ArcticData(bt.feed.DataBase):
             lib = get_library(self.p.uri, self.p.library, create=False)
         except ArcticError as exc:
             raise ArcticError(f"ArcticData symbol {symbol!r}: {exc}") from None
-        if not lib.has_symbol(symbol, as_of=self.p.as_of):
+        as_of = resolve_as_of(lib, self.p.as_of)
+        if not lib.has_symbol(symbol, as_of=as_of):
             raise ArcticError(f"ArcticData symbol {symbol!r}: not found in {where}"
-                              + (f" as of {self.p.as_of!r}" if self.p.as_of is not None else ""))
-        desc = lib.get_description(symbol, as_of=self.p.as_of)
+                              + (f" as of {self.p.as_of!r}" if as_of is not None else ""))
+        desc = lib.get_description(symbol, as_of=as_of)
         stored = [c.name for c in desc.columns]
         self._lines, self._cols = self._map_columns(symbol, stored)
         if getattr(desc, "sorted", "ASCENDING") == "UNSORTED":
@@ -317,7 +321,7 @@ class ArcticData(bt.feed.DataBase):
                               f"after todate {self.p.todate}")
         try:
             self._reader = ChunkReader(lib, symbol, sorted(set(self._cols)), from_ns, to_ns,
-                                       self.p.chunk, self.p.as_of)
+                                       self.p.chunk, as_of)
         except ValueError as exc:
             raise ArcticError(f"ArcticData symbol {symbol!r}: {exc}") from None
         self._i = self._n = 0
@@ -415,7 +419,8 @@ class ArcticData(bt.feed.DataBase):
                     raise
                 except Exception as exc:  # noqa: BLE001 - storage fault: notify and retry
                     self._failures += 1
-                    self._next_poll = now + min(30.0, self.p.poll * 2 ** self._failures)
+                    retry = Backoff(initial=max(self.p.poll, 0.01), maximum=30.0, jitter=0.2)
+                    self._next_poll = now + retry.delay(self._failures)
                     log.warning("ArcticData %s: read failed (retrying): %s", self.symbol, exc)
                     self.put_notification(self.CONNBROKEN)
                     got = False

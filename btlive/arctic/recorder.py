@@ -15,12 +15,19 @@ Rules:
   plus ``seq`` (int64), which numbers rows in arrival order per symbol so equal
   timestamps keep their order.
 - rows out of order inside one buffer are sorted (stable) before staging.
-- late rows (older than what this symbol already has staged or stored) cannot
-  be appended; they go to the sidecar symbol ``late/<symbol>``, indexed by the
-  time they were written, with their own timestamp in an ``event_ts`` column
-  (int64 ns UTC), and are counted in ``stats["late_rows"]``. Never dropped.
-- a failed write keeps its rows in memory and is retried with backoff;
-  :meth:`flush` raises :class:`ArcticError` while they are not written.
+- re-recording after a restart (a backfill that overlaps what is stored): rows
+  at or before the symbol's stored end when this recorder first saw it, at a
+  timestamp already stored, are skipped and counted in ``stats["duplicate_rows"]``
+  (one per stored row; those whose values differ also in ``revised_rows``, and
+  the stored values are kept); they are neither appended again nor "late".
+- late rows (older than what this symbol already has staged or stored, and
+  not such duplicates) cannot be appended; they go to the sidecar symbol
+  ``late/<symbol>``, indexed by the time they were written, with their own
+  timestamp in an ``event_ts`` column (int64 ns UTC), and are counted in
+  ``stats["late_rows"]``. Never dropped.
+- a failed write keeps its rows in memory and is retried with backoff
+  (:class:`btlive.runtime.Backoff`); :meth:`flush` raises :class:`ArcticError`
+  while they are not written.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from btlive.arctic.library import (
     redact_uri,
 )
 from btlive.arctic.maintenance import finalize_staged
+from btlive.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +69,10 @@ _NAN = float("nan")
 _RECOVERED: set[tuple] = set()  # (uri, library, prefix) already recovered in this process
 _RECOVERED_LOCK = threading.Lock()
 
+
+# A live ArcticData tail sees rows this long after they were recorded (docs/arctic.md).
+DEFAULT_FINALIZE_SECONDS = 5.0
+WRITE_RETRY = Backoff(initial=0.5, maximum=30.0, jitter=0.2)
 
 _ONE_US = timedelta(microseconds=1)
 _F64 = np.dtype(np.float64)
@@ -195,11 +207,20 @@ class _SymbolState:
 
     loaded: bool = False
     end_ns: int | None = None  # newest timestamp staged or stored
+    seam_ns: int | None = None  # stored end when first loaded: rows up to it may be repeats
     seq: int = -1  # last seq given out
     tokens: list = field(default_factory=list)  # StageResults awaiting finalize
     pending: list = field(default_factory=list)  # [ts, cols, seq|None, names] not yet staged
     retry_at: float = 0.0
     failures: int = 0
+
+
+def _bits(values: np.ndarray) -> list:
+    """Values as exactly comparable Python ints (floats by their bits, so NaN equals NaN)."""
+    values = np.asarray(values)
+    if values.dtype.kind == "f":
+        values = values.astype(np.float64).view(np.int64)
+    return values.tolist()
 
 
 def _close_at_exit(ref) -> None:
@@ -208,7 +229,7 @@ def _close_at_exit(ref) -> None:
     if rec is not None and not rec._closed:
         try:
             rec.close()
-        except Exception:  # noqa: BLE001 - exit must go on; the error is logged
+        except Exception:
             log.exception("ArcticRecorder: rows could not be written at exit")
 
 
@@ -229,8 +250,12 @@ class ArcticRecorder:
       - ``uri``, ``library``: where to write (``get_arctic`` caches one Arctic per URI)
       - ``flush_rows``: stage a symbol's buffer once it holds this many rows
       - ``flush_seconds``: ... or once its oldest row is this old
-      - ``finalize_seconds``: make staged rows readable this often (and on close);
-        a live ``ArcticData`` tail sees new rows with at most this delay
+      - ``finalize_seconds`` (default 5): make staged rows readable this often (and
+        on close); a live ``ArcticData`` tail sees new rows with at most this delay.
+        Each finalize of a symbol with new rows adds one segment (and, with
+        ``prune_previous_versions``, replaces the version): 5 s over a 6.5 h session
+        is up to 4,680 segments per symbol, so compact nightly (``btlive arctic
+        compact``); use 60 s or more for recorders nobody tails live
       - ``late_policy``: ``"sidecar"`` (late rows go to ``late/<symbol>``) or
         ``"raise"`` (the flush fails and the rows stay buffered)
       - ``background``: do all I/O on a writer thread (``record`` never blocks on
@@ -246,7 +271,8 @@ class ArcticRecorder:
 
     def __init__(self, uri: str = DEFAULT_URI, library: str = DEFAULT_LIBRARY,
                  flush_rows: int = 10_000, flush_seconds: float = 1.0,
-                 finalize_seconds: float = 60.0, late_policy: str = "sidecar",
+                 finalize_seconds: float = DEFAULT_FINALIZE_SECONDS,
+                 late_policy: str = "sidecar",
                  background: bool = True, *, recover: bool | str = True,
                  prune_previous_versions: bool = True):
         if int(flush_rows) < 1:
@@ -274,7 +300,7 @@ class ArcticRecorder:
         self._closed = False
         self._last_error: str | None = None
         self._stats = dict(rows=0, staged_rows=0, flushes=0, finalizes=0, late_rows=0,
-                           errors=0, recovered_symbols=0, recovery_errors=0)
+                           duplicate_rows=0, revised_rows=0, errors=0, recovered_symbols=0, recovery_errors=0)
         self._last_finalize = time.monotonic()
         self._thread: threading.Thread | None = None
         if background:
@@ -389,7 +415,8 @@ class ArcticRecorder:
 
     @property
     def stats(self) -> dict:
-        """Counters: rows, staged_rows, flushes, finalizes, late_rows, errors, symbols, ..."""
+        """Counters: rows, staged_rows, flushes, finalizes, late_rows, duplicate_rows, errors,
+        symbols, ..."""
         with self._lock:  # rows move from buffers to "rows" under this lock
             out = dict(self._stats)
             out["buffered_rows"] = sum(b.rows for b in self._buffers.values())
@@ -526,7 +553,7 @@ class ArcticRecorder:
             try:
                 with self._io:
                     self._tick()
-            except Exception:  # noqa: BLE001 - the worker must survive; errors are counted
+            except Exception:
                 log.exception("recorder writer loop")
 
     def _flush_buffers(self, force: bool) -> None:
@@ -556,7 +583,7 @@ class ArcticRecorder:
             state.failures = 0
         except Exception as exc:  # noqa: BLE001 - rows stay pending, retried with backoff
             state.failures += 1
-            delay = min(30.0, 0.5 * 2 ** (state.failures - 1))
+            delay = WRITE_RETRY.delay(state.failures)
             state.retry_at = time.monotonic() + delay
             self._stats["errors"] += 1
             self._last_error = f"{symbol}: {exc}"
@@ -578,7 +605,7 @@ class ArcticRecorder:
                                   f"from the stored columns {stored}")
             if not isinstance(last.index, pd.DatetimeIndex):
                 raise ArcticError(f"symbol {symbol!r}: stored index is not a DatetimeIndex")
-            state.end_ns = int(last.index.asi8[-1])
+            state.end_ns = state.seam_ns = int(last.index.asi8[-1])
             if SEQ in last.columns:
                 state.seq = int(last[SEQ].iloc[-1])
         state.loaded = True
@@ -593,8 +620,16 @@ class ArcticRecorder:
                 order = np.argsort(ts, kind="stable")
                 ts, seq, cols = ts[order], seq[order], [c[order] for c in cols]
             item[:] = [ts, cols, seq, names]
-        if state.end_ns is not None and ts[0] < state.end_ns:
-            cut = int(np.searchsorted(ts, state.end_ns, side="left"))
+        if state.seam_ns is not None and ts[0] <= state.seam_ns:
+            ts, cols, seq = self._drop_stored(symbol, state, ts, cols, seq, names)
+            item[:] = [ts, cols, seq, names]
+            if not len(ts):
+                return
+        # late: older than the end, or not newer than the seam (a tie there is not ours)
+        cut = 0 if state.end_ns is None else int(np.searchsorted(ts, state.end_ns, "left"))
+        if state.seam_ns is not None:
+            cut = max(cut, int(np.searchsorted(ts, state.seam_ns, "right")))
+        if cut:
             if self.late_policy == "raise":
                 raise ArcticError(f"symbol {symbol!r}: {cut} rows older than its end "
                                   f"{pd.Timestamp(state.end_ns, tz='UTC')}")
@@ -604,6 +639,44 @@ class ArcticRecorder:
             if not len(ts):
                 return
         self._stage_frame(symbol, state, ts, dict(zip(names, cols, strict=True)), seq)
+
+    def _drop_stored(self, symbol, state, ts, cols, seq, names):
+        """Rows up to the seam whose timestamp is already stored, removed and counted: a
+        backfill after a restart repeats bars the last run wrote. Each stored row absorbs one
+        repeat; a repeat with other values (a vendor's revision) keeps the stored values and
+        is counted in ``revised_rows``. Rows at timestamps not stored stay (they are late)."""
+        cut = int(np.searchsorted(ts, state.seam_ns, side="right"))
+        lo = pd.Timestamp(int(ts[0]), tz=UTC)
+        stored = self._lib.read(symbol, date_range=(lo, pd.Timestamp(state.seam_ns, tz=UTC)),
+                                columns=list(names)).data
+        at: dict[int, list[tuple]] = {}
+        for t, *values in zip(stored.index.asi8.tolist(),
+                              *(_bits(stored[n].to_numpy()) for n in names), strict=True):
+            at.setdefault(t, []).append(tuple(values))
+        keep = np.ones(len(ts), dtype=bool)
+        revised = 0
+        for i, (t, *values) in enumerate(zip(ts[:cut].tolist(), *(_bits(c[:cut]) for c in cols),
+                                             strict=True)):
+            rows = at.get(t)
+            if not rows:
+                continue
+            keep[i] = False
+            try:
+                rows.remove(tuple(values))
+            except ValueError:
+                rows.pop()
+                revised += 1
+        dropped = len(ts) - int(keep.sum())
+        if dropped:
+            self._stats["duplicate_rows"] += dropped
+            self._stats["revised_rows"] += revised
+            log.info("%d rows of %s were already stored (a restart's overlap): skipped", dropped,
+                     symbol)
+            if revised:
+                log.warning("%d of them differ from the stored rows; the stored values are kept",
+                            revised)
+            ts, seq, cols = ts[keep], seq[keep], [c[keep] for c in cols]
+        return ts, cols, seq
 
     def _stage_frame(self, symbol, state, ts, columns: dict, seq) -> None:
         data = dict(columns)

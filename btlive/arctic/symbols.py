@@ -72,14 +72,58 @@ def parse_option_instrument(instrument: str) -> tuple[str, str, float, str]:
     return root, exp, float(strike), side
 
 
-_TF_UNITS = {"Ticks": "tick", "MicroSeconds": "us", "Seconds": "s", "Minutes": "min",
-             "Days": "d", "Weeks": "w", "Months": "mo", "Years": "y"}
+_SPANS = (("w", 7 * 86_400), ("d", 86_400), ("h", 3_600), ("min", 60), ("s", 1))
+_SECONDS = {**dict(_SPANS), "us": 1e-6}
+_NAME = re.compile(r"^(\d+)(tick|us|s|min|h|d|w|mo|y)$")
+
+
+def timeframe_from_seconds(seconds: int) -> str:
+    """The canonical name of a bar size in seconds: ``5s``, ``1min``, ``1h``, ``1d``, ``1w``.
+
+    The largest unit that divides the size evenly wins, so 60 minutes is ``1h`` whoever
+    writes it (RecordFeeds, IBData's recorder, the theta recorder) and whoever reads it.
+    """
+    seconds = int(seconds)
+    if seconds < 1:
+        raise ValueError(f"bar size {seconds!r} s: must be at least 1 second")
+    for unit, size in _SPANS:
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    raise AssertionError("unreachable: every whole number of seconds has a unit")
 
 
 def timeframe_name(timeframe: int, compression: int) -> str:
-    """``"1min"``, ``"5s"``, ``"1d"``: the bar-size part of ``bars/{tf}/{instrument}``."""
-    names = bt.TimeFrame.Names
-    unit = _TF_UNITS.get(names[timeframe]) if 0 <= timeframe < len(names) else None
-    if unit is None:
+    """The bar-size part of ``bars/{tf}/{instrument}`` for a backtrader timeframe.
+
+    One naming for every writer and reader: ``(Minutes, 60)`` is ``1h``, ``(Seconds, 120)``
+    is ``2min``, ``(Days, 1)`` is ``1d``; months ``1mo``, years ``1y``, ticks ``1tick``.
+    """
+    tf = bt.TimeFrame
+    names = tf.Names
+    if not isinstance(timeframe, int) or not 0 <= timeframe < len(names):
         raise ValueError(f"timeframe {timeframe!r}: not a backtrader TimeFrame")
-    return f"{int(compression)}{unit}"
+    compression = int(compression)
+    if compression < 1:
+        raise ValueError(f"compression {compression!r}: must be >= 1")
+    seconds = {tf.Seconds: 1, tf.Minutes: 60, tf.Days: 86_400, tf.Weeks: 7 * 86_400}
+    if timeframe in seconds:
+        return timeframe_from_seconds(compression * seconds[timeframe])
+    if timeframe == tf.MicroSeconds:
+        whole, rest = divmod(compression, 1_000_000)
+        return timeframe_from_seconds(whole) if not rest else f"{compression}us"
+    unit = {tf.Ticks: "tick", tf.Months: "mo", tf.Years: "y"}.get(timeframe)
+    if unit is None:
+        raise ValueError(f"timeframe {names[timeframe]!r}: has no bar-size name")
+    return f"{compression}{unit}"
+
+
+def timeframe_seconds(name: str) -> float:
+    """Seconds of a canonical bar-size name (``"1h"`` -> 3600) for readers such as replays;
+    a non-canonical spelling (``"60min"``) is refused with the canonical one."""
+    match = _NAME.match(name) if isinstance(name, str) else None
+    if not match or match.group(2) not in _SECONDS:
+        raise ValueError(f"timeframe {name!r}: expected a bar size such as 5s, 1min, 1h, 1d, 1w")
+    seconds = int(match.group(1)) * _SECONDS[match.group(2)]
+    if match.group(2) != "us" and timeframe_from_seconds(seconds) != name:
+        raise ValueError(f"timeframe {name!r}: write it as {timeframe_from_seconds(seconds)!r}")
+    return seconds

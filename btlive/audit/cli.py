@@ -1,15 +1,23 @@
-"""``btlive audit verify`` and ``btlive audit report``."""
+"""``btlive audit verify`` and ``btlive audit report``: read-only, they never create anything.
+
+A database that does not exist, or that holds no audit tables, is one line naming it (exit 2);
+a database that cannot be read is one line (exit 1). URLs are always shown redacted.
+"""
 
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
+
+from btlive.errors import CommandError, UsageError
 
 
 def register(subparsers) -> None:
     verify = subparsers.add_parser(
-        "verify", help="recompute the audit hash chain; exit 1 on any break",
-        description="Recompute every row's hash in seq order, check that seqs are contiguous and that "
-                    "the committed chain heads match. Exit 0 if all verify, 1 otherwise.")
+        "verify", help="recompute the audit hash chain; exit 1 on any break or unfinished run",
+        description="Recompute every row's hash in seq order, check that seqs are contiguous, that "
+                    "the committed chain heads match, that every run has a stop row and that its "
+                    "counts match the rows. Exit 0 if all verify, 1 otherwise.")
     verify.add_argument("--db", required=True, help="SQLAlchemy URL, e.g. sqlite:///audit.db")
     verify.add_argument("--head", metavar="SEQ:HASH",
                         help="a head exported earlier (printed by a previous verify); must still match")
@@ -29,13 +37,22 @@ def register(subparsers) -> None:
     report.set_defaults(func=_report)
 
 
-def _cannot_read(what: str, url: str, exc: Exception) -> int:
-    from btlive.audit.writer import safe_url
+@contextmanager
+def _reading(url: str):
+    """Turn what reading ``url`` can raise into one-line command errors."""
+    import sqlalchemy as sa
 
-    shown = safe_url(url)
-    message = str(exc).replace(url, shown)  # SQLAlchemy quotes a URL it cannot parse in full
-    print(f"audit {what}: cannot read {shown}: {type(exc).__name__}: {message}", file=sys.stderr)
-    return 2
+    from btlive import sql
+    from btlive.audit.verify import NotAnAuditDatabase
+
+    try:
+        yield
+    except (sql.DatabaseMissing, NotAnAuditDatabase) as exc:
+        raise UsageError(str(exc)) from None
+    except ValueError as exc:  # not a usable URL
+        raise UsageError(f"--db: {exc}") from None
+    except sa.exc.SQLAlchemyError as exc:
+        raise CommandError(f"cannot read {sql.redact_url(url)}: {sql.error_text(exc, url)}") from None
 
 
 def _verify(args) -> int:
@@ -45,16 +62,15 @@ def _verify(args) -> int:
     if args.head:
         seq, _, h = args.head.partition(":")
         if not seq.isdigit() or len(h) != 64:
-            print(f"--head: expected SEQ:HASH (64 hex digits), got {args.head!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--head: expected SEQ:HASH (64 hex digits), got {args.head!r}")
         head = (int(seq), h)
-    try:
+    with _reading(args.db):
         result = verify(args.db, expect_head=head)
-    except Exception as exc:
-        return _cannot_read("verify", args.db, exc)
     counts = " ".join(f"{k}={v}" for k, v in result.counts.items())
-    print(f"rows={result.rows} heads={result.heads_checked} {counts}")
+    print(f"rows={result.rows} heads={result.heads_checked} runs={result.runs} {counts}")
     print(f"head {result.head_seq}:{result.head_hash}")
+    if result.chain_ok:
+        print(f"chain OK: all {result.rows} rows verify (a valid chain up to seq {result.head_seq})")
     for problem in result.problems:
         print(f"BREAK: {problem}")
     print("OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)")
@@ -70,11 +86,8 @@ def _report(args) -> int:
         try:
             date.fromisoformat(args.day)
         except ValueError:
-            print(f"--day: expected YYYY-MM-DD, got {args.day!r}", file=sys.stderr)
-            return 2
-    try:
+            raise UsageError(f"--day: expected YYYY-MM-DD, got {args.day!r}") from None
+    with _reading(args.db):
         tables = report(args.db, run=args.run, day=args.day, sections=args.section)
-    except Exception as exc:
-        return _cannot_read("report", args.db, exc)
     sys.stdout.write(render(tables, args.format))
     return 0

@@ -23,6 +23,8 @@ from decimal import Decimal
 
 import sqlalchemy as sa
 
+from btlive import sql
+
 INTENT_CTE = """
 intent AS (
   SELECT o.* FROM orders o
@@ -283,9 +285,13 @@ def build_report(conn: sa.Connection, run: str | None = None, day: str | date | 
 
 
 def report(url: str, run: str | None = None, day: str | date | None = None, sections=None) -> list[Table]:
-    engine = sa.create_engine(url)
+    """The report of the audit database at ``url`` (read-only: nothing is ever created)."""
+    from btlive.audit.verify import require_audit_tables
+
+    engine = sql.open_existing(url, "audit database")
     try:
         with engine.connect() as conn:
+            require_audit_tables(conn, url)
             return build_report(conn, run, day, sections)
     finally:
         engine.dispose()

@@ -1,6 +1,7 @@
 """The audit tables, in SQLAlchemy Core, for SQLite and PostgreSQL alike.
 
-Every audited table is append-only and carries the hash-chain columns: ``seq``
+Every audited table is append-only (triggers in the database, see :func:`install_append_only`)
+and carries the hash-chain columns: ``seq``
 (a primary key that is global across the tables, assigned by the single writer)
 and ``row_hash``. ``chain_heads`` records the head after each committed batch so
 that a truncated tail is noticed by ``verify``.
@@ -12,16 +13,18 @@ nanoseconds (``*_ns``) plus a readable ``*_at`` TIMESTAMPTZ derived from it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 
+from btlive import sql
+
 metadata = sa.MetaData()
 
-#: PostgreSQL advisory lock serializing the audit's DDL across processes.
-PG_DDL_LOCK = 7301965
+PG_APPEND_ONLY_FUNCTION = "btlive_audit_append_only"
 
 
 class Money(TypeDecorator):
@@ -283,12 +286,21 @@ DERIVED_AT = {t.name: tuple((c.name, c.name[:-3] + "_ns") for c in t.columns
                             if isinstance(c.type, UtcDateTime)) for t in CHAINED}
 
 
+def install_append_only(bind: sa.Engine | sa.Connection, revoke_from: Iterable[str] = ()) -> None:
+    """Make every audit table refuse UPDATE/DELETE/TRUNCATE (and revoke them from PUBLIC and
+    ``revoke_from`` on PostgreSQL); safe to repeat. Tamper-*resistant*; the chain is the evidence."""
+    if isinstance(bind, sa.Engine):
+        with bind.begin() as conn:
+            install_append_only(conn, revoke_from)
+        return
+    sql.install_append_only(bind, [t.name for t in APPEND_ONLY], PG_APPEND_ONLY_FUNCTION,
+                            revoke_from)
+
+
 def create_schema(engine: sa.Engine) -> None:
     """Create the tables and the append-only triggers (idempotent, safe from several processes)."""
-    from btlive.audit.triggers import install_append_only
-
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({PG_DDL_LOCK})")
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({sql.PG_DDL_LOCK})")
         metadata.create_all(conn)
         install_append_only(conn)

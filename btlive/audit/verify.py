@@ -1,14 +1,21 @@
-"""Recompute the hash chain from the stored rows and compare it with the recorded heads."""
+"""Recompute the hash chain from the stored rows and compare it with the recorded heads; check
+that every run stopped and that its stop row's counts match the rows it wrote."""
 
 from __future__ import annotations
 
 import heapq
+import json
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 
+from btlive import sql
 from btlive.audit import schema
 from btlive.audit.chain import ChainVerifier
+
+
+class NotAnAuditDatabase(LookupError):
+    """The database exists but holds no audit tables."""
 
 
 @dataclass
@@ -20,6 +27,9 @@ class VerifyResult:
     counts: dict[str, int] = field(default_factory=dict)
     heads_checked: int = 0
     problems: list[str] = field(default_factory=list)
+    chain_ok: bool = True
+    runs: int = 0
+    unstopped: list[str] = field(default_factory=list)
 
 
 def _stream(conn: sa.Connection, table: sa.Table):
@@ -58,20 +68,75 @@ def verify_connection(conn: sa.Connection, expect_head: tuple[int, str] | None =
         if checker.hash_at.get(seq) != h:
             problems.append(f"expected head seq {seq} hash {h[:16]}..., found "
                             f"{(checker.hash_at.get(seq) or 'no such row')[:16]}...")
+    chain_ok = not problems
+    runs, unstopped, run_problems = check_runs(conn)
+    problems += run_problems
     return VerifyResult(ok=not problems, rows=checker.rows, head_seq=checker.seq,
                         head_hash=checker.hash, counts=counts, heads_checked=len(heads),
-                        problems=problems)
+                        problems=problems, chain_ok=chain_ok, runs=runs, unstopped=unstopped)
+
+
+#: Rows a run's analyzer wrote (source "bt"), per table, by run id.
+_RUN_COUNTS = {
+    "orders": "SELECT run_id, COUNT(*) FROM orders WHERE source = 'bt' GROUP BY run_id",
+    "order_events": "SELECT run_id, COUNT(*) FROM order_events WHERE source = 'bt' GROUP BY run_id",
+    "executions": "SELECT run_id, COUNT(*) FROM executions WHERE source = 'bt' GROUP BY run_id",
+    "commissions": "SELECT e.run_id, COUNT(*) FROM commissions c JOIN executions e "
+                   "ON e.exec_id = c.exec_id WHERE c.source = 'bt' GROUP BY e.run_id",
+}
+
+
+def check_runs(conn: sa.Connection) -> tuple[int, list[str], list[str]]:
+    """(runs, runs without a stop row, problems): a run that did not stop was killed, crashed or
+    is still running; a stop row's counts that differ from the rows mean rows are missing."""
+    started, stopped = {}, {}
+    r = schema.runs
+    for run_id, event, params, at in conn.execute(
+            sa.select(r.c.run_id, r.c.event, r.c.params_json, r.c.event_at).order_by(r.c.seq)):
+        (started if event == "start" else stopped)[run_id] = (params, at)
+    found = {table: dict(conn.exec_driver_sql(q).all()) for table, q in _RUN_COUNTS.items()}
+    problems = []
+    unstopped = [run for run in started if run not in stopped]
+    for run in unstopped:
+        at = started[run][1]
+        when = f" (started {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
+        problems.append(f"run {run}{when} has no stop row: it did not stop cleanly (killed or "
+                        "crashed), or is still running")
+    for run, (params, _at) in stopped.items():
+        try:
+            counts = (json.loads(params) if params else {}).get("counts") or {}
+        except (ValueError, AttributeError):
+            counts = {}
+        wrong = [f"{table} {found[table].get(run, 0)} of {n}" for table, n in counts.items()
+                 if table in found and found[table].get(run, 0) != n]
+        if wrong:
+            problems.append(f"run {run}: its stop row counts differ from the rows found: "
+                            + ", ".join(wrong) + " (rows missing)")
+    return len(started), unstopped, problems
 
 
 def verify(url: str, expect_head: tuple[int, str] | None = None) -> VerifyResult:
-    """Verify the audit database at ``url``; ``expect_head`` is a ``(seq, hash)`` exported earlier."""
-    engine = sa.create_engine(url)
+    """Verify the audit database at ``url``; ``expect_head`` is a ``(seq, hash)`` exported earlier.
+
+    Read-only: a database that does not exist raises :class:`btlive.sql.DatabaseMissing`, one
+    without the audit tables :class:`NotAnAuditDatabase`; neither is created.
+    """
+    engine = sql.open_existing(url, "audit database")
     try:
         with engine.connect() as conn:
-            missing = [t.name for t in schema.APPEND_ONLY
-                       if not sa.inspect(conn).has_table(t.name)]
-            if missing:
-                return VerifyResult(False, 0, 0, "", problems=[f"missing tables: {', '.join(missing)}"])
+            require_audit_tables(conn, url)
             return verify_connection(conn, expect_head)
     finally:
         engine.dispose()
+
+
+def require_audit_tables(conn: sa.Connection, url: str) -> None:
+    try:
+        missing = sql.missing_tables(conn, [t.name for t in schema.APPEND_ONLY])
+    except sa.exc.DatabaseError as exc:  # e.g. a file that is not SQLite at all
+        raise NotAnAuditDatabase(f"{sql.redact_url(url)} is not an audit database "
+                                 f"({sql.error_text(exc)})") from None
+    if missing:
+        raise NotAnAuditDatabase(f"{sql.redact_url(url)} is not an audit database (no table "
+                                 f"{', '.join(missing)}); write one with the ExecutionAudit "
+                                 "analyzer first")

@@ -1,66 +1,63 @@
-"""The single audit writer: events in through a queue, hash-chained rows out in small transactions.
+"""The single audit writer: events in through a bounded queue, hash-chained rows out in batches.
 
-Producers call :meth:`AuditWriter.submit`, which only enqueues (about a
-microsecond, never I/O), so backtrader's thread and the IB loop never wait for
-the database. One thread drains the queue in FIFO order and commits batches.
+Producers call :meth:`AuditWriter.submit`: an append to an in-memory queue (well under a
+microsecond, never I/O). One thread drains it in FIFO order and commits batches. The queue is
+bounded (``queue_size``); when the database falls behind, ``overflow`` decides:
+
+* ``"block"`` (backtests): the producer waits for room, so memory stays bounded and nothing is
+  dropped; the strategy simply runs at the database's pace;
+* ``"journal"`` (live runs): the producer appends the event to a local journal file instead
+  (:mod:`btlive.audit.journal`), never waiting for the database; the writer drains the journal,
+  in order, once it has caught up.
 
 Guarantees:
 
-* Rows are committed in the order events were enqueued; a batch is one
-  transaction that also appends its chain head to ``chain_heads``.
-* A locked SQLite database or a lost PostgreSQL connection is retried with
-  exponential backoff; the batch is recomputed from the events on every
-  attempt, so nothing is lost, duplicated or reordered. If a commit reached
-  the server but its acknowledgement did not, the retry finds the batch in
-  ``chain_heads`` and skips it.
-* Each transaction takes the database's write lock (``BEGIN IMMEDIATE`` on
-  SQLite, an advisory transaction lock on PostgreSQL) and reads the chain head
-  under it, so a restarted writer, or a second process on the same database,
-  continues the chain where it stands.
-* Duplicates (the same execId, commission report, order intent or run event
-  twice) are dropped before they take a place in the chain; the inserts also
-  carry ``ON CONFLICT DO NOTHING`` on their unique keys.
+* Rows are committed in the order events were submitted; a batch is one transaction that also
+  appends its chain head to ``chain_heads``.
+* Lock contention and lost connections are retried with :class:`btlive.runtime.Backoff`; the
+  batch is re-chained from the head on every attempt, so nothing is lost, duplicated or
+  reordered. A commit that reached the server but whose acknowledgement did not is found in
+  ``chain_heads`` and skipped.
+* Each transaction takes the database's write lock (``BEGIN IMMEDIATE`` on SQLite, an advisory
+  lock on PostgreSQL) and reads the chain head under it, so a restarted writer, or a second
+  process on the same database, continues the chain where it stands.
+* Duplicates (the same execId, commission report, order intent or run event twice) are dropped
+  before they take a place in the chain.
+* :meth:`close` writes everything before it returns, showing progress when that takes more than
+  a second; it gives up only when the writer makes no progress for ``timeout`` seconds, and then
+  saves what is left in the journal (``unwritten`` and ``journal_path`` say how many and where).
+  The next writer on the same database writes a journal left behind first.
 """
 
 from __future__ import annotations
 
-import json
+import collections
+import hashlib
 import logging
-import operator
 import os
-import queue
 import socket
+import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
-from math import isfinite
+from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 
+from btlive import sql
+from btlive.audit import journal as journal_mod
 from btlive.audit import schema
-from btlive.audit.chain import GENESIS, row_hash
-from btlive.audit.events import FIELD_NAMES, split_exec_id
-
-_GETTERS = {cls: operator.attrgetter(*names) for cls, names in FIELD_NAMES.items()}
+from btlive.audit.chain import GENESIS
+from btlive.audit.rows import KEY_COLUMNS, RowCodec
+from btlive.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
-#: Unique keys per table, in the order ``event.key()`` returns them.
-KEY_COLUMNS = {
-    "runs": ("run_id", "event"),
-    "orders": ("order_key", "source"),
-    "executions": ("exec_id",),
-    "commissions": ("exec_id",),
-}
-_RENAMED = {"params": "params_json", "raw": "raw_json"}
 _PG_LOCK_KEY = 7301966
 _SEEN_CAP = 200_000
+DEFAULT_RETRY = Backoff(initial=0.05, maximum=5.0, factor=2.0, jitter=0.5)
 
 
 class _Marker:
@@ -70,95 +67,19 @@ class _Marker:
         self.done = threading.Event()
 
 
-_STOP = object()
+class _Aborted(Exception):
+    """close() gave up on a writer that made no progress."""
 
 
-def safe_url(url: str) -> str:
-    """``url`` with its password masked, for logs and error messages."""
-    try:
-        return sa.make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return "<unparsable URL>"
+class _KeyExisted(Exception):
+    """An optimistic insert met a key already in the database."""
 
 
-def _error_text(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:300]
+_NONE_EXISTING: dict[str, frozenset] = defaultdict(frozenset)
 
 
-def _key(ev) -> tuple | None:
-    """The event's unique key as a tuple (None for tables without one)."""
-    key = ev.key()
-    return key if key is None or isinstance(key, tuple) else (key,)
-
-
-def check_url(url: str) -> str:
-    """The backend of an audit URL; ValueError naming the URL if it cannot hold the audit."""
-    try:
-        url_obj = sa.make_url(url)
-    except Exception as exc:
-        raise ValueError(f"audit db {url!r}: not an SQLAlchemy URL ({exc})") from None
-    backend = url_obj.get_backend_name()
-    if backend not in ("sqlite", "postgresql"):
-        raise ValueError(f"audit db {url!r}: only sqlite and postgresql URLs are supported")
-    if backend == "sqlite" and url_obj.database in (None, "", ":memory:"):
-        raise ValueError(f"audit db {url!r}: SQLite needs a file (the writer runs on its own thread)")
-    return backend
-
-
-def make_engine(url: str, *, busy_timeout: float = 1.0, synchronous: str = "NORMAL",
-                application_name: str = "btlive-audit") -> sa.Engine:
-    """An engine for the audit database: SQLite in WAL with ``BEGIN IMMEDIATE``, or PostgreSQL."""
-    backend = check_url(url)
-    url_obj = sa.make_url(url)
-    if backend == "sqlite":
-        engine = sa.create_engine(url_obj, connect_args={"timeout": busy_timeout})
-
-        @sa.event.listens_for(engine, "connect")
-        def _on_connect(dbapi_conn, _record):
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute(f"PRAGMA synchronous={synchronous}")
-            cur.close()
-
-        @sa.event.listens_for(engine, "begin")
-        def _on_begin(conn):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-
-        return engine
-    return sa.create_engine(url_obj, pool_pre_ping=True,
-                            connect_args={"application_name": application_name, "connect_timeout": 5})
-
-
-#: SQLite result codes that waiting can heal (lock contention, I/O hiccups, full disk).
-_SQLITE_TRANSIENT = ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_IOERR", "SQLITE_FULL",
-                     "SQLITE_PROTOCOL")
-#: PostgreSQL SQLSTATE classes/codes that waiting can heal: connection exception, operator
-#: intervention (shutdown, restart), transaction rollback (deadlock, serialization),
-#: insufficient resources, lock not available.
-_PG_TRANSIENT = ("08", "57P", "40", "53", "55P03")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A failure worth retrying: lock contention, lost connection, server restart.
-
-    What waiting cannot heal (a missing table, a read-only database, bad credentials) is not:
-    retrying it would only grow the queue until close().
-    """
-    if isinstance(exc, sa.exc.DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
-            return False
-        orig = exc.orig
-        name = getattr(orig, "sqlite_errorname", None)
-        if name is not None:
-            return name.startswith(_SQLITE_TRANSIENT)
-        state = getattr(orig, "sqlstate", None)
-        if state:  # PostgreSQL answered: only some states heal
-            return state.startswith(_PG_TRANSIENT)
-        return True  # no code: the connection itself failed (refused, reset, timed out)
-    return isinstance(exc, ConnectionError | TimeoutError)
+class AuditWriterError(RuntimeError):
+    """The writer stopped on an error that retrying cannot heal; events stay unwritten."""
 
 
 def is_row_error(exc: BaseException) -> bool:
@@ -168,117 +89,238 @@ def is_row_error(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
 
 
-class AuditWriterError(RuntimeError):
-    """The writer stopped on an error that retrying cannot heal; events stay unwritten."""
+def _key(ev) -> tuple | None:
+    key = ev.key()
+    return key if key is None or isinstance(key, tuple) else (key,)
 
 
 class AuditWriter:
     """The one writer of an audit database.
 
-    ``url`` is an SQLAlchemy URL (``sqlite:///audit.db`` or
-    ``postgresql+psycopg://...``). ``batch_size`` bounds a transaction;
-    ``busy_timeout`` is SQLite's own wait for a lock before we back off and
-    retry; ``retry_initial``/``retry_max`` shape the backoff. ``on_error`` is
-    called (on the writer thread) with each failure, for notifications.
+    ``url``: ``sqlite:///audit.db`` or ``postgresql+psycopg://...``. ``batch_size`` bounds a
+    transaction; ``queue_size`` the events held in memory; ``overflow`` is ``"block"`` or
+    ``"journal"`` (see the module); ``journal_dir`` where journals go (default next to a SQLite
+    file, else ``./btlive_audit_journal``). ``busy_timeout`` is SQLite's own wait for a lock
+    before we back off with ``retry`` (a :class:`~btlive.runtime.Backoff`). ``on_error`` is
+    called on the writer thread with each failure; ``progress`` receives close()'s progress lines
+    (default: stderr).
 
-    Lock/busy/I-O errors and lost connections are retried with backoff. An error waiting
-    cannot heal (no such table, read-only database, ...) stops the writer: ``failed`` holds
-    an :class:`AuditWriterError`, ``on_error`` receives it, ``flush()``/``close()`` return
-    False, and the events not written stay in ``unwritten_events`` (counted in
-    ``stats["unwritten"]``).
+    An error waiting cannot heal (no such table, read-only database...) stops the writer:
+    ``failed`` holds an :class:`AuditWriterError`, ``flush()``/``close()`` return False, and
+    the events not written are saved in the journal (``unwritten``, ``journal_path``).
     """
 
-    def __init__(self, url: str, *, batch_size: int = 1000, busy_timeout: float = 1.0,
-                 retry_initial: float = 0.05, retry_max: float = 5.0, synchronous: str = "NORMAL",
-                 create: bool = True, writer_id: str | None = None,
-                 on_error: Callable[[BaseException], None] | None = None):
+    def __init__(self, url: str, *, batch_size: int = 2000, queue_size: int = 50_000,
+                 overflow: str = "block", journal_dir: str | os.PathLike | None = None,
+                 busy_timeout: float = 1.0, retry: Backoff = DEFAULT_RETRY,
+                 synchronous: str = "NORMAL", create: bool = True, writer_id: str | None = None,
+                 on_error: Callable[[BaseException], None] | None = None,
+                 progress: Callable[[str], None] | None = None):
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        check_url(url)
+            raise ValueError(f"batch_size={batch_size!r} must be >= 1")
+        if queue_size < 1:
+            raise ValueError(f"queue_size={queue_size!r} must be >= 1")
+        if overflow not in ("block", "journal"):
+            raise ValueError(f"overflow={overflow!r} must be 'block' or 'journal'")
+        sql.check_url(url, "audit db")
         self.url = url
         self.batch_size = batch_size
+        self.queue_size = queue_size
+        self.overflow = overflow
+        self.journal_dir = Path(journal_dir) if journal_dir else journal_mod.default_dir(url)
+        self._stem = journal_mod.stem(url)
         self.busy_timeout = busy_timeout
-        self.retry_initial = retry_initial
-        self.retry_max = retry_max
+        self.retry = retry
         self.synchronous = synchronous
         self.create = create
         self.on_error = on_error
+        self.progress = progress or _stderr
         self.writer_id = writer_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self._queue: queue.Queue = queue.Queue()
+        self._queue: collections.deque = collections.deque()
+        self._wake = threading.Event()
+        self._idle = False
+        self._room = threading.Condition()
+        self._waiting = 0
+        self._lock = threading.Lock()  # the spill state and the journal
+        self._journal: journal_mod.Journal | None = None
+        self._spilling = False
+        self._stopping = False
+        self._abort = threading.Event()
         self._thread: threading.Thread | None = None
         self._engine: sa.Engine | None = None
         self._conn: sa.Connection | None = None
+        self._codec: RowCodec | None = None
         self._batch_no = 0
         self._seen: dict[str, set] = defaultdict(set)
-        self._deadline: float | None = None
-        self._inserts: dict[str, _DriverInsert] = {}
-        self._templates = {t.name: dict.fromkeys(t.columns.keys()) for t in schema.CHAINED}
-        self._required = {t.name: tuple(c.name for c in t.columns if not c.nullable
-                                        and c.name not in ("seq", "row_hash", "recorded_ns"))
-                          for t in schema.CHAINED}
         self.head: tuple[int, str] = (0, GENESIS)
+        self.submitted = 0
         self.stats = {"committed_rows": 0, "batches": 0, "duplicates": 0, "retries": 0,
-                      "rejected": 0, "unwritten": 0, "last_error": None}
+                      "rejected": 0, "unwritten": 0, "waits": 0, "spilled": 0, "replayed": 0,
+                      "last_error": None}
         self.started = threading.Event()
         self.failed: BaseException | None = None
-        self.unwritten_events: list = []
-        self._inflight: list = []  # the batch being written, for the count if the writer dies
+        self.journal_path: Path | None = None
+        self._inflight: list = []
+        self._inflight_journaled = False  # the batch in flight is also still in the journal
+        self._journal_unread = 0
 
     # -- producer side -------------------------------------------------------------------------
 
     def submit(self, event) -> None:
-        """Enqueue one event; never blocks and never does I/O."""
-        self._queue.put_nowait(event)
+        """Hand one event to the writer: queued, or (queue full) waited for or journaled."""
+        self.submitted += 1
+        queue = self._queue
+        if len(queue) < self.queue_size and not self._spilling:
+            queue.append(event)
+            if self._idle:
+                self._wake.set()
+            return
+        self._submit_full(event)
+
+    def _submit_full(self, event) -> None:
+        if self.overflow == "journal":
+            with self._lock:
+                if self._spilling or len(self._queue) >= self.queue_size:
+                    if not self._spilling:
+                        log.warning("audit writer behind by %d events: spilling to %s",
+                                    len(self._queue), self._journal_file())
+                    self._spilling = True
+                    self._open_journal().append(event)
+                    self._journal_unread += 1
+                    self.stats["spilled"] += 1
+                    self._wake.set()
+                    return
+            self._queue.append(event)
+            self._wake.set()
+            return
+        self.stats["waits"] += 1
+        with self._room:
+            self._waiting += 1
+            try:
+                # bounded by the writer: it either makes room or dies (and then we queue anyway,
+                # for close() to save the event in the journal)
+                while len(self._queue) >= self.queue_size and self._alive():
+                    self._wake.set()
+                    self._room.wait(0.5)
+            finally:
+                self._waiting -= 1
+        self._queue.append(event)
+        self._wake.set()
+
+    def _alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive() and self.failed is None
 
     def flush(self, timeout: float | None = None) -> bool:
-        """Wait until every event submitted before this call is committed (or rejected)."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return self._queue.empty() and self.failed is None
-        marker = _Marker()
-        self._queue.put_nowait(marker)
+        """Wait until every event submitted before this call is committed; False on timeout or
+        failure."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        # a writer that dies releases the markers it holds, but not one put after it drained
-        while not marker.done.wait(0.1 if deadline is None
-                                   else max(0.0, min(0.1, deadline - time.monotonic()))):
-            if not thread.is_alive() or (deadline is not None and time.monotonic() >= deadline):
+        marker = _Marker()
+        while True:
+            if not self._alive():
+                return not self._queue and not self._spilling and self.failed is None
+            with self._lock:
+                if not self._spilling:
+                    self._queue.append(marker)  # journaled events must pass first
+                    break
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        self._wake.set()
+        while not marker.done.wait(0.1):
+            if not self._alive() or (deadline is not None and time.monotonic() >= deadline):
                 return False
         return self.failed is None
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        """Events not committed yet: queued in memory, in flight, or in the journal."""
+        return len(self._queue) + len(self._inflight) + self._journal_unread
 
     # -- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> AuditWriter:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name=f"btlive-audit-writer[{self.writer_id}]",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._run, daemon=True,
+                                            name=f"btlive-audit-writer[{self.writer_id}]")
             self._thread.start()
         return self
 
     def close(self, timeout: float = 30.0) -> bool:
-        """Commit what is queued (retrying for up to ``timeout`` seconds), then stop.
+        """Write everything submitted, then stop; True if all of it is in the database.
 
-        Returns False if events could not be written in time; they are counted in
-        ``stats["unwritten"]`` and logged at ERROR, never dropped silently.
+        Waits as long as the writer makes progress, and shows progress after a second. After
+        ``timeout`` seconds without progress it stops the writer and saves the rest in the
+        journal: ``stats["unwritten"]`` and ``journal_path`` say how many and where.
         """
-        if self._thread is None:
-            return True
-        self._deadline = time.monotonic() + timeout
-        self._queue.put_nowait(_STOP)
-        self._thread.join(timeout + 5.0)
-        alive = self._thread.is_alive()
-        if alive:
-            log.error("audit writer did not stop within %.1f s; %d events still queued",
-                      timeout, self._queue.qsize())
-        elif self.failed is not None:  # submitted after it died: unwritten too
-            late = self._drain()
-            self.unwritten_events += late
-            self.stats["unwritten"] += len(late)
+        thread = self._thread
+        if thread is None:
+            return self.failed is None and not self._queue
+        self._stopping = True
+        self._wake.set()
+        start = last_change = time.monotonic()
+        last_done = -1
+        shown = 0.0
+        while thread.is_alive():
+            thread.join(0.25)
+            now = time.monotonic()
+            done = self.stats["committed_rows"] + self.stats["duplicates"] + self.stats["rejected"]
+            if done != last_done:
+                last_done, last_change = done, now
+            if now - last_change > timeout:
+                log.error("audit writer made no progress for %.0f s (%s); stopping it", timeout,
+                          self.stats["last_error"])
+                self._abort.set()
+                thread.join(timeout + 5.0)
+                break
+            if thread.is_alive() and now - start > 1.0 and now - shown >= 1.0:
+                shown = now
+                self.progress(f"audit: writing to {sql.redact_url(self.url)}: "
+                              f"{self.stats['committed_rows']} rows committed, "
+                              f"{self.backlog} events to go")
+        if thread.is_alive():
+            log.error("audit writer thread did not stop")
         self._thread = None
-        return not alive and self.failed is None and self.stats["unwritten"] == 0
+        self._save_unwritten()
+        ok = self.failed is None and self.stats["unwritten"] == 0
+        if ok and shown:
+            self.progress(f"audit: done, {self.stats['committed_rows']} rows committed")
+        return ok
+
+    def _save_unwritten(self) -> None:
+        """Put whatever was not written (in flight, queued, still journaled) in one journal."""
+        pending = [] if self._inflight_journaled else [
+            e for e in self._inflight if not isinstance(e, _Marker)]
+        pending += [e for e in self._queue if not isinstance(e, _Marker)]
+        self._inflight = []
+        self._queue.clear()
+        with self._room:
+            self._room.notify_all()
+        old = self._journal
+        rest = old is not None and old.unread
+        if not pending and not rest:
+            if old is not None:
+                old.close(delete=True)
+                self._journal = None
+            return
+        if old is not None and not pending:
+            # the journal already holds them, in order: leave it for the next start
+            n = journal_mod.count_records(old.path, old.read_pos)
+            old.sync()
+            old.close()
+            self.journal_path = old.path
+        else:
+            path = self.journal_dir / f"{self._stem}-{time.time_ns()}-{os.getpid()}.journal"
+            fresh = journal_mod.Journal(path)
+            n = fresh.append_many(pending)
+            if old is not None:
+                n += old.copy_rest_to(fresh)
+                old.close(delete=True)
+            fresh.close()
+            self.journal_path = path
+        self._journal = None
+        self.stats["unwritten"] += n
+        log.error("audit: %d events NOT written to %s; saved in %s (the next writer on this "
+                  "database writes them first)", n, sql.redact_url(self.url), self.journal_path)
 
     def __enter__(self) -> AuditWriter:
         return self.start()
@@ -290,108 +332,168 @@ class AuditWriter:
 
     def _run(self) -> None:
         try:
+            self._with_retry(self._setup, what="connect")
+            self.started.set()
+            self._replay_leftovers()
             self._loop()
-        except Exception as exc:  # must be loud, not a silent dead thread
+        except _Aborted:
+            pass
+        except Exception as exc:  # noqa: BLE001 - must be loud, not a silent dead thread
             if isinstance(exc, sa.exc.DBAPIError):
                 exc = AuditWriterError(
-                    f"audit writer stopped: {_error_text(exc)} on {safe_url(self.url)} "
-                    "cannot heal by waiting (not retried)")
+                    f"audit writer stopped: {sql.error_text(exc, self.url)} on "
+                    f"{sql.redact_url(self.url)} cannot heal by waiting (not retried)")
+            self.stats["last_error"] = sql.error_text(exc, self.url)
+            log.error("audit writer stopped on an error: %s", self.stats["last_error"])
+            self._notify(exc)
             self.failed = exc
-            pending = [e for e in self._inflight if not isinstance(e, _Marker) and e is not _STOP]
-            pending += self._drain()
-            self.unwritten_events = pending
-            self.stats["unwritten"] += len(pending)
-            self.stats["last_error"] = _error_text(exc)
-            log.error("audit writer stopped on an error; %d events NOT written: %s",
-                      len(pending), exc, exc_info=exc)
-            for item in self._inflight:
+        finally:
+            self.started.set()
+            for item in (*self._inflight, *self._queue):
                 if isinstance(item, _Marker):
                     item.done.set()
-            self._notify(exc)
-        finally:
+            with self._room:
+                self._room.notify_all()
             self._disconnect()
             if self._engine is not None:
                 self._engine.dispose()
 
-    def _drain(self) -> list:
-        """Empty the queue: release every flush marker, return the events."""
-        events = []
+    def _next_batch(self) -> tuple[list, tuple[int, int] | None]:
+        """The next events to write, from the queue or (once it is empty) the journal; the
+        journal span they came from. Waits while there is nothing; [] when stopping."""
+        queue = self._queue
         while True:
-            try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return events
-            if isinstance(item, _Marker):
-                item.done.set()
-            elif item is not _STOP:
-                events.append(item)
+            if queue:
+                n = min(len(queue), self.batch_size)
+                batch = [queue.popleft() for _ in range(n)]
+                if self._waiting:
+                    with self._room:
+                        self._room.notify_all()
+                return batch, None
+            if self._spilling:
+                with self._lock:
+                    jr = self._journal
+                    if jr.unread:
+                        start = jr.read_pos
+                        events, end = jr.read(self.batch_size)
+                        if events:
+                            return events, (start, end)
+                    self._spilling = False  # caught up: producers queue again
+                continue
+            if self._stopping or self._abort.is_set():
+                return [], None
+            self._wake.clear()
+            self._idle = True
+            if not queue and not self._spilling and not self._stopping:
+                self._wake.wait(1.0)
+            self._idle = False
 
     def _loop(self) -> None:
-        self._with_retry(self._setup, what="connect")
-        self.started.set()
-        stopping = False
-        while not stopping:
-            batch = [self._queue.get()]
-            while len(batch) < self.batch_size:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            events: list = []
+        while not self._abort.is_set():
+            batch, span = self._next_batch()
+            if not batch:
+                return
             self._inflight = batch
-            for i, item in enumerate(batch):
-                if isinstance(item, _Marker):
-                    self._commit(events)
-                    events = []
-                    self._inflight = batch[i:]
-                    item.done.set()
-                elif item is _STOP:
-                    stopping = True
-                else:
-                    events.append(item)
-            self._commit(events)
+            if span is not None:
+                self._inflight_journaled = True
+                self._journal.mark(self.writer_id, self._batch_no + 1, *span)
+                self._commit(batch)
+                with self._lock:
+                    self._journal.read_pos = span[1]
+                    self._journal_unread -= len(batch)
+                self._inflight_journaled = False
+            else:
+                events: list = []
+                for i, item in enumerate(batch):
+                    if isinstance(item, _Marker):
+                        self._commit(events)
+                        events = []
+                        self._inflight = batch[i + 1:]
+                        item.done.set()
+                    else:
+                        events.append(item)
+                self._commit(events)
             self._inflight = []
-        # events submitted after close(): write them too rather than lose them
-        self._inflight = self._drain()
-        self._commit(self._inflight)
-        self._inflight = []
+
+    def _journal_file(self) -> Path:
+        return self.journal_dir / f"{self._stem}-{self.writer_id.replace(':', '-')}.journal"
+
+    def _open_journal(self) -> journal_mod.Journal:
+        if self._journal is None:
+            self._journal = journal_mod.Journal(self._journal_file())
+            self.journal_path = self._journal.path
+        return self._journal
+
+    def _replay_leftovers(self) -> None:
+        """Write the journals earlier writers on this database left behind, oldest first."""
+        for path in journal_mod.leftovers(self.journal_dir, self._stem):
+            if self._journal is not None and path == self._journal.path:
+                continue
+            try:
+                jr = journal_mod.Journal(path)
+            except OSError:
+                continue  # locked: its writer is still running
+            mark = jr.last_mark()
+            if mark is not None:
+                committed = self._batch_was_committed(mark["writer_id"], mark["batch_no"])
+                jr.read_pos = mark["end"] if committed else mark["start"]
+            n = 0
+            while jr.unread:
+                start = jr.read_pos
+                events, end = jr.read(self.batch_size)
+                if not events:
+                    break  # a torn last record: the rest never reached the journal whole
+                self._inflight = events
+                jr.mark(self.writer_id, self._batch_no + 1, start, end)
+                self._commit(events)
+                jr.read_pos = end
+                n += len(events)
+            self._inflight = []
+            jr.close(delete=True)
+            self.stats["replayed"] += n
+            log.warning("audit: wrote %d events left in %s by an earlier run", n, path)
+
+    def _batch_was_committed(self, writer_id: str, batch_no: int) -> bool:
+        def check():
+            with self._engine.connect() as conn:
+                return _batch_committed(conn, writer_id, batch_no)
+
+        found = []
+        self._with_retry(lambda: found.append(check()), what="journal check")
+        return bool(found and found[0])
 
     def _setup(self) -> None:
         if self._engine is None:
-            self._engine = make_engine(self.url, busy_timeout=self.busy_timeout,
-                                       synchronous=self.synchronous,
-                                       application_name=f"btlive-audit-{self.writer_id}"[:63])
-            dialect = self._engine.dialect.name
-            insert = pg_dialect.insert if dialect == "postgresql" else sqlite_dialect.insert
-            for t in schema.CHAINED:
-                stmt = insert(t)
-                if t.name in KEY_COLUMNS:
-                    stmt = stmt.on_conflict_do_nothing(index_elements=list(KEY_COLUMNS[t.name]))
-                self._inserts[t.name] = _DriverInsert(stmt, self._engine.dialect)
+            self._engine = sql.make_engine(
+                self.url, what="audit db", busy_timeout=self.busy_timeout,
+                synchronous=self.synchronous, immediate=True,
+                application_name=f"btlive-audit-{self.writer_id}")
+            self._codec = RowCodec(self._engine.dialect.name)
         if self.create:
             schema.create_schema(self._engine)
         with self._engine.connect() as conn:
             self.head = _read_head(conn)
 
-    def _with_retry(self, fn, what: str) -> bool:
-        delay = self.retry_initial
+    def _with_retry(self, fn, what: str) -> None:
+        delays = self.retry.delays()
         while True:
             try:
                 fn()
-                return True
+                return
             except Exception as exc:
-                if not is_transient(exc):
+                if not sql.is_transient(exc):
                     raise
                 self._disconnect()
                 self.stats["retries"] += 1
-                self.stats["last_error"] = _error_text(exc)
+                self.stats["last_error"] = sql.error_text(exc, self.url)
                 self._notify(exc)
-                if self._deadline is not None and time.monotonic() + delay > self._deadline:
-                    return False
+                delay = next(delays, None)
+                if delay is None:
+                    raise
                 log.warning("audit writer: %s failed (%s); retrying in %.2f s, %d events waiting",
-                            what, self.stats["last_error"], delay, self._queue.qsize())
-                time.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                            what, self.stats["last_error"], delay, len(self._queue))
+                if self._abort.wait(delay):
+                    raise _Aborted from None
 
     def _notify(self, exc: BaseException) -> None:
         if self.on_error is not None:
@@ -403,66 +505,42 @@ class AuditWriter:
     def _commit(self, events: list) -> None:
         if not events:
             return
+        converters = self._codec.converters
+        recorded = time.time_ns()
         rows = []
         for ev in events:
             try:
-                rows.append((ev, self._to_row(ev)))
-            except Exception as exc:
+                params, text = converters[type(ev)](ev, recorded)
+            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
                 self.stats["rejected"] += 1
                 log.error("audit writer: rejected %r: %s", ev, exc)
+                continue
+            rows.append((ev, ev.TABLE, _key(ev), params, text))
         if not rows:
             return
-        attempt = {"n": 0}
+        attempt = [0]
 
         def write():
-            attempt["n"] += 1
-            self._write(rows, check_committed=attempt["n"] > 1)
+            attempt[0] += 1
+            try:
+                self._write(rows, check_committed=attempt[0] > 1)
+            except _KeyExisted:
+                self._write(rows, check_committed=False, check_existing=True)
 
         try:
-            ok = self._with_retry(write, what=f"commit of {len(rows)} rows")
+            self._with_retry(write, what=f"commit of {len(rows)} rows")
         except Exception as exc:
             if not is_row_error(exc):
                 raise  # the database, not a row, is the problem: stop the writer
-            # a row the database refuses; write the others one by one
-            if len(rows) == 1:
+            if len(rows) == 1:  # a row the database refuses
                 self.stats["rejected"] += 1
-                log.error("audit writer: database rejected %r: %s", rows[0][0], exc)
+                log.error("audit writer: database rejected %r: %s", rows[0][0],
+                          sql.error_text(exc, self.url))
                 return
-            log.warning("audit writer: batch refused (%s); isolating the bad row", exc)
-            for ev, _row in rows:
-                self._commit([ev])
-            return
-        if not ok:
-            self.stats["unwritten"] += len(rows)
-            log.error("audit writer: gave up at close; %d events NOT written to %s",
-                      len(rows), safe_url(self.url))
-
-    def _to_row(self, ev) -> dict:
-        table = ev.TABLE
-        row = dict(self._templates[table])
-        cls = type(ev)
-        row.update(zip(FIELD_NAMES[cls], _GETTERS[cls](ev), strict=True))
-        for name, column in _RENAMED.items():
-            if name in row:
-                value = row.pop(name)
-                row[column] = None if value is None else json.dumps(
-                    value, sort_keys=True, default=str, separators=(",", ":"))
-        if table == "executions":
-            row["base_exec_id"], row["exec_rev"] = split_exec_id(ev.exec_id)
-        for col in schema.MONEY_COLUMNS[table]:
-            value = row[col]
-            if value is not None:
-                if type(value) is float and isfinite(value):
-                    value = Decimal(repr(value))
-                    row[col] = value.copy_abs() if not value else value
-                else:
-                    row[col] = schema.to_decimal(value)
-        for at, ns in schema.DERIVED_AT[table]:
-            row[at] = schema.ns_to_datetime(row[ns])
-        for col in self._required[table]:
-            if row[col] is None:
-                raise ValueError(f"{table}.{col} is required but is None")
-        return row
+            log.warning("audit writer: batch refused (%s); isolating the bad row",
+                        sql.error_text(exc, self.url))
+            for row in rows:
+                self._commit([row[0]])
 
     def _connection(self) -> sa.Connection:
         if self._conn is None:
@@ -474,53 +552,55 @@ class AuditWriter:
             try:
                 self._conn.invalidate()
                 self._conn.close()
-            except Exception:
+            except sa.exc.SQLAlchemyError:
                 pass
             self._conn = None
 
-    def _write(self, rows: list, check_committed: bool) -> None:
+    def _write(self, rows: list, check_committed: bool, check_existing: bool = False) -> None:
+        """Chain and insert ``rows`` in one transaction.
+
+        Keys already in the database (from an earlier writer) must not take a place in the chain.
+        Looking them up costs more than the insert, so the first try inserts with ``ON CONFLICT
+        DO NOTHING`` and counts: a count short of the rows means a key existed, and the batch is
+        rolled back and redone with the lookup (``check_existing``).
+        """
         conn = self._connection()
+        check_existing = check_existing or not conn.dialect.supports_sane_multi_rowcount
         batch_no = self._batch_no + 1
-        postgres = conn.dialect.name == "postgresql"
         with conn.begin():
-            if postgres:
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+            if conn.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
             if check_committed and _batch_committed(conn, self.writer_id, batch_no):
                 log.info("audit writer: batch %d was committed before the connection broke", batch_no)
                 self._batch_no = batch_no
                 self.head = _read_head(conn)
                 return
-            head_seq, head_hash = _read_head(conn)
-            existing = self._existing_keys(conn, rows)
+            head_seq, h = _read_head(conn)
+            existing = self._existing_keys(conn, rows) if check_existing else _NONE_EXISTING
+            seen = self._seen
             new_keys: dict[str, set] = defaultdict(set)
             by_table: dict[str, list] = defaultdict(list)
-            seq, h = head_seq, head_hash
-            recorded = time.time_ns()
+            seq = head_seq
+            sha = hashlib.sha256
             duplicates = 0
-            for n, (ev, row) in enumerate(rows):
-                if not n & 15:
-                    time.sleep(0)  # let a waiting producer (cerebro's thread) take the GIL now
-                table = ev.TABLE
-                key = _key(ev)
+            for _ev, table, key, params, text in rows:
                 if key is not None:
-                    if key in self._seen[table] or key in existing[table] or key in new_keys[table]:
+                    if key in seen[table] or key in existing[table] or key in new_keys[table]:
                         duplicates += 1
                         continue
                     new_keys[table].add(key)
-                seq += 1  # seq, recorded_ns and row_hash are rewritten on every attempt
-                row["seq"] = seq
-                row["recorded_ns"] = recorded
-                h = row_hash(h, table, seq, row)
-                row["row_hash"] = h
-                by_table[table].append(row)
+                seq += 1  # seq and row_hash are rewritten on every attempt
+                h = sha(f"{h}|{table}|{seq}|{text}".encode()).hexdigest()
+                by_table[table].append((seq, h, *params))
             if seq > head_seq:
-                for table in schema.TABLES:
-                    if by_table[table]:
-                        self._inserts[table].execute(conn, by_table[table])
+                inserted = 0
+                for table, params in by_table.items():
+                    inserted += conn.exec_driver_sql(self._codec.insert_sql[table], params).rowcount
+                if inserted != seq - head_seq and not check_existing:
+                    raise _KeyExisted  # rolls the transaction back
                 conn.execute(schema.chain_heads.insert(), {
                     "seq": seq, "row_hash": h, "rows": seq - head_seq, "writer_id": self.writer_id,
                     "batch_no": batch_no, "committed_ns": time.time_ns()})
-        # committed
         if seq > head_seq:
             self._batch_no = batch_no
         self.head = (seq, h)
@@ -528,17 +608,16 @@ class AuditWriter:
         self.stats["batches"] += 1
         self.stats["duplicates"] += duplicates
         for table, keys in new_keys.items():
-            seen = self._seen[table]
-            if len(seen) > _SEEN_CAP:
-                seen.clear()
-            seen.update(keys)
+            known = seen[table]
+            if len(known) > _SEEN_CAP:
+                known.clear()
+            known.update(keys)
 
     def _existing_keys(self, conn: sa.Connection, rows: list) -> dict[str, set]:
         wanted: dict[str, set] = defaultdict(set)
-        for ev, _row in rows:
-            key = _key(ev)
-            if key is not None and key not in self._seen[ev.TABLE]:
-                wanted[ev.TABLE].add(key)
+        for _ev, table, key, _params, _text in rows:
+            if key is not None and key not in self._seen[table]:
+                wanted[table].add(key)
         existing: dict[str, set] = defaultdict(set)
         for table, keys in wanted.items():
             t = schema.TABLES[table]
@@ -551,46 +630,8 @@ class AuditWriter:
         return existing
 
 
-def _sqlite_datetime(value: datetime) -> str:
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
-
-
-class _DriverInsert:
-    """A dialect INSERT compiled once and run with the driver's executemany.
-
-    SQLAlchemy's per-row parameter processing costs more than hashing the row;
-    the few conversions the audit types need are done here instead (SQLite:
-    Money as fixed-point text, UTC datetimes as text, booleans as 0/1).
-    psycopg adapts Decimal, aware datetimes and booleans itself.
-    """
-
-    def __init__(self, stmt: sa.Insert, dialect):
-        compiled = stmt.compile(dialect=dialect)
-        self.sql = compiled.string
-        self.sqlite = dialect.name == "sqlite"
-        if self.sqlite:
-            table = stmt.table
-            self.converters = []
-            for name in compiled.positiontup:
-                col_type = table.c[name].type
-                if isinstance(col_type, schema.Money):
-                    conv = schema.decimal_text
-                elif isinstance(col_type, schema.UtcDateTime):
-                    conv = _sqlite_datetime
-                elif isinstance(col_type, sa.Boolean):
-                    conv = int
-                else:
-                    conv = None
-                self.converters.append((name, conv))
-
-    def execute(self, conn: sa.Connection, rows: list[dict]) -> None:
-        if self.sqlite:
-            convs = self.converters
-            params = [tuple(row[name] if conv is None or row[name] is None else conv(row[name])
-                            for name, conv in convs) for row in rows]
-        else:
-            params = rows
-        conn.exec_driver_sql(self.sql, params)
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _read_head(conn: sa.Connection) -> tuple[int, str]:
@@ -622,7 +663,7 @@ def acquire_writer(url: str, **kwargs) -> AuditWriter:
 
 
 def release_writer(writer: AuditWriter, timeout: float = 30.0) -> bool:
-    """Drop one reference; the last one closes the writer (flushing what is queued)."""
+    """Drop one reference; the last one closes the writer (writing what is queued)."""
     with _registry_lock:
         current, refs = _registry.get(writer.url, (None, 0))
         if current is not writer:

@@ -1,15 +1,16 @@
 """IBBroker: backtrader orders, positions and account values through IBStore (ib_async).
 
-IB events arrive on the store's loop thread; they are queued and applied to
-backtrader's orders in :meth:`IBBroker.next` on backtrader's thread, so order
-objects are only ever mutated on the strategy's thread. Reads (cash, value,
-positions, open orders) are served from local state and never block.
+IB events arrive on the store's loop thread, which only puts them on the inbox as
+:mod:`btlive.ib.events` values; :meth:`IBBroker.next` applies them on backtrader's thread,
+so orders, positions, cash and value only ever change there. Reads never block.
 """
 
 from __future__ import annotations
 
 import collections
+import copy
 import datetime as dt
+import functools
 import queue
 import threading
 import time
@@ -22,19 +23,24 @@ from backtrader.comminfo import CommInfoBase
 from backtrader.position import Position
 from ib_async import Contract
 
-from btlive.ib.compat import convert
+from btlive.ib import events as ev
+from btlive.ib import reconcile
+from btlive.ib.compat import convert, with_ibpy_aliases
 from btlive.ib.history import format_utc
 from btlive.ib.messages import IBMessage
 from btlive.ib.orders import (
+    IB_ORDER_FIELDS,
     Action,
     FillBook,
     OrderSpecError,
     build_ib_order,
     error_action,
+    round_prices,
     status_action,
     time_in_force,
 )
-from btlive.ib.store import store_for
+from btlive.ib.store import IBStore, store_for
+from btlive.ib.ticks import TickRule
 
 NOT_STOCKLIKE = frozenset({"FUT", "OPT", "FOP", "FUND"})
 
@@ -81,17 +87,29 @@ class IBBroker(bt.BrokerBase):
     StopTrail (TRAIL, ``trailamount`` or ``trailpercent``), StopTrailLimit (TRAIL LIMIT).
     ``valid``: None -> GTC, 0/``Order.DAY`` -> DAY, datetime/date/timedelta -> GTD (sent in UTC).
     ``oco=`` shares an OCA group; ``buy_bracket``/``sell_bracket`` use ``parentId`` and ``transmit``.
-    Extra keyword arguments of ``buy``/``sell`` are set on the ib_async ``Order`` (e.g.
-    ``orderType='LIT', auxPrice=9.8``).
+    Extra keyword arguments of ``buy``/``sell`` go to ``order.info`` (as in backtrader); those
+    that are IB Order fields are also set on the ib_async ``Order`` (e.g.
+    ``orderType='LIT', auxPrice=9.8``). ``order.info.ib_order`` is that Order, which also
+    answers IbPy's read-only ``m_`` names (``m_orderId``, ``m_lmtPrice``...).
+
+    Prices go out on the instrument's tick grid (contract details' minTick, refined by
+    ``reqMarketRule``'s tiers): ``roundprice`` 'passive' (default) rounds away from the market
+    (buy limit down, sell limit up, buy stop up, sell stop down), 'aggressive' the other way,
+    'nearest' to the closest tick, None not at all. Orders TWS refuses (110 off the grid,
+    201, and the other order errors) are Rejected with ``order.info.ib_error``/``ib_reason``.
+
+    ``getcash``/``getvalue`` change with each fill and its commission at once and are set to
+    TWS's account values whenever TWS sends them (every few minutes at IB).
 
     Params:
       - ``store`` (None): the IBStore; otherwise made from the store params given here
-        (host, port, clientId, ...)
+        (host, port, clientId, ...), or the existing store when none is given
       - ``queue_disconnected`` (False): hold orders placed while disconnected and send them
         after reconnection; by default they are rejected with a reason in ``order.info.ib_reason``
       - ``commtimeout`` (5.0): seconds to wait for an execution's commission report before
         applying the fill with commission 0
       - ``synctimeout`` (10.0): seconds ``start`` waits for the account snapshot
+      - ``roundprice`` ('passive'): tick-grid rounding policy of order prices (see above)
     """
 
     params = (
@@ -99,6 +117,7 @@ class IBBroker(bt.BrokerBase):
         ("queue_disconnected", False),
         ("commtimeout", 5.0),
         ("synctimeout", 10.0),
+        ("roundprice", "passive"),
     )
 
     def __init__(self, **kwargs):
@@ -128,7 +147,7 @@ class IBBroker(bt.BrokerBase):
         self._link_up = self.store.connected()
         if self._link_up:
             try:
-                snap = self.store.run(self._snapshot(), timeout=self.p.synctimeout)
+                snap = self.store.run_sync(self._snapshot(), timeout=self.p.synctimeout)
             except Exception as exc:  # noqa: BLE001 - start without a snapshot, reported
                 self.store.put_notification(IBMessage("error", text=f"account snapshot failed: {exc!r}"))
             else:
@@ -145,7 +164,7 @@ class IBBroker(bt.BrokerBase):
         for pos in positions:
             self._set_position(pos)
         for value in values:
-            self.on_account_value(value)
+            self._apply(_account_event(value))
         self._fills.seen.update(exec_ids)  # executions before this run are not ours to apply
 
     def _set_position(self, pos) -> None:
@@ -226,6 +245,7 @@ class IBBroker(bt.BrokerBase):
                     trailamount=trailamount, trailpercent=trailpercent, parent=parent,
                     transmit=transmit)
         order.addcomminfo(self.getcommissioninfo(data))
+        order.addinfo(**kwargs)
         contract = getattr(data, "tradecontract", None)
         tif, good_till = "GTC", ""
         try:
@@ -236,13 +256,16 @@ class IBBroker(bt.BrokerBase):
                 isbuy=order.isbuy(), size=size, exectype=order.exectype, price=price,
                 pricelimit=plimit, trailamount=trailamount, trailpercent=trailpercent, tif=tif,
                 good_till=good_till, transmit=transmit, account=self.store.p.account, extra=kwargs)
+            round_prices(ib_order, getattr(data, "tickrule", TickRule()), self.p.roundprice,
+                         order.isbuy())
         except OrderSpecError as exc:
             order.submit(self)
             self._recs[order.ref] = _Rec(order, None, contract)
             self.notify(order)
             self._reject(order, 0, str(exc))
             return order
-        ib_order = convert(self.store.api, ib_order)
+        ib_order = with_ibpy_aliases(convert(self.store.api, ib_order))
+        order.addinfo(ib_order=ib_order)
         rec = _Rec(order, ib_order, contract, parent_ref=parent.ref if parent is not None else None,
                    has_expiry=tif in ("DAY", "GTD"))
         if "orderRef" not in kwargs:
@@ -275,7 +298,7 @@ class IBBroker(bt.BrokerBase):
 
     def _send(self, rec: _Rec) -> None:
         rec.sent = True
-        self.store.call(self._place, rec)
+        self.store.call_soon(self._place, rec)
 
     def _place(self, rec: _Rec) -> None:
         """Loop thread: place (or re-place, to modify) one order."""
@@ -288,16 +311,16 @@ class IBBroker(bt.BrokerBase):
                 raise ConnectionError("not connected")
             trade = self.ib.placeOrder(rec.contract, rec.ib_order)
         except ConnectionError as exc:
-            self._inbox.put(("reject", rec.order.ref, 0, f"not sent, TWS connection lost: {exc}"))
+            self._inbox.put(ev.NotSent(rec.order.ref, f"not sent, TWS connection lost: {exc}"))
             return
         except Exception as exc:  # noqa: BLE001 - the strategy must hear of it, not wait forever
-            self._inbox.put(("reject", rec.order.ref, 0, f"not sent: {exc!r}"))
+            self._inbox.put(ev.NotSent(rec.order.ref, f"not sent: {exc!r}"))
             return
         oid = trade.order.orderId
         with self._lock:
             rec.order_id = oid
             self._oid2ref[oid] = rec.order.ref
-        self._inbox.put(("placed", rec.order.ref, oid))  # order.info is the strategy thread's
+        self._inbox.put(ev.Placed(rec.order.ref, oid))  # order.info is the strategy thread's
 
     def cancel(self, order):
         rec = self._recs.get(order.ref)
@@ -310,7 +333,7 @@ class IBBroker(bt.BrokerBase):
             rec.order.cancel()
             self.notify(rec.order)
             return
-        self.store.call(self._cancel_in_loop, rec)
+        self.store.call_soon(self._cancel_in_loop, rec)
 
     def _cancel_in_loop(self, rec: _Rec) -> None:
         if rec.order_id and self.ib.isConnected():
@@ -331,83 +354,81 @@ class IBBroker(bt.BrokerBase):
         if size is not None:
             updates["totalQuantity"] = abs(size)
         for name in updates:
-            if not hasattr(rec.ib_order, name):
+            if name not in IB_ORDER_FIELDS:
                 raise ValueError(f"{name}: ib_async Order has no such field")
-        ref = rec.order.ref
-
-        def apply():
-            before = {name: getattr(rec.ib_order, name) for name in updates}
-            for name, value in updates.items():
-                setattr(rec.ib_order, name, value)
-            if not rec.order_id:
-                return  # not placed yet: the placement carries the new values
-            try:
-                if not self.ib.isConnected():
-                    raise ConnectionError("not connected to TWS")
-                self.ib.placeOrder(rec.contract, rec.ib_order)
-            except Exception as exc:  # noqa: BLE001 - the strategy must hear of it
-                for name, value in before.items():  # TWS still has the previous version
-                    setattr(rec.ib_order, name, value)
-                self._inbox.put(("modfail", ref, 0, f"modification not sent: {exc!r}",
-                                 None, created))
-                return
-            self._inbox.put(("modsent", ref, before, created))
+        updates.update(self._rounded(rec, updates))
         created = (rec.order.created.price, rec.order.created.pricelimit)
         if price is not None:
             rec.order.created.price = price
         if plimit is not None:
             rec.order.created.pricelimit = plimit
-        self.store.call(apply)
+        self.store.call_soon(self._modify_in_loop, rec, updates, created)
         return rec.order
+
+    def _rounded(self, rec: _Rec, updates: dict) -> dict:
+        """The new prices of ``updates`` on the tick grid (the broker's ``roundprice``)."""
+        probe = copy.copy(rec.ib_order)
+        for name, value in updates.items():
+            setattr(probe, name, value)
+        rule = getattr(rec.order.data, "tickrule", TickRule())
+        changed = round_prices(probe, rule, self.p.roundprice, rec.order.isbuy())
+        return {name: value for name, value in changed.items() if name in updates}
+
+    def _modify_in_loop(self, rec: _Rec, updates: dict, created: tuple) -> None:
+        """Loop thread: re-place the order with ``updates`` (TWS modifies by orderId)."""
+        before = {name: getattr(rec.ib_order, name) for name in updates}
+        for name, value in updates.items():
+            setattr(rec.ib_order, name, value)
+        if not rec.order_id:
+            return  # not placed yet: the placement carries the new values
+        try:
+            if not self.ib.isConnected():
+                raise ConnectionError("not connected to TWS")
+            self.ib.placeOrder(rec.contract, rec.ib_order)
+        except Exception as exc:  # noqa: BLE001 - the strategy must hear of it
+            for name, value in before.items():  # TWS still has the previous version
+                setattr(rec.ib_order, name, value)
+            self._inbox.put(ev.ModifyFailed(rec.order.ref, 0, f"modification not sent: {exc!r}",
+                                            created))
+            return
+        self._inbox.put(ev.ModifySent(rec.order.ref, before, created))
 
     # -- loop-thread callbacks (queue only) ----------------------------------------------------
     def on_order_status(self, trade) -> None:
         st, log = trade.orderStatus, trade.log
         code, text = (log[-1].errorCode, log[-1].message) if log else (0, "")
-        self._inbox.put(("status", trade.order.orderId, trade.order.permId, st.status,
-                         float(st.filled), code or 0, text or ""))
+        self._inbox.put(ev.Status(trade.order.orderId, trade.order.permId, st.status,
+                                  float(st.filled), code or 0, text or ""))
 
     def on_open_order(self, trade) -> None:
-        self._inbox.put(("open", trade.order.orderId, trade.order.permId, trade.orderStatus.status))
+        self._inbox.put(ev.OpenOrder(trade.order.orderId, trade.order.permId,
+                                     trade.orderStatus.status))
 
     def on_execution(self, contract, execution) -> None:
-        self._inbox.put(("exec", contract, execution))
+        self._inbox.put(ev.Execution(contract, execution))
 
     def on_commission(self, report) -> None:
-        self._inbox.put(("comm", report))
+        self._inbox.put(ev.Commission(report))
 
     def on_order_error(self, order_id: int, code: int, text: str) -> None:
-        self._inbox.put(("error", order_id, code, text))
+        self._inbox.put(ev.OrderError(order_id, code, text))
 
     def on_position(self, position) -> None:
-        self._inbox.put(("position", position))
+        self._inbox.put(ev.PositionUpdate(position))
 
     def on_account_value(self, value) -> None:
-        try:
-            number = float(value.value)
-        except (TypeError, ValueError):
-            return
-        account = self.store.p.account
-        if account and value.account and value.account != account:
-            return
-        self._acct[(value.tag, value.currency)] = number
-        if value.tag in ("TotalCashBalance", "TotalCashValue") and value.currency in ("BASE", ""):
-            self.cash = number
-        elif value.tag == "TotalCashValue" and ("TotalCashBalance", "BASE") not in self._acct:
-            self.cash = number
-        elif value.tag == "NetLiquidation":
-            self.value = number
+        self._inbox.put(_account_event(value))
 
     def on_connection_lost(self) -> None:
         """Socket dropped or 1100: new orders are held/rejected until the reconciliation."""
-        self._inbox.put(("link", False))
+        self._inbox.put(ev.Link(False))
 
     def on_reconnected(self) -> None:
         """Reconnected, or 1101/1102: replay executions, then reconcile orders and positions."""
-        self.store.spawn(self._reconcile())
+        self.store.submit(self._reconcile())
 
     def on_gave_up(self) -> None:
-        self._inbox.put(("gaveup",))
+        self._inbox.put(ev.GaveUp())
 
     async def _replay_executions(self) -> list:
         since = self._fills.last_time
@@ -423,10 +444,11 @@ class IBBroker(bt.BrokerBase):
     async def _reconcile(self) -> None:
         await self._replay_executions()
         ours = self.store.clientId
-        trades = [(t.order.orderId if t.order.clientId == ours else 0, t.order.permId,
-                   t.orderStatus.status) for t in self.ib.trades()]  # open and completed orders
-        placed = set(self._oid2ref)  # only this (loop) thread writes it: the same instant as trades
-        self._inbox.put(("reconciled", trades, placed, list(self.ib.positions())))
+        trades = tuple(reconcile.TradeState(t.order.orderId if t.order.clientId == ours else 0,
+                                            t.order.permId, t.orderStatus.status)
+                       for t in self.ib.trades())  # open and completed orders
+        placed = frozenset(self._oid2ref)  # only this (loop) thread writes it: same instant as trades
+        self._inbox.put(ev.Reconciled(reconcile.Snapshot(trades, placed, tuple(self.ib.positions()))))
 
     # -- backtrader thread: apply events -------------------------------------------------------
     def next(self):
@@ -448,70 +470,129 @@ class IBBroker(bt.BrokerBase):
                     if fill is not None:
                         self._apply_fill(fill)
 
+    @functools.singledispatchmethod
     def _apply(self, event) -> None:
-        kind = event[0]
-        if kind == "exec":
-            _, contract, execution = event
-            self._exec_contract[execution.execId] = contract
-            fill = self._fills.add_execution(execution)
-            if fill is None and execution.execId in self._fills.pending_exec:
-                self._exec_seen_at[execution.execId] = time.monotonic()
-            if fill is not None:
-                self._apply_fill(fill)
-        elif kind == "comm":
-            fill = self._fills.add_commission(event[1])
-            if fill is not None:
-                self._exec_seen_at.pop(fill.exec_id, None)
-                self._apply_fill(fill)
-        elif kind == "status":
-            self._apply_status(*event[1:])
-        elif kind == "placed":
-            self._recs[event[1]].order.addinfo(ib_order_id=event[2], ib_client_id=self.store.clientId)
-        elif kind == "open":
-            rec = self._rec_for(event[1], event[2])
-            if rec is None:
-                return
-            self._learn_perm(rec, event[2])
-            rec.modifying = None  # TWS acknowledged the (modified) order
-            if rec.order.alive() and event[3] in ("Submitted", "PreSubmitted"):
-                self._act(rec, Action.ACCEPT, 0, "")
-        elif kind == "error":
-            _, oid, code, text = event
-            rec = self._rec_for(oid, 0)
-            if rec is None or not rec.order.alive() or self._modify_refused(rec, code, text):
-                return
-            rec.last_error = (code, text)
-            action = error_action(code, text)
-            if action is Action.NONE and code == 321 and rec.order.status == rec.order.Submitted:
-                action = Action.REJECT  # TWS never took the order (e.g. an invalid account)
-            if action is Action.CANCEL:  # 202 also reports DAY/GTD expiry
-                action = status_action("Cancelled", error_code=code, error_text=text,
-                                       cancel_requested=rec.cancel_requested,
-                                       has_expiry=rec.has_expiry)
-            self._act(rec, action, code, text)
-        elif kind == "modsent":
-            rec = self._recs.get(event[1])
-            if rec is not None:
-                rec.modifying, rec.refused_code = (event[2], event[3]), 0
-        elif kind == "modfail":
-            rec = self._recs.get(event[1])
-            if rec is not None:
-                self._modify_failed(rec, event[2], event[3], event[4], event[5])
-        elif kind == "reject":
-            rec = self._recs.get(event[1])
-            if rec is not None and rec.order.alive():
-                self._reject(rec.order, event[2], event[3])
-        elif kind == "position":
-            self._apply_position(event[1])
-        elif kind == "link":
-            self._link_up = event[1]
-        elif kind == "gaveup":
-            self._link_up = False
-            for rec in list(self._held):
-                self._held.remove(rec)
-                self._reject(rec.order, 0, "TWS reconnection failed: held order never sent")
-        elif kind == "reconciled":
-            self._apply_reconcile(*event[1:])
+        raise TypeError(f"IBBroker: no handler for {event!r}")
+
+    @_apply.register
+    def _(self, event: ev.Execution) -> None:
+        execution = event.execution
+        self._exec_contract[execution.execId] = event.contract
+        fill = self._fills.add_execution(execution)
+        if fill is None and execution.execId in self._fills.pending_exec:
+            self._exec_seen_at[execution.execId] = time.monotonic()
+        if fill is not None:
+            self._apply_fill(fill)
+
+    @_apply.register
+    def _(self, event: ev.Commission) -> None:
+        fill = self._fills.add_commission(event.report)
+        if fill is not None:
+            self._exec_seen_at.pop(fill.exec_id, None)
+            self._apply_fill(fill)
+
+    @_apply.register
+    def _(self, event: ev.Status) -> None:
+        self._apply_status(event.order_id, event.perm_id, event.status, event.filled,
+                           event.code, event.text)
+
+    @_apply.register
+    def _(self, event: ev.Placed) -> None:
+        self._recs[event.ref].order.addinfo(ib_order_id=event.order_id,
+                                            ib_client_id=self.store.clientId)
+
+    @_apply.register
+    def _(self, event: ev.OpenOrder) -> None:
+        rec = self._rec_for(event.order_id, event.perm_id)
+        if rec is None:
+            return
+        self._learn_perm(rec, event.perm_id)
+        rec.modifying = None  # TWS acknowledged the (modified) order
+        if rec.order.alive() and event.status in ("Submitted", "PreSubmitted"):
+            self._act(rec, Action.ACCEPT, 0, "")
+
+    @_apply.register
+    def _(self, event: ev.OrderError) -> None:
+        code, text = event.code, event.text
+        rec = self._rec_for(event.order_id, 0)
+        if rec is None or not rec.order.alive() or self._modify_refused(rec, code, text):
+            return
+        rec.last_error = (code, text)
+        action = error_action(code, text)
+        if action is Action.NONE and code == 321 and rec.order.status == rec.order.Submitted:
+            action = Action.REJECT  # TWS never took the order (e.g. an invalid account)
+        if action is Action.CANCEL:  # 202 also reports DAY/GTD expiry
+            action = status_action("Cancelled", error_code=code, error_text=text,
+                                   cancel_requested=rec.cancel_requested, has_expiry=rec.has_expiry)
+        self._act(rec, action, code, text)
+
+    @_apply.register
+    def _(self, event: ev.ModifySent) -> None:
+        rec = self._recs.get(event.ref)
+        if rec is not None:
+            rec.modifying, rec.refused_code = (event.before, event.created), 0
+
+    @_apply.register
+    def _(self, event: ev.ModifyFailed) -> None:
+        rec = self._recs.get(event.ref)
+        if rec is not None:
+            self._modify_failed(rec, event.code, event.reason, None, event.created)
+
+    @_apply.register
+    def _(self, event: ev.NotSent) -> None:
+        rec = self._recs.get(event.ref)
+        if rec is not None and rec.order.alive():
+            self._reject(rec.order, 0, event.reason)
+
+    @_apply.register
+    def _(self, event: ev.PositionUpdate) -> None:
+        self._apply_position(event.position)
+
+    @_apply.register
+    def _(self, event: ev.AccountValue) -> None:
+        try:
+            number = float(event.value)
+        except (TypeError, ValueError):
+            return
+        account = self.store.p.account
+        if account and event.account and event.account != account:
+            return
+        self._acct[(event.tag, event.currency)] = number
+        if event.tag in ("TotalCashBalance", "TotalCashValue") and event.currency in ("BASE", ""):
+            self.cash = number
+        elif event.tag == "TotalCashValue" and ("TotalCashBalance", "BASE") not in self._acct:
+            self.cash = number
+        elif event.tag == "NetLiquidation":
+            self.value = number
+
+    @_apply.register
+    def _(self, event: ev.Link) -> None:
+        self._link_up = event.up
+
+    @_apply.register
+    def _(self, event: ev.GaveUp) -> None:
+        self._link_up = False
+        for rec in list(self._held):
+            self._held.remove(rec)
+            self._reject(rec.order, 0, "TWS reconnection failed: held order never sent")
+        working = [self._describe(rec) for rec in self._recs.values()
+                   if rec.sent and rec.order_id and rec.order.alive()]
+        if working:
+            self.store.put_notification(IBMessage("disconnected", text=(
+                "gave up reconnecting; still working at TWS (check them there): "
+                + "; ".join(working))))
+
+    @staticmethod
+    def _describe(rec: _Rec) -> str:
+        o = rec.ib_order
+        price = "".join(f" {name} {getattr(o, name):g}" for name in ("lmtPrice", "auxPrice")
+                        if isinstance(getattr(o, name), float) and abs(getattr(o, name)) < 1e300)
+        return (f"ref {rec.order.ref} IB orderId {rec.order_id} {o.action} {o.totalQuantity:g} "
+                f"{rec.contract.localSymbol or rec.contract.symbol} {o.orderType}{price} {o.tif}")
+
+    @_apply.register
+    def _(self, event: ev.Reconciled) -> None:
+        self._apply_reconcile(event.snapshot)
 
     def _rec_for(self, order_id: int, perm_id: int) -> _Rec | None:
         ref = self._perm2ref.get(perm_id) if perm_id else None
@@ -594,7 +675,7 @@ class IBBroker(bt.BrokerBase):
             def restore():
                 for name, value in before.items():
                     setattr(rec.ib_order, name, value)
-            self.store.call(restore)
+            self.store.call_soon(restore)
         order = rec.order
         order.created.price, order.created.pricelimit = created
         order.addinfo(ib_modify_error=code, ib_modify_reason=reason)
@@ -641,6 +722,7 @@ class IBBroker(bt.BrokerBase):
         order.execute(when, fill.size, fill.price, closed, closedvalue, closedcomm,
                       opened, openedvalue, openedcomm, margin, pnl, psize, pprice)
         order.addinfo(ib_last_exec_id=fill.exec_id)
+        self._book_fill(comminfo, fill, pnl)
         if not order.alive():  # reported after IB's cancel/expiry: counted, status kept
             self.notify(order)
             return
@@ -653,6 +735,14 @@ class IBBroker(bt.BrokerBase):
             action, rec.deferred = rec.deferred, None
             if order.alive():
                 self._act(rec, *action)
+
+    def _book_fill(self, comminfo, fill, pnl: float) -> None:
+        """Cash and value move with our fill now; TWS's next account values replace them."""
+        if comminfo.p.stocklike:
+            self.cash -= fill.size * fill.price * comminfo.p.mult + fill.commission
+        else:  # futures-like: only the realized result and the commission touch cash
+            self.cash += pnl - fill.commission
+        self.value -= fill.commission
 
     def _pending_execs(self, con_id: int) -> list:
         """Executions of ``con_id`` not applied yet (their commission report is awaited)."""
@@ -683,41 +773,36 @@ class IBBroker(bt.BrokerBase):
                 f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
             self._set_position(pos)
 
-    def _apply_reconcile(self, trades: list, placed: set, positions: list) -> None:
+    def _apply_reconcile(self, snapshot: reconcile.Snapshot) -> None:
         self._link_up = True
-        order_ids = {oid for oid, _perm, _status in trades if oid}
-        perm_ids = {perm for _oid, perm, _status in trades if perm}
-        for oid, perm, status in trades:
-            if status in ("Cancelled", "ApiCancelled", "Inactive"):  # ended while we were away
-                self._apply_status(oid, perm, status, 0.0, 0, "")
-        for rec in list(self._recs.values()):
-            # orders placed after TWS's list was taken are not judged by it
-            if rec.order_id not in placed or not rec.order.alive():
-                continue
-            if rec.order_id in order_ids or (rec.perm_id and rec.perm_id in perm_ids):
-                continue
-            self._reject(rec.order, 0, "order unknown to TWS after reconnection (never reached it); "
-                         "not resent")
-        listed = {pos.contract.conId for pos in positions}
-        for con_id, ours in self.positions.items():
-            if ours.size and con_id not in listed and not self._pending_execs(con_id):
-                self.store.put_notification(IBMessage("reconcile", text=(
-                    f"position conId {con_id}: local {ours.size:g} -> TWS 0")))
-                ours.set(0, 0.0)
-        for pos in positions:
-            con_id = pos.contract.conId
-            ours = self.positions[con_id]
-            pending = sum(float(e.shares) * (1 if e.side.upper().startswith("B") else -1)
-                          for e in self._pending_execs(con_id))
-            if abs(ours.size + pending - float(pos.position)) > 1e-9:
-                self.store.put_notification(IBMessage("reconcile", text=(
-                    f"position conId {con_id}: local {ours.size:g} -> TWS {float(pos.position):g}")))
-                self._set_position(pos)
+        alive = [reconcile.LocalOrder(rec.order.ref, rec.order_id, rec.perm_id)
+                 for rec in self._recs.values() if rec.order.alive()]
+        local = {con_id: pos.size for con_id, pos in self.positions.items()}
+        pending = {con_id: self._pending_size(con_id) for con_id in
+                   {c.conId for c in self._exec_contract.values() if c is not None}}
+        plan = reconcile.plan(snapshot, alive, local, pending)
+        for trade in plan.ended:  # ended while we were away
+            self._apply_status(trade.order_id, trade.perm_id, trade.status, 0.0, 0, "")
+        for ref in plan.unknown:
+            if self._recs[ref].order.alive():
+                self._reject(self._recs[ref].order, 0, "order unknown to TWS after reconnection "
+                             "(never reached it); not resent")
+        for fix in plan.positions:
+            tws = float(fix.tws.position) if fix.tws is not None else 0.0
+            self.store.put_notification(IBMessage("reconcile", text=(
+                f"position conId {fix.con_id}: local {fix.local:g} -> TWS {tws:g}")))
+            if fix.tws is None:
+                self.positions[fix.con_id].set(0, 0.0)
+            else:
+                self._set_position(fix.tws)
         held, self._held = self._held, []
         for rec in held:
             if rec.order.alive():
                 self._send(rec)
 
+    def _pending_size(self, con_id: int) -> float:
+        return sum(float(e.shares) * (1 if e.side.upper().startswith("B") else -1)
+                   for e in self._pending_execs(con_id))
 
 def _mult(contract: Contract) -> float:
     try:
@@ -725,3 +810,10 @@ def _mult(contract: Contract) -> float:
     except (TypeError, ValueError):
         return 1.0
 
+
+
+def _account_event(value) -> ev.AccountValue:
+    return ev.AccountValue(value.tag, value.value, value.currency, value.account)
+
+
+IBStore.BrokerCls = IBBroker

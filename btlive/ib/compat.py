@@ -53,3 +53,55 @@ def convert(api: ModuleType, obj):
     values = {name: getattr(obj, name) for name in getattr(obj, "__dataclass_fields__", {})
               if name in names}
     return target(**values)
+
+
+#: IbPy names that are not ib_async's name with ``m_`` in front.
+IBPY_RENAMES = {"expiry": "lastTradeDateOrContractMonth", "primaryExch": "primaryExchange",
+                "summary": "contract"}
+
+
+class IbPyAliases:
+    """Read-only ``m_``-prefixed IbPy names (``m_symbol``, ``m_timeZoneId``, ``m_orderId``...)
+    on ib_async dataclasses, for backtrader scripts written against IbPy."""
+
+
+    def __getattr__(self, name: str):
+        if name.startswith("m_"):
+            real = IBPY_RENAMES.get(name[2:], name[2:])
+            if real in getattr(type(self), "__dataclass_fields__", {}):
+                return getattr(self, real)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name.startswith("m_"):
+            real = IBPY_RENAMES.get(name[2:], name[2:])
+            raise AttributeError(f"{name} is a read-only IbPy alias; set {real} instead")
+        super().__setattr__(name, value)
+
+    def __eq__(self, other):  # equal to the plain ib_async object with the same fields
+        plain = type(self).__mro__[2]
+        other_plain = type(other).__mro__[2] if isinstance(other, IbPyAliases) else type(other)
+        if other_plain is not plain:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in plain.__dataclass_fields__)
+
+    def __hash__(self):
+        return type(self).__mro__[2].__hash__(self)
+
+
+_ALIASED: dict[type, type] = {}
+
+
+def with_ibpy_aliases(obj):
+    """``obj`` (an ib_async Contract, ContractDetails or Order) with the IbPy aliases, in
+    place; a ContractDetails' contract gets them too. Returns ``obj``."""
+    if obj is None or isinstance(obj, IbPyAliases):
+        return obj
+    cls = type(obj)
+    aliased = _ALIASED.get(cls)
+    if aliased is None:
+        aliased = _ALIASED[cls] = type(cls.__name__, (IbPyAliases, cls), {"__module__": cls.__module__})
+    obj.__class__ = aliased
+    if hasattr(obj, "contract") and hasattr(obj, "timeZoneId"):
+        with_ibpy_aliases(obj.contract)
+    return obj

@@ -61,6 +61,37 @@ def _multiplier(token: str, spec: str) -> str:
     return token
 
 
+def _forex(spec: str, symbol: str, exchange: str, ntokens: int) -> tuple[str, str, str]:
+    """(symbol, currency, exchange) of ``CUR1.CUR2-CASH[-EXCH]``."""
+    if "." not in symbol:
+        raise ContractSpecError(f"dataname {spec!r}: forex needs CUR1.CUR2, e.g. EUR.USD-CASH-IDEALPRO")
+    symbol, currency = symbol.split(".", 1)
+    return symbol, currency, exchange if ntokens >= 3 else "IDEALPRO"
+
+
+def _derivative(spec: str, sectype: str, expiry: str, implicit_expiry: bool, rest: list[str],
+                fields: dict, ntokens: int) -> tuple[str, str]:
+    """Futures and options: consume expiry, strike, right and multiplier from ``rest`` into
+    ``fields``; returns the (possibly refined) security type and the expiry."""
+    if ntokens < 3:
+        raise ContractSpecError(f"dataname {spec!r}: {sectype} needs at least TICKER-EXPIRY-EXCHANGE")
+    if not implicit_expiry:
+        if not rest:
+            raise ContractSpecError(f"dataname {spec!r}: {sectype} needs an expiry after the currency")
+        sizes = {"FUT": (6, 8), "FOP": (6, 8), "OPT": (8, 6)}[sectype]
+        expiry = _expiry(rest.pop(0), spec, sizes)
+    if sectype == "FUT" and len(rest) >= 2 and implicit_expiry:
+        sectype = "FOP"  # TICKER-YYYYMM-EXCH-CUR-STRIKE-RIGHT[-MULT]
+    if sectype in ("FOP", "OPT"):
+        if len(rest) < 2:
+            raise ContractSpecError(f"dataname {spec!r}: {sectype} needs STRIKE-RIGHT after the expiry")
+        fields["strike"] = _strike(rest.pop(0), spec)
+        fields["right"] = _right(rest.pop(0), spec)
+    if rest:
+        fields["multiplier"] = _multiplier(rest.pop(0), spec)
+    return sectype, expiry
+
+
 def parse_contract(spec: str, defaults: ContractDefaults | None = None) -> Contract:
     """Build an (unqualified) ib_async ``Contract`` from a backtrader dataname string.
 
@@ -99,30 +130,11 @@ def parse_contract(spec: str, defaults: ContractDefaults | None = None) -> Contr
     fields: dict = {}
 
     if sectype == "CASH":
-        if "." not in symbol:
-            raise ContractSpecError(f"dataname {spec!r}: forex needs CUR1.CUR2, e.g. EUR.USD-CASH-IDEALPRO")
-        symbol, currency = symbol.split(".", 1)
-        if len(tokens) < 3:
-            exchange = "IDEALPRO"
+        symbol, currency, exchange = _forex(spec, symbol, exchange, len(tokens))
     elif sectype == "IND" and len(tokens) < 3:
         raise ContractSpecError(f"dataname {spec!r}: an index needs its exchange, e.g. SPX-IND-CBOE")
     elif sectype in ("FUT", "FOP", "OPT"):
-        if len(tokens) < 3:
-            raise ContractSpecError(f"dataname {spec!r}: {sectype} needs at least TICKER-EXPIRY-EXCHANGE")
-        if not implicit_expiry:
-            if not rest:
-                raise ContractSpecError(f"dataname {spec!r}: {sectype} needs an expiry after the currency")
-            sizes = {"FUT": (6, 8), "FOP": (6, 8), "OPT": (8, 6)}[sectype]
-            expiry = _expiry(rest.pop(0), spec, sizes)
-        if sectype == "FUT" and len(rest) >= 2 and implicit_expiry:
-            sectype = "FOP"  # TICKER-YYYYMM-EXCH-CUR-STRIKE-RIGHT[-MULT]
-        if sectype in ("FOP", "OPT"):
-            if len(rest) < 2:
-                raise ContractSpecError(f"dataname {spec!r}: {sectype} needs STRIKE-RIGHT after the expiry")
-            fields["strike"] = _strike(rest.pop(0), spec)
-            fields["right"] = _right(rest.pop(0), spec)
-        if rest:
-            fields["multiplier"] = _multiplier(rest.pop(0), spec)
+        sectype, expiry = _derivative(spec, sectype, expiry, implicit_expiry, rest, fields, len(tokens))
     if rest:
         raise ContractSpecError(f"dataname {spec!r}: unexpected trailing tokens {'-'.join(rest)!r}")
 

@@ -10,8 +10,9 @@ from backtrader.feed import DataBase
 from backtrader.utils import date2num, num2date
 from ib_async import Contract
 
+from btlive.arctic.symbols import timeframe_name
 from btlive.ib import messages as msgs
-from btlive.ib.compat import CONTRACT_TYPES
+from btlive.ib.compat import CONTRACT_TYPES, with_ibpy_aliases
 from btlive.ib.contracts import (
     ContractDefaults,
     ContractSpecError,
@@ -19,11 +20,20 @@ from btlive.ib.contracts import (
     parse_contract,
 )
 from btlive.ib.history import bar_size
-from btlive.ib.messages import HISTORY_END, IBMessage, LiveBar, LiveTick
-from btlive.ib.store import store_for
+from btlive.ib.messages import HISTORY_END, DataError, IBMessage, LiveBar, LiveTick
+from btlive.ib.store import IBStore, store_for
+from btlive.ib.ticks import TickRule
 
 TF = bt.TimeFrame
 TICK_MODES = ("RTVolume", "AllLast", "Last", "BidAsk", "MidPoint")
+#: reqMarketDataType's codes; 'auto' starts live and falls back to delayed when TWS offers it.
+MKT_DATA_TYPES = {"live": 1, "frozen": 2, "delayed": 3, "delayed-frozen": 4, "auto": 1}
+#: Live tick type -> the delayed one (bid, ask, last; RTVolume's trades become delayed last).
+DELAYED_TICKS = {1: 66, 2: 67, 4: 68, 48: 68, 77: 68}
+#: Market-data errors that refuse live data but leave delayed data possible.
+DELAYED_POSSIBLE = frozenset({354, 10089, 10197})
+#: Market-data errors that change nothing for the feed (partial data, delayed shown).
+DATA_WARNINGS = frozenset({10090, 10167})
 
 
 class IBData(DataBase):
@@ -64,6 +74,16 @@ class IBData(DataBase):
       - ``store`` (None): the IBStore to use; otherwise one is made from the store params
         (host, port, clientId, ...) passed to this feed
       - ``cdtimeout`` (None): seconds to wait for contract details at start (store's ``histtimeout``)
+      - ``mktdatatype`` ('auto'): market data type (``reqMarketDataType``) for RTVolume ticks:
+        'live', 'frozen', 'delayed', 'delayed-frozen', or 'auto': live, and when TWS answers
+        that there is no live subscription but delayed data is available (354, 10089, 10197),
+        delayed data with a store notification that says so. Without a fallback the feed
+        ends with NOTSUBSCRIBED and the reason (TWS's code and message)
+
+    Without store params the feed uses the IBStore that exists already (the broker's, say),
+    as backtrader's one-per-process store does. ``contract``/``contractdetails`` also answer
+    IbPy's read-only ``m_`` names (``data.contractdetails.m_timeZoneId``).
+    Forex volume is 0, live and backfilled, as in backtrader.
     """
 
     params = (
@@ -84,6 +104,7 @@ class IBData(DataBase):
         ("recorder", None),
         ("store", None),
         ("cdtimeout", None),
+        ("mktdatatype", "auto"),
     )
 
     RTBAR_MINSIZE = (TF.Seconds, 5)
@@ -94,6 +115,10 @@ class IBData(DataBase):
         self._store = self.ib
         if self.p.tickmode not in TICK_MODES:
             raise ValueError(f"IBData tickmode={self.p.tickmode!r}: expected one of {', '.join(TICK_MODES)}")
+        if self.p.mktdatatype not in MKT_DATA_TYPES:
+            raise ValueError(f"IBData mktdatatype={self.p.mktdatatype!r}: expected one of "
+                             f"{', '.join(MKT_DATA_TYPES)}")
+        self._mdtype = MKT_DATA_TYPES[self.p.mktdatatype]
         defaults = ContractDefaults(self.p.sectype, self.p.exchange, self.p.currency)
         self.precontract = self._parse(self.p.dataname, defaults, "dataname")
         self.pretradecontract = (self._parse(self.p.tradename, defaults, "tradename")
@@ -104,6 +129,7 @@ class IBData(DataBase):
         self._state = self._ST_OVER
         self.contract = self.contractdetails = None
         self.tradecontract = self.tradecontractdetails = None
+        self.tickrule = TickRule()
         self.error: str | None = None
 
     @staticmethod
@@ -161,14 +187,23 @@ class IBData(DataBase):
             return "AGGTRADES"
         return what
 
+    def market_data_type(self) -> int:
+        """The ``reqMarketDataType`` code the next subscription asks for."""
+        return self._mdtype
+
     def tick_types(self) -> frozenset[int]:
-        """Tick types carrying the feed's price in RTVolume mode (backtrader's choices)."""
+        """Tick types carrying the feed's price in RTVolume mode (backtrader's choices), or
+        their delayed counterparts when the feed uses delayed data."""
         sectype = self.contract.secType
         if sectype in ("CASH", "CFD"):
-            return frozenset({2}) if (self.p.what or "").upper() == "ASK" else frozenset({1})
-        if sectype == "IND":
-            return frozenset({4})
-        return frozenset({48, 77})
+            types = {2} if (self.p.what or "").upper() == "ASK" else {1}
+        elif sectype == "IND":
+            types = {4}
+        else:
+            types = {48, 77}
+        if self._mdtype >= 3:
+            types = {DELAYED_TICKS[t] for t in types}
+        return frozenset(types)
 
     def quote_price(self, bid: float, ask: float) -> float:
         what = (self.p.what or "").upper()
@@ -212,6 +247,7 @@ class IBData(DataBase):
         self._statelivereconn = False
         self._usertvol = not self.p.rtbar or (self._timeframe, self._compression) < self.RTBAR_MINSIZE
         self._state = self._ST_OVER
+        self._mdtype = MKT_DATA_TYPES[self.p.mktdatatype]
         self.ib.start(data=self)
         if not self.ib.connected():
             self._fail("not connected to TWS at "
@@ -229,6 +265,7 @@ class IBData(DataBase):
             if self.tradecontract is None:
                 self.contract = None
                 return
+        self.tickrule = self.ib.tick_rule(self.tradecontractdetails)
         self._setup_recorder()
         if self.p.backfill_from is not None:
             self._state = self._ST_FROM
@@ -259,7 +296,8 @@ class IBData(DataBase):
             self._fail(f"{name} {self._spec(contract, name)}: ambiguous, {len(details)} contracts match "
                        f"({options}); add exchange/currency/expiry/multiplier")
             return None, None
-        return details[0].contract, details[0]
+        found = with_ibpy_aliases(details[0])
+        return found.contract, found
 
     def _spec(self, contract: Contract, name: str) -> str:
         given = self.p.dataname if name == "dataname" else self.p.tradename
@@ -282,9 +320,8 @@ class IBData(DataBase):
         from btlive.arctic.symbols import bar_symbol, tick_symbol
 
         label = contract_label(self.contract).replace(" ", "")
-        self._rec_bar_symbol = bar_symbol("5s", label)  # live bars are rtbar's 5-second bars
-        self._rec_hist_symbol = bar_symbol(
-            _tf_label(bar_size(self._timeframe, self._compression).seconds), label)
+        self._rec_bar_symbol = bar_symbol(timeframe_name(TF.Seconds, 5), label)  # rtbar's bars
+        self._rec_hist_symbol = bar_symbol(self._history_timeframe_name(), label)
         kind = {"BidAsk": "quote", "MidPoint": "mid"}.get(self.p.tickmode, "trade")
         if self.contract.secType in ("CASH", "CFD") and self.p.tickmode == "RTVolume":
             kind = "quote"
@@ -314,10 +351,12 @@ class IBData(DataBase):
             self._request_history(begin, end)
             return
         self.ib.subscribe(self)
-        self._statelivereconn = self.p.backfill_start
-        if self.p.backfill_start:
-            self.put_notification(self.DELAYED)
+        self._statelivereconn = False
         self._state = self._ST_LIVE
+        if self.p.backfill_start:  # now, not at the first live message: the market may be closed
+            self.put_notification(self.DELAYED)
+            begin = num2date(self.fromdate) if self.fromdate > float("-inf") else None
+            self._request_history(begin, None)
 
     def _request_history(self, begin, end) -> None:
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
@@ -325,9 +364,12 @@ class IBData(DataBase):
         self._state = self._ST_HISTORBACK
 
     def _daily_time(self, day: dt.date) -> dt.datetime:
-        """Daily bars carry a date: stamp them at the session end in the contract's time zone."""
-        naive = dt.datetime.combine(day, self.p.sessionend)
-        return num2date(self.date2num(naive)) if self._tz is not None else naive
+        """Daily bars carry a date: stamp them at the session end in the contract's time zone,
+        in whole seconds so that float date numbers cannot carry them into the next day."""
+        naive = dt.datetime.combine(day, self.p.sessionend.replace(microsecond=0))
+        if self._tz is None:
+            return naive
+        return self._tz.localize(naive).astimezone(dt.UTC).replace(tzinfo=None)
 
     def _load(self):
         if self.contract is None or self._state == self._ST_OVER:
@@ -360,6 +402,8 @@ class IBData(DataBase):
             self.put_notification(self.CONNBROKEN)
             self._statelivereconn = self.p.backfill
             return "continue"
+        if isinstance(msg, DataError):
+            return self._data_error(msg)
         if isinstance(msg, int):
             return self._control(msg)
         if not self._statelivereconn:
@@ -380,13 +424,34 @@ class IBData(DataBase):
         self._request_history(begin, msg.time)
         return "continue"
 
+    def _data_error(self, err: DataError):
+        """TWS refused (part of) the live data: fall back to delayed data, or end the feed."""
+        if err.code in DATA_WARNINGS:
+            return "continue"
+        if err.code == 10225:  # bust event: TWS stopped the real-time bars, subscribe again
+            self.ib.subscribe(self)
+            self._statelivereconn = self._statelivereconn or self.p.backfill
+            return "continue"
+        name = self._name or self.p.dataname
+        if (self.p.mktdatatype == "auto" and self._mdtype < 3 and err.code in DELAYED_POSSIBLE
+                and self.live_mode() == "RTVolume"):
+            self._mdtype = 3
+            self.ib.put_notification(IBMessage("mktdatatype", code=err.code, text=(
+                f"{name}: no live market data ({err.code}: {err.text}); using delayed data "
+                "(reqMarketDataType 3, 15-20 minutes late)")))
+            self.ib.subscribe(self)
+            return "continue"
+        return self._not_subscribed(err)
+
+    def _not_subscribed(self, err: DataError) -> bool:
+        self.error = f"{err.code}: {err.text}"
+        self.put_notification(self.NOTSUBSCRIBED, self.error)
+        self._state = self._ST_OVER
+        return False
+
     def _control(self, code: int):
         if code == msgs.GAVE_UP:
             self.put_notification(self.DISCONNECTED)
-            self._state = self._ST_OVER
-            return False
-        if code in (msgs.NOT_SUBSCRIBED, msgs.NO_PERMISSION):
-            self.put_notification(self.NOTSUBSCRIBED)
             self._state = self._ST_OVER
             return False
         if code == msgs.RECONNECTED:
@@ -396,7 +461,7 @@ class IBData(DataBase):
             self._statelivereconn = self.p.backfill
         elif code == msgs.RESTORED_KEPT_1102:
             self._statelivereconn = self._statelivereconn or self.p.backfill
-        elif code in (msgs.RESTORED_LOST_1101, msgs.BUST_10225):
+        elif code == msgs.RESTORED_LOST_1101:
             self.ib.subscribe(self)
             self._statelivereconn = self._statelivereconn or self.p.backfill
         return "continue"
@@ -424,10 +489,13 @@ class IBData(DataBase):
             self._statelivereconn = self.p.backfill
             self._state = self._ST_LIVE
             return "continue"
-        if isinstance(msg, int):
-            self.put_notification(self.NOTSUBSCRIBED)
-            self._state = self._ST_OVER
-            return False
+        if isinstance(msg, DataError):
+            if self.p.historical:
+                return self._not_subscribed(msg)
+            self.ib.put_notification(IBMessage("error", code=msg.code,
+                                               text=f"backfill refused: {msg.text}"))
+            self._state = self._ST_LIVE
+            return "continue"
         if msg is HISTORY_END:
             if self.p.historical:
                 self.put_notification(self.DISCONNECTED)
@@ -456,16 +524,20 @@ class IBData(DataBase):
         else:
             lines.open[0] = lines.high[0] = lines.low[0] = lines.close[0] = msg.price
             lines.volume[0] = msg.size
+        if self.contract.secType == "CASH":  # IB's forex "volume" is quote sizes or -1
+            lines.volume[0] = 0.0
         lines.openinterest[0] = 0.0
         return True
 
+    def _history_timeframe_name(self) -> str:
+        """The bar size IB serves this feed's history in, as the recorder names timeframes."""
+        seconds = bar_size(self._timeframe, self._compression).seconds
+        for timeframe, unit in ((TF.Months, 30 * 86400), (TF.Weeks, 7 * 86400), (TF.Days, 86400),
+                                (TF.Minutes, 60), (TF.Seconds, 1)):
+            if seconds % unit == 0:
+                return timeframe_name(timeframe, seconds // unit)
+        return timeframe_name(TF.Seconds, seconds)
 
-def _tf_label(seconds: int) -> str:
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}min"
-    if seconds < 86400:
-        return f"{seconds // 3600}h"
-    return {86400: "1d", 7 * 86400: "1w"}.get(seconds, "1mo")
+
+IBStore.DataCls = IBData
 

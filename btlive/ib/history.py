@@ -56,6 +56,11 @@ class BarSize:
     def daily(self) -> bool:
         return self.seconds >= 86400
 
+    @property
+    def paced(self) -> bool:
+        """IB's pacing rules (60 requests in 10 minutes, ...) cover bars of 30 s or less."""
+        return self.seconds <= 30
+
 
 def bar_size(timeframe: int, compression: int = 1) -> BarSize:
     """The largest IB bar size that evenly builds ``compression`` x ``timeframe`` bars.

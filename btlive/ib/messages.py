@@ -10,11 +10,17 @@ CONN_BROKEN = None
 LOST_1100 = -1100
 RESTORED_LOST_1101 = -1101
 RESTORED_KEPT_1102 = -1102
-NOT_SUBSCRIBED = -354
-NO_PERMISSION = -420
 BUST_10225 = -10225
 RECONNECTED = -1
 GAVE_UP = -2
+
+
+@dataclass(frozen=True, slots=True)
+class DataError:
+    """A market-data error TWS sent for one feed's request (354, 420, 10089, 10168, 10197, ...)."""
+
+    code: int
+    text: str
 
 
 class HistoryEnd:

@@ -16,6 +16,7 @@ import backtrader as bt
 from ib_async import Order as IBOrder
 
 from btlive.ib.history import format_utc
+from btlive.ib.ticks import POLICIES, TickRule, direction
 
 UTC = dt.UTC
 
@@ -30,9 +31,12 @@ ORDER_TYPES = {
     bt.Order.StopTrailLimit: "TRAIL LIMIT",
 }
 
-# IB codes that say something about an order but leave it alive.
-ORDER_WARNINGS = frozenset({104, 105, 110, 135, 161, 165, 321, 329, 399, 404, 434, 492, 2109, 2148,
+# IB codes that say something about an order but leave it alive. 110 (price off the tick
+# grid) is not one: TWS refuses the order, so it is Rejected with the code and message.
+ORDER_WARNINGS = frozenset({104, 105, 135, 161, 165, 321, 329, 399, 404, 434, 492, 2109, 2148,
                             2174, 10148, 10147, 10167, 10349})
+#: Every field name of IB's Order: only these of a ``buy``/``sell``'s extra kwargs go to IB.
+IB_ORDER_FIELDS = frozenset(IBOrder.__dataclass_fields__)
 
 
 class OrderSpecError(ValueError):
@@ -111,10 +115,43 @@ def build_ib_order(*, isbuy: bool, size: float, exectype: int | None, price: flo
                 raise OrderSpecError("StopTrailLimit needs price and plimit (the limit offset is price - plimit)")
             order.lmtPriceOffset = abs(price - pricelimit)
     for name, value in (extra or {}).items():
-        if not hasattr(order, name):
-            raise OrderSpecError(f"{name}={value!r}: ib_async Order has no field {name!r}")
-        setattr(order, name, value)
+        if name in IB_ORDER_FIELDS:  # the others stay in order.info only, as in backtrader
+            setattr(order, name, value)
     return order
+
+
+def round_prices(order: IBOrder, rule: TickRule, policy: str | None, isbuy: bool) -> dict[str, float]:
+    """Put ``order``'s prices on ``rule``'s grid (see :mod:`btlive.ib.ticks` for ``policy``);
+    returns the fields changed, with their new values. ``None`` leaves the order as it is."""
+    if not policy:
+        return {}
+    if policy not in POLICIES:
+        raise OrderSpecError(f"roundprice={policy!r}: expected one of {', '.join(POLICIES)} or None")
+    changed: dict[str, float] = {}
+    stop_kind = order.orderType in ("STP", "STP LMT", "TRAIL", "TRAIL LIMIT")
+    prices = [("lmtPrice", False), ("trailStopPrice", True)]
+    if order.orderType in ("STP", "STP LMT"):
+        prices.append(("auxPrice", True))
+    for name, is_stop in prices:
+        value = getattr(order, name)
+        if _is_set(value):
+            rounded = rule.round(value, direction(policy, isbuy, is_stop and stop_kind))
+            if rounded != value:
+                setattr(order, name, rounded)
+                changed[name] = rounded
+    offsets = ["lmtPriceOffset"] + (["auxPrice"] if order.orderType in ("TRAIL", "TRAIL LIMIT") else [])
+    for name in offsets:
+        value = getattr(order, name)
+        if _is_set(value) and value:
+            rounded = rule.round_offset(value)
+            if rounded != value:
+                setattr(order, name, rounded)
+                changed[name] = rounded
+    return changed
+
+
+def _is_set(value) -> bool:
+    return isinstance(value, int | float) and abs(value) < 1e300
 
 
 def _need(value: float | None, name: str, kind: str) -> float:

@@ -1,37 +1,40 @@
 """IBStore: one ib_async connection to TWS / IB Gateway shared by IBData feeds and IBBroker.
 
-ib_async runs on the store's own asyncio loop in a background thread. Feeds and
-the broker talk to it through queues (loop -> backtrader) and
-``call_soon_threadsafe``/``run_coroutine_threadsafe`` (backtrader -> loop), so
-backtrader's thread never waits on the network after start-up.
+ib_async runs on the store's loop thread (:class:`btlive.runtime.LiveStore`). Feeds and the
+broker hear from it through queues (loop -> backtrader) and send work with ``submit`` /
+``call_soon`` (backtrader -> loop), so backtrader's thread never waits on the network after
+start-up. The feed and broker modules register themselves as ``IBStore.DataCls`` /
+``IBStore.BrokerCls``; this module never imports them.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import datetime as dt
 import logging
 import queue
 import random
-import threading
+import time
 from typing import Any
 
-from backtrader.metabase import MetaParams
 from ib_async import Contract
 
 from btlive.ib import messages as msgs
 from btlive.ib.compat import REQUEST_ERRORS, convert, load_api
 from btlive.ib.history import BarSize, Pacer, bar_size, duration_str, format_utc, plan_chunks
-from btlive.ib.messages import HISTORY_END, IBMessage, LiveBar, LiveTick, to_naive_utc
-from btlive.runtime import LoopThread
+from btlive.ib.messages import HISTORY_END, DataError, IBMessage, LiveBar, LiveTick, to_naive_utc
+from btlive.ib.ticks import TickRule
+from btlive.runtime import Backoff, LiveStore, LoopThread
 
 log = logging.getLogger("btlive.ib")
 UTC = dt.UTC
 
-FARM_CODES = frozenset({2103, 2104, 2105, 2106, 2107, 2108, 2157, 2158})
 CONN_CODES = {1100: msgs.LOST_1100, 1101: msgs.RESTORED_LOST_1101, 1102: msgs.RESTORED_KEPT_1102}
-DATA_CODES = {354: msgs.NOT_SUBSCRIBED, 420: msgs.NO_PERMISSION, 10225: msgs.BUST_10225}
+#: Market-data errors routed to the feed that made the request (see IBData's ``mktdatatype``).
+DATA_CODES = frozenset({354, 420, 10089, 10090, 10167, 10168, 10186, 10197, 10225})
+#: Connection parameters: a feed or broker given none of them uses the existing store.
+CONNECTION_PARAMS = ("host", "port", "clientId")
+_DEFAULTS = {"host": "127.0.0.1", "port": 7497, "clientId": None}
 
 
 def _utcnow() -> dt.datetime:
@@ -42,44 +45,69 @@ class ConnectFailed(ConnectionError):
     """TWS could not be reached (after the configured attempts)."""
 
 
-class MetaIBStore(MetaParams):
-    """One store per (host, port, clientId), like backtrader's singleton stores."""
+class _ClientLogs(logging.Handler):
+    """ib_async's log records, re-emitted on ``btlive.ib.client``: the store already reports
+    TWS's errors and order events as notifications, so they go to DEBUG (``_debug`` keeps
+    their level); records with a traceback keep theirs (a bug is never hidden)."""
 
-    _instances: dict[tuple, Any] = {}
-    _lock = threading.Lock()
+    def __init__(self) -> None:
+        super().__init__()
+        self.verbose = False
+        self.target = logging.getLogger("btlive.ib.client")
 
-    def __call__(cls, *args, **kwargs):
-        key = (kwargs.get("host", "127.0.0.1"), int(kwargs.get("port", 7497)), kwargs.get("clientId"))
-        with cls._lock:
-            inst = cls._instances.get(key)
-            if inst is None:
-                inst = super().__call__(*args, **kwargs)
-                inst._key = key
-                cls._instances[key] = inst
-            return inst
+    def emit(self, record: logging.LogRecord) -> None:
+        if not (record.exc_info or self.verbose):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        if self.target.isEnabledFor(record.levelno):
+            self.target.handle(record)
 
 
-class IBStore(metaclass=MetaIBStore):
-    """Connection to TWS / IB Gateway through ib_async.
+_CLIENT_LOGS = _ClientLogs()
 
-    Params:
+
+def route_client_logs(verbose: bool = False) -> None:
+    """Send the client library's logging through ``btlive.ib.client`` (idempotent)."""
+    _CLIENT_LOGS.verbose = _CLIENT_LOGS.verbose or verbose
+    for name in ("ib_async", "ib_insync"):
+        logger = logging.getLogger(name)
+        if _CLIENT_LOGS not in logger.handlers:
+            logger.addHandler(_CLIENT_LOGS)
+        logger.propagate = False
+
+
+class IBStore(LiveStore):
+    """Connection to TWS / IB Gateway through ib_async; one per (host, port, clientId).
+
+    Like backtrader's store it is one per process by default: a feed or broker created
+    without ``host``/``port``/``clientId`` uses the store that exists already (for example
+    the broker's); explicitly different connection parameters give another store.
+
+    Params (backtrader's names first; all of backtrader's IBStore params are accepted):
       - ``host`` (``127.0.0.1``): TWS / Gateway host
       - ``port`` (7497): 7497 paper TWS, 7496 live TWS (4002/4001 for IB Gateway)
       - ``clientId`` (None): API client id; random in [1, 65535] if unset
-      - ``reconnect`` (3): reconnection attempts after a drop (and at start); -1 forever (start
-        then waits until TWS answers)
+      - ``notifyall`` (False): also send every order/account/execution event to
+        ``notify_store`` (errors and warnings are always sent)
+      - ``_debug`` (False): log every message of the client library at its own level
+        (otherwise at DEBUG on ``btlive.ib.client``)
+      - ``reconnect`` (3): connection attempts at start after the first; -1 waits for TWS
+        forever. After a lost connection the store retries for ``reconnecttime`` seconds
+        (forever with -1; not at all with 0)
       - ``timeout`` (3.0): connect timeout in seconds; also the first backoff step
-        between attempts (doubling, capped at ``maxbackoff``)
-      - ``maxbackoff`` (30.0): longest wait between reconnection attempts
-      - ``timeoffset`` (True): correct tick times/resampling with TWS's clock
-        (``reqCurrentTime`` every ``timerefresh`` seconds)
+      - ``timeoffset`` (True): correct tick times with TWS's clock (``reqCurrentTime`` every
+        ``timerefresh`` seconds)
       - ``timerefresh`` (60.0): seconds between time-offset refreshes
-      - ``notifyall`` (False): also send every order/account/execution event to ``notify_store``
-        (errors and warnings are always sent)
+      - ``indcash`` (True): accepted for backtrader scripts; cash comes from TWS's account
+        values whatever its value
+      - ``reconnecttime`` (900.0): seconds a lost connection is retried before giving up; long
+        enough for TWS's / IB Gateway's daily restart, which takes minutes
+      - ``clientidwait`` (120.0): during a reconnection, seconds to keep retrying while TWS
+        still holds the previous session (error 326); at start 326 fails at once
+      - ``maxbackoff`` (30.0): longest wait between reconnection attempts
       - ``account`` (''): account to use when TWS manages several
       - ``readonly`` (False): connect read-only (no orders)
-      - ``pacing`` ((60, 600, 5, 2.2)): historical pacing: requests per window seconds, and per
-        contract burst per burst-window seconds
+      - ``pacing`` ((60, 600, 5, 2.2)): historical pacing for bars of 30 s or less (IB's rule):
+        requests per window seconds, and per contract burst per burst-window seconds
       - ``pacingwait`` (15.0): wait before retrying a request that got error 162 pacing violation
       - ``histtimeout`` (60.0): timeout of one historical request
       - ``api`` ('ib_async'): client library, 'ib_async' or 'ib_insync' (same code path)
@@ -89,12 +117,16 @@ class IBStore(metaclass=MetaIBStore):
         ("host", "127.0.0.1"),
         ("port", 7497),
         ("clientId", None),
+        ("notifyall", False),
+        ("_debug", False),
         ("reconnect", 3),
         ("timeout", 3.0),
-        ("maxbackoff", 30.0),
         ("timeoffset", True),
         ("timerefresh", 60.0),
-        ("notifyall", False),
+        ("indcash", True),
+        ("reconnecttime", 900.0),
+        ("clientidwait", 120.0),
+        ("maxbackoff", 30.0),
         ("account", ""),
         ("readonly", False),
         ("pacing", (60, 600.0, 5, 2.2)),
@@ -103,114 +135,86 @@ class IBStore(metaclass=MetaIBStore):
         ("api", "ib_async"),
     )
 
+    @classmethod
+    def registry_key(cls, kwargs: dict[str, Any]) -> tuple:
+        given = {k: kwargs[k] for k in CONNECTION_PARAMS if k in kwargs}
+        if not given:
+            existing = cls.instances()
+            if existing:
+                return existing[-1]._registry_key
+        conn = {**_DEFAULTS, **given}
+        return (conn["host"], int(conn["port"]), conn["clientId"])
+
     def __init__(self):
+        super().__init__()
         self.clientId = self.p.clientId if self.p.clientId is not None else random.randint(1, 65535)
+        route_client_logs(verbose=bool(self.p._debug))
         self.api = load_api(self.p.api)
         self.ib = self.api.IB()
         self.ib.RaiseRequestErrors = True
-        self._loopthread = LoopThread(f"btlive-ib-{self.p.port}-{self.clientId}")
-        self.notifs: collections.deque = collections.deque()
-        self.datas: list = []
-        self.broker = None
-        self._starts = 0
+        self.loopthread = LoopThread(f"btlive-ib-{self.p.port}-{self.clientId}")
         self._stopping = False
-        self._connected = threading.Event()
         self._gave_up = False
         self._timeoffset = dt.timedelta()
         self._subs: dict[int, tuple] = {}  # id(data) -> (kind, ib_async object, handler, reqId)
         self._reqid_data: dict[int, Any] = {}
         self._pacer = Pacer(*self.p.pacing)
         self._clientid_conflict = False
+        self._linked = False  # connected and synced; cleared by the disconnect event
         self._tasks: set = set()
+        self._rules: dict[int, TickRule | None] = {}
         self.server_version = 0
         self.connections = 0  # successful connects (1 = first); feeds/broker use it to detect reconnects
         self._install_hooks()
 
-    # -- backtrader Store API ------------------------------------------------------------------
-    @property
-    def loop(self) -> asyncio.AbstractEventLoop | None:
-        return self._loopthread.loop
-
-    def getdata(self, *args, **kwargs):
-        """An IBData using this store."""
-        from btlive.ib.feed import IBData
-
-        return IBData(*args, store=self, **kwargs)
-
-    def getbroker(self, *args, **kwargs):
-        """An IBBroker using this store."""
-        from btlive.ib.broker import IBBroker
-
-        return IBBroker(*args, store=self, **kwargs)
-
-    def put_notification(self, msg, *args, **kwargs) -> None:
-        self.notifs.append((msg, args, kwargs))
-
-    def get_notifications(self) -> list:
-        self.notifs.append(None)
-        return list(iter(self.notifs.popleft, None))
-
-    def start(self, data=None, broker=None) -> None:
-        """Connect on first use (bounded by ``timeout`` x attempts); register feeds and broker."""
-        self._starts += 1
-        if data is not None and not any(d is data for d in self.datas):  # lines overload ==
-            self.datas.append(data)
-        if broker is not None:
-            self.broker = broker
-        if self._loopthread.running:
-            return
+    # -- LiveStore hooks -----------------------------------------------------------------------
+    def open(self) -> None:
+        """First user: connect (bounded by ``timeout`` x attempts unless ``reconnect=-1``)."""
         self._stopping = False
         self._gave_up = False
-        self._loopthread.start()
         try:
-            self._loopthread.run(self._connect_with_retries(initial=True), timeout=self._startup_budget())
+            self.run_sync(self._connect_with_retries(self._start_backoff(), initial=True),
+                          timeout=self._startup_budget())
         except Exception as exc:  # noqa: BLE001 - reported as a notification, feeds see DISCONNECTED
             self._gave_up = True
             self.put_notification(IBMessage("disconnected", text=f"cannot connect to TWS at "
                                             f"{self.p.host}:{self.p.port}: {exc}"))
 
-    def _startup_budget(self) -> float | None:
-        if self.p.reconnect < 0:
-            return None  # "forever" also at start: wait for TWS to come up
-        attempts = self.p.reconnect + 1
-        backoff = sum(min(self.p.timeout * 2 ** k, self.p.maxbackoff) for k in range(attempts))
-        return attempts * (self.p.timeout + 5.0) + backoff + 5.0
-
-    def stop(self) -> None:
-        """Disconnect and end the loop thread once every user has stopped."""
-        self._starts -= 1
-        if self._starts > 0 or not self._loopthread.running:
-            return
-        self.close()
-
-    def close(self) -> None:
-        """Disconnect and end the loop thread now, whoever still uses the store."""
-        self._starts = 0
-        if not self._loopthread.running:
-            self._forget()
-            return
+    def shutdown(self) -> None:
         self._stopping = True
         try:
-            self._loopthread.run(self._shutdown(), timeout=5.0)
-        except Exception:  # noqa: BLE001 - stopping anyway
+            self.run_sync(self._shutdown(), timeout=5.0)
+        except Exception:
             log.exception("IBStore shutdown")
-        self._loopthread.stop()
-        self._connected.clear()
-        self._forget()
-
-    def _forget(self) -> None:
-        with MetaIBStore._lock:
-            if MetaIBStore._instances.get(getattr(self, "_key", None)) is self:
-                del MetaIBStore._instances[self._key]
 
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
         self.ib.disconnect()
 
+    def _start_backoff(self) -> Backoff:
+        attempts = None if self.p.reconnect < 0 else self.p.reconnect
+        return Backoff(initial=self.p.timeout, maximum=self.p.maxbackoff, jitter=0.0, attempts=attempts)
+
+    def _reconnect_backoff(self) -> Backoff:
+        if self.p.reconnect == 0:
+            return Backoff(attempts=0)
+        deadline = None if self.p.reconnect < 0 or not self.p.reconnecttime else self.p.reconnecttime
+        return Backoff(initial=self.p.timeout, maximum=self.p.maxbackoff, jitter=0.2, deadline=deadline)
+
+    def _startup_budget(self) -> float | None:
+        backoff = self._start_backoff()
+        if backoff.attempts is None:
+            return None  # "forever" also at start: wait for TWS to come up
+        return (backoff.attempts + 1) * (self.p.timeout + 5.0) + backoff.worst_case() + 5.0
+
     # -- state ---------------------------------------------------------------------------------
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self.loopthread.loop
+
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self._linked and self.ib.isConnected()
 
     def gave_up(self) -> bool:
         return self._gave_up
@@ -218,29 +222,23 @@ class IBStore(metaclass=MetaIBStore):
     def timeoffset(self) -> dt.timedelta:
         return self._timeoffset if self.p.timeoffset else dt.timedelta()
 
-    def call(self, fn, *args) -> None:
-        """Run ``fn(*args)`` on the loop thread (FIFO), without waiting."""
-        self._loopthread.call(fn, *args)
+    def submit(self, coro):
+        """Run ``coro`` on the loop as a task that shutdown cancels and whose failure is reported."""
+        return super().submit(self._guarded(coro))
 
-    def run(self, coro, timeout: float):
-        """Run a coroutine on the loop and wait for it (start-up only)."""
-        return self._loopthread.run(coro, timeout)
-
-    def spawn(self, coro) -> None:
-        """Start a background task on the loop (from any thread)."""
-        self.call(self._track, coro)
-
-    def _track(self, coro) -> None:
-        """Loop thread: run ``coro`` as a task that shutdown cancels and whose failure is reported."""
-        task = asyncio.ensure_future(coro)
+    async def _guarded(self, coro) -> Any:
+        task = asyncio.current_task()
         self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("IBStore task failed", exc_info=task.exception())
-            self.put_notification(IBMessage("error", text=f"internal task failed: {task.exception()!r}"))
+        try:
+            return await coro
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.error("IBStore task failed", exc_info=exc)
+            self.put_notification(IBMessage("error", text=f"internal task failed: {exc!r}"))
+            raise
+        finally:
+            self._tasks.discard(task)
 
     # -- connection ----------------------------------------------------------------------------
     async def _connect_once(self) -> None:
@@ -251,11 +249,13 @@ class IBStore(metaclass=MetaIBStore):
         self.server_version = self.ib.client.serverVersion()
         self.connections += 1
         await self._refresh_time()
-        self._connected.set()
+        self._linked = True
         self.put_notification(IBMessage("connected", text=(
             f"server version {self.server_version} at {self.p.host}:{self.p.port} clientId {self.clientId}")))
 
-    async def _connect_with_retries(self, initial: bool = False) -> None:
+    async def _connect_with_retries(self, backoff: Backoff, initial: bool = False) -> None:
+        delays = backoff.delays()
+        conflict_since: float | None = None
         attempt = 0
         while True:
             try:
@@ -264,18 +264,21 @@ class IBStore(metaclass=MetaIBStore):
             except (TimeoutError, OSError, ConnectionError, *REQUEST_ERRORS) as exc:
                 self.ib.disconnect()
                 attempt += 1
-                limit = self.p.reconnect
+                reason = str(exc) or type(exc).__name__
                 if self._clientid_in_use(exc):
-                    raise ConnectFailed(f"clientId {self.clientId} is already in use at {self.p.host}:"
-                                        f"{self.p.port}; pass another clientId") from exc
-                if self._stopping or (limit >= 0 and attempt > limit):
-                    raise ConnectFailed(f"{exc or type(exc).__name__} after {attempt} attempt(s)") from exc
-                wait = min(self.p.timeout * 2 ** (attempt - 1), self.p.maxbackoff)
+                    conflict_since = conflict_since or time.monotonic()
+                    if initial or time.monotonic() - conflict_since > self.p.clientidwait:
+                        raise ConnectFailed(f"clientId {self.clientId} is already in use at "
+                                            f"{self.p.host}:{self.p.port}; pass another clientId") from exc
+                    reason = f"error 326: TWS still holds clientId {self.clientId}"
+                wait = None if self._stopping else next(delays, None)
+                if wait is None:
+                    raise ConnectFailed(f"{reason} after {attempt} attempt(s)") from exc
                 self.put_notification(IBMessage("reconnecting", text=(
-                    f"attempt {attempt} failed ({exc or type(exc).__name__}); retrying in {wait:.1f}s")))
+                    f"attempt {attempt} failed ({reason}); retrying in {wait:.1f}s")))
                 await asyncio.sleep(wait)
         if self.p.timeoffset and self.p.timerefresh > 0:
-            self._track(self._time_refresher(self.connections))
+            self.submit(self._time_refresher(self.connections))
         if not initial:
             self._on_reconnected()
 
@@ -297,8 +300,7 @@ class IBStore(metaclass=MetaIBStore):
             await self._refresh_time()
 
     def _on_disconnected(self) -> None:
-        was = self._connected.is_set()
-        self._connected.clear()
+        was, self._linked = self._linked, False
         self._subs.clear()
         self._reqid_data.clear()
         if self._stopping or not was:
@@ -307,13 +309,13 @@ class IBStore(metaclass=MetaIBStore):
         self._tell_feeds(msgs.CONN_BROKEN)
         if self.broker is not None:
             self.broker.on_connection_lost()
-        self._track(self._reconnect())
+        self.submit(self._reconnect())
 
     async def _reconnect(self) -> None:
         try:
             await asyncio.sleep(min(self.p.timeout, 1.0))
-            await self._connect_with_retries()
-        except Exception as exc:  # noqa: BLE001 - whatever the cause, the feeds must end, not wait
+            await self._connect_with_retries(self._reconnect_backoff())
+        except Exception as exc:  # whatever the cause, the feeds must end, not wait
             if not isinstance(exc, ConnectFailed):
                 log.exception("IBStore reconnection")
             self._gave_up = True
@@ -328,7 +330,7 @@ class IBStore(metaclass=MetaIBStore):
             self.broker.on_reconnected()
         self._tell_feeds(msgs.RECONNECTED)
 
-    def _tell_feeds(self, marker: int | None) -> None:
+    def _tell_feeds(self, marker) -> None:
         for data in self.datas:
             data.push_live(marker)
 
@@ -342,17 +344,13 @@ class IBStore(metaclass=MetaIBStore):
 
         def exec_details(reqId, contract, execution):
             orig_exec(reqId, contract, execution)
-            if self.broker is not None:
-                self.broker.on_execution(contract, execution)
-            if self.p.notifyall:
-                self.put_notification(IBMessage("execDetails", execution.orderId, 0, str(execution)))
+            self._to_broker("on_execution", contract, execution)
+            self._notify_all("execDetails", execution, execution.orderId)
 
         def commission_report(report):
             orig_comm(report)
-            if self.broker is not None:
-                self.broker.on_commission(report)
-            if self.p.notifyall:
-                self.put_notification(IBMessage("commissionReport", text=str(report)))
+            self._to_broker("on_commission", report)
+            self._notify_all("commissionReport", report)
 
         wrapper.execDetails = exec_details
         wrapper.commissionReport = commission_report
@@ -361,47 +359,46 @@ class IBStore(metaclass=MetaIBStore):
         ib.positionEvent += self._on_position
         ib.accountValueEvent += self._on_account_value
 
+    def _to_broker(self, method: str, *args) -> None:
+        if self.broker is not None:
+            getattr(self.broker, method)(*args)
+
+    def _notify_all(self, kind: str, value, order_id: int = -1) -> None:
+        if self.p.notifyall:
+            self.put_notification(IBMessage(kind, order_id, 0, str(value)))
+
     def _on_error(self, reqId: int, code: int, text: str, contract: Contract | None) -> None:
         self.put_notification(IBMessage("error", reqId, code, text))
         if code == 326:
             self._clientid_conflict = True
         if code in CONN_CODES:
             self._tell_feeds(CONN_CODES[code])
-            if self.broker is not None:
-                if code == 1100:  # TWS lost IB: hold/reject new orders until 1101/1102
-                    self.broker.on_connection_lost()
-                else:
-                    self.broker.on_reconnected()
+            if code == 1100:  # TWS lost IB: hold/reject new orders until 1101/1102
+                self._to_broker("on_connection_lost")
+            else:
+                self._to_broker("on_reconnected")
             return
         data = self._reqid_data.get(reqId)
         if data is not None and code in DATA_CODES:
-            data.push_live(DATA_CODES[code])
-        if self.broker is not None and reqId > 0:
-            self.broker.on_order_error(reqId, code, text)
+            data.push_live(DataError(code, text))
+        elif reqId > 0:
+            self._to_broker("on_order_error", reqId, code, text)
 
     def _on_order_status(self, trade) -> None:
-        if self.broker is not None:
-            self.broker.on_order_status(trade)
-        if self.p.notifyall:
-            self.put_notification(IBMessage("orderStatus", trade.order.orderId, 0, str(trade.orderStatus)))
+        self._to_broker("on_order_status", trade)
+        self._notify_all("orderStatus", trade.orderStatus, trade.order.orderId)
 
     def _on_open_order(self, trade) -> None:
-        if self.broker is not None:
-            self.broker.on_open_order(trade)
-        if self.p.notifyall:
-            self.put_notification(IBMessage("openOrder", trade.order.orderId, 0, str(trade.order)))
+        self._to_broker("on_open_order", trade)
+        self._notify_all("openOrder", trade.order, trade.order.orderId)
 
     def _on_position(self, position) -> None:
-        if self.broker is not None:
-            self.broker.on_position(position)
-        if self.p.notifyall:
-            self.put_notification(IBMessage("position", text=str(position)))
+        self._to_broker("on_position", position)
+        self._notify_all("position", position)
 
     def _on_account_value(self, value) -> None:
-        if self.broker is not None:
-            self.broker.on_account_value(value)
-        if self.p.notifyall:
-            self.put_notification(IBMessage("accountValue", text=str(value)))
+        self._to_broker("on_account_value", value)
+        self._notify_all("accountValue", value)
 
     # -- contracts -----------------------------------------------------------------------------
     def contract_details(self, contract: Contract, timeout: float | None = None) -> list:
@@ -416,16 +413,37 @@ class IBStore(metaclass=MetaIBStore):
                 if exc.code == 200:
                     return []
                 raise
-        return self.run(fetch(), timeout=timeout + 1.0)
+        return self.run_sync(fetch(), timeout=timeout + 1.0)
+
+    def tick_rule(self, details) -> TickRule:
+        """The price grid of a contract: its minTick now, its market rule's tiers once
+        ``reqMarketRule`` answers (fetched in the background, once per rule id)."""
+        rule = TickRule.from_min_tick(getattr(details, "minTick", 0.0) or 0.0)
+        rule_id = TickRule.rule_id_for(details)
+        if rule_id is None:
+            return rule
+        if rule_id in self._rules:
+            return self._rules[rule_id] or rule
+
+        async def fetch():
+            increments = await self.ib.reqMarketRuleAsync(rule_id)
+            if increments:
+                tiers = TickRule.from_increments(increments)
+                self._rules[rule_id] = tiers
+                rule.tiers = tiers.tiers
+        self._rules[rule_id] = None
+        if self.connected():
+            self.submit(fetch())
+        return rule
 
     # -- live subscriptions --------------------------------------------------------------------
     def subscribe(self, data) -> None:
         """(Re)subscribe ``data``'s live stream; messages go to ``data.push_live`` from the loop."""
-        self.call(self._subscribe, data)
+        self.call_soon(self._subscribe, data)
 
     def unsubscribe(self, data) -> None:
-        if self._loopthread.running:
-            self.call(self._unsubscribe, data)
+        if self.loopthread.running:
+            self.call_soon(self._unsubscribe, data)
 
     def _unsubscribe(self, data) -> None:
         sub = self._subs.pop(id(data), None)
@@ -466,7 +484,9 @@ class IBStore(metaclass=MetaIBStore):
             self._watch(data, mode, ticker, lambda t: self._on_tbt(data, t),
                         self.ib.wrapper.ticker2ReqId[mode].get(ticker, -2))
             return
-        generic = "233" if mode == "RTVolume" else ""
+        data_type = data.market_data_type()
+        self.ib.reqMarketDataType(data_type)  # TWS applies the last one set to the next request
+        generic = "233" if mode == "RTVolume" and data_type == 1 else ""
         ticker = self.ib.reqMktData(contract, generic, False, False)
         wanted = data.tick_types()
         self._watch(data, "mkt", ticker, lambda t: self._on_ticks(data, t, wanted),
@@ -475,7 +495,7 @@ class IBStore(metaclass=MetaIBStore):
     def _watch(self, data, kind: str, obj, handler, req_id: int) -> None:
         obj.updateEvent += handler
         self._subs[id(data)] = (kind, obj, handler, req_id)
-        self._reqid_data[req_id] = data  # routes 354/420/10225 to the feed
+        self._reqid_data[req_id] = data  # routes the market-data errors to the feed
 
     def _on_ticks(self, data, ticker, wanted) -> None:
         bid, ask = float(ticker.bid), float(ticker.ask)
@@ -507,14 +527,14 @@ class IBStore(metaclass=MetaIBStore):
         """Start a (split, paced) historical download; bars arrive on the returned queue.
 
         The queue yields :class:`LiveBar` values oldest first, then ``HISTORY_END``;
-        ``None`` if the connection broke, ``-354``/``-420`` if not permitted.
+        ``None`` if the connection broke, a :class:`DataError` if not permitted.
         """
         out: queue.Queue = queue.Queue()
         size = bar_size(timeframe, compression)
         if not self.connected():
             out.put(msgs.CONN_BROKEN)
             return out
-        self.spawn(self._history(out, contract, begin, end, size, what, useRTH, daily_time))
+        self.submit(self._history(out, contract, begin, end, size, what, useRTH, daily_time))
         return out
 
     async def _history(self, out: queue.Queue, contract: Contract, begin, end, size: BarSize,
@@ -528,11 +548,11 @@ class IBStore(metaclass=MetaIBStore):
         bar = dt.timedelta(seconds=size.seconds)
         req_begin = first - bar if first is not None else None
         req_end = end + bar if end + bar < now else end
-        closing = HISTORY_END  # always close the queue, or the feed would wait for it forever
+        closing: Any = HISTORY_END  # always close the queue, or the feed would wait for it forever
         try:
             for chunk in plan_chunks(req_begin, req_end, size):
                 bars = await self._paced_request(contract, chunk.end, duration_str(chunk.seconds, size),
-                                                 size.setting, what, useRTH)
+                                                 size, what, useRTH)
                 for b in bars:
                     when = self._bar_time(b.date, daily_time)
                     if (first is not None and when < first) or (last is not None and when <= last) \
@@ -544,11 +564,11 @@ class IBStore(metaclass=MetaIBStore):
         except ConnectionError:
             closing = msgs.CONN_BROKEN
         except REQUEST_ERRORS as exc:
-            if exc.code in (354, 420):
-                closing = -exc.code
+            if exc.code in DATA_CODES:
+                closing = DataError(exc.code, exc.message)
             else:
                 self.put_notification(IBMessage("error", exc.reqId, exc.code, f"history: {exc.message}"))
-        finally:  # any other failure propagates to _task_done, which reports it
+        finally:  # any other failure propagates to _guarded, which reports it
             out.put(closing)
 
     @staticmethod
@@ -559,17 +579,14 @@ class IBStore(metaclass=MetaIBStore):
             return daily_time(value)
         return to_naive_utc(value)
 
-    async def _paced_request(self, contract, end: dt.datetime, duration: str, barsize: str,
+    async def _paced_request(self, contract, end: dt.datetime, duration: str, size: BarSize,
                              what: str, useRTH: bool):
         key = (contract.conId or contract.symbol, contract.exchange, what)
         for _attempt in range(5):
-            wait = self._pacer.delay(key)
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._pacer.record(key)
+            await self._pace(key, size, what)
             try:
                 return await self.ib.reqHistoricalDataAsync(
-                    contract, format_utc(end), duration, barsize, what, useRTH, formatDate=2,
+                    contract, format_utc(end), duration, size.setting, what, useRTH, formatDate=2,
                     timeout=self.p.histtimeout)
             except REQUEST_ERRORS as exc:
                 if exc.code == 162 and "pacing" in exc.message.lower():
@@ -582,14 +599,15 @@ class IBStore(metaclass=MetaIBStore):
                 raise
         raise REQUEST_ERRORS[0](-1, 162, "pacing violation persisted after 5 attempts")
 
-    @classmethod
-    def _reset_instances(cls) -> None:
-        """Close and forget every store (tests, or after a failed run)."""
-        with MetaIBStore._lock:
-            stores = list(MetaIBStore._instances.values())
-            MetaIBStore._instances.clear()
-        for store in stores:
-            store.close()
+    async def _pace(self, key, size: BarSize, what: str) -> None:
+        """IB paces requests for bars of 30 s or less; BID_ASK requests count twice."""
+        if not size.paced:
+            return
+        for _count in range(2 if what.upper() == "BID_ASK" else 1):
+            wait = self._pacer.delay(key)
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._pacer.record(key)
 
 
 STORE_PARAMS = frozenset(IBStore.params._getkeys())
@@ -597,7 +615,8 @@ STORE_PARAMS = frozenset(IBStore.params._getkeys())
 
 def store_for(owner: str, store: IBStore | None, kwargs: dict) -> IBStore:
     """``store``, or the IBStore described by ``kwargs`` (store params only: anything else is a
-    TypeError naming ``owner``, so a misspelt feed/broker param is not silently dropped)."""
+    TypeError naming ``owner``, so a misspelt feed/broker param is not silently dropped).
+    Without connection parameters the existing store is used, as in backtrader."""
     unknown = set(kwargs) - STORE_PARAMS
     if unknown:
         raise TypeError(f"{owner}: unknown parameter(s) {', '.join(sorted(unknown))}")

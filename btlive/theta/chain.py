@@ -102,7 +102,7 @@ class Chain:
                   "right": "call" if right.upper()[0] == "C" else "put",
                   "date": parse_day(day).strftime("%Y%m%d"), "interval": interval,
                   "start_time": start_time, "end_time": end_time}
-        return self.store.call(self.store.rest().get("option/history/greeks/first_order", params))
+        return self.store.get("option/history/greeks/first_order", params)
 
     def by_delta(self, root: str, expiration: str, day: Any, target_delta: float, right: str,
                  at: Any | None = None, **kw: Any) -> Contract:

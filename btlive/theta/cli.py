@@ -141,7 +141,7 @@ def run(args) -> int:
                 break
     finally:
         try:
-            store.call(_stop_and_flush(store, sink), 10)
+            store.run_sync(_stop_and_flush(store, sink), 10)
         except Exception as exc:  # noqa: BLE001 - still close the recorder
             print(f"\nfinal flush failed: {exc}", file=sys.stderr)
         store.close()

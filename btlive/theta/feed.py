@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import queue
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import backtrader as bt
 import numpy as np
@@ -18,7 +19,11 @@ from btlive.theta.rest import ThetaError, ThetaPermissionError
 from btlive.theta.store import ThetaStore
 from btlive.theta.ticks import NS, Bar, BarBuilder, TickFilter, finite, two_sided
 
+log = logging.getLogger(__name__)
+
 _OPTION_NAME = re.compile(r"^([A-Za-z0-9.]+)_(\d{8})_([CP])(\d+(?:\.\d+)?)$")
+#: OCC/OSI option symbols: root (padded to six), YYMMDD, C/P, strike in 1/1000 dollars.
+_OCC_NAME = re.compile(r"^([A-Za-z.]{1,6})\s*(\d{6})([CP])(\d{8})$")
 TF = bt.TimeFrame
 _TF_SECONDS = {TF.Seconds: 1, TF.Minutes: 60}
 _REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 300: "5m",
@@ -29,7 +34,8 @@ EPOCH = datetime(1970, 1, 1)
 
 
 def parse_dataname(dataname, sectype: str | None = None) -> Contract:
-    """'SPY' / 'SPX' (with sectype INDEX) / 'SPY_20241220_C450' / a Contract -> Contract."""
+    """'SPY' / 'SPX' (with sectype INDEX) / 'SPY_20241220_C450' / an OCC symbol
+    ('SPY 241108C00550000') / a Contract -> Contract."""
     if isinstance(dataname, Contract):
         return dataname
     text = str(dataname).strip()
@@ -37,6 +43,10 @@ def parse_dataname(dataname, sectype: str | None = None) -> Contract:
     if m:
         root, exp, right, strike = m.groups()
         return Contract.option(root, exp, float(strike), right)
+    m = _OCC_NAME.match(text)
+    if m and (sectype or "OPTION").upper() == "OPTION":
+        root, yymmdd, right, strike = m.groups()
+        return Contract.option(root, "20" + yymmdd, int(strike) / 1000.0, right)
     kind = (sectype or "STOCK").upper()
     if kind == "INDEX":
         return Contract.index(text)
@@ -55,16 +65,35 @@ def _day_end_ns(ts: int) -> int:
     return int(close.timestamp()) * NS
 
 
+def to_utc_ns(value: datetime, tz=None) -> int:
+    """UTC ns of a fromdate/todate: naive values are wall-clock time in the feed's ``tz``
+    (UTC when it has none), the rule ArcticData follows too. In the repeated hour of the
+    autumn DST switch a naive time is read as the first (daylight) one; a nonexistent spring
+    time moves forward."""
+    ts = pd.Timestamp(value)
+    if ts.tzinfo is None:
+        zone = tz if tz is not None else "UTC"
+        if not isinstance(zone, str) and not hasattr(zone, "utcoffset"):
+            zone = bt.utils.date.tzparse(zone)
+        ts = ts.tz_localize(zone, ambiguous=True, nonexistent="shift_forward")
+    return int(ts.tz_convert("UTC").value)
+
+
+def _et(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=NEW_YORK).strftime("%Y-%m-%d %H:%M ET")
+
+
 class ThetaData(bt.feed.DataBase):
     """ThetaData feed: bars (any timeframe) from quotes or trades, quote lines and, for
-    options, greeks.
+    options, greeks and open interest.
 
     Lines: the usual OHLCV plus ``bid ask bidsize asksize`` and, for options,
-    ``delta gamma theta vega rho iv underlying`` (NaN for stocks/indices).
+    ``delta gamma theta vega rho iv underlying`` (NaN for stocks/indices) and
+    ``openinterest`` (the day's open interest, from the open-interest endpoint).
 
     Params:
       - ``dataname``: ``SPY`` (stock), ``SPX`` (with ``sectype='INDEX'``),
-        ``SPY_20241220_C450`` (option) or a ``Contract``.
+        ``SPY_20241220_C450`` or ``SPY 241220C00450000`` (option), or a ``Contract``.
       - ``root``/``expiration``/``strike``/``right``: build the option contract from parts
         (instead of an option ``dataname``).
       - ``sectype`` (None): STOCK, INDEX or OPTION (guessed from the name).
@@ -74,11 +103,15 @@ class ThetaData(bt.feed.DataBase):
         (``trade``; volume = traded size).
       - ``historical`` (False): True = backtest: load ``fromdate``..``todate`` and stop.
         False = live: backfill from ``fromdate`` (if given), then stream.
+      - ``fromdate``/``todate``: naive values are wall-clock time in ``tz`` (UTC when
+        ``tz`` is None), aware ones are taken as they are - the same rule as ArcticData.
       - ``interval`` (None): REST interval for history (``tick``, ``1s``...``1h``);
-        None = matched to the bar size (ticks below one second).
-      - ``greeks`` (True): greeks lines for options (history: the greeks endpoint,
-        falling back to Black-Scholes on the underlying's quotes when the tier does not
-        allow it; live: Black-Scholes on the midpoint and the underlying's stream).
+        None = quote and index bars from tick history, like live bars (falling back to
+        interval snapshots, O=H=L=C, where the tier has no tick history), trade bars from
+        the Terminal's OHLC of the bar size.
+      - ``greeks`` (True): greeks lines for options (history: the greeks endpoint at the
+        bar's close, falling back to Black-Scholes on the underlying's quotes when the tier
+        does not allow it; live: Black-Scholes on the midpoint and the underlying's stream).
       - ``underlying`` (None): root of the underlying (default: the option's root).
       - ``qcheck`` (0.5 s): how long ``_load`` waits for a tick in live mode.
       - ``bar_grace`` (0.25 s): live bars close this long after their end on silence
@@ -86,10 +119,13 @@ class ThetaData(bt.feed.DataBase):
       - ``notify_bad_data`` (1.0 s): minimal spacing of BAD_DATA store notifications.
       - ``start_time``/``end_time`` (None): ET session filter for history (``09:30:00``).
 
-    Notifications: DELAYED while backfilling, LIVE once on the stream, CONNBROKEN when the
-    stream breaks (reconnect and gap backfill follow), DISCONNECTED when it gives up,
-    NOTSUBSCRIBED when the Terminal rejects the subscription. ``stats`` counts ticks
-    rejected by the bad-data rules (see btlive.theta.ticks).
+    Notifications: DELAYED while backfilling (also after a stall or reconnect while the gap
+    is filled from REST), LIVE once on the stream, CONNBROKEN when the stream breaks,
+    DISCONNECTED when it gives up, NOTSUBSCRIBED (the feed then ends; other feeds go on)
+    when the Terminal rejects the subscription or the contract is not listed. Store
+    notifications (:class:`btlive.theta.store.ThetaMessage`: NO_DATA, GAP_FILLED,
+    REST_RETRY, ...) reach ``notify_store`` in every Cerebro mode, ``runonce`` included.
+    ``stats`` counts ticks rejected by the bad-data rules (see btlive.theta.ticks).
     """
 
     lines = ("bid", "ask", "bidsize", "asksize") + GREEK_LINES
@@ -139,6 +175,22 @@ class ThetaData(bt.feed.DataBase):
 
     # ------------------------------------------------------------------ backtrader hooks
 
+    def setenvironment(self, env) -> None:
+        """The store joins cerebro with the feed, so its notifications reach the strategy
+        without ``cerebro.addstore`` (backtrader's own live feeds do the same)."""
+        super().setenvironment(env)
+        env.addstore(self._store)
+
+    def advance_peek(self):
+        # backtrader's runonce loop never delivers store or data notifications; it asks
+        # every feed for its next time on every step, so deliver them from here
+        env = self._env
+        if env is not None and getattr(env, "_dorunonce", False) and (
+                self._store.notifs or self.notifs):
+            env._storenotify()
+            env._datanotify()
+        return super().advance_peek()
+
     def islive(self) -> bool:
         return not self.p.historical
 
@@ -150,6 +202,7 @@ class ThetaData(bt.feed.DataBase):
         out = dict(self.filter.stats)
         if self._channel is not None:
             out["seam_duplicates"] = self._channel.seam_duplicates
+            out["gap_filled"] = self._channel.gap_filled
         return out
 
     def start(self) -> None:
@@ -183,11 +236,8 @@ class ThetaData(bt.feed.DataBase):
 
     # ------------------------------------------------------------------ helpers
 
-    @staticmethod
-    def _to_ns(dt: datetime) -> int:
-        if dt.tzinfo is None:
-            return int((dt - EPOCH).total_seconds() * 1e6) * 1000
-        return int(dt.timestamp() * 1e6) * 1000
+    def _to_ns(self, dt: datetime) -> int:
+        return to_utc_ns(dt, self.p.tz)
 
     def _period_ns(self) -> int | None:
         tf, comp = self.p.timeframe, self.p.compression
@@ -208,9 +258,8 @@ class ThetaData(bt.feed.DataBase):
             return BarBuilder(period, day_end=_day_end_ns)
         return BarBuilder(period)
 
-    def _interval(self) -> str:
-        if self.p.interval:
-            return self.p.interval
+    def _bar_interval(self) -> str:
+        """The REST interval of the bar size (``tick`` below one second)."""
         period = self._period_ns()
         if period is None or period < NS:
             return "tick"
@@ -226,38 +275,86 @@ class ThetaData(bt.feed.DataBase):
         """Fetch, clean and aggregate the whole backtest range (blocking: this is a backtest)."""
         if not self.p.fromdate:
             raise ValueError("historical ThetaData needs fromdate")
-        start = self.p.fromdate
-        end = self.p.todate or datetime.now(UTC).replace(tzinfo=None)
-        # bars are stamped at their close, so a bar ending exactly at todate is included
-        first, last = start, end - timedelta(microseconds=1)
-        interval = self._interval()
+        lo = self._to_ns(self.p.fromdate)
+        hi = self._to_ns(self.p.todate) if self.p.todate else time.time_ns()
+        # bars are stamped at their close, so a bar ending exactly at todate is included;
+        # the Terminal's days are ET days
+        first = datetime.fromtimestamp(lo / 1e9, tz=NEW_YORK).date()
+        last = datetime.fromtimestamp(max(lo, hi - 1000) / 1e9, tz=NEW_YORK).date()
         extra = {k: v for k, v in (("start_time", self.p.start_time),
                                    ("end_time", self.p.end_time)) if v}
-        kind = "QUOTE" if self.p.what == "quote" else "TRADE"
+        kind, rest_kind, interval = self._history_kind()
+        frame = None
+        if interval == "tick" and self.p.interval is None and self._bar_interval() != "tick":
+            frame = self._tick_frame(rest_kind, first, last, extra)
+            if frame is None:  # no tick history on this tier: interval snapshots
+                interval = self._bar_interval()
+        if frame is None:
+            frame = self._store.history(rest_kind, self.contract, first, last, interval, **extra)
+        bars = self._bars_from_frame(kind, frame, interval)
+        bars = [b for b in bars if lo <= b.end_ns <= hi]
+        if self.contract.is_option:
+            self._attach_option_history(bars, first, last, extra)
+        if not bars:
+            self._say_no_data(lo, hi)
+        return bars
+
+    def _history_kind(self) -> tuple[str, str, str]:
+        """(tick kind, REST kind, interval) for this feed's bars."""
+        interval = self.p.interval or ("tick" if self.p.what == "quote" or
+                                       self.contract.sec_type == "INDEX" else
+                                       self._bar_interval())
         if self.contract.sec_type == "INDEX":  # indices print prices only
-            kind, rest_kind = "PRICE", "price"
-        elif kind == "TRADE" and interval != "tick":
-            rest_kind = "ohlc"
-        else:
-            rest_kind = kind.lower()
-        frame = self._store.history(rest_kind, self.contract, first, last, interval, **extra)
-        greeks_frame = None
-        if self.contract.is_option and self.p.greeks:
-            greeks_frame = self._greeks_history(first, last, interval, extra)
-        bars = self._bars_from_frame(kind, frame, interval, greeks_frame)
-        lo, hi = self._to_ns(start), self._to_ns(end)
-        return [b for b in bars if lo <= b.end_ns <= hi]
+            return "PRICE", "price", interval
+        if self.p.what == "trade":
+            return "TRADE", "trade" if interval == "tick" else "ohlc", interval
+        return "QUOTE", "quote", interval
+
+    def _tick_frame(self, rest_kind: str, first, last, extra: dict) -> pd.DataFrame | None:
+        """Tick history to build bars like the live path, or None where the tier has none."""
+        try:
+            return self._store.history(rest_kind, self.contract, first, last, "tick", **extra)
+        except ThetaPermissionError as exc:
+            self._store.notify("QUOTE_BARS_FROM_SNAPSHOTS",
+                               f"{exc.server_message}; bars from {self._bar_interval()} "
+                               "snapshots (open = high = low = close)", self.contract.instrument)
+            return None
+
+    def _say_no_data(self, lo: int, hi: int) -> None:
+        """An empty backtest names the instrument, the window and the likely reason."""
+        reason = self._no_data_reason(lo, hi)
+        text = f"no bars between {_et(lo)} and {_et(hi)}: {reason}"
+        log.warning("ThetaData %s: %s", self.contract.instrument, text)
+        self._store.notify("NO_DATA", text, self.contract.instrument, start_ns=lo, end_ns=hi)
+
+    def _no_data_reason(self, lo: int, hi: int) -> str:
+        if lo > time.time_ns():
+            return "the window is in the future"
+        if hi < lo:
+            return "todate is before fromdate"
+        c = self.contract
+        if c.is_option and expiry_close_ns(c.expiration) < lo:
+            return f"the option expired on {c.expiration}, before the window"
+        if self._store.p.history == "rest":
+            try:
+                why = self._store.run_sync(self._store.check_contract(c), 60)
+            except (TimeoutError, RuntimeError) as exc:
+                why = None
+                log.info("no contract check for %s: %s", c.instrument, exc)
+            if why and not why.startswith("expired"):
+                return why
+        return "the Terminal has no data for it in that window (holiday, weekend, or not traded)"
 
     def _greeks_history(self, start, end, interval, extra) -> pd.DataFrame | None:
         ivl = interval if interval != "tick" else "1s"
         try:
             return self._store.history("greeks", self.contract, start, end, ivl, **extra)
         except ThetaPermissionError as exc:
-            self._store.put_notification(
-                f"GREEKS_FALLBACK: {self.contract.instrument}: {exc.server_message}; "
-                "computing Black-Scholes greeks from the underlying's quotes")
+            self._store.notify("GREEKS_FALLBACK",
+                               f"{exc.server_message}; computing Black-Scholes greeks from the "
+                               "underlying's quotes", self.contract.instrument)
         except (ThetaError, FrameError) as exc:
-            self._store.put_notification(f"GREEKS_UNAVAILABLE: {self.contract.instrument}: {exc}")
+            self._store.notify("GREEKS_UNAVAILABLE", str(exc), self.contract.instrument)
             return None
         try:
             under = self._store.history("quote", Contract.stock(self.p.underlying
@@ -270,13 +367,25 @@ class ThetaData(bt.feed.DataBase):
         mid = (under["bid"] + under["ask"]) / 2.0
         return pd.DataFrame({"underlying_price": mid}, index=under.index)
 
-    def _bars_from_frame(self, kind: str, frame: pd.DataFrame, interval: str,
-                         greeks_frame: pd.DataFrame | None) -> list[Bar]:
+    def _attach_option_history(self, bars: list[Bar], first, last, extra: dict) -> None:
+        """Greeks as of each bar's close (the bar they describe) and the day's open interest."""
+        if not bars:
+            return
+        if self.p.greeks:
+            frame = self._greeks_history(first, last, self._bar_interval(), extra)
+            _attach_asof(bars, frame, _GREEK_COLUMNS)
+        try:
+            oi = self._store.history("open_interest", self.contract, first, last)
+        except (ThetaError, FrameError) as exc:
+            self._store.notify("OPEN_INTEREST_UNAVAILABLE", str(exc), self.contract.instrument)
+            return
+        _attach_asof(bars, oi, {"open_interest": "openinterest"})
+
+    def _bars_from_frame(self, kind: str, frame: pd.DataFrame, interval: str) -> list[Bar]:
         if frame is None or not len(frame):
             return []
         frame = frame.sort_index(kind="stable")
         ts = frame.index.as_unit("ns").asi8
-        gk = self._align_greeks(ts, greeks_frame)
         bars: list[Bar] = []
         builder = self._builder
         cols = {c: frame[c].to_numpy() for c in frame.columns if c not in
@@ -297,30 +406,14 @@ class ThetaData(bt.feed.DataBase):
                 tick_kind, check = kind, values
             if self.filter.check(tick_kind, t, check) is not None:
                 continue
-            extra = self._extra_from(values)
-            if gk is not None:
-                extra.update(gk[i])
-            done = self._add_to_builder(builder, tick_kind, t, values, extra, is_ohlc)
+            done = self._add_to_builder(builder, tick_kind, t, values,
+                                        self._extra_from(values), is_ohlc)
             if done is not None:
                 bars.append(done)
         last = builder.flush()
         if last is not None:
             bars.append(last)
         return bars
-
-    def _align_greeks(self, ts: np.ndarray, gf: pd.DataFrame | None) -> list[dict] | None:
-        if gf is None or not len(gf):
-            return None
-        gf = gf.sort_index(kind="stable")
-        gts = gf.index.as_unit("ns").asi8
-        pos = np.searchsorted(gts, ts, side="right") - 1
-        names = {"delta": "delta", "theta": "theta", "vega": "vega", "rho": "rho",
-                 "implied_vol": "iv", "underlying_price": "underlying", "gamma": "gamma"}
-        avail = {src: gf[src].to_numpy() for src in names if src in gf.columns}
-        out = []
-        for p in pos:
-            out.append({} if p < 0 else {names[s]: float(a[p]) for s, a in avail.items()})
-        return out
 
     # ------------------------------------------------------------------ shared tick path
 
@@ -398,7 +491,8 @@ class ThetaData(bt.feed.DataBase):
             except queue.Empty:
                 continue
             self._on_item(item)
-            if self._state == self.DISCONNECTED and not self._bars and self._q.empty():
+            if self._state in (self.DISCONNECTED, self.NOTSUBSCRIBED) and not self._bars \
+                    and self._q.empty():
                 return False
 
     def _on_item(self, item: tuple) -> None:
@@ -446,8 +540,8 @@ class ThetaData(bt.feed.DataBase):
         if total != self._last_bad_total and now - self._last_bad_notify >= self.p.notify_bad_data:
             self._last_bad_notify, self._last_bad_total = now, total
             rules = {k: v for k, v in self.filter.stats.items() if k != "accepted" and v}
-            self._store.put_notification(f"BAD_DATA: {self.contract.instrument}: {rules}",
-                                         data=self, stats=rules)
+            self._store.notify("BAD_DATA", str(rules), self.contract.instrument, data=self,
+                               stats=rules)
 
     def _fill(self, bar: Bar) -> None:
         dt = EPOCH + timedelta(microseconds=bar.end_ns // 1000)
@@ -458,8 +552,9 @@ class ThetaData(bt.feed.DataBase):
         lines.low[0] = bar.low
         lines.close[0] = bar.close
         lines.volume[0] = bar.volume
-        lines.openinterest[0] = 0.0
         x = bar.extra
+        oi = x.get("openinterest")
+        lines.openinterest[0] = float(oi) if finite(oi) else 0.0
         if self.contract.is_option and self.p.greeks and not all(
                 finite(x.get(n)) for n in GREEK_FIELDS):
             self._finish_greeks(bar)
@@ -468,6 +563,25 @@ class ThetaData(bt.feed.DataBase):
             getattr(lines, name)[0] = float(v) if finite(v) else math.nan
         self.last_tick_ns = bar.end_ns
         self.last_recv_ns = x.get("recv_ns", 0)
+
+
+_GREEK_COLUMNS = {"delta": "delta", "gamma": "gamma", "theta": "theta", "vega": "vega",
+                  "rho": "rho", "implied_vol": "iv", "underlying_price": "underlying"}
+
+
+def _attach_asof(bars: list[Bar], frame: pd.DataFrame | None, names: dict[str, str]) -> None:
+    """Put into each bar's extra the last row of ``frame`` at or before the bar's close."""
+    if frame is None or not len(frame):
+        return
+    frame = frame.sort_index(kind="stable")
+    stamps = frame.index.as_unit("ns").asi8
+    ends = np.fromiter((b.end_ns for b in bars), dtype=np.int64, count=len(bars))
+    pos = np.searchsorted(stamps, ends, side="right") - 1
+    cols = {dst: frame[src].to_numpy(dtype=float) for src, dst in names.items()
+            if src in frame.columns}
+    for bar, p in zip(bars, pos.tolist(), strict=True):
+        if p >= 0:
+            bar.extra.update({dst: float(col[p]) for dst, col in cols.items()})
 
 
 def _py(v):

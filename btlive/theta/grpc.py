@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import time
 from datetime import date
 from typing import Any
 
 import pandas as pd
 
+from btlive.runtime import Backoff
 from btlive.theta.parse import Contract, empty_frame, normalize_frame
 from btlive.theta.rest import (
     NO_INTERVAL,
@@ -76,8 +76,7 @@ class GrpcHistory:
             self.channel = _own_channel(client, insecure)
         self.client = client
         self.retries = retries
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max, attempts=retries)
 
     @staticmethod
     def _login(host, port, insecure, auth_url, creds_file):
@@ -127,9 +126,9 @@ class GrpcHistory:
                 if code.name not in RETRY_CODES or attempt >= self.retries:
                     raise ThetaError(0, f"{code.name}: {text}", name) from None
                 attempt += 1
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
+                delay = self.backoff.delay(attempt)
                 log.info("gRPC %s for %s; retry %d in %.2fs", code.name, name, attempt, delay)
-                time.sleep(delay * (0.5 + random.random() / 2))
+                time.sleep(delay)
         if df is None or not len(df):
             return empty_frame()
         if not isinstance(df, pd.DataFrame):  # a polars frame

@@ -171,6 +171,18 @@ def et_to_utc_ns(date_int: int, ms_of_day: int) -> int:
     return _et_midnight_utc_ns(int(date_int), ms >= _DST_SWITCH_MS) + ms * 1_000_000
 
 
+def et_to_utc_ns_near(date_int: int, ms_of_day: int, ref_ns: int) -> int:
+    """:func:`et_to_utc_ns`, with the repeated 01:00-02:00 hour of the autumn DST switch read
+    as the instant nearest ``ref_ns`` (a live tick's receive time): the only way to tell the
+    two 01:30s apart, since (date, ms_of_day) names both."""
+    ms = int(ms_of_day)
+    if not _DST_SWITCH_MS // 2 <= ms < _DST_SWITCH_MS:
+        return et_to_utc_ns(date_int, ms)
+    first = _et_midnight_utc_ns(int(date_int), False) + ms * 1_000_000
+    second = _et_midnight_utc_ns(int(date_int), True) + ms * 1_000_000
+    return first if abs(first - ref_ns) <= abs(second - ref_ns) else second
+
+
 @lru_cache(maxsize=1024)
 def expiry_close_ns(expiration: str) -> int:
     """UTC nanoseconds of 16:00 ET on an expiration day (``YYYYMMDD``), when trading ends."""

@@ -6,8 +6,8 @@ Rules (reference/thetadata.md):
   so ``plan_chunks`` splits a range accordingly and chunks run concurrently under a
   semaphore sized to the account tier (FREE 1, VALUE 2, STANDARD 4, PRO 8);
 * ``Next-Page`` (header, or ``header.next_page`` in JSON) is followed to the end;
-* 429 (queue full), 474 (Terminal lost MDDS), 571 (Terminal starting), 5xx and transport
-  errors are retried with exponential backoff and jitter;
+* 429 (queue full), 474 (Terminal lost MDDS), 571 (Terminal starting), 572 (uncaught
+  Terminal error), 5xx and transport errors are retried with :class:`btlive.runtime.Backoff`;
 * 472 means "no data": an empty frame, not an error;
 * 471 (permission) and 473 (invalid parameters) stop with the server's message.
 """
@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -26,12 +25,13 @@ from typing import Any
 import httpx
 import pandas as pd
 
+from btlive.runtime import Backoff
 from btlive.theta.parse import Contract, FrameError, empty_frame, parse_rest
 
 log = logging.getLogger(__name__)
 
 TIER_CONCURRENCY = {"free": 1, "value": 2, "standard": 4, "pro": 8, "professional": 8}
-RETRY_STATUS = frozenset({429, 474, 571, 500, 502, 503, 504})
+RETRY_STATUS = frozenset({429, 474, 571, 572, 500, 502, 503, 504})
 SUB_MINUTE = frozenset({"tick", "10ms", "100ms", "500ms", "1s", "5s", "10s", "15s", "30s"})
 INTERVALS = ("tick", "10ms", "100ms", "500ms", "1s", "5s", "10s", "15s", "30s",
              "1m", "5m", "10m", "15m", "30m", "1h")
@@ -162,8 +162,8 @@ class ThetaRest:
 
     base_url: Terminal address (``http://127.0.0.1:25503``; ``/v3`` is added).
     concurrency: simultaneous requests (the tier's limit; see TIER_CONCURRENCY).
-    retries: attempts after the first for 429/474/571/5xx/transport errors.
-    backoff_initial/backoff_max: seconds, doubled per attempt, with jitter.
+    retries: attempts after the first for 429/474/571/572/5xx/transport errors.
+    backoff_initial/backoff_max: seconds, doubled per attempt, with jitter (runtime.Backoff).
     timeout: seconds per HTTP request. fmt: csv (fastest), json or ndjson.
     on_retry: called (status, attempt, delay, url) before each retry, for notifications.
     """
@@ -181,8 +181,7 @@ class ThetaRest:
             self.base_url += "/v3"
         self.concurrency = concurrency
         self.retries = retries
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max, attempts=retries)
         self.fmt = fmt
         self.on_retry = on_retry
         self.stats = RestStats()
@@ -234,39 +233,38 @@ class ThetaRest:
                 self.stats.requests += 1
                 try:
                     resp = await self._client.get(url, params=params)
-                    status = resp.status_code
-                    body = resp.content
+                    status, body = resp.status_code, resp.content
                 except httpx.TransportError as exc:
                     status, body, resp = 0, str(exc).encode(), None
             full_url = str(resp.url) if resp is not None else url
             if status == 200:
                 return body, _next_page(resp, body, fmt)
-            message = _server_message(body)
             if status == 472:
                 self.stats.no_data += 1
                 return None, None
-            if status == 471:
-                raise ThetaPermissionError(status, message, full_url)
-            if status == 473:
-                raise ThetaInvalidParams(status, message, full_url)
-            if (status in RETRY_STATUS or status == 0) and attempt < self.retries:
-                attempt += 1
-                self.stats.retries += 1
-                delay = min(self.backoff_max, self.backoff_initial * 2 ** (attempt - 1))
-                delay *= 0.5 + random.random() / 2
-                hint = resp.headers.get("Retry-After") if resp is not None else None
-                if hint:
-                    try:  # the Terminal's own hint, within our cap
-                        delay = max(delay, min(float(hint), self.backoff_max))
-                    except ValueError:
-                        pass
-                log.info("Theta Terminal %s for %s; retry %d in %.2fs", status, full_url,
-                         attempt, delay)
-                if self.on_retry is not None:
-                    self.on_retry(status, attempt, delay, full_url)
-                await asyncio.sleep(delay)
-                continue
-            raise ThetaError(status, message or "no message", full_url)
+            message = _server_message(body)
+            retryable = status in RETRY_STATUS or status == 0
+            if not retryable or attempt >= self.retries:
+                raise _error(status, message, full_url)
+            attempt += 1
+            self.stats.retries += 1
+            delay = self._delay(attempt, resp)
+            log.info("Theta Terminal %s for %s; retry %d in %.2fs", status, full_url, attempt,
+                     delay)
+            if self.on_retry is not None:
+                self.on_retry(status, attempt, delay, full_url)
+            await asyncio.sleep(delay)
+
+    def _delay(self, attempt: int, resp: httpx.Response | None) -> float:
+        """The backoff's delay, or the Terminal's own Retry-After hint within our cap."""
+        delay = self.backoff.delay(attempt)
+        hint = resp.headers.get("Retry-After") if resp is not None else None
+        if hint:
+            try:
+                delay = max(delay, min(float(hint), self.backoff.maximum))
+            except ValueError:
+                pass
+        return delay
 
     # ------------------------------------------------------------------ history
 
@@ -308,6 +306,14 @@ class ThetaRest:
                         req_type: str = "quote") -> pd.DataFrame:
         return await self.get(f"option/list/contracts/{req_type}",
                               {"symbol": root, "date": parse_day(day).strftime("%Y%m%d")})
+
+
+def _error(status: int, message: str, url: str) -> ThetaError:
+    if status == 471:
+        return ThetaPermissionError(status, message, url)
+    if status == 473:
+        return ThetaInvalidParams(status, message, url)
+    return ThetaError(status, message or "no message", url)
 
 
 def _next_page(resp: httpx.Response, body: bytes, fmt: str) -> str | None:

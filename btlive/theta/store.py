@@ -1,29 +1,25 @@
 """ThetaStore: ThetaData history (Terminal REST v3 or the thetadata gRPC client) and the
 Terminal's real-time WebSocket stream, for backtrader.
 
-Threads: the store owns one asyncio loop in a daemon thread. REST calls, the WebSocket
-session, backfills and reconnects all run there; feeds receive ticks through a
-``queue.Queue`` and never wait on the network from backtrader's thread.
+Threads: the store runs on :class:`btlive.runtime.LiveStore`'s loop thread. REST calls, the
+WebSocket session, contract checks, backfills and reconnects all run there; feeds receive
+ticks through a ``queue.Queue`` and never wait on the network from backtrader's thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
-import concurrent.futures
 import logging
 import queue
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-import backtrader as bt
 import pandas as pd
-from backtrader.store import MetaSingleton
 
+from btlive.runtime import LiveStore, LoopThread
 from btlive.theta.parse import (
     NEW_YORK,
     TICK_FIELDS,
@@ -31,9 +27,9 @@ from btlive.theta.parse import (
     FrameBatch,
     contract_key_to_contract,
     empty_frame,
-    et_to_utc_ns,
+    et_to_utc_ns_near,
 )
-from btlive.theta.rest import TIER_CONCURRENCY, ThetaRest, parse_day
+from btlive.theta.rest import TIER_CONCURRENCY, ThetaError, ThetaRest, parse_day
 from btlive.theta.ticks import TickMemory
 from btlive.theta.ws import StreamEvent, ThetaStream
 
@@ -42,6 +38,29 @@ log = logging.getLogger(__name__)
 #: StreamEvent kinds that break the live flow of every feed.
 BREAKING = frozenset({"DISCONNECTED", "STALLED", "TERMINAL_DISCONNECTED"})
 REJECTED = frozenset({"MAX_STREAMS_REACHED", "INVALID_PERMS", "ERROR"})
+#: Greeks endpoints by order (history and snapshot).
+GREEKS_ORDERS = ("first_order", "second_order", "third_order", "all", "implied_volatility")
+
+
+@dataclass(frozen=True, slots=True)
+class ThetaMessage:
+    """A store notification (``notify_store(msg)``): what happened, to which instrument.
+
+    kind: REST_RETRY, GREEKS_FALLBACK, GREEKS_UNAVAILABLE, BAD_DATA, NO_DATA, UNKNOWN_CONTRACT,
+    GAP_FILLED, BACKFILL_FAILED, or a stream event kind (CONNECTED, RECONNECTED, STALLED,
+    DISCONNECTED, TERMINAL_DISCONNECTED, TERMINAL_CONNECTED, MAX_STREAMS_REACHED,
+    INVALID_PERMS, TIMED_OUT, ERROR, MALFORMED, CLOSED).
+    ``info`` holds the numbers (status, attempt, delay, counts, ...).
+    """
+
+    kind: str
+    text: str = ""
+    instrument: str | None = None
+    info: dict = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        who = f"{self.instrument}: " if self.instrument else ""
+        return f"{self.kind}: {who}{self.text}" if (who or self.text) else self.kind
 
 
 def tick_signature(kind: str, values: dict) -> tuple:
@@ -79,7 +98,9 @@ class Channel:
     buffer: list = field(default_factory=list)
     delivered: TickMemory = field(default_factory=TickMemory)
     seam_duplicates: int = 0
+    gap_filled: int = 0
     tag: str | None = None
+    closed: bool = False
 
     def _sig(self, kind: str, values: dict) -> tuple:
         index = self.contract is not None and self.contract.sec_type == "INDEX"
@@ -89,36 +110,20 @@ class Channel:
         self.delivered.remember(kind, ts, self._sig(kind, values))
         self.out.put(("tick", kind, ts, values, self.tag))
 
-    def emit_after_seam(self, kind: str, ts: int, values: dict) -> None:
+    def emit_after_seam(self, kind: str, ts: int, values: dict) -> bool:
         """Emit unless already delivered (older than, or identical at, the last timestamp)."""
         if self.delivered.seen(kind, ts, self._sig(kind, values)) is not None:
             self.seam_duplicates += 1
-            return
+            return False
         self.emit(kind, ts, values)
+        return True
 
     def status(self, name: str, detail: str = "") -> None:
         self.out.put(("status", name, detail, self.tag))
 
 
-class MetaThetaStore(MetaSingleton):
-    """One store per configuration (backtrader's MetaSingleton keeps only one per class)."""
-
-    def __init__(cls, name, bases, dct):
-        super().__init__(name, bases, dct)
-        cls._instances = {}
-        cls._instances_lock = threading.Lock()
-
-    def __call__(cls, *args, **kwargs):
-        key = tuple(sorted((k, repr(v)) for k, v in kwargs.items()))
-        with cls._instances_lock:
-            inst = cls._instances.get(key)
-            if inst is None:
-                inst = cls._instances[key] = super(MetaSingleton, cls).__call__(*args, **kwargs)
-            return inst
-
-
-class ThetaStore(bt.Store, metaclass=MetaThetaStore):
-    """ThetaData for backtrader: history, chains and the real-time stream.
+class ThetaStore(LiveStore):
+    """ThetaData for backtrader: history, chains, snapshots and the real-time stream.
 
     One instance per distinct set of params (``ThetaStore(**same) is ThetaStore(**same)``).
 
@@ -129,7 +134,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
       - ``concurrency`` (None): simultaneous REST requests; None = the tier's limit
         (FREE 1, VALUE 2, STANDARD 4, PRO 8).
       - ``retries`` (6), ``backoff_initial`` (0.25 s), ``backoff_max`` (8 s): REST retries
-        of 429/474/571/5xx and transport errors (570 LARGE_REQUEST is not retried: chunk).
+        of 429/474/571/572/5xx and transport errors (570 LARGE_REQUEST is not retried: chunk).
       - ``timeout`` (60 s): per REST request.
       - ``fmt`` (``csv``): REST format (csv, json, ndjson).
       - ``history`` (``rest``): ``rest`` (Terminal) or ``grpc`` (thetadata package, no
@@ -139,10 +144,14 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         THETADATA_PASSWORD or the creds file).
       - ``cache_uri`` (None): ArcticDB URI for an on-disk cache of fetched days.
       - ``cache_library`` (``theta_cache``): library of that cache.
-      - ``heartbeat_timeout`` (5 s): stream silence that counts as a stall.
+      - ``heartbeat_timeout`` (5 s): stream silence that counts as a stall (reconnect).
+      - ``gap_after`` (1.5 s): a shorter silence (the Terminal sends STATUS every second)
+        after which the feeds' gap is filled from REST without reconnecting.
       - ``reconnect_backoff`` (0.2 s) / ``reconnect_max`` (10 s): stream reconnect delays.
       - ``max_reconnects`` (None = forever): attempts before the stream gives up.
       - ``verify_timeout`` (5 s): wait for a REQ_RESPONSE before reporting TIMED_OUT.
+      - ``check_contracts`` (True): check live contracts against the list endpoints (the
+        Terminal answers SUBSCRIBED for anything) and end unknown ones with NOTSUBSCRIBED.
       - ``rate`` (0.0): risk-free rate for live greeks; ``dividend`` (0.0): yield.
     """
 
@@ -165,15 +174,15 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         ("cache_uri", None),
         ("cache_library", "theta_cache"),
         ("heartbeat_timeout", 5.0),
+        ("gap_after", 1.5),
         ("reconnect_backoff", 0.2),
         ("reconnect_max", 10.0),
         ("max_reconnects", None),
         ("verify_timeout", 5.0),
+        ("check_contracts", True),
         ("rate", 0.0),
         ("dividend", 0.0),
     )
-
-    DataCls = None  # set by btlive.theta.feed
 
     def __init__(self) -> None:
         super().__init__()
@@ -182,11 +191,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             raise ValueError(f"tier {self.p.tier!r}: expected one of {sorted(TIER_CONCURRENCY)}")
         if self.p.history not in ("rest", "grpc"):
             raise ValueError(f"history {self.p.history!r}: expected 'rest' or 'grpc'")
-        self.notifs = collections.deque()
-        self.datas = []
-        self._lock = threading.RLock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self.loopthread = LoopThread("btlive-theta-loop")
         self._rest: ThetaRest | None = None
         self._grpc = None
         self._cache = None
@@ -197,138 +202,98 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         self._batch_sinks: list[Callable[[FrameBatch, int], None]] = []
         self._event_sinks: list[Callable[[StreamEvent], None]] = []
         self._contracts: dict[tuple, Contract] = {}
-        self._backfills: set[asyncio.Task] = set()  # strong references until they finish
-        self._users = 0
-
-    # ------------------------------------------------------------------ backtrader API
+        self._known: dict[tuple, frozenset] = {}  # list-endpoint answers, per query
+        self._tasks: set[asyncio.Task] = set()  # strong references until they finish
 
     def getdata(self, *args, **kwargs):
-        from btlive.theta.feed import ThetaData
+        if self.DataCls is None:
+            raise RuntimeError("ThetaStore.getdata: import btlive.theta.feed (or use "
+                               "btlive.ThetaData) so that the feed registers itself")
+        return super().getdata(*args, **kwargs)
 
-        kwargs.setdefault("store", self)
-        return ThetaData(*args, **kwargs)
+    def notify(self, kind: str, text: str = "", instrument: str | None = None,
+               **info: Any) -> None:
+        """Queue a :class:`ThetaMessage` for ``notify_store`` (any thread)."""
+        self.put_notification(ThetaMessage(kind, text, instrument, info))
 
-    def start(self, data=None, broker=None) -> None:
-        """Called by cerebro (addstore) and by each feed; the last ``stop()`` closes."""
-        with self._lock:
-            self._users += 1
-            if data is not None:
-                self._cerebro = self._env = data._env
-                if not any(d is data for d in self.datas):
-                    self.datas.append(data)
-
-    def stop(self) -> None:
-        with self._lock:
-            self._users = max(0, self._users - 1)
-            if self._users:
-                return
-        self.close()
-
-    def put_notification(self, msg, *args, **kwargs) -> None:
-        self.notifs.append((msg, args, kwargs))
-
-    def get_notifications(self) -> list:
-        self.notifs.append(None)
-        return [x for x in iter(self.notifs.popleft, None)]
-
-    @classmethod
-    def close_all(cls) -> None:
-        """Close every store instance (tests, interpreter shutdown)."""
-        with cls._instances_lock:
-            stores = list(cls._instances.values())
-            cls._instances.clear()
-        for store in stores:
-            store.close()
-
-    # ------------------------------------------------------------------ the loop thread
-
-    def _ensure_loop(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                ready = threading.Event()
-
-                def run() -> None:
-                    asyncio.set_event_loop(loop)
-                    loop.call_soon(ready.set)
-                    loop.run_forever()
-
-                self._thread = threading.Thread(target=run, name="btlive-theta-loop", daemon=True)
-                self._thread.start()
-                ready.wait(5)
-                self._loop = loop
-            return self._loop
-
-    def submit(self, coro) -> concurrent.futures.Future:
-        """Run a coroutine on the store's loop; returns a thread-safe future."""
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_loop())
-
-    def call(self, coro, timeout: float | None = None) -> Any:
-        """Run a coroutine on the loop and wait (never from backtrader's live thread)."""
-        return self.submit(coro).result(timeout)
-
-    def call_soon(self, fn: Callable, *args) -> None:
-        self._ensure_loop().call_soon_threadsafe(fn, *args)
+    # ------------------------------------------------------------------ lifecycle
 
     def close(self) -> None:
-        """Stop the stream, close clients and end the loop thread."""
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-            grpc_history, self._grpc = self._grpc, None
+        """Stop the stream, close clients and end the loop thread (whoever still uses it)."""
+        grpc_history, self._grpc = self._grpc, None
         if grpc_history is not None:  # used without the loop too (history is synchronous)
             grpc_history.close()
-        if loop is None:
-            return
-
-        async def shutdown() -> None:
-            for task in list(self._backfills):
-                task.cancel()
-            if self._stream is not None:
-                await self._stream.stop()
-            if self._stream_task is not None:
-                self._stream_task.cancel()
-                try:
-                    await self._stream_task
-                except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                    pass
-            if self._rest is not None:
-                await self._rest.aclose()
-
-        try:
-            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(10)
-        except Exception:  # noqa: BLE001 - best effort on the way out
-            log.exception("ThetaStore shutdown")
+        super().close()
         self._stream = self._stream_task = self._rest = None
         self._channels.clear()
         self._batch_sinks.clear()
         self._event_sinks.clear()
-        loop.call_soon_threadsafe(loop.stop)
-        if thread is not None:
-            thread.join(10)
-        loop.close()
+
+    def shutdown(self) -> None:
+        try:
+            self.loopthread.run(self._shutdown(), 10)
+        except (TimeoutError, RuntimeError, OSError) as exc:
+            log.warning("ThetaStore shutdown: %s", exc)
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._stream is not None:
+            await self._stream.stop()
+        if self._stream_task is not None:
+            self._stream_task.cancel()
+            await asyncio.gather(self._stream_task, return_exceptions=True)
+        if self._rest is not None:
+            await self._rest.aclose()
+
+    def submit(self, coro):
+        self._revive()
+        return super().submit(coro)
+
+    def run_sync(self, coro, timeout: float | None):
+        self._revive()
+        return super().run_sync(coro, timeout)
+
+    def call_soon(self, fn, *args) -> None:
+        self._revive()
+        self.loopthread.start()
+        super().call_soon(fn, *args)
+
+    def _revive(self) -> None:
+        """A closed store used again (history read after cerebro stopped) restarts its
+        loop: back into the registry, so that close_all() still ends that loop."""
+        if not self.loopthread.running:
+            with type(self)._instances_lock:
+                type(self)._instances.setdefault(self._registry_key, self)
+
+    def _spawn(self, coro) -> asyncio.Task:
+        """A task on the loop that close() cancels (call on the loop thread)."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
 
     # ------------------------------------------------------------------ history
 
     def rest(self) -> ThetaRest:
         """The REST client (use it from coroutines on the store's loop)."""
-        with self._lock:  # the loop thread (backfills) and callers of history() race here
-            if self._rest is not None:
-                return self._rest
-            concurrency = self.p.concurrency or TIER_CONCURRENCY[str(self.p.tier).lower()]
-            # httpx and asyncio primitives bind to the loop on first use, so any thread may build it
-            self._rest = ThetaRest(self.p.rest_url, concurrency=concurrency, retries=self.p.retries,
-                                   backoff_initial=self.p.backoff_initial,
-                                   backoff_max=self.p.backoff_max, timeout=self.p.timeout,
-                                   fmt=self.p.fmt, on_retry=self._on_rest_retry)
-        return self._rest
+        with self._users_lock:  # the loop thread (backfills) and callers of history() race here
+            if self._rest is None:
+                concurrency = self.p.concurrency or TIER_CONCURRENCY[str(self.p.tier).lower()]
+                # httpx and asyncio primitives bind to the loop on first use: any thread may build it
+                self._rest = ThetaRest(self.p.rest_url, concurrency=concurrency,
+                                       retries=self.p.retries,
+                                       backoff_initial=self.p.backoff_initial,
+                                       backoff_max=self.p.backoff_max, timeout=self.p.timeout,
+                                       fmt=self.p.fmt, on_retry=self._on_rest_retry)
+            return self._rest
 
     def _on_rest_retry(self, status: int, attempt: int, delay: float, url: str) -> None:
-        self.put_notification(f"REST_RETRY: {status} from {url}, attempt {attempt} in {delay:.2f}s",
-                              status=status, attempt=attempt)
+        self.notify("REST_RETRY", f"{status} from {url}, attempt {attempt} in {delay:.2f}s",
+                    status=status, attempt=attempt, delay=delay)
 
     def grpc(self):
-        """The thetadata gRPC history client (see theta_grpc)."""
+        """The thetadata gRPC history client (see btlive.theta.grpc)."""
         if self._grpc is None:
             from btlive.theta.grpc import GrpcHistory
 
@@ -346,12 +311,20 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             self._cache = DayCache(self.p.cache_uri, self.p.cache_library)
         return self._cache
 
+    def _rest_sync(self, coro_fn: Callable[[ThetaRest], Any], timeout: float | None = None):
+        """Run ``coro_fn(rest)`` on the loop and wait (never from the loop thread)."""
+        async def run():
+            return await coro_fn(self.rest())
+
+        return self.run_sync(run(), timeout)
+
     def history(self, kind: str, contract: Contract, start: Any, end: Any = None,
                 interval: str = "1m", **extra: Any) -> pd.DataFrame:
         """Normalized history of one contract (blocking; for backtests and tools).
 
-        kind: quote, trade, ohlc, eod, greeks (first order), greeks_all, implied_volatility,
-        open_interest, price (index). Days already in the cache are not downloaded again.
+        kind: quote, trade, ohlc, eod, greeks (first order), greeks_second_order,
+        greeks_third_order, greeks_all, greeks_eod, implied_volatility, open_interest,
+        price (index). Days already in the cache are not downloaded again.
         """
         first = parse_day(start)
         last = parse_day(end) if end is not None else first
@@ -363,20 +336,114 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
     def _history_uncached(self, kind, contract, first, last, interval, **extra) -> pd.DataFrame:
         if self.p.history == "grpc":
             return self.grpc().history(kind, contract, first, last, interval, **extra)
-        return self.call(self.rest().history(kind, contract, first, last, interval, **extra))
+        return self._rest_sync(lambda r: r.history(kind, contract, first, last, interval,
+                                                   **extra))
 
     def expirations(self, root: str) -> list[str]:
         if self.p.history == "grpc":
             return self.grpc().expirations(root)
-        return self.call(self.rest().expirations(root))
+        return self._rest_sync(lambda r: r.expirations(root))
 
     def strikes(self, root: str, expiration: str) -> list[float]:
         if self.p.history == "grpc":
             return self.grpc().strikes(root, expiration)
-        return self.call(self.rest().strikes(root, expiration))
+        return self._rest_sync(lambda r: r.strikes(root, expiration))
 
     def contracts(self, day: Any, root: str | None = None) -> pd.DataFrame:
-        return self.call(self.rest().contracts(day, root))
+        return self._rest_sync(lambda r: r.contracts(day, root))
+
+    def get(self, path: str, params: dict | None = None) -> pd.DataFrame:
+        """Any v3 endpoint as a normalized frame (blocking): ``get('option/list/symbols')``."""
+        return self._rest_sync(lambda r: r.get(path, params))
+
+    # -- what an options user needs beyond history (the Terminal answers all in one request)
+
+    def chain_snapshot(self, root: str, what: str = "quote", expiration: str = "*",
+                       right: str = "both", strike_range: int | None = None,
+                       max_dte: int | None = None, **extra: Any) -> pd.DataFrame:
+        """The latest ``what`` of every contract of a chain in one request: ``quote``,
+        ``ohlc``, ``trade``, ``open_interest``, ``market_value`` or greeks
+        (``greeks`` = first order, ``greeks_second_order``, ``greeks_third_order``,
+        ``greeks_all``, ``implied_volatility``). ``expiration='*'`` scans every expiration;
+        ``strike_range`` keeps that many strikes each side of the money; ``max_dte`` caps
+        the days to expiration."""
+        path = f"option/snapshot/{_greeks_path(what)}"
+        params = _chain_params(root, expiration, right, strike_range, max_dte, extra)
+        return self.get(path, params)
+
+    def chain_history(self, root: str, what: str, day: Any, expiration: str = "*",
+                      right: str = "both", interval: str = "1m", strike_range: int | None = None,
+                      max_dte: int | None = None, **extra: Any) -> pd.DataFrame:
+        """One day of ``what`` (quote, trade, ohlc, open_interest, eod, greeks...) for every
+        contract of a chain (bulk scan: ``expiration='*'``, ``strike_range``, ``max_dte``)."""
+        kind = _greeks_path(what)
+        params = _chain_params(root, expiration, right, strike_range, max_dte, extra)
+        params["date"] = parse_day(day).strftime("%Y%m%d")
+        if kind not in ("trade", "eod", "open_interest", "trade_quote", "greeks/eod"):
+            params["interval"] = interval
+        if kind in ("eod", "greeks/eod"):
+            params["start_date"] = params["end_date"] = params.pop("date")
+        return self.get(f"option/history/{kind}", params)
+
+    def at_time(self, kind: str, contract: Contract, start: Any, end: Any = None,
+                time_of_day: str = "09:30:00") -> pd.DataFrame:
+        """The last quote (or trade; ``price`` for indices) at ``time_of_day`` ET on each day."""
+        sec = contract.sec_type.lower()
+        params = dict(contract.rest_params(), time_of_day=time_of_day,
+                      start_date=parse_day(start).strftime("%Y%m%d"),
+                      end_date=parse_day(end if end is not None else start).strftime("%Y%m%d"))
+        return self.get(f"{sec}/at_time/{kind}", params)
+
+    def eod_greeks(self, contract: Contract, start: Any, end: Any = None) -> pd.DataFrame:
+        """End-of-day greeks of one option (``option/history/greeks/eod``)."""
+        return self.history("greeks_eod", contract, start, end, "1m")
+
+    def open_interest(self, contract: Contract, start: Any, end: Any = None) -> pd.DataFrame:
+        return self.history("open_interest", contract, start, end, "1m")
+
+    # ------------------------------------------------------------------ contract checks
+
+    async def check_contract(self, contract: Contract) -> str | None:
+        """Why ``contract`` cannot stream (unknown symbol, unlisted expiration or strike,
+        expired), or None. The list endpoints answer this; their failure is no verdict."""
+        today = datetime.now(NEW_YORK).strftime("%Y%m%d")
+        try:
+            if contract.is_option:
+                if contract.expiration < today:
+                    return f"expired on {contract.expiration}"
+                exps = await self._listed("option/list/expirations", "expiration",
+                                          symbol=contract.root)
+                if not exps:
+                    return f"no options listed for {contract.root!r}"
+                if contract.expiration not in exps:
+                    return f"expiration {contract.expiration} not listed for {contract.root}"
+                strikes = await self._listed("option/list/strikes", "strike",
+                                             symbol=contract.root, expiration=contract.expiration)
+                if round(contract.strike, 3) not in strikes:
+                    return (f"strike {contract.strike:g} not listed for {contract.root} "
+                            f"{contract.expiration}")
+                return None
+            sec = contract.sec_type.lower()
+            symbols = await self._listed(f"{sec}/list/symbols", "symbol")
+            if symbols and contract.root not in symbols:
+                return f"unknown {sec} symbol {contract.root!r}"
+        except (ThetaError, OSError, ValueError) as exc:
+            log.info("cannot check %s: %s", contract.instrument, exc)
+        return None
+
+    async def _listed(self, path: str, column: str, **params: str) -> frozenset:
+        key = (path, tuple(sorted(params.items())))
+        known = self._known.get(key)
+        if known is None:
+            df = await self.rest().get(path, params or None)
+            values = df[column] if column in df.columns else []
+            if column == "strike":
+                known = frozenset(round(float(v), 3) for v in values)
+            else:
+                known = frozenset(str(v).replace("-", "") if column == "expiration" else str(v)
+                                  for v in values)
+            self._known[key] = known
+        return known
 
     # ------------------------------------------------------------------ streaming
 
@@ -385,9 +452,9 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         if self._stream is None:
             self._stream = ThetaStream(
                 self.p.ws_url, self._on_batch, self._on_event, self._on_reconnected,
-                heartbeat_timeout=self.p.heartbeat_timeout, backoff_initial=self.p.reconnect_backoff,
-                backoff_max=self.p.reconnect_max, max_retries=self.p.max_reconnects,
-                verify_timeout=self.p.verify_timeout)
+                heartbeat_timeout=self.p.heartbeat_timeout, gap_after=self.p.gap_after,
+                backoff_initial=self.p.reconnect_backoff, backoff_max=self.p.reconnect_max,
+                max_retries=self.p.max_reconnects, verify_timeout=self.p.verify_timeout)
             self._stream_task = asyncio.get_running_loop().create_task(self._stream.run())
         return self._stream
 
@@ -409,7 +476,7 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             for req_type, contract in subs:
                 stream.subscribe(req_type, contract)
 
-        self.call(add(), 10)
+        self.run_sync(add(), 10)
 
     def add_event_sink(self, sink: Callable[[StreamEvent], None]) -> None:
         self.call_soon(self._event_sinks.append, sink)
@@ -417,7 +484,8 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
     def open_channel(self, contract: Contract, kinds: Iterable[str], out: queue.Queue,
                      backfill_from_ns: int | None = None, tag: str | None = None) -> Channel:
         """Subscribe a feed: live ticks of ``kinds`` go to ``out``, after a REST backfill
-        from ``backfill_from_ns`` when given (then status DELAYED ... LIVE)."""
+        from ``backfill_from_ns`` when given (then status DELAYED ... LIVE). A contract the
+        list endpoints do not know ends with NOTSUBSCRIBED (see ``check_contracts``)."""
         ch = Channel(contract, tuple(k.upper() for k in kinds), out,
                      backfilling=backfill_from_ns is not None, tag=tag)
 
@@ -428,32 +496,48 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
                 stream.subscribe(kind, contract)
             if backfill_from_ns is not None:
                 ch.status("DELAYED", "backfilling")
-                task = asyncio.get_running_loop().create_task(self._backfill(ch, backfill_from_ns))
-                self._backfills.add(task)
-                task.add_done_callback(self._backfills.discard)
+                self._spawn(self._backfill(ch, backfill_from_ns))
             elif stream.connected.is_set():
                 ch.status("LIVE")
+            if self.p.check_contracts and self.p.history == "rest":
+                self._spawn(self._verify_channel(ch))
 
-        self.call(open_(), 10)
+        self.run_sync(open_(), 10)
         return ch
 
-    def close_channel(self, ch: Channel) -> None:
-        async def close_() -> None:
-            chans = self._channels.get(ch.contract.instrument, [])
-            if ch in chans:
-                chans.remove(ch)
-            if not chans:
-                self._channels.pop(ch.contract.instrument, None)
-                if self._stream is not None:
-                    for kind in ch.kinds:
-                        self._stream.unsubscribe(kind, ch.contract)
+    async def _verify_channel(self, ch: Channel) -> None:
+        reason = await self.check_contract(ch.contract)
+        if reason is not None and not ch.closed:
+            self.notify("UNKNOWN_CONTRACT", reason, ch.contract.instrument)
+            self._reject(ch, reason)
 
-        if self._loop is not None:
-            try:
-                self.call(close_(), 5)
-            except Exception:  # noqa: BLE001 - the feed stops anyway; say why it may leak
-                log.warning("could not close the channel of %s", ch.contract.instrument,
-                            exc_info=True)
+    def _reject(self, ch: Channel, reason: str) -> None:
+        """End one channel with NOTSUBSCRIBED; every other feed goes on (loop thread)."""
+        self._drop_channel(ch)
+        ch.status("NOTSUBSCRIBED", reason)
+
+    def _drop_channel(self, ch: Channel) -> None:
+        ch.closed = True
+        chans = self._channels.get(ch.contract.instrument, [])
+        if ch in chans:
+            chans.remove(ch)
+        if not chans:
+            self._channels.pop(ch.contract.instrument, None)
+            if self._stream is not None:
+                for kind in ch.kinds:
+                    self._stream.unsubscribe(kind, ch.contract)
+
+    def close_channel(self, ch: Channel) -> None:
+        if not self.loopthread.running:
+            return
+
+        async def close_() -> None:
+            self._drop_channel(ch)
+
+        try:
+            self.run_sync(close_(), 5)
+        except (TimeoutError, RuntimeError) as exc:  # the feed stops anyway; say why it may leak
+            log.warning("could not close the channel of %s: %s", ch.contract.instrument, exc)
 
     # -- loop-thread callbacks
 
@@ -467,48 +551,51 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         for sink in self._batch_sinks:
             try:
                 sink(batch, recv_ns)
-            except Exception:  # noqa: BLE001 - a sink's bug must not stop the stream
+            except Exception:  # a sink's bug must not stop the stream
                 log.exception("batch sink failed")
         if not self._channels:
             return
         for key, rows in batch.groups.items():
-            kind = key[0]
             try:
                 contract = self._contract_of(key[1:])
             except ValueError:
                 continue
             chans = self._channels.get(contract.instrument)
-            if not chans:
+            if chans:
+                self._dispatch(key[0], rows, chans, recv_ns)
+
+    @staticmethod
+    def _dispatch(kind: str, rows: list, chans: list[Channel], recv_ns: int) -> None:
+        names = TICK_FIELDS[kind]
+        for ch in chans:
+            if kind not in ch.kinds:
                 continue
-            names = TICK_FIELDS[kind]
-            for ch in chans:
-                if kind not in ch.kinds:
+            for row in rows:
+                try:
+                    ts = et_to_utc_ns_near(row[0], row[1], recv_ns)
+                except (TypeError, ValueError):
                     continue
-                for row in rows:
-                    try:
-                        ts = et_to_utc_ns(row[0], row[1])
-                    except (TypeError, ValueError):
-                        continue
-                    values = dict(zip(names, row[2:], strict=False))
-                    values["recv_ns"] = recv_ns
-                    if ch.backfilling:
-                        ch.buffer.append((kind, ts, values))
-                    else:
-                        ch.emit(kind, ts, values)
+                values = dict(zip(names, row[2:], strict=False))
+                values["recv_ns"] = recv_ns
+                if ch.backfilling:
+                    ch.buffer.append((kind, ts, values))
+                else:
+                    ch.emit(kind, ts, values)
 
     def _on_event(self, event: StreamEvent) -> None:
         for sink in self._event_sinks:
             try:
                 sink(event)
-            except Exception:  # noqa: BLE001
+            except Exception:  # a sink's bug must not stop the stream
                 log.exception("event sink failed")
-        if event.kind in ("SUBSCRIBED", "STATE"):
+        if event.kind in ("SUBSCRIBED", "STATE", "RESUMED"):
             return
+        who = None
         detail = event.detail
         if event.contract is not None or event.req_type:
             who = event.contract.instrument if event.contract else "full trade stream"
-            detail = f"{event.req_type} {who}: {detail}"
-        self.put_notification(f"{event.kind}: {detail}", event=event)
+            detail = f"{event.req_type}: {detail}"
+        self.notify(event.kind, detail, who, event=event)
         all_chans = [c for chans in self._channels.values() for c in chans]
         if event.kind == "CONNECTED":
             for ch in all_chans:
@@ -521,11 +608,12 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
             for ch in all_chans:
                 ch.status("DISCONNECTED", event.detail)
         elif event.kind in REJECTED and event.contract is not None:
-            for ch in self._channels.get(event.contract.instrument, []):
-                ch.status("NOTSUBSCRIBED", f"{event.kind}: {event.detail}")
+            for ch in list(self._channels.get(event.contract.instrument, [])):
+                if event.req_type in ch.kinds:
+                    self._reject(ch, f"{event.kind}: {event.detail}")
 
     async def _on_reconnected(self) -> None:
-        """Fill what the feeds missed while the stream was down, through REST."""
+        """Fill what the feeds missed while the stream was down or silent, through REST."""
         tasks = []
         for chans in list(self._channels.values()):
             for ch in chans:
@@ -535,14 +623,18 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
                 ch.status("DELAYED", "gap backfill")
                 newest = ch.delivered.newest
                 start = min(newest.values()) if newest else time.time_ns()
-                tasks.append(self._backfill(ch, start))
+                tasks.append(self._backfill(ch, start, gap=True))
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def _backfill(self, ch: Channel, start_ns: int) -> None:
-        """REST ticks from ``start_ns`` to now, then the buffered live ticks, without overlap."""
-        end_ns = time.time_ns()
+    async def _backfill(self, ch: Channel, start_ns: int, gap: bool = False) -> None:
+        """REST ticks from ``start_ns`` to now, then the buffered live ticks, without overlap.
+
+        The REST window ends at the first live tick that arrives after the subscription (at
+        most ``gap_after`` later), so nothing between the two sources is missing."""
+        filled = 0
         try:
+            end_ns = await self._first_live_ns(ch)
             ticks = []
             for kind in ch.kinds:
                 df = await self._tick_history(kind, ch.contract, start_ns, end_ns)
@@ -550,33 +642,37 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
                           if ts >= start_ns]
             ticks.sort(key=lambda t: t[0])  # stable: interleave quotes and trades in time
             for ts, kind, values in ticks:
-                ch.emit_after_seam(kind, ts, values)
-        except Exception as exc:  # noqa: BLE001 - report and go live anyway
-            log.exception("backfill of %s failed", ch.contract)
-            self.put_notification(f"BACKFILL_FAILED: {ch.contract.instrument}: {exc}")
+                filled += ch.emit_after_seam(kind, ts, values)
+        except (ThetaError, OSError, ValueError, TimeoutError) as exc:  # report, go live anyway
+            log.warning("backfill of %s failed: %s", ch.contract.instrument, exc)
+            self.notify("BACKFILL_FAILED", str(exc), ch.contract.instrument)
             ch.status("CONNBROKEN", f"backfill failed: {exc}")
         buffered, ch.buffer = ch.buffer, []
         for kind, ts, values in buffered:
             ch.emit_after_seam(kind, ts, values)
         ch.backfilling = False
-        ch.status("LIVE")
+        if gap:
+            ch.gap_filled += filled
+            self.notify("GAP_FILLED", f"{filled} ticks from REST", ch.contract.instrument,
+                        ticks=filled, start_ns=start_ns)
+        if not ch.closed:
+            ch.status("LIVE")
+
+    async def _first_live_ns(self, ch: Channel) -> int:
+        """Wait (bounded) for the first live tick after a (re)subscription: REST must
+        cover the ticks up to it. Returns now when none comes (a quiet market)."""
+        deadline = time.monotonic() + max(self.p.gap_after, 0.5)
+        while not ch.buffer and time.monotonic() < deadline and not ch.closed:
+            await asyncio.sleep(0.02)
+        return max(time.time_ns(), ch.buffer[0][1] if ch.buffer else 0)
 
     async def _tick_history(self, kind: str, contract: Contract, start_ns: int,
                             end_ns: int) -> pd.DataFrame:
         if kind not in ("QUOTE", "TRADE"):
             return empty_frame()
-        start = datetime.fromtimestamp(start_ns / 1e9, tz=NEW_YORK)
-        end = datetime.fromtimestamp(end_ns / 1e9, tz=NEW_YORK)
-        # without start_time/end_time the Terminal answers 09:30-16:00 only: a gap across
-        # midnight ET needs the first day from ``start`` and the later days from 00:00
-        spans = [(start.date(), start.date(),
-                  start.strftime("%H:%M:%S.") + f"{start.microsecond // 1000:03d}")]
-        if end.date() > start.date():
-            spans.append((start.date() + timedelta(days=1), end.date(), "00:00:00.000"))
         rest_kind = "price" if contract.sec_type == "INDEX" else kind.lower()  # index "trades"
         frames = []
-        for first, last, start_time in spans:
-            extra = {"start_time": start_time, "end_time": "23:59:59.999"}
+        for first, last, extra in tick_spans(start_ns, end_ns):
             if self.p.history == "grpc":
                 df = await asyncio.get_running_loop().run_in_executor(
                     None, lambda f=first, la=last, x=extra: self.grpc().history(
@@ -588,6 +684,43 @@ class ThetaStore(bt.Store, metaclass=MetaThetaStore):
         if not frames:
             return empty_frame()
         return frames[0] if len(frames) == 1 else pd.concat(frames)
+
+
+def tick_spans(start_ns: int, end_ns: int) -> list[tuple[date, date, dict]]:
+    """REST requests for the ticks between two instants. Without start_time/end_time the
+    Terminal answers 09:30-16:00 only: a span across midnight ET needs the first day from
+    ``start`` and the later days from 00:00."""
+    start = datetime.fromtimestamp(start_ns / 1e9, tz=NEW_YORK)
+    end = datetime.fromtimestamp(end_ns / 1e9, tz=NEW_YORK)
+    first_time = start.strftime("%H:%M:%S.") + f"{start.microsecond // 1000:03d}"
+    spans = [(start.date(), start.date(), {"start_time": first_time,
+                                           "end_time": "23:59:59.999"})]
+    if end.date() > start.date():
+        spans.append((start.date() + timedelta(days=1), end.date(),
+                      {"start_time": "00:00:00.000", "end_time": "23:59:59.999"}))
+    return spans
+
+
+def _greeks_path(what: str) -> str:
+    """``greeks``/``greeks_second_order``/... -> the endpoint's tail (``greeks/first_order``)."""
+    if what == "greeks":
+        return "greeks/first_order"
+    if what.startswith("greeks_"):
+        return "greeks/" + what[len("greeks_"):]
+    if what == "implied_volatility":
+        return "greeks/implied_volatility"
+    return what
+
+
+def _chain_params(root: str, expiration: str, right: str, strike_range: int | None,
+                  max_dte: int | None, extra: dict) -> dict:
+    right = {"C": "call", "P": "put"}.get(str(right).upper()[:1], "both") \
+        if str(right).lower() != "both" else "both"
+    exp = expiration if expiration == "*" else str(expiration).replace("-", "")
+    params = {"symbol": root, "expiration": exp, "strike": "*", "right": right,
+              "strike_range": strike_range, "max_dte": max_dte}
+    params.update(extra)
+    return params
 
 
 def frame_to_ticks(kind: str, df: pd.DataFrame) -> list[tuple[int, dict]]:

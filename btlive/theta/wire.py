@@ -141,22 +141,29 @@ class FrameDecoder:
                     messages.append(payload)
                 else:
                     self._frag, self._frag_size = [payload], n
-            elif opcode == OP_CONT:
-                if self._frag is None:
-                    raise WsProtocolError("continuation frame without a start")
-                self._frag_size += n
-                if self._frag_size > MAX_MESSAGE:  # each frame is bounded; so is their sum
-                    raise WsProtocolError(f"fragmented message exceeds {MAX_MESSAGE} bytes")
-                self._frag.append(payload)
-                if fin:
-                    messages.append(b"".join(self._frag))
-                    self._frag = None
-            elif opcode in (OP_CLOSE, OP_PING, OP_PONG):
-                controls.append((opcode, payload))
-            else:
-                raise WsProtocolError(f"unknown opcode {opcode}")
+            else:  # rare: kept out of the hot loop
+                self._other(opcode, fin, payload, messages, controls)
         self._buf = buf[pos:] if pos < end else b""
         return messages, controls
+
+
+    def _other(self, opcode: int, fin: int, payload: bytes, messages: list[bytes],
+               controls: list[tuple[int, bytes]]) -> None:
+        """Continuation and control frames."""
+        if opcode == OP_CONT:
+            if self._frag is None:
+                raise WsProtocolError("continuation frame without a start")
+            self._frag_size += len(payload)
+            if self._frag_size > MAX_MESSAGE:  # each frame is bounded; so is their sum
+                raise WsProtocolError(f"fragmented message exceeds {MAX_MESSAGE} bytes")
+            self._frag.append(payload)
+            if fin:
+                messages.append(b"".join(self._frag))
+                self._frag = None
+        elif opcode in (OP_CLOSE, OP_PING, OP_PONG):
+            controls.append((opcode, payload))
+        else:
+            raise WsProtocolError(f"unknown opcode {opcode}")
 
 
 def close_payload(code: int = 1000, reason: str = "") -> bytes:

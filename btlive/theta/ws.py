@@ -3,20 +3,21 @@
 Runs on the store's asyncio loop. The Terminal accepts a single client, so every
 QUOTE/TRADE subscription (and the full trade stream) is multiplexed on one socket.
 Supervision: a heartbeat watchdog (the Terminal sends STATUS every second; silence for
-``heartbeat_timeout`` means a stalled stream), reconnect with exponential backoff and
-jitter, re-subscription with fresh increasing ids, and a hook the store uses to fill the
-gap through REST.
+``heartbeat_timeout`` means a stalled stream), reconnect with :class:`btlive.runtime.Backoff`,
+re-subscription with fresh increasing ids, and a hook the store uses to fill the gap through
+REST - after a reconnect, and after a shorter silence (``gap_after``) during which the
+Terminal, like the real one, may have dropped ticks.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from btlive.runtime import Backoff
 from btlive.theta.parse import (
     Contract,
     FrameBatch,
@@ -49,6 +50,7 @@ class StreamEvent:
     """Something the strategy should hear about (delivered as a store notification).
 
     kind: CONNECTED, RECONNECTED, DISCONNECTED (socket lost), STALLED (heartbeat missed),
+    RESUMED (data again after a silence longer than ``gap_after``),
     TERMINAL_DISCONNECTED / TERMINAL_CONNECTED (the Terminal's own upstream link),
     SUBSCRIBED, MAX_STREAMS_REACHED, INVALID_PERMS, ERROR, TIMED_OUT, MALFORMED, CLOSED.
     """
@@ -68,13 +70,15 @@ class ThetaStream:
 
     on_batch(batch, recv_ns): every decoded batch of data frames (loop thread).
     on_event(event): connection and subscription events (loop thread).
-    on_reconnected(): awaited after a reconnect and re-subscription (gap backfill).
+    on_reconnected(): awaited after a reconnect and re-subscription, and after a silence
+    longer than ``gap_after`` (gap backfill).
     """
 
     def __init__(self, url: str, on_batch: Callable[[FrameBatch, int], None],
                  on_event: Callable[[StreamEvent], None],
                  on_reconnected: Callable[[], Awaitable[None]] | None = None, *,
-                 heartbeat_timeout: float = 5.0, connect_timeout: float = 5.0,
+                 heartbeat_timeout: float = 5.0, gap_after: float | None = 1.5,
+                 connect_timeout: float = 5.0,
                  verify_timeout: float = 5.0, backoff_initial: float = 0.2,
                  backoff_max: float = 10.0, max_retries: int | None = None,
                  read_size: int = 1 << 20) -> None:
@@ -84,10 +88,10 @@ class ThetaStream:
         self.on_event = on_event
         self.on_reconnected = on_reconnected
         self.heartbeat_timeout = heartbeat_timeout
+        self.gap_after = gap_after
         self.connect_timeout = connect_timeout
         self.verify_timeout = verify_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max)
         self.max_retries = max_retries
         self.read_size = read_size
         self.subscriptions: dict[SubKey, int] = {}
@@ -98,7 +102,8 @@ class ThetaStream:
         self._stopping = False
         self.connected = asyncio.Event()
         self.stats = {"frames": 0, "bytes": 0, "reconnects": 0, "stalls": 0, "malformed": 0,
-                      "status_frames": 0}
+                      "status_frames": 0, "gaps": 0, "connect_failures": 0}
+        self.last_error = ""
         self.last_status = 0.0
         self.terminal_status: str | None = None
 
@@ -150,6 +155,8 @@ class ThetaStream:
                 await self._connect()
             except (TimeoutError, OSError, WsProtocolError) as exc:
                 attempt += 1
+                self.stats["connect_failures"] += 1
+                self.last_error = f"connect to {self.url} failed: {exc}"
                 self.on_event(StreamEvent("DISCONNECTED", f"connect to {self.url} failed: {exc}"))
                 if self.max_retries is not None and attempt > self.max_retries:
                     self.on_event(StreamEvent("CLOSED", f"gave up after {attempt} attempts"))
@@ -166,7 +173,7 @@ class ThetaStream:
             ever_connected = True
             try:
                 reason = await self._read_loop()
-            except Exception as exc:  # noqa: BLE001 - a bug must cost a reconnect, not the stream
+            except Exception as exc:  # a bug must cost a reconnect, not the stream
                 log.exception("stream read loop failed")
                 reason = f"internal error: {exc!r}"
             self._drop_connection()
@@ -187,13 +194,12 @@ class ThetaStream:
     async def _run_hook(self) -> None:
         try:
             await self.on_reconnected()
-        except Exception as exc:  # noqa: BLE001 - a failed backfill must not kill the stream
+        except Exception as exc:  # a failed backfill must not kill the stream
             log.exception("gap backfill failed")
             self.on_event(StreamEvent("ERROR", f"gap backfill failed: {exc}"))
 
     async def _backoff(self, attempt: int) -> None:
-        delay = min(self.backoff_max, self.backoff_initial * 2 ** min(attempt - 1, 16))
-        await asyncio.sleep(delay * (0.5 + random.random() / 2))
+        await asyncio.sleep(self.backoff.delay(min(attempt, 32)))
 
     async def _connect(self) -> None:
         reader, writer = await asyncio.wait_for(
@@ -217,13 +223,14 @@ class ThetaStream:
         if self._writer is not None:
             try:
                 self._writer.close()
-            except Exception:  # noqa: BLE001 - already broken
+            except (OSError, RuntimeError):  # already broken
                 pass
         self._writer = None
 
     async def _read_loop(self) -> str:
         """Read until the socket fails or stalls; returns why it ended."""
         reader = self._reader
+        last_data = time.monotonic()
         while not self._stopping:
             try:
                 data = await asyncio.wait_for(reader.read(self.read_size), self.heartbeat_timeout)
@@ -237,34 +244,45 @@ class ThetaStream:
                 return "closed by the Terminal"
             if self._stopping:
                 break
-            recv_ns = time.time_ns()
-            self.stats["bytes"] += len(data)
-            try:
-                messages, controls = self._decoder.feed(data)
-            except WsProtocolError as exc:
-                return f"protocol error: {exc}"
-            for opcode, payload in controls:
-                if opcode == OP_PING and self._writer is not None:
-                    self._writer.write(encode_frame(OP_PONG, payload))
-                elif opcode == OP_CLOSE:
-                    return "close frame from the Terminal"
-            if messages:
-                self.stats["frames"] += len(messages)
-                batch = group_frames(messages)
-                if batch.malformed:
-                    self.stats["malformed"] += batch.malformed
-                    self.on_event(StreamEvent("MALFORMED", "; ".join(batch.errors)))
-                for msg in batch.control:
-                    self._on_control(msg)
-                if batch.groups:
-                    self.on_batch(batch, recv_ns)
             now = time.monotonic()
+            if self.gap_after is not None and now - last_data > self.gap_after:
+                self.stats["gaps"] += 1
+                self.on_event(StreamEvent("RESUMED", f"silent for {now - last_data:.1f} s"))
+                self._start_hook()
+            last_data = now
+            reason = self._on_data(data, time.time_ns())
+            if reason is not None:
+                return reason
             if now - self.last_status > self.heartbeat_timeout:
                 self.stats["stalls"] += 1
                 self.on_event(StreamEvent("STALLED", f"no STATUS for {self.heartbeat_timeout} s"))
                 return "heartbeat missed"
             self._expire_pending(now)
         return "stopped"
+
+    def _on_data(self, data: bytes, recv_ns: int) -> str | None:
+        """Decode one read and dispatch it; a reason when the connection must end."""
+        self.stats["bytes"] += len(data)
+        try:
+            messages, controls = self._decoder.feed(data)
+        except WsProtocolError as exc:
+            return f"protocol error: {exc}"
+        for opcode, payload in controls:
+            if opcode == OP_PING and self._writer is not None:
+                self._writer.write(encode_frame(OP_PONG, payload))
+            elif opcode == OP_CLOSE:
+                return "close frame from the Terminal"
+        if messages:
+            self.stats["frames"] += len(messages)
+            batch = group_frames(messages)
+            if batch.malformed:
+                self.stats["malformed"] += batch.malformed
+                self.on_event(StreamEvent("MALFORMED", "; ".join(batch.errors)))
+            for msg in batch.control:
+                self._on_control(msg)
+            if batch.groups:
+                self.on_batch(batch, recv_ns)
+        return None
 
     def _on_control(self, msg: StreamMessage) -> None:
         if msg.kind == "STATUS":

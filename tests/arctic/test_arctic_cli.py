@@ -7,6 +7,7 @@ from datetime import timedelta
 import pandas as pd
 import pytest
 
+import btlive
 from btlive.arctic.library import get_library
 from btlive.arctic.sampledata import daily_bars
 from btlive.cli import main
@@ -65,8 +66,9 @@ def test_import_local_time_zone(tmp_path, uri):
 def test_import_errors_name_file_line_and_column(tmp_path, uri, capsys, body, message):
     csv = tmp_path / "bad.csv"
     csv.write_text(body)
-    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]) == 1
-    assert message in capsys.readouterr().err
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
     lib = get_library(uri)
     assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
 
@@ -78,7 +80,7 @@ def test_import_error_in_a_later_chunk_leaves_nothing_behind(tmp_path, uri, caps
     csv = tmp_path / "late.csv"
     csv.write_text("\n".join(lines) + "\n")
     assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet",
-                 "--chunk-rows", "10"]) == 1
+                 "--chunk-rows", "10"]) == 2
     assert "late.csv:52: column 'Close': 'oops' is not a number" in capsys.readouterr().err
     lib = get_library(uri)
     assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
@@ -86,8 +88,9 @@ def test_import_error_in_a_later_chunk_leaves_nothing_behind(tmp_path, uri, caps
 
 def test_missing_file_and_library(tmp_path, uri, capsys):
     assert main(["arctic", "import", str(tmp_path / "nope.csv"), "--symbol", "s",
-                 "--uri", uri]) == 1
+                 "--uri", uri]) == 2
     assert "nope.csv: no such file" in capsys.readouterr().err
+    get_library(uri)
     assert main(["arctic", "ls", "--uri", uri, "--library", "other"]) == 1
     assert "library 'other' does not exist" in capsys.readouterr().err
 
@@ -125,3 +128,101 @@ def test_import_append_and_refuse_older_rows(tmp_path, uri, capsys):
                  "--append"]) == 1
     assert "symbol 's'" in capsys.readouterr().err
     assert lib.get_staged_symbols() == [] and len(lib.read("s").data) == 100
+
+
+HEADER = "Date,Open,High,Low,Close,Volume\n"
+GOOD = "2020-01-01,1,2,0.5,1.5,10\n"
+
+
+@pytest.mark.parametrize("rows, message", [
+    ("2020-01-02,1,2\n", "bad.csv:3: 3 fields where the header has 6"),
+    ("2020-01-02,1,2,0.5,,10\n", "bad.csv:3: column 'Close': is empty"),
+    ("2020-01-02,1,2,0.5,nan,10\n", "bad.csv:3: column 'Close': 'nan' is not a number"),
+    ("2020-01-02,1,2,0.5,1.5,10,99\n", "bad.csv:3: 7 fields where the header has 6"),
+    ("2020-01-02,1,2,0.5,1.5,10\n\n2020-01-03,1,2,0.5,1.5\n", "bad.csv:5: 5 fields"),
+])
+def test_every_row_is_checked_and_a_bad_row_imports_nothing(tmp_path, uri, capsys, rows,
+                                                            message):
+    csv = tmp_path / "bad.csv"
+    csv.write_text(HEADER + GOOD + rows)
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    lib = get_library(uri)
+    assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
+
+
+def test_explicit_nan_volume_and_blank_lines_are_accepted(tmp_path, uri):
+    csv = tmp_path / "ok.csv"
+    csv.write_text(HEADER + GOOD + "\n2020-01-02,1,2,0.5,1.5,NaN\n")
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]) == 0
+    assert get_library(uri).read("s").data["volume"].isna().tolist() == [False, True]
+
+
+def test_bad_last_row_of_a_large_file_imports_nothing(tmp_path, uri, capsys):
+    days = pd.date_range("2000-01-01", periods=30_000, freq="h")
+    body = "".join(f"{d:%Y-%m-%d %H:%M},1,2,0.5,1.5,10\n" for d in days)
+    csv = tmp_path / "big.csv"
+    csv.write_text(HEADER + body + "2010-01-01 00:00,1,2,0.5,1.5,10,7\n")
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet",
+                 "--chunk-rows", "4096"]) == 2
+    assert "big.csv:30002: 7 fields where the header has 6" in capsys.readouterr().err
+    lib = get_library(uri)
+    assert not lib.has_symbol("s") and lib.get_staged_symbols() == []
+
+
+@pytest.mark.parametrize("content", [bytes(range(256)) * 8, b"\x89PNG\r\n\x1a\n\x00\x00\x00"])
+def test_binary_file_given_as_csv(tmp_path, uri, capsys, content):
+    path = tmp_path / "image.csv"
+    path.write_bytes(content)
+    assert main(["arctic", "import", str(path), "--symbol", "s", "--uri", uri, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "image.csv" in err and "Traceback" not in err and err.count("\n") == 1, err
+
+
+def test_uri_without_scheme_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["arctic", "ls", "--uri", "./plainpath"]) == 2
+    err = capsys.readouterr().err
+    assert "'./plainpath' has no scheme: use lmdb://./plainpath" in err
+    assert err.count("\n") == 1 and not (tmp_path / "plainpath").exists()
+
+
+def test_read_only_commands_create_nothing(tmp_path, capsys):
+    missing = tmp_path / "nonexistent" / "dir" / "x"
+    for command in ("ls", "snapshot", "compact", "finalize"):
+        assert main(["arctic", command, "--uri", f"lmdb://{missing}"]) == 1
+        err = capsys.readouterr().err
+        assert f"no ArcticDB store at lmdb://{missing}: the folder" in err, err
+        assert err.count("\n") == 1
+    assert not (tmp_path / "nonexistent").exists()
+
+
+PLANTED = "s3://127.0.0.1:bkt?port={port}&access=AKIAFAKE&secret=S3SECRET"
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_s3_is_one_line_without_the_secret(tmp_path, capsys):
+    uri = PLANTED.format(port=closed_port())
+    csv = tmp_path / "ok.csv"
+    csv.write_text(HEADER + GOOD)
+    for argv in (["arctic", "ls", "--uri", uri],
+                 ["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]):
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert "cannot reach S3 at 127.0.0.1:" in err and "nothing listens" in err
+        assert err.count("\n") == 1 and "S3SECRET" not in out + err and "AKIAFAKE" not in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"btlive {btlive.__version__}"

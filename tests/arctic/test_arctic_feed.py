@@ -186,6 +186,28 @@ def test_as_of_reads_pinned_version(uri):
     assert len(pinned) == 16 and len(latest) == 36
 
 
+def test_as_of_text_is_a_snapshot_name_first(uri):
+    lib = get_library(uri)
+    frame = daily_frame(40)
+    lib.write("s", frame.iloc[:20])  # version 0
+    lib.append("s", frame.iloc[20:30])  # version 1
+    lib.snapshot("1")  # a snapshot whose name looks like a version number
+    lib.append("s", frame.iloc[30:])  # version 2
+    assert len(run(ArcticData(uri=uri, symbol="s", as_of="1"), True, True, 0)) == 26
+    assert len(run(ArcticData(uri=uri, symbol="s", as_of="snapshot:1"), True, True, 0)) == 26
+    assert len(run(ArcticData(uri=uri, symbol="s", as_of="version:0"), True, True, 0)) == 16
+    assert len(run(ArcticData(uri=uri, symbol="s", as_of="0"), True, True, 0)) == 16
+    with pytest.raises(ValueError, match="no snapshot 'nope'.*snapshots: \\['1'\\]"):
+        run(ArcticData(uri=uri, symbol="s", as_of="snapshot:nope"), True, True, 0)
+
+
+def test_missing_store_is_an_error_and_is_not_created(tmp_path):
+    missing = tmp_path / "no" / "store"
+    msg = run_error(ArcticData(uri=f"lmdb://{missing}", symbol="s"))
+    assert "no ArcticDB store" in msg and "does not exist" in msg
+    assert not (tmp_path / "no").exists()
+
+
 def test_tz_param_changes_display_only(uri):
     frame = store(uri, "s", minute_bars(390))
     data = ArcticData(uri=uri, symbol="s", tz="America/New_York",

@@ -15,18 +15,10 @@ from btlive.analyzers.record import RecordFeeds
 from btlive.arctic.library import ArcticError, get_library
 from btlive.arctic.recorder import ArcticRecorder, to_ns
 from btlive.arctic.sampledata import daily_bars
+from tests.helpers import eventually
 
 T0 = 1_700_000_000_000_000_000
 SYM = "ticks/trade/AAA"
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
 
 
 @pytest.mark.parametrize("background", [True, False])
@@ -54,7 +46,7 @@ def test_flush_at_n_rows_without_waiting(uri):
         time.sleep(0.5)
         assert rec.stats["staged_rows"] == 0 and rec.stats["buffered_rows"] == 49
         rec.record(SYM, T0 + 49, price=1.0)
-        assert wait_for(lambda: rec.stats["staged_rows"] == 50)
+        assert eventually(lambda: rec.stats["staged_rows"] == 50)
     finally:
         rec.close()
 
@@ -64,9 +56,9 @@ def test_flush_at_t_seconds_and_periodic_finalize(uri):
     try:
         for i in range(5):
             rec.record(SYM, T0 + i, price=1.0)
-        assert wait_for(lambda: rec.stats["staged_rows"] == 5)
+        assert eventually(lambda: rec.stats["staged_rows"] == 5)
         lib = get_library(uri)
-        assert wait_for(lambda: lib.has_symbol(SYM) and len(lib.read(SYM).data) == 5)
+        assert eventually(lambda: lib.has_symbol(SYM) and len(lib.read(SYM).data) == 5)
         assert rec.stats["finalizes"] >= 1
     finally:
         rec.close()
@@ -364,7 +356,7 @@ def test_close_while_threads_record_keeps_every_accepted_row(uri):
     for t in threads:
         t.start()
     go.wait()
-    time.sleep(0.2)
+    eventually(lambda: all(accepted), what="every thread recorded rows")
     rec.close()
     for t in threads:
         t.join(timeout=60)
@@ -372,3 +364,104 @@ def test_close_while_threads_record_keeps_every_accepted_row(uri):
     lib = get_library(uri)
     stored = [len(lib.read(f"ticks/trade/C{k}").data) for k in range(3)]
     assert stored == accepted and min(accepted) > 0
+
+
+BAR_FIELDS = ("open", "high", "low", "close", "volume")
+
+
+def record_bars(rec, frame, symbol="bars/1s/AAPL"):
+    for ts, row in frame.iterrows():
+        rec.record(symbol, ts, **{c: row[c] for c in BAR_FIELDS})
+
+
+@pytest.mark.parametrize("background", [True, False])
+def test_restart_with_overlapping_backfill_adds_no_duplicates_and_no_late_rows(uri, background):
+    bars = daily_bars(300, openinterest=False)
+    with ArcticRecorder(uri, background=background) as rec:  # the first run, stopped cleanly
+        record_bars(rec, bars.iloc[:200])
+    # the restart backfills 150 bars that overlap the stored end, then goes on live; the
+    # vendor's backfill is anchored at today's price, so the repeated bars differ (as the
+    # TWS simulator's do): the stored ones are kept
+    backfill = bars.iloc[50:300].copy()
+    backfill.iloc[:150, :4] += 0.25
+    with ArcticRecorder(uri, background=background, flush_rows=64) as rec:
+        record_bars(rec, backfill)
+    stats = rec.stats
+    lib = get_library(uri)
+    stored = lib.read("bars/1s/AAPL").data
+    assert not stored.index.has_duplicates
+    expected = pd.concat([bars.iloc[:200], backfill.iloc[150:]])
+    pd.testing.assert_frame_equal(stored.drop(columns="seq"), expected, check_freq=False)
+    assert stats["duplicate_rows"] == 150 and stats["revised_rows"] == 150
+    assert stats["late_rows"] == 0
+    assert not any(s.startswith("late/") for s in lib.list_symbols())
+
+
+def test_overlap_keeps_stored_values_and_sends_gaps_to_late(uri):
+    bars = daily_bars(20, openinterest=False)
+    with ArcticRecorder(uri, background=False) as rec:
+        record_bars(rec, bars.iloc[:10].drop(bars.index[7]))  # bar 7 was missed
+    backfill = bars.iloc[5:15].copy()
+    backfill.loc[bars.index[8], "close"] += 1.0  # bar 8 revised by the vendor
+    with ArcticRecorder(uri, background=False) as rec:
+        record_bars(rec, backfill)
+    assert rec.stats["duplicate_rows"] == 4 and rec.stats["revised_rows"] == 1
+    assert rec.stats["late_rows"] == 1
+    lib = get_library(uri)
+    stored = lib.read("bars/1s/AAPL").data.drop(columns="seq")
+    pd.testing.assert_frame_equal(stored, bars.iloc[:15].drop(bars.index[7]), check_freq=False)
+    late = lib.read("late/bars/1s/AAPL").data
+    assert late["event_ts"].tolist() == [bars.index[7].value]
+
+
+def test_ties_written_by_the_same_run_are_kept(uri):
+    with ArcticRecorder(uri, background=False) as rec:
+        rec.record(SYM, T0, price=1.0)
+        rec.flush()
+        rec.record(SYM, T0, price=1.0)  # an identical tick at the same time: a second trade
+    assert get_library(uri).read(SYM).data["price"].tolist() == [1.0, 1.0]
+    assert rec.stats["duplicate_rows"] == 0
+
+
+def test_default_finalize_interval_suits_a_live_tail(uri):
+    with ArcticRecorder(uri) as rec:
+        assert 1.0 <= rec.finalize_seconds <= 5.0
+
+
+def test_record_feeds_names_60_minute_bars_1h(uri):
+    frame = daily_bars(10)
+    frame.index = pd.date_range("2024-01-02 14:00", periods=10, freq="h", tz="UTC")
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame, timeframe=bt.TimeFrame.Minutes,
+                                        compression=60), name="AAPL")
+    cerebro.addstrategy(bt.Strategy)
+    cerebro.addanalyzer(RecordFeeds, uri=uri, _name="rec")
+    strat = cerebro.run()[0]
+    assert strat.analyzers.rec.get_analysis() == {"bars/1h/AAPL": 10}
+
+
+@pytest.mark.parametrize("timeframe, compression, name", [
+    (bt.TimeFrame.Seconds, 1, "1s"), (bt.TimeFrame.Seconds, 5, "5s"),
+    (bt.TimeFrame.Seconds, 60, "1min"), (bt.TimeFrame.Minutes, 1, "1min"),
+    (bt.TimeFrame.Minutes, 15, "15min"), (bt.TimeFrame.Minutes, 60, "1h"),
+    (bt.TimeFrame.Minutes, 240, "4h"), (bt.TimeFrame.Minutes, 1440, "1d"),
+    (bt.TimeFrame.Days, 1, "1d"), (bt.TimeFrame.Weeks, 1, "1w"), (bt.TimeFrame.Days, 7, "1w"),
+    (bt.TimeFrame.Months, 1, "1mo"), (bt.TimeFrame.Years, 1, "1y"),
+    (bt.TimeFrame.Ticks, 1, "1tick"),
+])
+def test_one_timeframe_naming(timeframe, compression, name):
+    from btlive.arctic.symbols import timeframe_from_seconds, timeframe_name, timeframe_seconds
+
+    assert timeframe_name(timeframe, compression) == name
+    if name[-1] in "snhdw":
+        seconds = timeframe_seconds(name)
+        assert timeframe_from_seconds(seconds) == name
+
+
+def test_timeframe_names_refuse_other_spellings():
+    from btlive.arctic.symbols import timeframe_seconds
+
+    with pytest.raises(ValueError, match="write it as '1h'"):
+        timeframe_seconds("60min")
+    with pytest.raises(ValueError, match="expected a bar size"):
+        timeframe_seconds("1hour")

@@ -35,3 +35,42 @@ def test_sample_imports_a_csv(tmp_path, uri, capsys):
     assert sample.main(["--uri", uri, "--csv", str(tmp_path / "x.csv"), "--symbol",
                         "bars/1d/X", "--fast", "5", "--slow", "20"]) == 0
     assert "bars/1d/X: 120 bars" in capsys.readouterr().out
+
+
+def test_sample_reads_the_snapshot_the_cli_named(uri, capsys):
+    from btlive.arctic.library import get_library
+    from btlive.cli import main as btlive_main
+
+    sample = load_sample()
+    assert sample.main(["--uri", uri, "--generate", "300"]) == 0
+    lib = get_library(uri)
+    lib.write("bars/1d/SAMPLE", daily_bars(100))  # a newer version after the snapshot
+    assert lib.list_versions("bars/1d/SAMPLE")
+    capsys.readouterr()
+    assert btlive_main(["arctic", "snapshot", "--uri", uri, "--name", "20261206"]) == 0
+    lib.write("bars/1d/SAMPLE", daily_bars(50))
+    for as_of in ("20261206", "snapshot:20261206"):
+        assert sample.main(["--uri", uri, "--as-of", as_of]) == 0
+        assert "bars/1d/SAMPLE: 100 bars" in capsys.readouterr().out
+    assert sample.main(["--uri", uri, "--as-of", "version:0"]) == 0
+    assert "bars/1d/SAMPLE: 300 bars" in capsys.readouterr().out
+    assert sample.main(["--uri", uri, "--as-of", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "as_of 'nosuch': no snapshot" in err and err.count("\n") == 1
+
+
+def test_sample_fails_in_one_line(tmp_path, capsys, monkeypatch):
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    sample = load_sample()
+    uri = f"s3://127.0.0.1:bkt?port={port}&access=AKIAFAKE&secret=S3SECRET"
+    assert sample.main(["--uri", uri]) == 1
+    out, err = capsys.readouterr()
+    assert "cannot reach S3" in err and err.count("\n") == 1 and "S3SECRET" not in out + err
+    monkeypatch.chdir(tmp_path)
+    assert sample.main(["--uri", "./plainpath"]) == 2
+    assert "has no scheme" in capsys.readouterr().err
+    assert not (tmp_path / "plainpath").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from decimal import Decimal
 
 import backtrader as bt
@@ -11,8 +12,11 @@ import pandas as pd
 import pytest
 
 import btlive
+from btlive.analyzers.audit import AuditIncomplete
+from btlive.audit.journal import read_events
 from btlive.audit.verify import verify
 from btlive.cli import main as btlive_main
+from btlive.runtime import Backoff
 
 
 def _frame(n=12, bidask=False):
@@ -183,18 +187,34 @@ def test_report_formats_and_bad_arguments(sqlite_url, capsys):
     assert btlive_main(["audit", "report", "--db", sqlite_url, "--day", "2024-13-01"]) == 2
     assert "--day: expected YYYY-MM-DD" in capsys.readouterr().err
     assert btlive_main(["audit", "report", "--db", "nonsense://"]) == 2
-    assert "cannot read" in capsys.readouterr().err
+    assert "only sqlite and postgresql" in capsys.readouterr().err
 
 
-def test_unreachable_database_never_hangs_or_raises_into_cerebro(unused_port, caplog):
+def test_unreachable_database_never_hangs_and_the_run_says_what_was_not_written(
+        unused_port, caplog, tmp_path):
     url = f"postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:{unused_port}/test"
-    (strat,) = _run(url, run_id="down", close_timeout=1.0,
-                    writer={"retry_initial": 0.05, "retry_max": 0.2})
-    analysis = strat.analyzers[0].get_analysis()
-    assert analysis["committed"] is False
-    stats = analysis["writer"]
-    assert stats["retries"] >= 2 and stats["unwritten"] > 0 and stats["committed_rows"] == 0
+    writer = {"retry": Backoff(initial=0.05, maximum=0.2), "journal_dir": tmp_path / "j"}
+    with pytest.raises(AuditIncomplete) as failed:
+        _run(url, run_id="down", close_timeout=1.0, writer=writer)
+    message = str(failed.value)
+    assert re.search(r"audit run down: \d+ events were NOT written to postgresql", message)
+    (journal,) = (tmp_path / "j").glob("*.journal")
+    assert str(journal) in message
+    saved = read_events(journal)
+    assert f"{len(saved)} events were NOT written" in message
+    assert [type(e).__name__ for e in saved][:1] == ["RunEvent"]
+    assert saved[-1].event == "stop" and saved[-1].params["counts"]["orders"] == 4
     assert "NOT written" in caplog.text and "retrying" in caplog.text
     # results get printed and logs shipped: the password appears in neither
-    assert "postgres:***@" in analysis["db"]
-    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in str(analysis)
+    assert "postgres:***@" in message
+    assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in message
+
+
+def test_unwritten_events_can_be_logged_instead_of_raised(unused_port, tmp_path):
+    url = f"postgresql+psycopg://postgres:pw@127.0.0.1:{unused_port}/test"
+    (strat,) = _run(url, run_id="down", close_timeout=0.5, on_incomplete="log",
+                    writer={"retry": Backoff(initial=0.05, maximum=0.1),
+                            "journal_dir": tmp_path / "j"})
+    analysis = strat.analyzers[0].get_analysis()
+    assert analysis["committed"] is False and analysis["unwritten"] > 0
+    assert analysis["journal"].startswith(str(tmp_path / "j"))

@@ -21,9 +21,10 @@ def sim():
     from btlive.ib.store import IBStore
     from btlive.sim.tws import TwsSimulator
 
-    with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0) as simulator:
+    with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0,
+                      always_open=True) as simulator:
         yield simulator
-    IBStore._reset_instances()
+    IBStore.close_all()
 
 
 class Trader(bt.Strategy):
@@ -60,9 +61,8 @@ class Trader(bt.Strategy):
 
 
 def test_audit_matches_the_simulator_executions(sim, tmp_path):
-    import btlive.ib.broker  # noqa: F401 - registers the store's broker class
-    import btlive.ib.feed  # noqa: F401 - registers the store's data class
-    from btlive.ib.store import IBStore
+    import btlive.analyzers
+    from btlive.ib import IBStore
 
     url = f"sqlite:///{tmp_path / 'e2e.db'}"
     store = IBStore(port=sim.port, clientId=31, timeout=1.0)

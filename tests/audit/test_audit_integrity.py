@@ -19,6 +19,7 @@ from btlive.audit.events import OrderStatusEvent
 from btlive.audit.verify import verify
 from btlive.audit.writer import AuditWriter
 from btlive.cli import main as btlive_main
+from btlive.runtime import Backoff
 
 
 def _seq_events(start: int, n: int):
@@ -60,7 +61,7 @@ def test_postgres_revokes_update_delete_truncate(pg_url, ah):
     _sample(ah, pg_url)
     role = f"audit_ro_{uuid.uuid4().hex[:8]}"
     engine = sa.create_engine(pg_url)
-    from btlive.audit.triggers import install_append_only
+    from btlive.audit.schema import install_append_only
 
     try:
         with engine.begin() as conn:
@@ -157,9 +158,29 @@ def test_truncated_tail_is_detected_by_heads_and_exported_head(db_url, ah, capsy
     assert "expected head seq 5" in capsys.readouterr().out
 
 
-def test_verify_cli_errors(tmp_path, capsys):
-    assert btlive_main(["audit", "verify", "--db", f"sqlite:///{tmp_path / 'none.db'}"]) == 1
-    assert "missing tables" in capsys.readouterr().out
+@pytest.mark.parametrize("command", ["verify", "report"])
+def test_read_only_commands_create_nothing_and_say_what_is_wrong_in_one_line(
+        command, tmp_path, capsys):
+    missing = tmp_path / "typo.db"
+    assert btlive_main(["audit", command, "--db", f"sqlite:///{missing}"]) == 2
+    err = capsys.readouterr().err
+    assert f"audit database 'sqlite:///{missing}' does not exist" in err and len(err.splitlines()) == 1
+    assert not missing.exists() and list(tmp_path.iterdir()) == []
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all " * 100)
+    empty = tmp_path / "empty.db"
+    sqlite3.connect(empty).close()
+    for path in (garbage, empty):
+        before = path.read_bytes()
+        assert btlive_main(["audit", command, "--db", f"sqlite:///{path}"]) == 2
+        err = capsys.readouterr().err
+        assert "is not an audit database" in err and len(err.splitlines()) == 1, err
+        assert path.read_bytes() == before and sorted(tmp_path.iterdir()) == [empty, garbage]
+    url = "postgresql+psycopg://me:pg-s3cret@127.0.0.1:1/audit"
+    assert btlive_main(["audit", command, "--db", url]) == 1
+    err = capsys.readouterr().err
+    assert "cannot read postgresql+psycopg://me:***@127.0.0.1:1/audit" in err
+    assert "pg-s3cret" not in err and len(err.splitlines()) == 1
     assert btlive_main(["audit", "verify", "--db", "sqlite:///x.db", "--head", "12"]) == 2
 
 
@@ -189,7 +210,7 @@ def test_locked_sqlite_is_retried_without_loss(sqlite_url, ah):
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     errors = []
-    writer = AuditWriter(sqlite_url, busy_timeout=0.05, retry_initial=0.02, retry_max=0.2,
+    writer = AuditWriter(sqlite_url, busy_timeout=0.05, retry=Backoff(initial=0.02, maximum=0.2),
                          on_error=errors.append).start()
     try:
         for ev in _seq_events(1, 200):
@@ -212,7 +233,7 @@ def test_locked_sqlite_is_retried_without_loss(sqlite_url, ah):
 
 @pytest.mark.postgres
 def test_lost_postgres_connection_is_retried_without_loss_or_reordering(pg_url, ah):
-    writer = AuditWriter(pg_url, batch_size=20, retry_initial=0.02, retry_max=0.2).start()
+    writer = AuditWriter(pg_url, batch_size=20, retry=Backoff(initial=0.02, maximum=0.2)).start()
     admin = sa.create_engine(pg_url)
     app = f"btlive-audit-{writer.writer_id}"[:63]
     killed = 0
@@ -291,7 +312,7 @@ def test_sigkill_keeps_every_acknowledged_event_and_the_chain_resumes(sqlite_url
 
 def test_commit_that_landed_but_whose_ack_was_lost_is_not_written_twice(db_url, ah, caplog):
     caplog.set_level("INFO", logger="btlive.audit.writer")
-    writer = AuditWriter(db_url, retry_initial=0.01).start()
+    writer = AuditWriter(db_url, retry=Backoff(initial=0.01)).start()
     writer.submit(_seq_events(0, 1)[0])
     assert writer.flush(10)
     dialect = writer._engine.dialect

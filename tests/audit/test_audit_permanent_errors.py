@@ -9,7 +9,10 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from btlive.audit.writer import AuditWriter, AuditWriterError, is_transient
+from btlive.audit.journal import read_events
+from btlive.audit.writer import AuditWriter, AuditWriterError
+from btlive.runtime import Backoff
+from btlive.sql import is_transient
 
 
 def _wait_failed(writer: AuditWriter, timeout: float = 10.0) -> None:
@@ -29,28 +32,29 @@ def _check_stopped(writer, errors, events, text):
     assert writer.flush(5) is False
     assert writer.close(5) is False
     assert writer.stats["unwritten"] == len(events) + 1
-    assert [e.exec_id for e in writer.unwritten_events] == [e.exec_id for e in events] + ["LATE.1"]
+    saved = read_events(writer.journal_path)  # "how many and where": kept for the next start
+    assert [e.exec_id for e in saved] == [e.exec_id for e in events] + ["LATE.1"]
 
 
 def test_missing_table_stops_the_writer(sqlite_url, ah, caplog):
     sqlite3.connect(sqlite_url.removeprefix("sqlite:///")).close()  # a database without schema
     errors = []
-    writer = AuditWriter(sqlite_url, create=False, retry_initial=0.01, retry_max=0.05,
+    writer = AuditWriter(sqlite_url, create=False, retry=Backoff(initial=0.01, maximum=0.05),
                          on_error=errors.append)
     events = [ah.fill(f"E.{i}", 1, 1, t=i) for i in range(5)]
     for ev in events:
         writer.submit(ev)
     writer.start()
     _check_stopped(writer, errors, events, "no such table")
-    assert "5 events NOT written" in caplog.text
+    assert "6 events NOT written" in caplog.text  # the 5 and the late one
 
 
 def test_read_only_database_stops_the_writer(tmp_path, ah):
     path = tmp_path / "audit.db"
     ah.write_events(f"sqlite:///{path}", [ah.fill("FIRST.1", 1, 1)])
     errors = []
-    writer = AuditWriter(f"sqlite:///file:{path}?mode=ro&uri=true", retry_initial=0.01,
-                         retry_max=0.05, on_error=errors.append).start()
+    writer = AuditWriter(f"sqlite:///file:{path}?mode=ro&uri=true",
+                         retry=Backoff(initial=0.01, maximum=0.05), on_error=errors.append).start()
     assert writer.started.wait(5)
     events = [ah.fill(f"E.{i}", 1, 1, t=i) for i in range(1, 4)]
     for ev in events:

@@ -12,9 +12,10 @@ from btlive.sim.tws import TwsSimulator
 
 @pytest.fixture
 def sim():
-    with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0) as simulator:
+    with TwsSimulator(port=0, tick_interval=0.05, bar_interval=1.0,
+                      always_open=True) as simulator:
         yield simulator
-    IBStore._reset_instances()
+    IBStore.close_all()
 
 
 @pytest.fixture
@@ -25,6 +26,7 @@ def make_sim():
     def make(**kwargs):
         kwargs.setdefault("tick_interval", 0.05)
         kwargs.setdefault("bar_interval", 1.0)
+        kwargs.setdefault("always_open", True)  # ticks and fills on any day (real: hours)
         simulator = TwsSimulator(port=0, **kwargs).start()
         started.append(simulator)
         return simulator
@@ -32,7 +34,7 @@ def make_sim():
     yield make
     for simulator in started:
         simulator.stop()
-    IBStore._reset_instances()
+    IBStore.close_all()
 
 
 @pytest.fixture
@@ -59,7 +61,7 @@ def run_bounded():
 @pytest.fixture(autouse=True)
 def no_leftover_loop_threads():
     yield
-    IBStore._reset_instances()
+    IBStore.close_all()
     for thread in threading.enumerate():
         if thread.name.startswith("btlive-ib-"):
             thread.join(5)

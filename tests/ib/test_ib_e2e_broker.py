@@ -222,7 +222,7 @@ def test_positions_known_on_first_bar(sim, run_bounded):
         yield from wait(lambda: not o.alive())
 
     run_script(sim, run_bounded, buy_50, clientId=31)
-    IBStore._reset_instances()
+    IBStore.close_all()
 
     def look(s):
         yield
@@ -366,7 +366,7 @@ def test_commission_report_before_its_execution(sim, run_bounded):
             while held:
                 hooked_exec(*held.pop(0))
 
-        s.broker.store.call(lambda: (setattr(wrapper, "execDetails", late_exec),
+        s.broker.store.call_soon(lambda: (setattr(wrapper, "execDetails", late_exec),
                                      setattr(wrapper, "commissionReport", comm_then_exec)))
         yield
         o = s.buy(size=3000)  # several executions, each commission first
@@ -450,7 +450,7 @@ def test_missing_commission_report_does_not_stall_the_fill(sim, run_bounded):
 
     def script(s):
         wrapper = s.broker.store.ib.wrapper
-        s.broker.store.call(lambda: setattr(wrapper, "commissionReport", lambda report: None))
+        s.broker.store.call_soon(lambda: setattr(wrapper, "commissionReport", lambda report: None))
         yield
         o = s.buy(size=5)
         got["o"] = o
@@ -493,7 +493,7 @@ def test_fill_reported_after_the_cancel_comes_before_it(sim, run_bounded):
         store = s.broker.store
         wrapper, held = store.ib.wrapper, []
         hooked = wrapper.commissionReport
-        store.call(lambda: setattr(wrapper, "commissionReport", held.append))
+        store.call_soon(lambda: setattr(wrapper, "commissionReport", held.append))
         yield
         o = s.buy(size=100_000)  # fills one displayed size per quote: stays working
         got["o"] = o
@@ -508,7 +508,7 @@ def test_fill_reported_after_the_cancel_comes_before_it(sim, run_bounded):
             wrapper.commissionReport = hooked
             while held:
                 hooked(held.pop(0))
-        store.call(release)
+        store.call_soon(release)
         yield from wait(lambda: not o.alive())
         for _ in range(5):
             yield

@@ -314,7 +314,7 @@ def test_reconnection_gives_up_with_disconnected(make_sim, run_bounded, failure)
                 sim.drop()
         return False
 
-    store = IBStore(port=sim.port, clientId=14, timeout=0.2,
+    store = IBStore(port=sim.port, clientId=14, timeout=0.2, reconnecttime=1.5,
                     reconnect=2 if failure == "tws_gone" else -1)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False))
@@ -367,7 +367,7 @@ def test_fromdate_and_todate_are_inclusive(sim, run_bounded):
     (strat,), _ = run_bounded(cerebro, 30)
     times = [b[0] for b in strat.bars]
     begin, stop = times[len(times) // 2], times[len(times) // 2 + 10]
-    IBStore._reset_instances()
+    IBStore.close_all()
     cerebro, _, _ = cerebro_for(sim, dataname="AAPL", historical=True, timeframe=bt.TimeFrame.Minutes,
                                 fromdate=begin, todate=stop, clientId=16)
     (strat,), fired = run_bounded(cerebro, 30)

@@ -52,7 +52,7 @@ def test_sim_flag_runs_by_itself(capsys):
                           "--no-backfill_start"]) == 0
     out = capsys.readouterr().out
     assert "TWS simulator listening" in out and "Final position data0: 0" in out
-    IBStore._reset_instances()
+    IBStore.close_all()
 
 
 def test_refuses_live_port_and_explains_missing_tws(unused_port, capsys):

@@ -54,8 +54,10 @@ def test_missing_prices_and_bad_input():
         build_ib_order(isbuy=True, size=1, exectype=bt.Order.StopLimit, price=1.0)
     with pytest.raises(OrderSpecError, match="size=0"):
         build_ib_order(isbuy=True, size=0, exectype=bt.Order.Market)
-    with pytest.raises(OrderSpecError, match="no field 'bogus'"):
-        build_ib_order(isbuy=True, size=1, exectype=bt.Order.Market, extra={"bogus": 1})
+    o = build_ib_order(isbuy=True, size=1, exectype=bt.Order.Market,
+                       extra={"name": "entry-long", "orderType": "LIT", "auxPrice": 9.8})
+    assert (o.orderType, o.auxPrice) == ("LIT", 9.8)  # IB's fields go to IB, the rest does not
+    assert not hasattr(o, "name")
 
 
 def test_bracket_oca_and_extra_kwargs():
@@ -82,7 +84,7 @@ def test_time_in_force():
         time_in_force("x", NOW)
 
 
-@pytest.mark.parametrize("code", [399, 2104, 2106, 2158, 10167, 10349, 110, 404, 161])
+@pytest.mark.parametrize("code", [399, 2104, 2106, 2158, 10167, 10349, 404, 161])
 def test_warnings_never_reject(code):
     assert error_action(code, "Order Message: warning") is Action.NONE
     assert status_action("Submitted", error_code=code) is Action.ACCEPT
@@ -94,6 +96,9 @@ def test_errors():
     assert error_action(201, "Order rejected - reason: insufficient margin") is Action.MARGIN
     assert error_action(202, "Order Canceled - reason:") is Action.CANCEL
     assert error_action(103, "Duplicate order id") is Action.REJECT
+    off_grid = "The price does not conform to the minimum price variation for this contract."
+    assert error_action(110, off_grid) is Action.REJECT
+    assert status_action("Cancelled", error_code=110, error_text=off_grid) is Action.REJECT
     assert error_action(1100, "Connectivity lost") is Action.NONE
 
 

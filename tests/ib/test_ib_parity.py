@@ -13,7 +13,7 @@ import pytest
 from btlive.ib.store import IBStore
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from strategies.sma_cross import SmaCross  # noqa: E402
+from strategies.sma_cross import SmaCross
 
 pytestmark = pytest.mark.slow
 BARS = 160

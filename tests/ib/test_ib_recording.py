@@ -56,7 +56,7 @@ def test_record_history_and_ticks_then_backfill_from_arctic(sim, run_bounded, tm
     assert list(stored.columns[:4]) == ["open", "high", "low", "close"]
 
     # 2. live: first the stored bars, then IB fills the gap, then live ticks (recorded too)
-    IBStore._reset_instances()
+    IBStore.close_all()
     recorder = ArcticRecorder(uri=uri, background=False)
     store = IBStore(port=sim.port, clientId=52, timeout=1.0)
     stored_feed = ArcticData(uri=uri, symbol="bars/1min/AAPL", timeframe=bt.TimeFrame.Minutes)

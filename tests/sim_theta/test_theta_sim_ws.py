@@ -36,6 +36,13 @@ def frames(ws, seconds: float, stop=None) -> list[dict]:
     return out
 
 
+@pytest.fixture(scope="module")
+def sim():
+    """Streams need ticks whatever the day and hour the tests run: the always-open market."""
+    with ThetaSimulator(seed=11, quote_ms=200, trade_ms=1000, always_open=True) as s:
+        yield s
+
+
 def kind(f: dict) -> str:
     return f["header"]["type"]
 
@@ -120,7 +127,7 @@ def test_a_live_stream_goes_on_across_midnight_et():
     # new day may be skipped (it was: the first pass after midnight restarted at "now")
     base, t0 = datetime(2025, 11, 19, 23, 59, 59, 300_000, tzinfo=NEW_YORK), [time.monotonic()]
     clock = lambda: base + timedelta(seconds=time.monotonic() - t0[0])  # noqa: E731
-    with ThetaSimulator(seed=4, quote_ms=100, trade_ms=500, clock=clock) as s, \
+    with ThetaSimulator(always_open=True, seed=4, quote_ms=100, trade_ms=500, clock=clock) as s, \
             connect(s.ws_url) as ws:
         t0[0] = time.monotonic()  # 0.7 s before midnight from here, however slow the start
         sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
@@ -275,7 +282,7 @@ def _count(ws, n):
 
 @pytest.mark.slow
 def test_full_trade_stream_order():
-    with ThetaSimulator(seed=5, symbols=["AAPL"], trade_ms=3000, quote_ms=500) as s, \
+    with ThetaSimulator(always_open=True, seed=5, symbols=["AAPL"], trade_ms=3000, quote_ms=500) as s, \
             connect(s.ws_url) as ws:
         ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
                             "add": True, "id": 3}))
@@ -295,7 +302,7 @@ def test_full_trade_stream_order():
 
 
 def test_shutdown_sends_state_stop_and_closes_1001():
-    s = ThetaSimulator().start()
+    s = ThetaSimulator(always_open=True).start()
     try:
         with connect(s.ws_url) as ws:
             frames(ws, 0.2)
@@ -311,7 +318,7 @@ def test_shutdown_sends_state_stop_and_closes_1001():
 
 
 def test_firehose_and_tier_without_streaming():
-    with ThetaSimulator(firehose=True, rate=5000) as s, connect(s.ws_url) as ws:
+    with ThetaSimulator(always_open=True, firehose=True, rate=5000) as s, connect(s.ws_url) as ws:
         ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
                             "add": True, "id": 1}))
         got = data(frames(ws, 1.0))
@@ -319,7 +326,7 @@ def test_firehose_and_tier_without_streaming():
         ws.send(json.dumps({"msg_type": "STOP"}))
         frames(ws, 0.3)
         assert not data(frames(ws, 0.5))
-    with ThetaSimulator(tier="value") as s, connect(s.ws_url) as ws:
+    with ThetaSimulator(always_open=True, tier="value") as s, connect(s.ws_url) as ws:
         sub(ws, 1, sec="OPTION", contract={"root": "SPY", "expiration": 20991231, "strike": 1000,
                                            "right": "C"})
         sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
@@ -334,7 +341,7 @@ def test_stop_with_a_client_that_stopped_reading():
     import threading
 
     before = set(threading.enumerate())
-    s = ThetaSimulator(firehose=True).start()
+    s = ThetaSimulator(always_open=True, firehose=True).start()
     raw = socket.create_connection(("127.0.0.1", s.ws_port))
     try:
         key = base64.b64encode(os.urandom(16)).decode()
@@ -360,7 +367,7 @@ def test_a_failing_pump_closes_the_client_with_1011(caplog):
     def broken(*args):
         raise ZeroDivisionError("model bug")
 
-    with ThetaSimulator(seed=2) as s, connect(s.ws_url) as ws:
+    with ThetaSimulator(always_open=True, seed=2) as s, connect(s.ws_url) as ws:
         s.market.stock_quotes = broken
         sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
         with pytest.raises(ConnectionClosed) as closed:
@@ -375,7 +382,7 @@ def test_full_trade_stream_resubscribed_starts_at_the_next_trade():
         ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
                             "add": add, "id": 5}))
 
-    with ThetaSimulator(seed=5, symbols=["AAPL"], trade_ms=500, quote_ms=500) as s, \
+    with ThetaSimulator(always_open=True, seed=5, symbols=["AAPL"], trade_ms=500, quote_ms=500) as s, \
             connect(s.ws_url) as ws:
         bulk(ws, True)
         assert [f for f in frames(ws, 1.0) if kind(f) == "TRADE"]

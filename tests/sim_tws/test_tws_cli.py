@@ -26,6 +26,9 @@ def test_flags_override_config_and_symbols_merge():
     assert opts["port"] == 7500 and opts["seed"] == 3 and opts["pacing"] is True
     assert opts["symbols"] == ["MSFT:420", "NVDA", "GBP.USD:CASH", "TSLA"]
     assert resolve(_parse([]), {})["port"] == 7497
+    assert resolve(_parse([]), {})["always_open"] is False, "real market hours by default"
+    assert resolve(_parse(["--always-open"]), {})["always_open"] is True
+    assert resolve(_parse([]), {"sim": {"tws": {"always_open": True}}})["always_open"] is True
 
 
 def test_config_errors_name_the_key():
@@ -70,12 +73,21 @@ def test_cli_bad_symbol_spec_exits_2():
     assert proc.returncode == 2 and "notaprice" in proc.stderr
 
 
+def test_cli_port_out_of_range_is_one_line_and_exit_2():
+    proc = subprocess.run([sys.executable, "-m", "btlive", "sim", "tws", "--port", "99999"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and proc.stdout == ""
+    [line] = proc.stderr.strip().splitlines()
+    assert "port 99999" in line and "Traceback" not in line
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"tick_interval": 0}, "tick_interval 0"),
     ({"latency_ms": -1}, "latency_ms -1"),
     ({"timezone": "Mars/Base"}, "timezone 'Mars/Base'"),
     ({"accounts": []}, "accounts"),
     ({"max_version": 200}, "max_version 200"),
+    ({"port": 70000}, "port 70000"),
     ({"faults": "at 1s: explode"}, "explode"),
 ])
 def test_simulator_arguments_are_checked(kwargs, match):

@@ -218,7 +218,7 @@ def test_snapshot_and_extra_symbols():
         finally:
             ib.disconnect()
 
-    with TwsSimulator(symbols=["MSFT:420"]) as sim:
+    with TwsSimulator(symbols=["MSFT:420"], always_open=True) as sim:
         asyncio.run(main(sim))
 
 

@@ -278,7 +278,7 @@ def test_tick_steps_underlyings_first_and_leaves_replayed_ones_alone():
 
     from btlive.sim.tws.server import MktSub, Session, TwsServer
 
-    server = TwsServer()
+    server = TwsServer(always_open=True)
     sess = Session(_Proto(), client_id=1, version=178)
     server.sessions[1] = sess
     aapl = server.find_symbol("AAPL")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
@@ -85,4 +86,21 @@ def test_cli_replay_reports_missing_library(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "btlive", "sim", "tws", "--port", "0",
                            "--replay", f"lmdb://{tmp_path}/none", "--library", "absent"],
                           capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "absent" in proc.stderr
+    assert proc.returncode == 2 and str(tmp_path) in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(("tf", "comp", "seconds"), [
+    (bt.TimeFrame.Seconds, 5, 5), (bt.TimeFrame.Minutes, 60, 3600), (bt.TimeFrame.Days, 1, 86400),
+    (bt.TimeFrame.Weeks, 1, 604800), (bt.TimeFrame.Minutes, 15, 900),
+])
+def test_replay_knows_every_timeframe_name(arctic_uri, tf, comp, seconds):
+    from btlive.arctic.symbols import timeframe_name
+
+    replay = ArcticReplay(arctic_uri, library="replay_test", timeframe=timeframe_name(tf, comp))
+    assert replay.bar_seconds == seconds
+
+
+def test_replay_refuses_a_timeframe_no_recorder_writes(arctic_uri):
+    with pytest.raises(ValueError, match="'60min'.*'1h'"):
+        ArcticReplay(arctic_uri, library="replay_test", timeframe="60min")

@@ -43,13 +43,17 @@ def test_option_backtest_bars_quote_lines_and_greeks(sim, store_for):
             d = self.data
             seen.append((d.datetime.datetime(0), d.close[0], d.bid[0], d.ask[0], d.delta[0],
                          d.gamma[0], d.theta[0], d.vega[0], d.iv[0], d.underlying[0]))
+            ranges.append(d.high[0] - d.low[0])
 
+    ranges = []
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(data)
     cerebro.addstrategy(Probe)
     cerebro.run()
-    assert len(seen) == 27  # 09:30 .. 16:00 ET in 15-minute bars, both edges
-    assert [s[0] for s in seen][:2] == [rth_open, rth_open + dt.timedelta(minutes=15)]
+    assert len(seen) == 26  # 09:45 .. 16:00 ET: 15-minute bars stamped at their close
+    assert [s[0] for s in seen][:2] == [rth_open + dt.timedelta(minutes=m) for m in (15, 30)]
+    # built from tick quotes like live bars, not from interval snapshots (O=H=L=C)
+    assert sum(r > 0 for r in ranges) > len(ranges) // 2, ranges
     for _, close, bid, ask, delta, gamma, theta, vega, iv, under in seen:
         assert bid <= close <= ask and close == pytest.approx((bid + ask) / 2)
         assert 0 < delta < 1 and gamma > 0 and theta < 0 and vega > 0 and 0 < iv < 2
@@ -80,9 +84,9 @@ def test_strangle_backtest_on_two_synchronized_legs(sim, store_for):
     cerebro.addstrategy(ShortStrangle, take_profit=0.05, stop_loss=0.05, reenter=True)
     strat = cerebro.run()[0]
     call, put = strat.datas
-    assert len(call) == len(put) == 79
+    assert len(call) == len(put) == 78  # 09:35 .. 16:00 ET
     assert strat.entries >= 1 and strat.exits, (strat.entries, strat.exits)
-    assert strat.greeks_seen == 79
+    assert strat.greeks_seen == 78
     assert all(o.status == o.Completed for o in strat.orders)
     assert call.datetime.datetime(0) == put.datetime.datetime(0)
 
@@ -125,7 +129,7 @@ def test_live_backfill_hands_off_to_the_stream_without_gap_or_duplicate(sim, sto
     last_ns = int(stamps[-1].replace(tzinfo=dt.UTC).timestamp()) * NS
     from btlive.theta.store import frame_to_ticks
 
-    hist = store.call(store._tick_history("QUOTE", Contract.stock("SPY"), first_ns, last_ns))
+    hist = store.run_sync(store._tick_history("QUOTE", Contract.stock("SPY"), first_ns, last_ns), 30)
     builder, ref = BarBuilder(NS), []
     for ts, v in frame_to_ticks("QUOTE", hist):
         if first_ns < ts <= last_ns:
@@ -233,7 +237,9 @@ def test_index_feed_history_and_live_prices(make_sim, store_for):
     cerebro.adddata(hist)
     cerebro.addstrategy(bt.Strategy)
     cerebro.run()
-    assert len(hist) == 4 and hist.close[0] > 100 and math.isnan(hist.bid[0])
+    # three 30-minute bars from the index's price ticks (a range, not one snapshot price)
+    assert len(hist) == 3 and hist.close[0] > 100 and math.isnan(hist.bid[0])
+    assert all(h > lo for h, lo in zip(hist.high.array, hist.low.array, strict=True))
     start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=2)
     live = ThetaData(dataname="SPX", sectype="INDEX", store=store, timeframe=bt.TimeFrame.Ticks,
                      fromdate=start, qcheck=0.1)

@@ -87,7 +87,7 @@ def _check_against_history(sim, frames: dict) -> None:
     store = ThetaStore(rest_url=sim.rest_url, ws_url=sim.ws_url)
     df = frames["ticks/quote/SPY"]
     first, last = int(df.index[0].value), int(df.index[-1].value)
-    hist = store.call(store._tick_history("QUOTE", Contract.stock("SPY"), first, last))
+    hist = store.run_sync(store._tick_history("QUOTE", Contract.stock("SPY"), first, last), 30)
     hist = hist[(hist.index.asi8 >= first) & (hist.index.asi8 <= last)]
     assert list(df.index) == list(hist.index)
     assert df["bid"].tolist() == hist["bid"].tolist()

@@ -61,7 +61,7 @@ def test_multi_month_range_is_chunked_and_runs_concurrently(make_sim, store_for)
     assert rest.stats.requests == 3 + 3  # one request per day for ticks
 
 
-@pytest.mark.parametrize("status", [429, 474, 571])
+@pytest.mark.parametrize("status", [429, 474, 571, 572])
 def test_transient_statuses_are_retried(sim, store_for, status):
     store = store_for(sim)
     sim.inject_rest(status, count=2, path_prefix="/v3/stock")
@@ -70,7 +70,9 @@ def test_transient_statuses_are_retried(sim, store_for, status):
     assert len(df) == 11
     assert store.rest().stats.retries == 2
     notes = [n[0] for n in store.get_notifications()]
-    assert sum(n.startswith(f"REST_RETRY: {status}") for n in notes) == 2
+    retries = [n for n in notes if n.kind == "REST_RETRY"]
+    assert [n.info["status"] for n in retries] == [status, status]
+    assert str(retries[0]).startswith(f"REST_RETRY: {status} from ")
 
 
 def test_472_is_no_data_and_471_473_stop_with_the_server_message(sim, store_for):

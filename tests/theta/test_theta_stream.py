@@ -11,17 +11,13 @@ import pytest
 
 from btlive.theta.parse import Contract
 from btlive.theta.store import frame_to_ticks
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 
 
-def wait_for(pred, timeout=10.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
+def wait_for(pred, timeout=10.0):
+    return eventually(pred, timeout, interval=0.02)
 
 
 def drain(q: queue.Queue) -> list:
@@ -50,7 +46,7 @@ def test_subscription_verification_is_reported(make_sim, store_for, option_of):
     assert wait_for(lambda: "MAX_STREAMS_REACHED" in kinds(events))
     assert wait_for(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qb.queue)))
     notes = [n[0] for n in store.get_notifications()]
-    assert any(n.startswith("MAX_STREAMS_REACHED: QUOTE " + b.instrument) for n in notes)
+    assert any(n.kind == "MAX_STREAMS_REACHED" and n.instrument == b.instrument for n in notes)
     assert ("QUOTE", b) not in store.stream.subscriptions
     sim.deny_perms(True)
     qc = queue.Queue()
@@ -68,10 +64,28 @@ def _assert_matches_history(store, contract, ticks):
     first, last = ticks[0][0], ticks[-1][0]
     from btlive.theta.store import frame_to_ticks
 
-    hist = store.call(store._tick_history("QUOTE", contract, first, last))
+    hist = store.run_sync(store._tick_history("QUOTE", contract, first, last), 30)
     ref = [(ts, v["bid"], v["ask"]) for ts, v in frame_to_ticks("QUOTE", hist)
            if first <= ts <= last]
     assert ticks == ref
+
+
+def _history_after(store, contract, t0_ns: int) -> int:
+    """How many ticks the Terminal's history has after ``t0_ns`` (the exchange moving on)."""
+    hist = store.run_sync(store._tick_history("QUOTE", contract, t0_ns, time.time_ns()), 30)
+    return sum(1 for ts, _ in frame_to_ticks("QUOTE", hist) if ts > t0_ns)
+
+
+def _collect_until_live_ticks(q, items, n: int, timeout: float = 20.0) -> None:
+    """Drain ``q`` into ``items`` until the last status is LIVE and ``n`` live ticks followed."""
+    def done():
+        items.extend(drain(q))
+        last = max((k for k, i in enumerate(items) if i[0] == "status"), default=None)
+        if last is None or items[last][1] != "LIVE":
+            return False
+        return sum(1 for i in items[last:] if i[0] == "tick" and "recv_ns" in i[3]) >= n
+
+    eventually(done, timeout, interval=0.02, what=f"LIVE and {n} live ticks")
 
 
 @pytest.mark.parametrize("fault", ["drop", "stall", "fpss"])
@@ -92,16 +106,14 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
         sim.stall_ws(2.5)
         expect = ["STALLED", "DISCONNECTED", "RECONNECTED"]
     else:
+        t0 = time.time_ns()
         sim.fpss_disconnect()
-        time.sleep(2.2)  # ticks keep happening on the exchange; the Terminal misses them
+        # ticks keep happening on the exchange; the Terminal misses them
+        eventually(lambda: _history_after(store, spy, t0) >= 2, 15, interval=0.2)
         sim.fpss_reconnect()
         expect = ["TERMINAL_DISCONNECTED", "TERMINAL_CONNECTED"]
     assert wait_for(lambda: all(k in kinds(events) for k in expect), timeout=15), kinds(events)
-    time.sleep(0.2)
-    assert wait_for(lambda: items.extend(drain(q)) or
-                    [i[1] for i in items if i[0] == "status"][-1:] == ["LIVE"], timeout=15)
-    time.sleep(2.2)  # a couple of live ticks after the gap
-    items.extend(drain(q))
+    _collect_until_live_ticks(q, items, 2)  # a couple of live ticks after the gap
     statuses = [i[1] for i in items if i[0] == "status"]
     assert statuses[0] == "DELAYED" and "CONNBROKEN" in statuses and statuses[-1] == "LIVE"
     ticks = _ticks(items)
@@ -112,6 +124,57 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
     assert [t[0] for t in ticks] == sorted({t[0] for t in ticks}), "duplicate or unordered"
     _assert_matches_history(store, spy, ticks)  # nothing missing across the gap
     assert ("QUOTE", spy) in store.stream.subscriptions
+
+
+@pytest.mark.parametrize("seconds", [1.6, 3.0, 6.5])
+def test_stalls_of_any_length_leave_no_gap_with_default_settings(make_sim, store_for, seconds):
+    # the Terminal drops the ticks of a stall (the simulator too); shorter than the 5 s
+    # heartbeat there is no reconnect, longer there is one: REST fills the gap either way
+    sim = make_sim(quote_ms=200)
+    store = store_for(sim, heartbeat_timeout=5.0, reconnect_backoff=0.2, reconnect_max=1.0)
+    spy = Contract.stock("SPY")
+    q = queue.Queue()
+    store.open_channel(spy, ["QUOTE"], q)
+    items = []
+    _collect_until_live_ticks(q, items, 3)
+    sim.stall_ws(seconds)
+    notes = []
+    eventually(lambda: notes.extend(n[0] for n in store.get_notifications()) or
+               any(n.kind == "GAP_FILLED" for n in notes), 30, what="GAP_FILLED")
+    _collect_until_live_ticks(q, items, 3)
+    gap = next(n for n in notes if n.kind == "GAP_FILLED")
+    assert gap.instrument == "SPY" and gap.info["ticks"] >= 1, gap
+    assert ("STALLED" in [n.kind for n in notes]) == (seconds > 5.0)
+    statuses = [i[1] for i in items if i[0] == "status"]
+    assert "DELAYED" in statuses and statuses[-1] == "LIVE"
+    ticks = _ticks(items)
+    assert [t[0] for t in ticks] == sorted({t[0] for t in ticks}), "duplicate or unordered"
+    _assert_matches_history(store, spy, ticks)  # every tick the Terminal has, none twice
+
+
+def test_unknown_contracts_end_alone_with_notsubscribed(sim, store_for, option_of):
+    store = store_for(sim)
+    good = option_of(store)
+    unlisted = Contract.option(good.root, good.expiration, good.strike + 0.37, "C")
+    queues = {name: queue.Queue() for name in ("ZZZZ", "unlisted", "SPY")}
+    store.open_channel(Contract.stock("ZZZZ"), ["QUOTE"], queues["ZZZZ"])
+    store.open_channel(unlisted, ["QUOTE"], queues["unlisted"])
+    store.open_channel(Contract.stock("SPY"), ["QUOTE"], queues["SPY"])
+    seen = {name: [] for name in queues}
+
+    def rejected(name):
+        seen[name].extend(drain(queues[name]))
+        return next((i for i in seen[name] if i[:2] == ("status", "NOTSUBSCRIBED")), None)
+
+    assert "unknown stock symbol 'ZZZZ'" in wait_for(lambda: rejected("ZZZZ"))[2]
+    assert "not listed" in wait_for(lambda: rejected("unlisted"))[2]
+    spy = []
+    wait_for(lambda: spy.extend(drain(queues["SPY"])) or
+             sum(1 for i in spy if i[0] == "tick") >= 2)
+    assert not any(i[:2] == ("status", "NOTSUBSCRIBED") for i in spy)
+    notes = [n[0] for n in store.get_notifications()]
+    assert {n.instrument for n in notes if n.kind == "UNKNOWN_CONTRACT"} == {
+        "ZZZZ", unlisted.instrument}
 
 
 @pytest.mark.parametrize("history", ["rest", "grpc"])
@@ -131,7 +194,7 @@ def test_gap_history_across_midnight_et_covers_both_days(sim, store_for, history
     start = int(datetime(2025, 11, 19, 23, 59, 50, tzinfo=ny).timestamp() * 1e9)
     end = int(datetime(2025, 11, 20, 0, 0, 10, tzinfo=ny).timestamp() * 1e9)
     spy = Contract.stock("SPY")
-    hist = store.call(store._tick_history("QUOTE", spy, start, end), timeout=30)
+    hist = store.run_sync(store._tick_history("QUOTE", spy, start, end), 30)
     ts = [t for t, _ in frame_to_ticks("QUOTE", hist) if start <= t <= end]
     midnight = int(datetime(2025, 11, 20, tzinfo=ny).timestamp() * 1e9)
     before = [t for t in ts if t < midnight]

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
                    help="REST rate limit, 429 beyond it (off; 30 mimics the free tier)")
     p.add_argument("--max-rows", type=int, default=2_000_000,
                    help="larger answers get 570 LARGE_REQUEST (2000000)")
+    p.add_argument("--always-open", action="store_true",
+                   help="trade 24 hours on every day (default: NYSE calendar, sessions, holidays)")
     p.set_defaults(func=_run)
 
 
@@ -49,7 +51,8 @@ def _run(args: argparse.Namespace) -> int:
                              replay_library=args.library, speed=args.speed, quote_ms=args.quote_ms,
                              trade_ms=args.trade_ms, firehose=args.firehose or args.rate is not None,
                              rate=args.rate, page_rows=args.page_rows, concurrency=args.concurrency,
-                             requests_per_minute=args.requests_per_minute, max_rows=args.max_rows)
+                             requests_per_minute=args.requests_per_minute, max_rows=args.max_rows,
+                             always_open=args.always_open)
     except ValueError as exc:
         print(f"error: {exc}")
         return 2

@@ -19,8 +19,9 @@ import zstandard
 from thetadata._proto.endpoints_pb2 import CompressionAlgo, CompressionDescription, ResponseData
 from thetadata._proto.v3grpc import endpoints_pb2_grpc
 
-from btlive.sim.theta.endpoints import Endpoints, ThetaError
+from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.faults import Faults
+from btlive.sim.theta.spec import ThetaError
 from btlive.sim.theta.tables import to_table_bytes
 
 log = logging.getLogger(__name__)

@@ -6,20 +6,25 @@ that reconnects can fill its gap from history and find exactly what it missed.
 
 Time is US/Eastern wall clock: a day is a ``datetime.date`` and a time is
 milliseconds since local midnight (``ms_of_day``), as on the Terminal's wire.
-The synthetic market trades around the clock on every calendar day, so tests
-run the same on a Saturday night as on a Tuesday morning.
+Instruments tick only inside their session of a trading day (see
+:mod:`btlive.sim.theta.calendar`); ``TradingCalendar(always_open=True)`` makes the market
+trade around the clock on every calendar day for tests that need live ticks at any hour.
 """
 
 from __future__ import annotations
 
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 import numpy as np
+
+from btlive.sim.pricing import bs_price
+from btlive.sim.theta.calendar import TradingCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_MS = 86_400_000
@@ -50,94 +55,6 @@ def stable_hash(*parts: object) -> int:
     return (zlib.crc32(text) << 32) | zlib.crc32(text[::-1])
 
 
-def norm_cdf(x: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (erfc rational approximation, |error| < 1.2e-7), symmetric exactly."""
-    z = np.abs(x) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.5 * z)
-    poly = -z * z - 1.26551223 + t * (1.00002368 + t * (0.37409196 + t * (0.09678418 + t * (
-        -0.18628806 + t * (0.27886807 + t * (-1.13520398 + t * (1.48851587 + t * (
-            -0.82215223 + t * 0.17087277))))))))
-    tail = 0.5 * t * np.exp(poly)  # = 0.5 * erfc(|x| / sqrt 2) = N(-|x|)
-    return np.where(x >= 0, 1.0 - tail, tail)
-
-
-def norm_pdf(x: np.ndarray) -> np.ndarray:
-    return np.exp(-0.5 * x * x) / math.sqrt(2.0 * math.pi)
-
-
-def black_scholes(spot, strike, t, r, q, sigma, is_call) -> dict[str, np.ndarray]:
-    """Price and Greeks (ThetaData's set and units: theta, charm, veta, color per day)."""
-    spot, strike, t, sigma = (np.asarray(a, dtype=float) for a in (spot, strike, t, sigma))
-    is_call = np.asarray(is_call, dtype=bool)
-    sqrt_t = np.sqrt(t)
-    vol_t = sigma * sqrt_t
-    d1 = (np.log(spot / strike) + (r - q + 0.5 * sigma * sigma) * t) / vol_t
-    d2 = d1 - vol_t
-    dq, dr = np.exp(-q * t), np.exp(-r * t)
-    nd1, nd2, pd1, pd2 = norm_cdf(d1), norm_cdf(d2), norm_pdf(d1), norm_pdf(d2)
-    call = spot * dq * nd1 - strike * dr * nd2
-    put = strike * dr * (1.0 - nd2) - spot * dq * (1.0 - nd1)
-    price = np.where(is_call, call, put)
-    delta = np.where(is_call, dq * nd1, dq * (nd1 - 1.0))
-    gamma = dq * pd1 / (spot * vol_t)
-    vega = spot * dq * pd1 * sqrt_t
-    decay = -spot * dq * pd1 * sigma / (2.0 * sqrt_t)
-    theta_c = decay - r * strike * dr * nd2 + q * spot * dq * nd1
-    theta_p = decay + r * strike * dr * (1.0 - nd2) - q * spot * dq * (1.0 - nd1)
-    theta = np.where(is_call, theta_c, theta_p) / 365.0
-    rho = np.where(is_call, strike * t * dr * nd2, -strike * t * dr * (1.0 - nd2))
-    epsilon = np.where(is_call, -spot * t * dq * nd1, spot * t * dq * (1.0 - nd1))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lam = np.where(price > 0, delta * spot / price, 0.0)
-    vanna = -dq * pd1 * d2 / sigma
-    charm_core = dq * pd1 * (2.0 * (r - q) * t - d2 * vol_t) / (2.0 * t * vol_t)
-    charm = np.where(is_call, q * dq * nd1 - charm_core, -q * dq * (1.0 - nd1) - charm_core) / 365.0
-    vomma = vega * d1 * d2 / sigma
-    veta = -spot * dq * pd1 * sqrt_t * (q + (r - q) * d1 / vol_t - (1.0 + d1 * d2) / (2.0 * t)) / 365.0
-    vera = -strike * t * dr * pd2 * d1 / sigma
-    speed = -gamma / spot * (d1 / vol_t + 1.0)
-    zomma = gamma * (d1 * d2 - 1.0) / sigma
-    color = -dq * pd1 / (2.0 * spot * t * vol_t) * (
-        2.0 * q * t + 1.0 + (2.0 * (r - q) * t - d2 * vol_t) / vol_t * d1) / 365.0
-    ultima = -vega / (sigma * sigma) * (d1 * d2 * (1.0 - d1 * d2) + d1 * d1 + d2 * d2)
-    dual_delta = np.where(is_call, -dr * nd2, dr * (1.0 - nd2))
-    dual_gamma = dr * pd2 / (strike * vol_t)
-    return {
-        "price": price, "delta": delta, "gamma": gamma, "vega": vega, "theta": theta, "rho": rho,
-        "epsilon": epsilon, "lambda": lam, "vanna": vanna, "charm": charm, "vomma": vomma,
-        "veta": veta, "vera": vera, "speed": speed, "zomma": zomma, "color": color,
-        "ultima": ultima, "d1": d1, "d2": d2, "dual_delta": dual_delta, "dual_gamma": dual_gamma,
-    }
-
-
-def bs_price(spot, strike, t, r, q, sigma, is_call) -> np.ndarray:
-    """Black-Scholes price only (the quoting hot path; same formulas as :func:`black_scholes`)."""
-    spot, strike, t, sigma = (np.asarray(a, dtype=float) for a in (spot, strike, t, sigma))
-    vol_t = sigma * np.sqrt(t)
-    d1 = (np.log(spot / strike) + (r - q + 0.5 * sigma * sigma) * t) / vol_t
-    d2 = d1 - vol_t
-    nd1, nd2 = norm_cdf(d1), norm_cdf(d2)
-    fwd_s, fwd_k = spot * np.exp(-q * t), strike * np.exp(-r * t)
-    return np.where(np.asarray(is_call, dtype=bool), fwd_s * nd1 - fwd_k * nd2,
-                    fwd_k * (1.0 - nd2) - fwd_s * (1.0 - nd1))
-
-
-def implied_vol(price, spot, strike, t, r, q, is_call, iterations: int = 60) -> np.ndarray:
-    """Bisection on [0.001, 5]; 0 where the price is outside the no-arbitrage band."""
-    price = np.asarray(price, dtype=float)
-    lo = np.full(price.shape, 0.001)
-    hi = np.full(price.shape, 5.0)
-    p_lo = bs_price(spot, strike, t, r, q, lo, is_call)
-    p_hi = bs_price(spot, strike, t, r, q, hi, is_call)
-    for _ in range(iterations):
-        mid = 0.5 * (lo + hi)
-        above = bs_price(spot, strike, t, r, q, mid, is_call) > price
-        hi = np.where(above, mid, hi)
-        lo = np.where(above, lo, mid)
-    ok = (price >= p_lo) & (price <= p_hi) & (price > 0)
-    return np.where(ok, 0.5 * (lo + hi), 0.0)
-
-
 def _concat_k(ks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(ks).astype(np.int64) if ks else np.empty(0, np.int64)
 
@@ -150,7 +67,11 @@ def _split(flat: dict[str, np.ndarray], sizes: list[int]) -> list[dict[str, np.n
 
 @dataclass(frozen=True)
 class Underlying:
-    """One simulated instrument: a stock (quotes, trades, maybe options) or an index (price)."""
+    """One simulated instrument: a stock (quotes, trades, maybe options) or an index (price only).
+
+    ``option_roots``: the option symbols listed on it (default: its own symbol when ``options``),
+    e.g. SPX lists the monthly ``SPX`` and the daily ``SPXW``.
+    """
 
     symbol: str
     price: float
@@ -158,16 +79,33 @@ class Underlying:
     kind: str = "stock"  # "stock" | "index"
     strike_step: float = 1.0
     options: bool = True
+    option_roots: tuple[str, ...] = ()
+
+    @property
+    def roots(self) -> tuple[str, ...]:
+        if not self.options:
+            return ()
+        return self.option_roots or (self.symbol,)
 
 
 DEFAULT_UNDERLYINGS = (
     Underlying("SPY", 500.0, 0.16, strike_step=1.0),
     Underlying("QQQ", 430.0, 0.20, strike_step=1.0),
     Underlying("AAPL", 190.0, 0.25, strike_step=2.5),
-    Underlying("SPX", 5000.0, 0.16, kind="index", options=False),
-    Underlying("NDX", 18000.0, 0.20, kind="index", options=False),
+    Underlying("SPX", 5000.0, 0.16, kind="index", strike_step=5.0, option_roots=("SPX", "SPXW")),
+    Underlying("NDX", 18000.0, 0.20, kind="index", strike_step=10.0),
     Underlying("VIX", 16.0, 0.80, kind="index", options=False),
 )
+#: expiration cycles by option root: dailies (0DTE) for the big ETFs and SPXW, third-Friday
+#: monthlies only for AM-settled SPX, Friday weeklies plus monthlies for everything else.
+DAILY_ROOTS = frozenset({"SPY", "QQQ", "SPXW"})
+MONTHLY_ROOTS = frozenset({"SPX"})
+#: annual rates (fractions) by the Terminal's ``rate_type``; SOFR is its default.
+RATE_TYPES = {
+    "sofr": 0.0433, "treasury_m1": 0.0430, "treasury_m3": 0.0428, "treasury_m6": 0.0422,
+    "treasury_y1": 0.0410, "treasury_y2": 0.0405, "treasury_y3": 0.0402, "treasury_y5": 0.0408,
+    "treasury_y7": 0.0418, "treasury_y10": 0.0430, "treasury_y20": 0.0462, "treasury_y30": 0.0460,
+}
 
 
 @dataclass(frozen=True, order=True)
@@ -187,7 +125,8 @@ class OptionContract:
 def underlying_for(symbol: str, price: float | None = None, vol: float | None = None) -> Underlying:
     for u in DEFAULT_UNDERLYINGS:
         if u.symbol == symbol:
-            return Underlying(symbol, price or u.price, vol or u.vol, u.kind, u.strike_step, u.options)
+            return Underlying(symbol, price or u.price, vol or u.vol, u.kind, u.strike_step, u.options,
+                              u.option_roots)
     base = price or 20.0 + stable_hash(symbol) % 480
     step = 1.0 if base < 300 else 5.0
     return Underlying(symbol, float(base), vol or 0.30, strike_step=step if base >= 25 else 0.5)
@@ -205,21 +144,27 @@ class Market:
     underlyings: tuple[Underlying, ...] = DEFAULT_UNDERLYINGS
     quote_ms: int = 1000
     trade_ms: int = 5000
-    rate: float = 0.05
-    strikes_per_side: int = 10
+    rate: float = RATE_TYPES["sofr"]  # the quoting model's rate: the Terminal's default greeks agree
+    near_strikes: int = 25  # strikes each side of the money at the fine step
+    far_strikes: int = 8  # then this many at 5x the step
+    daily_weeks: int = 4
     weekly_weeks: int = 9
     monthly_days: int = 400
-    first_date: date = date(2023, 1, 2)
+    first_date: date = date(2023, 1, 3)
+    calendar: TradingCalendar = field(default_factory=TradingCalendar)
+    today: Callable[[], date] = field(default=lambda: datetime.now(NEW_YORK).date())
     by_symbol: dict[str, Underlying] = field(init=False)
 
     def __post_init__(self) -> None:
         if self.quote_ms < 1 or self.trade_ms < 1:
             raise ValueError(f"quote_ms {self.quote_ms} / trade_ms {self.trade_ms}: must be >= 1")
         self.by_symbol = {u.symbol: u for u in self.underlyings}
+        self._by_root = {root: u for u in self.underlyings for root in u.roots}
         self._daily: dict[str, np.ndarray] = {}
         self._keys: dict[OptionContract | str, int] = {}
+        self._expirations: dict[tuple[str, date], tuple[tuple[date, ...], frozenset[date]]] = {}
         self._path = lru_cache(maxsize=64)(self._path_uncached)  # ~0.7 MB per (symbol, day)
-        self._strikes = lru_cache(maxsize=4096)(self._strikes_uncached)
+        self._strikes = lru_cache(maxsize=65_536)(self._strikes_uncached)
 
     # ------------------------------------------------------------------ instruments
     def stocks(self) -> list[str]:
@@ -229,12 +174,41 @@ class Market:
         return sorted(u.symbol for u in self.underlyings if u.kind == "index")
 
     def option_roots(self) -> list[str]:
-        return sorted(u.symbol for u in self.underlyings if u.options and u.kind == "stock")
+        return sorted(self._by_root)
 
     def underlying(self, symbol: str) -> Underlying | None:
         return self.by_symbol.get(symbol.upper())
 
-    # ------------------------------------------------------------------ price paths
+    def root_underlying(self, root: str) -> Underlying | None:
+        """The underlying of an option root (SPXW -> SPX); None if no options are listed on it."""
+        return self._by_root.get(root.upper())
+
+    def session(self, inst: OptionContract | str, day: date) -> tuple[int, int] | None:
+        """(first, last) ms of ``day`` at which ``inst`` ticks; None on a closed day."""
+        if isinstance(inst, OptionContract):
+            u = self._by_root.get(inst.root)
+            kind = "index_option" if u is not None and u.kind == "index" else "option"
+        else:
+            u = self.by_symbol.get(inst)
+            kind = "index" if u is not None and u.kind == "index" else "stock"
+        return self.calendar.session(day, kind)
+
+    def tick_range(self, inst: OptionContract | str, kind: str, day: date) -> tuple[int, int] | None:
+        """(first k, last k) of the ``kind`` grid inside ``inst``'s session of ``day``; None if none."""
+        hours = self.session(inst, day)
+        if hours is None:
+            return None
+        key = self.key(inst)
+        grid, phase = self.grid(kind), self.phase(key, kind)
+        index = isinstance(inst, str) and self.by_symbol[inst].kind == "index"
+        if (kind == "quote" or index) and hours[0] >= phase:  # the opening quote (print) at the open
+            k0 = (hours[0] - phase) // grid
+        else:
+            k0 = -((phase - hours[0]) // grid)
+        k1 = (hours[1] - phase) // grid
+        return (k0, k1) if k1 >= k0 else None
+
+        # ------------------------------------------------------------------ price paths
     def _daily_log(self, symbol: str) -> np.ndarray:
         series = self._daily.get(symbol)
         if series is None:
@@ -271,51 +245,95 @@ class Market:
         return lo + (path[i + 1] - lo) * ((ms - i * 1000) / 1000.0)  # linear between seconds
 
     # ------------------------------------------------------------------ chains
-    def expirations(self, root: str) -> list[date]:
-        """Weekly Fridays up to ``weekly_weeks`` ahead, third-Friday monthlies further out."""
-        today = datetime.now(NEW_YORK).date()
-        first = self.first_date + timedelta(days=(4 - self.first_date.weekday()) % 7)
-        out = []
-        day = first
-        last_weekly = today + timedelta(weeks=self.weekly_weeks)
-        last_monthly = today + timedelta(days=self.monthly_days)
-        while day <= last_monthly:
-            if day <= last_weekly or 15 <= day.day <= 21:
+    def _candidates(self, root: str, until_daily: date, until_weekly: date,
+                    until_monthly: date) -> list[date]:
+        """Nominal expirations (before holiday shifts) from ``first_date`` to the horizons."""
+        out, day = [], self.first_date
+        daily, monthly_only = root in DAILY_ROOTS, root in MONTHLY_ROOTS
+        while day <= until_monthly:
+            friday = day.weekday() == 4
+            third = friday and 15 <= day.day <= 21
+            if third or (friday and not monthly_only and day <= until_weekly) or (
+                    daily and day.weekday() < 5 and day <= until_daily):
                 out.append(day)
-            day += timedelta(days=7)
+            day += timedelta(days=1)
         return out
 
+    def _listed(self, root: str) -> tuple[tuple[date, ...], frozenset[date]]:
+        today = self.today()
+        cached = self._expirations.get((root, today))
+        if cached is None:
+            cal = self.calendar
+            horizons = (today + timedelta(weeks=self.daily_weeks), today + timedelta(weeks=self.weekly_weeks),
+                        today + timedelta(days=self.monthly_days))
+            exps = set()
+            for day in self._candidates(root, *horizons):
+                if cal.is_session(day):
+                    exps.add(day)
+                elif day.weekday() == 4:  # a Friday holiday: the contracts expire the day before
+                    exps.add(cal.previous_session(day))
+            ordered = tuple(sorted(exps))
+            cached = self._expirations[(root, today)] = (ordered, frozenset(ordered))
+        return cached
+
+    def expirations(self, root: str) -> list[date]:
+        """Listed expirations of an option root, past ones included (see DAILY_ROOTS, MONTHLY_ROOTS)."""
+        if root not in self._by_root:
+            return []
+        return list(self._listed(root)[0])
+
+    def has_expiration(self, root: str, expiration: date) -> bool:
+        return root in self._by_root and expiration in self._listed(root)[1]
+
+    def cycle(self, expiration: date) -> str:
+        """"monthly", "weekly" or "daily": the cycle an expiration belongs to (holiday shifts included)."""
+        friday = expiration
+        if expiration.weekday() == 3 and not self.calendar.is_session(expiration + timedelta(days=1)):
+            friday = expiration + timedelta(days=1)
+        if friday.weekday() != 4:
+            return "daily"
+        return "monthly" if 15 <= friday.day <= 21 else "weekly"
+
     def listing_date(self, expiration: date) -> date:
-        monthly = 15 <= expiration.day <= 21
-        return expiration - timedelta(days=self.monthly_days if monthly else 7 * self.weekly_weeks)
+        cycle = self.cycle(expiration)
+        if cycle == "monthly":
+            return expiration - timedelta(days=self.monthly_days)
+        weeks = self.weekly_weeks if cycle == "weekly" else self.daily_weeks
+        return expiration - timedelta(weeks=weeks)
 
     def _strikes_uncached(self, root: str, expiration: date) -> tuple[int, ...]:
-        u = self.by_symbol[root]
+        """The fine step (e.g. $1 for SPY) near the money, 5x the step further out."""
+        u = self._by_root[root]
         listed = self.listing_date(expiration)
-        center = self.day_open(root, listed)
-        years = max((expiration - listed).days, 7) / 365.0
-        width = max(0.05, 2.0 * u.vol * math.sqrt(years))
-        step = max(u.strike_step, round(center * width / self.strikes_per_side / u.strike_step)
-                   * u.strike_step)
+        center = self.day_open(u.symbol, listed)
+        step = u.strike_step
         mid = round(center / step) * step
-        strikes = {int(round((mid + i * step) * 1000))
-                   for i in range(-self.strikes_per_side, self.strikes_per_side + 1)}
-        return tuple(sorted(s for s in strikes if s > 0))
+        near = self.near_strikes
+        years = max((expiration - listed).days, 7) / 365.0
+        far_step = 5 * step
+        reach = max(0.08, 2.0 * u.vol * math.sqrt(years)) * center
+        far = min(self.far_strikes, max(0, int((reach - near * step) // far_step)))
+        edge_hi = math.ceil((mid + near * step) / far_step) * far_step
+        edge_lo = math.floor((mid - near * step) / far_step) * far_step
+        dollars = {mid + i * step for i in range(-near, near + 1)}
+        dollars |= {edge_hi + i * far_step for i in range(far)}
+        dollars |= {edge_lo - i * far_step for i in range(far)}
+        return tuple(sorted(int(round(d * 1000)) for d in dollars if d > 0))
 
     def strikes(self, root: str, expiration: date) -> tuple[int, ...]:
         """Strikes (thousandths of a dollar) listed for one expiration; fixed for its life."""
         return self._strikes(root, expiration)
 
     def is_listed(self, c: OptionContract) -> bool:
-        u = self.by_symbol.get(c.root)
-        return (u is not None and u.options and c.expiration in set(self.expirations(c.root))
-                and c.strike_milli in self.strikes(c.root, c.expiration))
+        return self.has_expiration(c.root, c.expiration) and c.strike_milli in self.strikes(c.root, c.expiration)
 
     def chain(self, root: str, day: date) -> list[OptionContract]:
         """Contracts alive on ``day`` (listed on or before it, not expired before it)."""
         out = []
-        for exp in self.expirations(root):
-            if self.listing_date(exp) <= day <= exp:
+        if root not in self._by_root:
+            return out
+        for exp in self._listed(root)[0]:
+            if exp >= day and self.listing_date(exp) <= day:
                 for k in self.strikes(root, exp):
                     out.append(OptionContract(root, exp, k, "C"))
                     out.append(OptionContract(root, exp, k, "P"))
@@ -354,6 +372,43 @@ class Market:
         k = np.floor_divide(ms - phase, grid)
         return np.where(ms - phase >= 0, k, -1)
 
+    def last_in_session(self, inst, kind: str, day: date, ms) -> tuple[np.ndarray, np.ndarray]:
+        """(k, valid): the last ``kind`` tick of ``inst`` at or before each ms, inside its session.
+
+        Before the open there is none (valid False); after the close it is the closing tick.
+        """
+        ms = np.asarray(ms, dtype=np.int64)
+        bounds = self.tick_range(inst, kind, day)
+        if bounds is None:
+            return np.zeros(ms.shape, np.int64), np.zeros(ms.shape, bool)
+        k = np.minimum(self.last_tick(self.key(inst), kind, ms), bounds[1])
+        valid = k >= bounds[0]
+        return np.where(valid, k, bounds[0]), valid
+
+    def underlying_price(self, root: str, day: date, ms, nbbo: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(price, tick ms) of an option root's underlying at each ms, as the Terminal's greeks use it:
+        the last trade (default) or, with ``nbbo``, the NBBO midpoint; indices have their price only."""
+        u = self._by_root[root]
+        kind = "quote" if nbbo and u.kind == "stock" else "trade"
+        k, _ = self.last_in_session(u.symbol, kind, day, ms)
+        rows = self.stock_quotes(u.symbol, day, k) if kind == "quote" else self.trades(u.symbol, day, k)
+        price = (rows["bid"] + rows["ask"]) / 2.0 if kind == "quote" else rows["price"]
+        return np.round(price, 2), rows["ms"]
+
+    def years_to_expiry(self, c: OptionContract, day: date, ms, version: str = "latest") -> np.ndarray:
+        """Time to expiry in years: real time with a one-hour floor ("latest"), or a fixed
+        0.15 day on the expiration day (version "1"), as the Terminal's greeks versions."""
+        ms = np.asarray(ms, dtype=np.int64)
+        t = np.maximum(((c.expiration - day).days * DAY_MS + EXPIRY_MS - ms) / YEAR_MS, MIN_T)
+        if version == "1" and c.expiration == day:
+            t = np.full(ms.shape, 0.15 / 365.0)
+        return t
+
+    def option_theo(self, c: OptionContract, day: date, ms) -> np.ndarray:
+        """The model's fair value (the market value the Terminal reports beside the NBBO)."""
+        ms = np.asarray(ms, dtype=np.int64)
+        return self.option_state(c, day, ms)["theo"]
+
     def grid(self, kind: str) -> int:
         return self.quote_ms if kind == "quote" else self.trade_ms
 
@@ -389,8 +444,8 @@ class Market:
         """:meth:`option_state` for ``sizes[i]`` consecutive times of each contract ``cs[i]``."""
         strike = np.repeat([c.strike for c in cs], sizes)
         exp_ms = np.repeat([(c.expiration - day).days * DAY_MS + EXPIRY_MS for c in cs], sizes)
-        vol = np.repeat([self.by_symbol[c.root].vol for c in cs], sizes)
-        roots = [c.root for c in cs]
+        vol = np.repeat([self._by_root[c.root].vol for c in cs], sizes)
+        roots = [self._by_root[c.root].symbol for c in cs]
         if len(set(roots)) == 1:
             spot = self.spot(roots[0], day, ms)
         else:
@@ -509,6 +564,6 @@ class Market:
 
     def open_interest(self, c: OptionContract, day: date) -> int:
         h = int(self._uniform(self.key(c), day, np.zeros(1, np.int64), 3)[0])
-        spot = self.day_open(c.root, day)
+        spot = self.day_open(self._by_root[c.root].symbol, day)
         near = math.exp(-abs(math.log(c.strike / spot)) * 8.0)
         return int(50 + near * 20_000 + h % 2_000)

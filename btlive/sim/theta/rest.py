@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlsplit
 
-from btlive.sim.theta.endpoints import STATUS_NAMES, Endpoints, ThetaError
+from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.faults import Faults
+from btlive.sim.theta.spec import STATUS_NAMES, ThetaError
 from btlive.sim.theta.tables import ENCODERS, Result
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,21 @@ import asyncio
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 
-from btlive.sim.theta.endpoints import CONCURRENCY, Endpoints, normalize_tier
+from btlive.sim.theta.calendar import TradingCalendar
+from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.faults import Faults
-from btlive.sim.theta.market import DEFAULT_UNDERLYINGS, Market, Underlying, underlying_for
+from btlive.sim.theta.market import (
+    DEFAULT_UNDERLYINGS,
+    NEW_YORK,
+    Market,
+    Underlying,
+    underlying_for,
+)
 from btlive.sim.theta.rest import AUTH_PATH, RestApp, RestServer, Sessions
+from btlive.sim.theta.spec import CONCURRENCY, normalize_tier
 from btlive.sim.theta.ws import PATH, StreamServer
 
 log = logging.getLogger(__name__)
@@ -37,7 +46,9 @@ def build_underlyings(symbols: Iterable[str | Underlying] | None) -> tuple[Under
         return DEFAULT_UNDERLYINGS
     chosen = [s if isinstance(s, Underlying) else underlying_for(str(s).upper()) for s in symbols]
     names = {u.symbol for u in chosen}
-    return tuple(chosen) + tuple(u for u in DEFAULT_UNDERLYINGS if u.kind == "index" and u.symbol not in names)
+    # the indices are always there (their price), their options only when asked for
+    return tuple(chosen) + tuple(replace(u, options=False) for u in DEFAULT_UNDERLYINGS
+                                 if u.kind == "index" and u.symbol not in names)
 
 
 class ThetaSimulator:
@@ -48,7 +59,10 @@ class ThetaSimulator:
         tier: free, value, standard or pro: endpoint permissions (471), concurrency (1/2/4/8),
             stream caps and the full trade stream (pro only).
         seed: the synthetic market's seed; same seed, same data.
-        symbols: underlyings (default SPY, QQQ, AAPL with options, indices SPX, NDX, VIX).
+        symbols: underlyings (default SPY, QQQ, AAPL and the indices SPX, NDX, VIX, with the
+            options SPY, QQQ, AAPL, SPX, SPXW, NDX). Indices not named are added without options.
+        always_open: trade 24 hours on every calendar day (off: the NYSE calendar, sessions,
+            weekends, holidays and early closes, as the Terminal). For tests that need live ticks.
         replay_uri, replay_library, speed: play an ArcticDB recording on the WebSocket instead
             of the model stream (``speed`` x real time) and serve its ticks over REST.
         quote_ms, trade_ms: tick grids of the model (every instrument quotes every ``quote_ms``).
@@ -73,7 +87,7 @@ class ThetaSimulator:
                  page_rows: int = 100_000, max_rows: int = 2_000_000, max_streams: int | None = None, heartbeat: float = 1.0,
                  grpc_compression: str = "mixed", grpc_chunk_bytes: int = 3 << 20,
                  credentials: dict | None = None, clock: Callable[[], datetime] | None = None,
-                 host: str = "127.0.0.1"):
+                 host: str = "127.0.0.1", always_open: bool = False):
         if host not in ("127.0.0.1", "localhost"):  # IPv6 would need other sockets and URLs
             raise ValueError(f"host {host!r}: the simulator binds loopback only (127.0.0.1)")
         if not speed > 0:  # NaN included
@@ -91,8 +105,10 @@ class ThetaSimulator:
             raise ValueError(f"max_streams {max_streams!r}: must be >= 0")
         self.tier = normalize_tier(tier)
         self.host = "127.0.0.1" if host == "localhost" else host
+        clock = clock or (lambda: datetime.now(NEW_YORK))
         self.market = Market(seed=seed, underlyings=build_underlyings(symbols), quote_ms=quote_ms,
-                             trade_ms=trade_ms)
+                             trade_ms=trade_ms, calendar=TradingCalendar(always_open=always_open),
+                             today=lambda: clock().astimezone(NEW_YORK).date())
         self.endpoints = Endpoints(self.market, self.tier, clock=clock, max_rows=max_rows)
         self.replay = None
         if replay_uri:

@@ -101,7 +101,7 @@ def format_date(days: np.ndarray) -> np.ndarray:
 def _strings(k: str, values) -> list[str] | None:
     """Cells of the kinds that are text on every wire (text, ts, date); None for numbers."""
     if k == "text":
-        return [str(v) for v in values]
+        return ["" if v is None else str(v) for v in values]  # a missing time (a closed day) is empty
     if k == "ts":
         return format_ts(values).tolist()
     if k == "date":
@@ -110,6 +110,8 @@ def _strings(k: str, values) -> list[str] | None:
 
 
 def _json_values(k: str, values) -> list:
+    if k == "text":
+        return [None if v is None else str(v) for v in values]
     text = _strings(k, values)
     if text is not None:
         return text
@@ -267,7 +269,7 @@ def _timestamp_cell(epoch_ms: int) -> bytes:
 
 def _column_cells(kind_: str, values) -> list[bytes]:
     if kind_ == "text":
-        return [_text_cell(str(x)) for x in values]
+        return [_text_cell("" if x is None else str(x)) for x in values]
     if kind_ == "date":
         return [_text_cell(x) for x in format_date(values).tolist()]
     if kind_ == "ts":

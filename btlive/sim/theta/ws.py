@@ -24,11 +24,13 @@ from datetime import date
 
 import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Response
 from websockets.protocol import State
 
-from btlive.sim.theta.endpoints import TIERS, Endpoints
-from btlive.sim.theta.market import Market, OptionContract
+from btlive.sim.theta.endpoints import Endpoints
+from btlive.sim.theta.market import DAY_MS, Market, OptionContract
+from btlive.sim.theta.spec import TIERS
 from btlive.sim.theta.wire import (
     RequestError,
     contract_json,
@@ -128,7 +130,7 @@ class StreamServer:
         self._wake: asyncio.Event | None = None
         self._ohlc: dict[tuple, list] = {}
         self._bulk_day: date | None = None
-        self._bulk_heap: list = []  # (next trade ms, k, contract, key) of the model full stream
+        self._bulk_heap: list = []  # (next trade ms, k, contract, key, last k) of the full stream
         self._bulk_quotes: dict[OptionContract, tuple[int, int]] = {}  # next quote k, quotes left
         self._burst_names: tuple[date, int, list[str]] | None = None  # (day, contracts, names)
         self._closing: set[asyncio.Task] = set()  # drop()/close() tasks: the loop keeps weak refs
@@ -170,7 +172,7 @@ class StreamServer:
         try:
             async for message in ws:
                 self._on_message(session, message)
-        except Exception as exc:  # the client vanished; nothing to tell it
+        except (ConnectionClosed, OSError) as exc:  # the client vanished; nothing to tell it
             log.debug("stream client gone: %r", exc)
         finally:
             await self._end(session, abort=False)
@@ -291,38 +293,7 @@ class StreamServer:
                 wait = 0.01
             elif self._live(session):
                 frames: list[str] = []
-                if session.day != day:  # midnight ET: every subscription starts its new day
-                    session.day = day
-                    session.reschedule()
-                heap = session.heap
-                batch: list[tuple[Subscription, np.ndarray]] = []  # option quotes: one numpy pass
-                while heap and heap[0][0] <= now_ms:
-                    _, _, key, sub = heapq.heappop(heap)
-                    if session.subs.get(key) is not sub:  # unsubscribed or replaced: drop it
-                        continue
-                    k, next_due = self._due(sub, day, now_ms)
-                    session.schedule(next_due, key, sub)
-                    if k is None:
-                        continue
-                    if sub.req_type == "QUOTE" and isinstance(sub.inst, OptionContract):
-                        batch.append((sub, k))
-                        continue
-                    kind = "quote" if sub.req_type == "QUOTE" else "trade"
-                    if kind == "trade" and (sub.inst, day) not in self._ohlc:
-                        # pricing the day's earlier trades takes ms per contract: let heartbeats through
-                        self._session_ohlc(sub.inst, day, int(k[0]))
-                        await asyncio.sleep(0)
-                        if session.closed:
-                            break
-                    self._emit(sub.inst, sub.contract, kind, day, k, frames)
-                if batch:
-                    quotes = self.market.option_quotes_many([b[0].inst for b in batch], day,
-                                                            [b[1] for b in batch])
-                    ymd = int(day.strftime("%Y%m%d"))
-                    for (sub, _), q in zip(batch, quotes, strict=True):
-                        _quote_frames(sub.contract, q, ymd, frames)
-                if heap:
-                    next_due = heap[0][0]
+                next_due = await self._model_step(session, day, now_ms, frames)
                 if session.bulk_id is not None:
                     if self.firehose:
                         await self._firehose_step(session)
@@ -340,6 +311,39 @@ class StreamServer:
                 wait = min(wait, (next_due - now_ms - elapsed_in_ms) / 1000.0)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), max(wait, 0.0001))
+
+    async def _model_step(self, session: Session, day: date, now_ms: int, frames: list[str]) -> int | None:
+        """Frames of every subscription tick due by ``now_ms``; returns the ms of the next one."""
+        if session.day != day:  # midnight ET: every subscription starts its new day
+            session.day = day
+            session.reschedule()
+        heap = session.heap
+        batch: list[tuple[Subscription, np.ndarray]] = []  # option quotes: one numpy pass
+        while heap and heap[0][0] <= now_ms:
+            _, _, key, sub = heapq.heappop(heap)
+            if session.subs.get(key) is not sub:  # unsubscribed or replaced: drop it
+                continue
+            k, due = self._due(sub, day, now_ms)
+            session.schedule(due, key, sub)
+            if k is None:
+                continue
+            if sub.req_type == "QUOTE" and isinstance(sub.inst, OptionContract):
+                batch.append((sub, k))
+                continue
+            kind = "quote" if sub.req_type == "QUOTE" else "trade"
+            if kind == "trade" and sub.sec_type != "INDEX" and (sub.inst, day) not in self._ohlc:
+                # pricing the day's earlier trades takes ms per contract: let heartbeats through
+                self._session_ohlc(sub.inst, day, int(k[0]))
+                await asyncio.sleep(0)
+                if session.closed:
+                    break
+            self._emit(sub.inst, sub.contract, kind, day, k, frames, ohlc=sub.sec_type != "INDEX")
+        if batch:
+            quotes = self.market.option_quotes_many([b[0].inst for b in batch], day, [b[1] for b in batch])
+            ymd = int(day.strftime("%Y%m%d"))
+            for (sub, _), q in zip(batch, quotes, strict=True):
+                _quote_frames(sub.contract, q, ymd, frames)
+        return heap[0][0] if heap else None
 
     def _replay_step(self, session: Session) -> None:
         now = self.replay.now_ns()
@@ -362,41 +366,60 @@ class StreamServer:
         session.day = None
         self._bulk_day = None
 
+    def _streams(self, sub: Subscription, day: date) -> bool:
+        """Whether the Terminal sends anything for ``sub`` on ``day``: SUBSCRIBED does not mean
+        the contract exists, and indices stream as INDEX trades only (no quotes, not as STOCK)."""
+        m, inst = self.market, sub.inst
+        if isinstance(inst, OptionContract):
+            return m.is_listed(inst) and inst.expiration >= day
+        u = m.underlying(inst)
+        if u is None:
+            return False
+        if u.kind == "index":
+            return sub.sec_type == "INDEX" and sub.req_type == "TRADE"
+        return sub.sec_type == "STOCK"
+
     def _due(self, sub: Subscription, day: date, now_ms: int) -> tuple[np.ndarray | None, int]:
-        """(grid ticks of ``sub`` due by now or None, ms of its next tick)."""
+        """(grid ticks of ``sub`` due by now or None, ms of its next tick; past the day if none)."""
         m = self.market
         kind = "quote" if sub.req_type == "QUOTE" else "trade"
         rolled = sub.day is not None and (day - sub.day).days == 1  # streaming across midnight ET
         if sub.day != day:
             sub.known = None  # a new day: the contract may have expired
-        if sub.known is None:  # SUBSCRIBED does not mean the contract exists
-            if isinstance(sub.inst, OptionContract):
-                sub.known = m.is_listed(sub.inst) and sub.inst.expiration >= day
-            else:
-                sub.known = m.underlying(sub.inst) is not None
-        if not sub.known:
+        if sub.known is None:
+            sub.known = self._streams(sub, day)
+        bounds = m.tick_range(sub.inst, kind, day) if sub.known else None
+        if bounds is None:  # nothing today (closed, or nothing to stream): the next day reschedules
             sub.day = day
-            return None, now_ms + 1000
+            return None, DAY_MS
         key = m.key(sub.inst)
-        last = m.last_k(key, kind, now_ms)
+        first, last_of_day = bounds
+        last = min(m.last_k(key, kind, now_ms), last_of_day)
         if sub.day != day:
             sub.day = day
             # a new subscription starts at the next tick; a live one goes on with the new day's
             # first tick (ticks due between midnight and this pass were skipped before)
-            sub.next_k = 0 if rolled else last + 1
+            sub.next_k = first if rolled else max(last + 1, first)
         k = None
         if last >= sub.next_k:
             k = np.arange(sub.next_k, last + 1, dtype=np.int64)
             sub.next_k = last + 1
+        if sub.next_k > last_of_day:
+            return k, DAY_MS
         return k, sub.next_k * m.grid(kind) + m.phase(key, kind)
 
-    def _emit(self, inst, contract: str, kind: str, day: date, k: np.ndarray, frames: list[str]) -> None:
+    def _emit(self, inst, contract: str, kind: str, day: date, k: np.ndarray, frames: list[str],
+              ohlc: bool = True) -> None:
         m = self.market
         ymd = int(day.strftime("%Y%m%d"))
         if kind == "quote":
             _quote_frames(contract, m.quotes(inst, day, k), ymd, frames)
             return
         t = m.trades(inst, day, k)
+        if not ohlc:  # INDEX: the price prints only
+            frames.extend(trade_frame(contract, *row, ymd) for row in zip(*(t[c].tolist() for c in TRADE_FIELDS),
+                                                                          strict=True))
+            return
         state = self._session_ohlc(inst, day, int(k[0]))
         for ms, seq, size, cond, price, exch in zip(*(t[c].tolist() for c in TRADE_FIELDS),
                                                     strict=True):
@@ -414,8 +437,10 @@ class StreamServer:
         state = self._ohlc.get(key)
         if state is None or state[-1] != first_k:
             state = [0.0, 0.0, 0.0, 0.0, 0, 0]
-            if first_k > 0 and history:
-                t = self.market.trades(inst, day, np.arange(0, first_k, dtype=np.int64))
+            bounds = self.market.tick_range(inst, "trade", day)
+            open_k = bounds[0] if bounds else first_k
+            if first_k > open_k and history:
+                t = self.market.trades(inst, day, np.arange(open_k, first_k, dtype=np.int64))
                 price, size = t["price"], t["size"]
                 state = [float(price[0]), float(price.max()), float(price.min()), float(price[-1]),
                          int(size.sum()), int(price.size)]
@@ -444,20 +469,23 @@ class StreamServer:
             self._bulk_day = day
             self._bulk_heap = []
             for c in (c for root in m.option_roots() for c in m.chain(root, day)):
+                bounds = m.tick_range(c, "trade", day)
                 key = m.key(c)
-                k = m.last_k(key, "trade", now_ms) + 1
-                heapq.heappush(self._bulk_heap, (k * m.trade_ms + m.phase(key, "trade"), k, c, key))
+                k = max(m.last_k(key, "trade", now_ms) + 1, bounds[0]) if bounds else 0
+                if bounds and k <= bounds[1]:
+                    heapq.heappush(self._bulk_heap, (k * m.trade_ms + m.phase(key, "trade"), k, c, key,
+                                                     bounds[1]))
             self._bulk_quotes.clear()
         ymd = int(day.strftime("%Y%m%d"))
         heap = self._bulk_heap
         due = []
         while heap and heap[0][0] <= now_ms:
-            _, start, c, key = heapq.heappop(heap)
-            due.append((c, key, start, m.last_k(key, "trade", now_ms)))
+            _, start, c, key, end = heapq.heappop(heap)
+            due.append((c, key, start, min(m.last_k(key, "trade", now_ms), end), end))
         if due:
             results = m.option_trades_many([d[0] for d in due], day,
                                            [np.arange(d[2], d[3] + 1, dtype=np.int64) for d in due])
-            for (c, key, start, last), (t, q) in zip(due, results, strict=True):
+            for (c, key, start, last, end), (t, q) in zip(due, results, strict=True):
                 contract = contract_json(c)
                 state = self._session_ohlc(c, day, start, history=False)
                 quotes = zip(*(q[n].tolist() for n in QUOTE_FIELDS), strict=True)
@@ -468,7 +496,8 @@ class StreamServer:
                     frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
                     frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
                 self._bulk_quotes[c] = (m.last_k(key, "quote", int(t["ms"][-1])) + 1, 2)
-                heapq.heappush(heap, ((last + 1) * m.trade_ms + m.phase(key, "trade"), last + 1, c, key))
+                if last < end:
+                    heapq.heappush(heap, ((last + 1) * m.trade_ms + m.phase(key, "trade"), last + 1, c, key, end))
         pending = []
         for c, (qk, left) in self._bulk_quotes.items():
             last = m.last_k(m.key(c), "quote", now_ms)

@@ -39,7 +39,15 @@ class TwsSimulator:
       - ``max_fill_size``: cap every execution at this size (forces partial fills)
       - ``commission_first``: send each commissionReport before its execDetails (robustness
         tests; ib_async then drops the report because it does not know the execId yet)
-      - ``account_refresh``: seconds between unsolicited account/portfolio refreshes
+      - ``account_refresh``: seconds between account-value updates (180 as in TWS; a fill
+        sends only the changed portfolio rows at once, cash and value wait for this timer)
+      - ``always_open``: friendlier than real, off by default: ticks and fills at any hour.
+        Without it instruments follow their trading hours (no ticks on weekends or outside
+        the session, orders wait PreSubmitted with warning 399; history is always served)
+      - ``unsubscribed``: symbols without an API market-data subscription: reqMktData gets
+        10089 under live data, delayed ticks (66...) after reqMarketDataType(3/4); history
+        162 (no permissions)
+      - ``delayed_unavailable``: symbols without subscription and without delayed data: 10168
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *,
@@ -50,7 +58,8 @@ class TwsSimulator:
                  max_version: int = MAX_VERSION, timezone: str = "US/Eastern",
                  cash: float = 1_000_000.0, farm_messages: bool = True,
                  account_refresh: float = 180.0, max_fill_size: float = 0.0,
-                 commission_first: bool = False):
+                 commission_first: bool = False, always_open: bool = False,
+                 unsubscribed: Iterable[str] = (), delayed_unavailable: Iterable[str] = ()):
         if isinstance(faults, str):
             faults = parse_timeline(faults)
         self.server = TwsServer(host, port, accounts=accounts, symbols=symbols, seed=seed,
@@ -60,7 +69,9 @@ class TwsSimulator:
                                 farm_messages=farm_messages, faults=faults,
                                 account_refresh=account_refresh,
                                 max_fill_size=max_fill_size,
-                                commission_first=commission_first)
+                                commission_first=commission_first, always_open=always_open,
+                                unsubscribed=unsubscribed,
+                                delayed_unavailable=delayed_unavailable)
         self.server.replay = replay
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -173,6 +184,17 @@ class TwsSimulator:
         """Full restart: drop everyone, refuse connections ``down`` seconds, keep orders."""
         self.call(self.server.restart, down, timeout=down + 10)
 
+    def daily_restart(self, down: float = 60.0, linger: float = 20.0,
+                      farms: float = 10.0) -> None:
+        """TWS's daily restart, started now (returns at once): everyone drops, connections
+        are refused ``down`` s, the old clientIds get 326 for ``linger`` s more, the farms
+        come back ``farms`` s after the restart (2104/2106/2158)."""
+        self.fault("daily_restart", down=down, linger=linger, farms=farms)
+
+    def competing_session(self, on: bool = True) -> None:
+        """Another live session takes the market data (10197) or gives it back."""
+        self.fault("competing", on=int(on))
+
     def pacing_violation(self, count: int = 1) -> None:
         self.fault("pacing", count=count)
 
@@ -195,6 +217,11 @@ class TwsSimulator:
     def order_warning(self, client_id: int, order_id: int, code: int = 399,
                       msg: str = "Order message warning") -> None:
         self.fault("warn", clientId=client_id, orderId=order_id, code=code, msg=msg)
+
+    def set_market(self, symbol: str, state: str | None = "open") -> None:
+        """Force a symbol's session now: ``open`` (regular), ``extended`` or ``closed``; None
+        follows its trading hours again. Tests of closed markets use it on any weekday."""
+        self.call(self.server.set_market, symbol, state)
 
     def set_price(self, symbol: str, price: float) -> None:
         """Jump an instrument's price now (quotes go out, resting orders match)."""

@@ -29,7 +29,8 @@ def register(subparsers) -> None:
     p.add_argument("--library", help="ArcticDB library for --replay (default btlive)")
     p.add_argument("--speed", type=float, help="replay speed (2 = twice real time)")
     p.add_argument("--timeframe", help="bar symbols to replay when a symbol has no ticks: "
-                   "bars/<timeframe>/<name> (default 1min; 1s, 5s, 5min, 15min, 1h, 1d)")
+                   "bars/<timeframe>/<name> (default 1min; any recorder name: 5s, 15min, 1h, 1d, "
+                   "1w ...)")
     p.add_argument("--faults", metavar="FILE", help="fault timeline file (see docs/sim.md)")
     p.add_argument("--latency-ms", type=float, help="order/cancel latency in ms")
     p.add_argument("--seed", type=int, help="random-walk seed")
@@ -37,6 +38,9 @@ def register(subparsers) -> None:
                    help="seconds between market steps of a watched instrument (default 0.25)")
     p.add_argument("--pacing", action="store_true", default=None,
                    help="enforce IB's historical-data pacing rules (error 162)")
+    p.add_argument("--always-open", action="store_true", default=None,
+                   help="every instrument trades at any hour (friendlier than TWS, which "
+                        "follows each instrument's trading hours)")
     p.add_argument("--max-version", type=int, help="highest server version (default 178)")
     p.add_argument("--config", metavar="FILE", help="btlive TOML config (default: "
                    "$BTLIVE_CONFIG or the usual places)")
@@ -46,10 +50,11 @@ def register(subparsers) -> None:
 def resolve(args, config: dict) -> dict:
     """Flags first, then ``[sim.tws]`` from the config, then defaults; checks types."""
     table = config.get("sim", {}).get("tws", {})
-    unknown = set(table) - set(SETTINGS) - {"symbols", "pacing"}
+    flags = {"symbols", "pacing", "always_open"}
+    unknown = set(table) - set(SETTINGS) - flags
     if unknown:
         raise ValueError(f"[sim.tws] unknown keys {sorted(unknown)}; known: "
-                         f"{sorted(set(SETTINGS) | {'symbols', 'pacing'})}")
+                         f"{sorted(set(SETTINGS) | flags)}")
     out = {}
     for name, (typ, default) in SETTINGS.items():
         value = getattr(args, name, None)
@@ -62,7 +67,9 @@ def resolve(args, config: dict) -> dict:
                 raise ValueError(f"[sim.tws] {name} = {value!r}: expected {typ.__name__}") \
                     from None
         out[name] = value
-    out["pacing"] = bool(args.pacing if args.pacing is not None else table.get("pacing", False))
+    for flag in ("pacing", "always_open"):
+        value = getattr(args, flag, None)
+        out[flag] = bool(value if value is not None else table.get(flag, False))
     extra = table.get("symbols", [])
     if isinstance(extra, str):
         extra = [extra]
@@ -101,6 +108,7 @@ def run(args) -> int:
                            symbols=opts["symbols"], seed=opts["seed"],
                            latency_ms=opts["latency_ms"], tick_interval=opts["tick_interval"],
                            pacing=opts["pacing"], faults=faults, replay=replay,
+                           always_open=opts["always_open"],
                            max_version=opts["max_version"])
         sim.start()
     except (OSError, ValueError, RuntimeError) as exc:

@@ -11,6 +11,21 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+# Market rules: id -> ((lowEdge, increment), ...), as reqMarketRule reports them. The ids are
+# the simulator's own; the tiers follow the real venues (US stocks trade in 0.0001 below $1;
+# penny-pilot options in 0.01 below $3 and 0.05 above; SPX options in 0.05 / 0.10).
+MARKET_RULES: dict[int, tuple[tuple[float, float], ...]] = {
+    26: ((0.0, 0.0001), (1.0, 0.01)),  # US stocks
+    32: ((0.0, 0.01),),  # SPY/QQQ options: a penny everywhere
+    33: ((0.0, 0.01), (3.0, 0.05)),  # other penny-pilot options
+    110: ((0.0, 0.05), (3.0, 0.10)),  # SPX options
+    67: ((0.0, 0.25),),  # ES futures and their options
+    239: ((0.0, 0.00005),),  # IDEALPRO majors
+    321: ((0.0, 0.25),),  # BTC at PAXOS
+    322: ((0.0, 0.01),),  # other crypto, indices
+}
+PENNY_EVERYWHERE = ("SPY", "QQQ", "IWM")
+
 
 @dataclass
 class Instrument:
@@ -41,6 +56,7 @@ class Instrument:
     under_con_id: int = 0
     under_symbol: str = ""
     under_sec_type: str = ""
+    market_rule: int = 0  # MARKET_RULES id; 0 = derived from the security type
     con_id: int = field(default=0)
 
     def __post_init__(self):
@@ -52,6 +68,8 @@ class Instrument:
             key = f"{self.symbol}|{self.sec_type}|{self.expiry}|{self.strike:g}|{self.right}|" \
                   f"{self.exchange}|{self.currency}|{self.trading_class}"
             self.con_id = 100_000 + zlib.crc32(key.encode()) % 2_000_000_000
+        if not self.market_rule:
+            self.market_rule = _default_rule(self)
 
     @property
     def is_option(self) -> bool:
@@ -71,6 +89,56 @@ class Instrument:
         return [self.con_id, self.symbol, self.sec_type, self.expiry, self.strike, self.right,
                 self.multiplier, exchange if exchange is not None else self.exchange,
                 self.currency, self.local_symbol, self.trading_class]
+
+    def increment(self, price: float) -> float:
+        """The price increment that applies at ``price`` (the tier of the market rule)."""
+        step = self.min_tick
+        for low, inc in MARKET_RULES.get(self.market_rule, ()):
+            if abs(price) >= low:
+                step = inc
+        return step
+
+    def on_grid(self, price: float) -> bool:
+        """Whether ``price`` is a whole number of increments (error 110 when not)."""
+        step = self.increment(price)
+        n = price / step
+        return abs(n - round(n)) < 1e-6
+
+    def round_price(self, price: float) -> float:
+        """``price`` on the nearest increment of its tier."""
+        step = self.increment(price)
+        return round(round(price / step) * step, 10)
+
+    def session(self, ts: float) -> str:
+        """The session at epoch ``ts``: ``regular``, ``extended`` or ``closed``. Weekends are
+        closed; an overnight session belongs to the next weekday (futures, forex)."""
+        if self.always_open:
+            return "regular"
+        local = datetime.fromtimestamp(ts, ZoneInfo(self.tz))
+        hhmm = local.strftime("%H%M")
+        start, end = self.ext_hours
+        day = local.date()
+        if start <= end:
+            inside = start <= hhmm < end
+        elif hhmm >= start:
+            inside, day = True, day + timedelta(days=1)
+        else:
+            inside = hhmm < end
+        if not inside or day.weekday() >= 5:
+            return "closed"
+        lo, hi = self.hours
+        regular = lo <= hhmm < hi if lo <= hi else (hhmm >= lo or hhmm < hi)
+        return "regular" if regular else "extended"
+
+    def next_open(self, ts: float, regular: bool = False, limit_days: int = 8) -> float | None:
+        """The first quarter hour after ``ts`` when the session is open (``regular``: in
+        liquid hours)."""
+        t = ts - ts % 900 + 900
+        for _ in range(limit_days * 96):
+            if self.session(t) == "regular" or (not regular and self.session(t) != "closed"):
+                return t
+            t += 900
+        return None
 
     def order_types(self) -> str:
         return "ACTIVETIM,ADJUST,ALERT,ALGO,ALLOC,AVGCOST,BASKET,DAY,GTC,GTD,IOC,LIT,LMT,MIT," \
@@ -97,6 +165,22 @@ class Instrument:
             trading.append(f"{prev}:{self.ext_hours[0]}-{ds}:{self.ext_hours[1]}")
             liquid.append(f"{ds}:{self.hours[0]}-{ds}:{self.hours[1]}")
         return ";".join(trading), ";".join(liquid)
+
+
+def _default_rule(inst: Instrument) -> int:
+    if inst.sec_type == "STK":
+        return 26
+    if inst.sec_type == "OPT":
+        if inst.symbol == "SPX":
+            return 110
+        return 32 if inst.symbol in PENNY_EVERYWHERE else 33
+    if inst.sec_type in ("FUT", "FOP"):
+        return 67
+    if inst.sec_type == "CASH":
+        return 239
+    if inst.sec_type == "CRYPTO" and inst.min_tick == 0.25:
+        return 321
+    return 322
 
 
 def third_friday(year: int, month: int) -> date:
@@ -248,7 +332,8 @@ class Universe:
                     inst = Instrument(
                         under.symbol, "OPT", "SMART", currency=under.currency, expiry=exps,
                         strike=strike, right=right, multiplier="100", local_symbol=local,
-                        trading_class=tclass, min_tick=0.01, tz=under.tz, hours=under.hours,
+                        trading_class=tclass, tz=under.tz,
+                        min_tick=0.05 if under.symbol == "SPX" else 0.01, hours=under.hours,
                         ext_hours=under.hours, price=0.0, vol=under.vol, lot=20,
                         under_con_id=under.con_id, under_symbol=under.symbol,
                         under_sec_type=under.sec_type,

@@ -8,6 +8,9 @@ Timeline lines (``#`` starts a comment, blank lines ignored)::
     at 10s: drop                      # close every client socket
     at 10s: drop clientId=3           # close one client's socket
     at 20s: restart down=2s           # full restart: drop all, refuse connections 2 s
+    at 30s: daily_restart down=60s linger=20s farms=10s   # TWS's daily restart (see below)
+    at 1s: competing on=1             # another live session: reqMktData gets 10197
+    at 1s: market symbol=AAPL state=closed   # force a session (open, extended, closed)
     at 1s: pacing count=2             # the next 2 historical requests get error 162
     at 1s: reject symbol=AAPL reason="No trading permissions"   # next AAPL order: 201
     at 1s: unknown symbol=MSFT        # contract details for MSFT: error 200
@@ -17,6 +20,11 @@ Timeline lines (``#`` starts a comment, blank lines ignored)::
     at 3s: warn orderId=5 clientId=1 code=399 msg="Order held"
     at 4s: price symbol=AAPL value=180.5  # jump the price (fills, stops, trails)
     at 8s: close                      # session close: MOC/LOC fill, DAY orders expire
+
+``daily_restart`` is TWS's own daily restart: every client drops, connections are refused
+for ``down``; then for ``linger`` a clientId that was connected gets 326 (TWS still holds its
+old session); clients connecting before ``farms`` has passed see the farms broken
+(2103/2105/2157), and everyone gets 2104/2106/2158 when they come back.
 
 JSON lines are accepted as well: ``{"at": 5, "action": "error", "code": 1100}``.
 Times accept ``ms``, ``s`` (default) and ``m`` suffixes.
@@ -31,8 +39,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-ACTIONS = {"error", "drop", "restart", "pacing", "reject", "unknown", "notsubscribed", "silent",
-           "cancel", "warn", "price", "close"}
+ACTIONS = {"error", "drop", "restart", "daily_restart", "competing", "market", "pacing", "reject",
+           "unknown", "notsubscribed", "silent", "cancel", "warn", "price", "close"}
+DURATIONS = ("down", "linger", "farms")  # arguments that take a time with a unit
 
 SYSTEM_MESSAGES = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
@@ -42,6 +51,7 @@ SYSTEM_MESSAGES = {
     2104: "Market data farm connection is OK:usfarm",
     2105: "HMDS data farm connection is broken:ushmds",
     2106: "HMDS data farm connection is OK:ushmds",
+    2119: "Market data farm is connecting:usfarm",
     2157: "Sec-def data farm connection is broken:secdefnj",
     2158: "Sec-def data farm connection is OK:secdefnj",
 }
@@ -116,8 +126,9 @@ def parse_line(line: str, lineno: int = 0) -> Fault | None:
         raise ValueError(f"{where}unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
     if action == "error" and "code" not in args:
         raise ValueError(f"{where}'error' needs a code, e.g. 'at 5s: error 1100'")
-    if "down" in args:
-        args["down"] = _seconds(args["down"])
+    for name in DURATIONS:
+        if name in args:
+            args[name] = _seconds(args[name])
     return Fault(at, action, args)
 
 

@@ -118,7 +118,7 @@ class SyntheticMarket:
             mid = self._initial_mid(inst, now)
             self._mid[inst.con_id] = mid
             self._set_book(inst, q, mid, self._rng(inst))
-            q.last = q.open = q.high = q.low = q.close = _round_tick(mid, inst.min_tick)
+            q.last = q.open = q.high = q.low = q.close = inst.round_price(mid)
             if inst.sec_type == "CASH":
                 q.last = 0.0
             q.time = now or 0.0
@@ -147,16 +147,16 @@ class SyntheticMarket:
         return black_scholes(spot, inst.strike, years, max(vol, 0.05), inst.right)
 
     def _set_book(self, inst: Instrument, q: Quote, mid: float, rng: random.Random) -> None:
-        tick = inst.min_tick
+        tick = inst.increment(mid)
         if inst.is_option:
             half = max(tick, 0.01 * mid, 0.02) / 2 if mid > 0 else tick
             mid = max(mid, tick)
         else:
             half = inst.spread_ticks * tick / 2
-        bid = _round_tick(mid - half, tick)
-        ask = _round_tick(mid + half, tick)
+        bid = inst.round_price(mid - half)
+        ask = inst.round_price(mid + half)
         if ask <= bid:
-            ask = _round_tick(bid + tick, tick)
+            ask = inst.round_price(bid + inst.increment(bid))
         if inst.sec_type == "IND":
             q.bid = q.ask = 0.0
             q.bid_size = q.ask_size = 0.0
@@ -182,7 +182,7 @@ class SyntheticMarket:
         self._set_book(inst, q, mid, rng)
         q.traded = False
         if inst.sec_type == "IND":
-            self._print(q, _round_tick(mid, inst.min_tick), 0.0)
+            self._print(q, inst.round_price(mid), 0.0)
         elif inst.sec_type != "CASH" and rng.random() < trade_prob:
             price = q.ask if rng.random() < 0.5 else q.bid
             self._print(q, price, float(max(1, inst.lot // 100) * rng.randint(1, 10)))
@@ -195,7 +195,7 @@ class SyntheticMarket:
         self._mid[inst.con_id] = price
         self._set_book(inst, q, price, self._rng(inst))
         if inst.sec_type != "CASH":
-            self._print(q, _round_tick(price, inst.min_tick), 0.0 if inst.sec_type == "IND"
+            self._print(q, inst.round_price(price), 0.0 if inst.sec_type == "IND"
                         else float(max(1, inst.lot // 100)))
         q.time = now
         return q
@@ -260,8 +260,8 @@ class SyntheticMarket:
             open_ = close / math.exp(ret)
             hi = max(open_, close) * math.exp(abs(rng.gauss(0.0, sigma_bar / 2)))
             lo = min(open_, close) / math.exp(abs(rng.gauss(0.0, sigma_bar / 2)))
-            tick = inst.min_tick
-            o, h, lw, c = (_round_tick(x, tick) for x in (open_, hi, lo, close))
+            tick = inst.increment(close)
+            o, h, lw, c = (inst.round_price(x) for x in (open_, hi, lo, close))
             h, lw = max(h, o, c), min(lw, o, c)
             vol = float(inst.lot * rng.randint(5, 50) * max(1, bar_s // 60))
             count = max(1, int(vol // max(inst.lot, 1)))

@@ -18,6 +18,7 @@ ACTIVE = ("PreSubmitted", "Submitted")
 DONE = ("Filled", "Cancelled", "Inactive", "ApiCancelled")
 SUPPORTED = {"MKT", "LMT", "STP", "STP LMT", "TRAIL", "TRAIL LIMIT", "MOC", "LOC", "MIT", "LIT"}
 TIFS = {"DAY", "GTC", "GTD", "IOC", "OPG", ""}
+OFF_TICK = "The price does not conform to the minimum price variation for this contract."
 
 
 @dataclass
@@ -58,6 +59,7 @@ class SimOrder:
     expires_at: float | None = None
     done_at: float | None = None  # epoch seconds it was filled, cancelled or rejected
     silent: bool = False  # never acknowledged (fault)
+    waiting_open: bool = False  # accepted while the market is closed; works once it opens
 
     @property
     def remaining(self) -> float:
@@ -134,6 +136,11 @@ def validate(order: SimOrder) -> None:
     if order.inst.sec_type == "IND":
         raise OrderError(201, f"Order rejected - reason:{order.inst.symbol} is an index and "
                               "cannot be traded")
+    stop_like = order.order_type in ("STP", "STP LMT", "MIT", "LIT")
+    for price in (order.lmt_price, order.aux_price if stop_like else None,
+                  order.trail_stop_price):
+        if price is not None and not order.inst.on_grid(price):
+            raise OrderError(110, OFF_TICK)
 
 
 class MatchingEngine:
@@ -172,13 +179,16 @@ class MatchingEngine:
     def children(self, parent: SimOrder) -> list[SimOrder]:
         return [o for o in self._children.get(parent.key, ()) if o is not parent]
 
-    def activate(self, order: SimOrder, quote: Quote | None) -> list:
-        """Put a transmitted order in the book; returns Ack and any immediate fills."""
+    def activate(self, order: SimOrder, quote: Quote | None, hold: bool = False) -> list:
+        """Put a transmitted order in the book; returns Ack and any immediate fills.
+        ``hold``: the market is closed, so the order waits (PreSubmitted) for ``release``."""
         parent = self.get(order.client_id, order.parent_id) if order.parent_id else None
         if parent is not None and parent.status != "Filled":
             order.status, order.why_held = "PreSubmitted", "child"
         elif order.order_type in ("MOC", "LOC"):
             order.status = "PreSubmitted"
+        elif hold:
+            order.status, order.waiting_open = "PreSubmitted", True
         else:
             order.status, order.why_held = "Submitted", ""
         self._book.setdefault(order.inst.con_id, []).append(order)
@@ -186,6 +196,20 @@ class MatchingEngine:
         if order.status == "Submitted" and quote is not None:
             events += self.match(order.inst, quote, only=order)
         return events
+
+    def release(self, con_id: int, quote: Quote, regular: bool) -> list:
+        """The market opened: orders waiting for it go to work (outside liquid hours only
+        those with outsideRth)."""
+        events: list = []
+        for order in list(self._book.get(con_id, ())):
+            if order.waiting_open and not order.done and (regular or order.outside_rth):
+                order.waiting_open = False
+                order.status = "Submitted"
+                events += [Ack(order), *self.match(order.inst, quote, only=order)]
+        return events
+
+    def waiting(self, con_id: int) -> bool:
+        return any(o.waiting_open for o in self._book.get(con_id, ()))
 
     def has_resting(self, con_id: int) -> bool:
         return bool(self._book.get(con_id))

@@ -25,6 +25,7 @@ START_API = 71
 REQ_ACCOUNT_UPDATES_MULTI, CANCEL_ACCOUNT_UPDATES_MULTI = 76, 77
 REQ_SEC_DEF_OPT_PARAMS = 78
 REQ_HEAD_TIMESTAMP = 87
+REQ_MARKET_RULE = 91
 REQ_HISTORICAL_TICKS = 96
 REQ_TICK_BY_TICK, CANCEL_TICK_BY_TICK = 97, 98
 REQ_PNL, CANCEL_PNL, REQ_PNL_SINGLE, CANCEL_PNL_SINGLE = 92, 93, 94, 95
@@ -39,7 +40,8 @@ NAMES = {
     58: "reqGlobalCancel", 59: "reqMarketDataType", 61: "reqPositions",
     62: "reqAccountSummary", 63: "cancelAccountSummary", 64: "cancelPositions",
     71: "startApi", 76: "reqAccountUpdatesMulti", 77: "cancelAccountUpdatesMulti",
-    78: "reqSecDefOptParams", 87: "reqHeadTimeStamp", 96: "reqHistoricalTicks",
+    78: "reqSecDefOptParams", 87: "reqHeadTimeStamp", 91: "reqMarketRule",
+    96: "reqHistoricalTicks",
     97: "reqTickByTickData",
     92: "reqPnL", 93: "cancelPnL", 94: "reqPnLSingle", 95: "cancelPnLSingle",
     98: "cancelTickByTickData", 99: "reqCompletedOrders",
@@ -285,12 +287,14 @@ def contract_details(version: int, req_id: int, inst: Instrument, trading: str,
           inst.trading_class or inst.symbol, inst.trading_class, inst.con_id, inst.min_tick]
     if version < 164:
         f.append("")
+    exchanges = _valid_exchanges(inst)
+    rules = ",".join([str(inst.market_rule)] * len(exchanges.split(",")))
     f += [inst.multiplier, inst.order_types(),
-          _valid_exchanges(inst), 1, under_id, inst.long_name, inst.primary_exchange,
+          exchanges, 1, under_id, inst.long_name, inst.primary_exchange,
           inst.contract_month if inst.sec_type in ("FUT", "OPT", "FOP") else "",
           "Technology" if inst.sec_type == "STK" else "", "", "", inst.tz, trading, liquid,
           "", "", 0,  # evRule, evMultiplier, no secIds
-          1, inst.under_symbol, inst.under_sec_type, "26" if inst.sec_type == "STK" else "32",
+          1, inst.under_symbol, inst.under_sec_type, rules,
           inst.expiry, "COMMON" if inst.sec_type == "STK" else ""]
     if version == 163:
         f.append(1)
@@ -305,6 +309,10 @@ def _valid_exchanges(inst: Instrument) -> str:
     if inst.sec_type == "OPT":
         return "SMART,CBOE,AMEX,ISE,PHLX,BOX"
     return inst.exchange
+
+
+def market_rule(rule_id: int, tiers) -> list:
+    return [93, rule_id, len(tiers), *(x for tier in tiers for x in tier)]
 
 
 def contract_details_end(req_id: int) -> list:

@@ -15,13 +15,12 @@ import logging
 import time
 from dataclasses import dataclass
 
+from btlive.arctic.symbols import timeframe_seconds
+
 from .contracts import Instrument
 from .market import Quote
 
 log = logging.getLogger("btlive.sim.tws.replay")
-
-TIMEFRAME_SECONDS = {"1s": 1, "5s": 5, "1min": 60, "5min": 300, "15min": 900, "1h": 3600,
-                     "1d": 86400}
 
 
 @dataclass
@@ -38,8 +37,7 @@ class ArcticReplay:
                  timeframe: str = "1min", symbols: list[str] | None = None):
         if speed <= 0:
             raise ValueError(f"speed {speed!r}: must be positive")
-        if timeframe not in TIMEFRAME_SECONDS:
-            raise ValueError(f"timeframe {timeframe!r}: one of {sorted(TIMEFRAME_SECONDS)}")
+        self.bar_seconds = timeframe_seconds(timeframe)
         from btlive.arctic.library import DEFAULT_LIBRARY, get_library
         self.lib = get_library(uri, library or DEFAULT_LIBRARY, create=False)
         self.speed = speed
@@ -101,16 +99,18 @@ class ArcticReplay:
                     bid=px[i] - tick, ask=px[i] + tick, bid_size=inst.lot, ask_size=inst.lot,
                     last=px[i], last_size=size[i], traded=True)))
         else:
-            step = TIMEFRAME_SECONDS[self.timeframe] * 1_000_000_000 // 4
+            step = int(self.bar_seconds * 1_000_000_000) // 4
             cols = [df[c].to_numpy(float).tolist() for c in ("open", "high", "low", "close")]
             vol = df["volume"].to_numpy(float).tolist() if "volume" in df else [0.0] * len(df)
             for i in range(len(df)):
                 o, h, lo, c = (col[i] for col in cols)
                 path = (o, lo, h, c) if c >= o else (o, h, lo, c)
                 for k, p in enumerate(path):
+                    bid = inst.round_price(p)  # the book stays on the tick grid
                     out.append(_Event(int(ts[i]) + k * step, inst, Quote(
-                        bid=p - tick / 2 if inst.sec_type != "IND" else 0.0,
-                        ask=p + tick / 2 if inst.sec_type != "IND" else 0.0,
+                        bid=bid if inst.sec_type != "IND" else 0.0,
+                        ask=inst.round_price(bid + inst.increment(bid))
+                        if inst.sec_type != "IND" else 0.0,
                         bid_size=inst.lot, ask_size=inst.lot, last=p,
                         last_size=vol[i] / 4, traded=True)))
         return out

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 from . import messages as M
 from .accounts import Account, commission
-from .contracts import Instrument, Universe
+from .contracts import MARKET_RULES, Instrument, Universe
 from .faults import SYSTEM_MESSAGES, Fault, Pacing
 from .market import Quote, SyntheticMarket
 from .matching import Ack, Done, Fill, MatchingEngine, OrderError, SimOrder, validate
@@ -47,6 +47,14 @@ CRYPTO_HISTORY = ("AGGTRADES", "BID", "ASK", "BID_ASK", "MIDPOINT")
 MAX_BARS = 200_000
 GENERIC_RTVOLUME = "233"
 NO_DEF = "No security definition has been found for the request"
+NO_SUBSCRIPTION = ("Requested market data requires additional subscription for API. See link in "
+                   "'Market Data Connections dialog' for more details.Delayed market data is "
+                   "available.{sym} {exch}/TOP/ALL")
+# live tick type -> its delayed twin (what TWS sends under reqMarketDataType 3/4)
+DELAYED_TICKS = {0: 69, 1: 66, 2: 67, 3: 70, 4: 68, 5: 71, 6: 72, 7: 73, 8: 74, 9: 75, 14: 76,
+                 45: 88, 10: 80, 11: 81, 12: 82, 13: 83}
+FARM_OK = (2104, 2106, 2158)
+FARM_BROKEN = (2103, 2105, 2157)
 MAX_BACKLOG = 256 << 20  # bytes queued for a client that does not read
 
 
@@ -74,6 +82,7 @@ class MktSub:
     req_id: int
     inst: Instrument
     rtvolume: bool = False
+    delayed: bool = False  # ticks go out on the delayed tick types (66...)
 
 
 @dataclass
@@ -226,6 +235,14 @@ def _wap(bar: list) -> float:
     return bar[6] / bar[5] if bar[5] else bar[4]
 
 
+def _delayed(msg: list) -> list:
+    """A tick message moved to the delayed tick type (tickPrice/Size/String/OptionComputation)."""
+    pos = {1: 3, 2: 3, 46: 3, 21: 2}.get(msg[0])
+    if pos is None or msg[pos] not in DELAYED_TICKS:
+        return msg
+    return [*msg[:pos], DELAYED_TICKS[msg[pos]], *msg[pos + 1:]]
+
+
 def _safe_int(v) -> int:
     try:
         return int(v)
@@ -242,12 +259,15 @@ class TwsServer:
             max_version: int = MAX_VERSION, timezone: str = "US/Eastern",
             cash: float = 1_000_000.0, farm_messages: bool = True, faults: Iterable[Fault] = (),
             account_refresh: float = 180.0, max_fill_size: float = 0.0,
-            commission_first: bool = False):
+            commission_first: bool = False, always_open: bool = False,
+            unsubscribed: Iterable[str] = (), delayed_unavailable: Iterable[str] = ()):
         for name, value, low in (("tick_interval", tick_interval, 0.001),
                                  ("bar_interval", bar_interval, 0.1),
                                  ("latency_ms", latency_ms, 0.0), ("cash", cash, 0.0)):
             if not isinstance(value, int | float) or value < low:
                 raise ValueError(f"{name} {value!r}: must be a number >= {low:g}")
+        if not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ValueError(f"port {port!r}: must be 0..65535 (0 picks a free port)")
         if not 157 <= max_version <= MAX_VERSION:
             raise ValueError(f"max_version {max_version!r}: must be in 157..{MAX_VERSION}")
         accounts = [a.strip() for a in accounts if a and a.strip()]
@@ -296,6 +316,14 @@ class TwsServer:
         self.not_subscribed: set[str] = set()
         self.silent_next = 0
         self.link_down = False  # between a 1100 and a 1101/1102
+        self.always_open = always_open  # friendlier than real: ticks and fills at any hour
+        # symbols without an API market-data subscription (delayed data available / not)
+        self.unsubscribed = {x.upper() for x in unsubscribed}
+        self.delayed_unavailable = {x.upper() for x in delayed_unavailable}
+        self.competing = False  # another session holds the live data (10197)
+        self.market_state: dict[int, str] = {}  # conId -> session forced by set_market
+        self.lingering: dict[int, float] = {}  # clientId -> monotonic time TWS lets go of it
+        self.farms_down = False  # after a daily restart, until the farms reconnect
         self.stats = {"orders": 0, "fills": 0, "ticks": 0, "connections": 0}
 
     # ================================================================ lifecycle
@@ -358,6 +386,25 @@ class TwsServer:
         if not self._stopped:  # a stop() during the downtime wins
             await self._listen()
 
+    async def daily_restart(self, down: float = 60.0, linger: float = 20.0,
+                            farms: float = 10.0) -> None:
+        """TWS's daily restart: every session drops, connections are refused for ``down``
+        seconds; then for ``linger`` seconds the clientIds that were connected get 326 (TWS
+        still holds their old session), and the data farms come back ``farms`` seconds after
+        the restart (2103/2105/2157 until then, then 2104/2106/2158 to everyone)."""
+        held = list(self.sessions)
+        self.farms_down = True
+        await self.restart(down)
+        until = time.monotonic() + linger
+        for cid in held:
+            self.lingering[cid] = until
+        self._timers.append(asyncio.get_running_loop().call_later(farms, self._farms_ok))
+
+    def _farms_ok(self) -> None:
+        self.farms_down = False
+        for code in FARM_OK:
+            self.broadcast_error(code, SYSTEM_MESSAGES[code])
+
     def conn_time(self) -> str:
         return datetime.now(self.tz).strftime("%Y%m%d %H:%M:%S ") + self.tz_name
 
@@ -395,7 +442,7 @@ class TwsServer:
             s.send(M.error(s.version, -1, 321, f"Error validating request: startApi was "
                                                f"already sent as clientId {s.client_id}"))
             return
-        if cid in self.sessions:
+        if cid in self.sessions or self.lingering.get(cid, 0.0) > time.monotonic():
             s.send(M.error(s.version, -1, 326, "Unable to connect as the client id is already "
                                                "in use. Retry with a unique client id."))
             s.proto.close()
@@ -406,7 +453,7 @@ class TwsServer:
         s.send([15, 1, ",".join(self.accounts)])
         s.send([9, 1, self._next_id(cid)])
         if self.farm_messages:
-            for code in (2104, 2106, 2158):
+            for code in FARM_BROKEN if self.farms_down else FARM_OK:
                 s.send(M.error(s.version, -1, code, SYSTEM_MESSAGES[code]))
 
     def _next_id(self, cid: int) -> int:
@@ -451,6 +498,15 @@ class TwsServer:
             s.send(M.contract_details(s.version, req_id, inst, trading, liquid))
         s.send(M.contract_details_end(req_id))
 
+    def _market_rule(self, s: Session, f: list[str]) -> None:
+        rule_id = _safe_int(f[1] if len(f) > 1 else "")
+        tiers = MARKET_RULES.get(rule_id)
+        if tiers is None:
+            s.send(M.error(s.version, -1, 321, "Error validating request.-'d7' : cause - "
+                                               f"market rule id {f[1:2]} is unknown"))
+            return
+        s.send(M.market_rule(rule_id, tiers))
+
     def _sec_def_opt_params(self, s: Session, f: list[str]) -> None:
         r = M.Reader(f, 1)
         req_id = r.int()
@@ -492,11 +548,17 @@ class TwsServer:
         if self._refuse_unsubscribed(s, req_id, inst, "Delayed market data is available."):
             return
         now = time.time()
+        is_open = self.is_open(inst, now)
+        kind = self._data_type(s, req_id, inst, is_open)
+        if kind is None:
+            return
         q = self.market.quote(inst, now)
-        sub = MktSub(req_id, inst, GENERIC_RTVOLUME in generic.split(","))
-        s.send(M.market_data_type(req_id, s.md_type))
+        sub = MktSub(req_id, inst, GENERIC_RTVOLUME in generic.split(",") and kind == 1,
+                     delayed=kind in (3, 4))
+        s.send(M.market_data_type(req_id, kind))
         s.send(M.tick_req_params(req_id, inst.min_tick))
-        self._send_quote(s, sub, q, full=True)
+        # a closed market under live data shows no book (-1), frozen types the last one
+        self._send_quote(s, sub, q, full=True, book=is_open or kind in (2, 4))
         burst = M.parse_tag_values(options).get("btliveBurst")
         if snapshot:
             s.send([57, 1, req_id])
@@ -504,6 +566,37 @@ class TwsServer:
         s.mkt[req_id] = sub
         if burst:
             self._spawn(self._burst(s, sub, int(burst)))
+
+    def has_live_data(self, inst: Instrument) -> bool:
+        """Whether live data may go out for ``inst`` (subscribed, no competing session)."""
+        sym = inst.symbol
+        return not (self.competing or sym in self.unsubscribed
+                    or sym in self.delayed_unavailable)
+
+    def _data_type(self, s: Session, req_id: int, inst: Instrument, is_open: bool) -> int | None:
+        """The market-data type a request gets (1 live, 2 frozen, 3 delayed, 4 delayed
+        frozen) under the session's reqMarketDataType, or None after the refusing error."""
+        wanted = s.md_type
+        frozen = not is_open and wanted in (2, 4)
+        if self.has_live_data(inst):
+            return 2 if frozen else 1  # live is returned whenever it is available
+        sym = inst.symbol
+        if sym in self.delayed_unavailable:
+            s.send(M.error(s.version, req_id, 10168, "Requested market data is not subscribed."
+                                                     " Delayed market data is not enabled."))
+            return None
+        if wanted in (1, 2):
+            if sym in self.unsubscribed:
+                s.send(M.error(s.version, req_id, 10089, NO_SUBSCRIPTION.format(
+                    sym=sym, exch=inst.primary_exchange or inst.exchange)))
+            else:
+                s.send(M.error(s.version, req_id, 10197, "No market data during competing "
+                                                         "live session"))
+            return None
+        if sym in self.unsubscribed:
+            s.send(M.error(s.version, req_id, 10167, "Requested market data is not subscribed."
+                                                     " Displaying delayed market data."))
+        return 4 if frozen else 3
 
     def _refuse_unsubscribed(self, s: Session, req_id: int, inst: Instrument,
                              hint: str = "") -> bool:
@@ -513,13 +606,39 @@ class TwsServer:
         s.send(M.error(s.version, req_id, 354, "Requested market data is not subscribed." + hint))
         return True
 
-    def _send_quote(self, s: Session, sub: MktSub, q: Quote, full: bool = False) -> None:
+    def _refuse_no_live(self, s: Session, req_id: int, inst: Instrument) -> bool:
+        """Tick-by-tick and real-time bars need live data: no delayed fallback."""
+        if self._refuse_unsubscribed(s, req_id, inst):
+            return True
+        if self.has_live_data(inst):
+            return False
+        if inst.symbol in self.delayed_unavailable or inst.symbol in self.unsubscribed:
+            s.send(M.error(s.version, req_id, 10089, NO_SUBSCRIPTION.format(
+                sym=inst.symbol, exch=inst.primary_exchange or inst.exchange)))
+        else:
+            s.send(M.error(s.version, req_id, 10197, "No market data during competing live "
+                                                     "session"))
+        return True
+
+    def _send_quote(self, s: Session, sub: MktSub, q: Quote, full: bool = False,
+                    book: bool = True) -> None:
+        out = self._quote_ticks(sub, q, full, book)
+        if sub.delayed:
+            out = [_delayed(m) for m in out]
+        s.proto.send_raw(b"".join(encode(m) for m in out))
+        self.stats["ticks"] += len(out)
+
+    def _quote_ticks(self, sub: MktSub, q: Quote, full: bool, book: bool) -> list[list]:
         rid = sub.req_id
         inst = sub.inst
         out = []
         if inst.sec_type != "IND":
-            out.append(M.tick_price(rid, 1, q.bid, q.bid_size, 1))
-            out.append(M.tick_price(rid, 2, q.ask, q.ask_size, 1))
+            if book:
+                out.append(M.tick_price(rid, 1, q.bid, q.bid_size, 1))
+                out.append(M.tick_price(rid, 2, q.ask, q.ask_size, 1))
+            else:
+                out.append(M.tick_price(rid, 1, -1.0, 0.0, 0))
+                out.append(M.tick_price(rid, 2, -1.0, 0.0, 0))
         if full:
             if q.last:
                 out.append(M.tick_price(rid, 4, q.last, q.last_size))
@@ -542,8 +661,7 @@ class TwsServer:
             out.append(M.tick_option(rid, 13, g))
             out.append(M.tick_option(rid, 10, g))
             out.append(M.tick_option(rid, 11, g))
-        s.proto.send_raw(b"".join(encode(m) for m in out))
-        self.stats["ticks"] += len(out)
+        return out
 
     async def _burst(self, s: Session, sub: MktSub, n: int) -> None:
         """Benchmark hook (mktDataOptions btliveBurst=N): N bid/ask ticks as fast as the
@@ -582,7 +700,7 @@ class TwsServer:
         c = M.read_contract(r)
         kind = r.str()
         inst = self._resolve(s, req_id, c)
-        if inst is None or self._refuse_unsubscribed(s, req_id, inst):
+        if inst is None or self._refuse_no_live(s, req_id, inst):
             return
         if kind not in ("Last", "AllLast", "BidAsk", "MidPoint"):
             s.send(M.error(s.version, req_id, 321, f"Error validating request.-'cc' : cause - "
@@ -600,7 +718,7 @@ class TwsServer:
         c = M.read_contract(r)
         _size, what = r.int(), r.str().upper() or "TRADES"
         inst = self._resolve(s, req_id, c)
-        if inst is None or self._refuse_unsubscribed(s, req_id, inst):
+        if inst is None or self._refuse_no_live(s, req_id, inst):
             return
         if what == "TRADES" and inst.sec_type == "CASH":
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
@@ -722,6 +840,13 @@ class TwsServer:
                 return True
         if self._refuse_unsubscribed(s, req_id, inst):
             return True
+        if inst.symbol in self.unsubscribed or inst.symbol in self.delayed_unavailable:
+            # historical data needs the same subscriptions as live data
+            s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
+                                                   "message:No market data permissions for "
+                                                   f"{inst.primary_exchange or inst.exchange} "
+                                                   f"{inst.sec_type}"))
+            return True
         if what == "TRADES" and inst.sec_type == "CASH":
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
                                                    f"message:No historical market data for "
@@ -839,15 +964,40 @@ class TwsServer:
                 watched.setdefault(cid, []).append(s)
         replayed = getattr(self.replay, "drives", None) or set()
         ids = (set(watched) | set(self.engine.active_con_ids())) - replayed
-        insts = [i for i in map(self.universe.get, ids) if i is not None]
+        # a closed market does not tick (weekends, outside the trading hours)
+        insts = [i for i in map(self.universe.get, ids) if i is not None and self.is_open(i, now)]
         # an option is priced off its underlying: step the underlying first, even unwatched
         for cid in {i.under_con_id for i in insts if i.is_option} - ids - replayed:
             under = self.universe.get(cid)
             if under is not None:
                 self.market.step(under, now)
         for inst in sorted(insts, key=lambda i: i.is_option):
-            self.publish(inst, self.market.step(inst, now), watched.get(inst.con_id, ()))
+            q = self.market.step(inst, now)
+            if self.engine.waiting(inst.con_id):
+                regular = self.session_of(inst, now) == "regular"
+                self._process(self.engine.release(inst.con_id, q, regular))
+            self.publish(inst, q, watched.get(inst.con_id, ()))
         self._process(self.engine.expire(now))
+
+    def is_open(self, inst: Instrument, now: float) -> bool:
+        """Whether ``inst`` trades at ``now`` (always, with the ``always_open`` switch)."""
+        return self.session_of(inst, now) != "closed"
+
+    def session_of(self, inst: Instrument, now: float) -> str:
+        """``regular``, ``extended`` or ``closed``: a state forced by ``set_market``, else
+        regular with the always-open switch or for a replayed instrument (its recording says
+        when the market traded), else the instrument's trading hours."""
+        forced = self.market_state.get(inst.con_id)
+        if forced:
+            return forced
+        if self.always_open or inst.con_id in getattr(self.replay, "drives", ()):
+            return "regular"
+        return inst.session(now)
+
+    def _tradable(self, o: SimOrder, now: float) -> bool:
+        """Whether an order may work now: liquid hours, or trading hours with outsideRth."""
+        session = self.session_of(o.inst, now)
+        return session == "regular" or (session == "extended" and o.outside_rth)
 
     def publish(self, inst: Instrument, q: Quote, sessions: Iterable[Session] | None = None
                 ) -> None:
@@ -958,6 +1108,8 @@ class TwsServer:
             return
         for s in list(self.sessions.values()):
             for sub in s.rtbars.values():
+                if not self.is_open(sub.inst, now):
+                    continue
                 if sub.cur is not None and sub.cur[0] < boundary:
                     sub.done.append(sub.cur)
                     sub.cur = None
@@ -976,11 +1128,11 @@ class TwsServer:
                 sub.done.clear()
 
     async def _account_loop(self) -> None:
+        """Account values and the whole portfolio on TWS's timer (3 minutes by default)."""
         while True:
             await asyncio.sleep(self.account_refresh)
             for acct in self.accounts.values():
-                if acct.positions:
-                    self._push_account(acct)
+                self._push_account(acct)
 
     # ---------------------------------------------------------------- orders
     def _visible(self, s: Session, o: SimOrder) -> bool:
@@ -1081,8 +1233,22 @@ class TwsServer:
             self.untransmitted.pop(o.key, None)
             o.transmit = True
             self.engine.add(o)
+        now = time.time()
         for o in group:
-            self._process(self.engine.activate(o, self._quote(o.inst)))
+            hold = not self._tradable(o, now)
+            if hold and o.order_type not in ("MOC", "LOC") and o is root:
+                self._warn_closed(s, o, now)
+            self._process(self.engine.activate(o, self._quote(o.inst), hold))
+
+    def _warn_closed(self, s: Session, o: SimOrder, now: float) -> None:
+        """Warning 399, as TWS sends for an order that waits for the session to open."""
+        at = o.inst.next_open(now, regular=not o.outside_rth)
+        when = datetime.fromtimestamp(at, ZoneInfo(o.inst.tz)).strftime(
+            "%Y-%m-%d %H:%M:%S ") + o.inst.tz if at else "the market opens"
+        s.send(M.error(s.version, o.order_id, 399, f"Order Message:\n{o.action} "
+                                                   f"{fmt(o.total_qty)} {o.inst.local_symbol}"
+                                                   "\nWarning: your order will not be placed "
+                                                   f"at the exchange until {when}"))
 
     def _what_if(self, o: SimOrder) -> dict:
         """Margin impact of an order without placing it (rough: 25% of stock value, option
@@ -1268,7 +1434,8 @@ class TwsServer:
 
     def _send_account(self, s: Session, acct: Account, marks: dict[int, float],
                       values: list, con_ids: set[int] | None = None) -> None:
-        """Account values, updatePortfolio (for ``con_ids``, or all) and the account time."""
+        """Account values (may be none), updatePortfolio (for ``con_ids``, or all) and the
+        account time."""
         for key, val, cur in values:
             s.send(M.update_account_value(key, val, cur, acct.code))
         for inst, qty, px, val, avg, un, re_ in acct.portfolio(marks):
@@ -1282,9 +1449,11 @@ class TwsServer:
             s.send([73, 1, rid, acct.code, "", key, val, cur])
 
     def _push_account(self, acct: Account, con_ids: set[int] | None = None) -> None:
-        """Account values, portfolio and PnL of ``acct`` to the sessions subscribed to it."""
+        """Portfolio and PnL of ``acct`` to the sessions subscribed to it; with ``con_ids``
+        None (the timer) the account values too, else (a position changed) only the
+        portfolio rows of ``con_ids``: as TWS, cash and value wait for the timer."""
         marks = self._marks()
-        values = acct.values(marks)
+        values = acct.values(marks) if con_ids is None else []
         for s in list(self.sessions.values()):
             if s.account_updates == acct.code:
                 self._send_account(s, acct, marks, values, con_ids)
@@ -1487,6 +1656,13 @@ class TwsServer:
             self.drop(args.get("clientId"))
         elif a == "restart":
             self._spawn(self.restart(float(args.get("down", 1.0))))
+        elif a == "daily_restart":
+            self._spawn(self.daily_restart(**{k: float(v) for k, v in args.items()
+                                              if k in ("down", "linger", "farms")}))
+        elif a == "market":
+            self.set_market(str(args["symbol"]), args.get("state"))
+        elif a == "competing":
+            self.compete(bool(int(args.get("on", 1))))
         elif a == "pacing":
             self.pacing_violations += int(args.get("count", 1))
         elif a == "reject":
@@ -1508,6 +1684,19 @@ class TwsServer:
             self.set_price(str(args["symbol"]), float(args["value"]))
         elif a == "close":
             self.close_session()
+
+    def compete(self, on: bool) -> None:
+        """Another session takes (or gives back) the live data: live subscriptions end
+        with 10197, as in TWS; delayed ones go on."""
+        self.competing = on
+        if not on:
+            return
+        for s in list(self.sessions.values()):
+            for rid, sub in list(s.mkt.items()):
+                if not sub.delayed:
+                    del s.mkt[rid]
+                    s.send(M.error(s.version, rid, 10197, "No market data during competing "
+                                                          "live session"))
 
     def broadcast_error(self, code: int, msg: str, client_id=None) -> None:
         for cid, s in list(self.sessions.items()):
@@ -1535,6 +1724,19 @@ class TwsServer:
             return found[0]
         raise KeyError(f"symbol {symbol!r} is not in the simulator's universe")
 
+    def set_market(self, symbol: str, state: str | None) -> None:
+        """Force an instrument's session (``regular``/``open``, ``extended``, ``closed``) or
+        follow its trading hours again (None)."""
+        inst = self.find_symbol(symbol)
+        state = {"open": "regular"}.get(state, state)
+        if state is None:
+            self.market_state.pop(inst.con_id, None)
+        elif state in ("regular", "extended", "closed"):
+            self.market_state[inst.con_id] = state
+        else:
+            raise ValueError(f"market state {state!r}: use open, regular, extended, closed "
+                             "or None")
+
     def set_price(self, symbol: str, price: float) -> None:
         inst = self.find_symbol(symbol)
         q = self.market.set_price(inst, price, time.time())
@@ -1546,7 +1748,7 @@ class TwsServer:
     _handlers = {
         M.START_API: _start_api, M.REQ_IDS: _req_ids, M.REQ_MANAGED_ACCTS: _managed_accts,
         M.REQ_CURRENT_TIME: _current_time, M.REQ_CONTRACT_DATA: _contract_details,
-        M.REQ_SEC_DEF_OPT_PARAMS: _sec_def_opt_params, M.REQ_MKT_DATA: _mkt_data,
+        M.REQ_SEC_DEF_OPT_PARAMS: _sec_def_opt_params, M.REQ_MARKET_RULE: _market_rule, M.REQ_MKT_DATA: _mkt_data,
         M.CANCEL_MKT_DATA: _cancel_mkt, M.REQ_TICK_BY_TICK: _tick_by_tick,
         M.CANCEL_TICK_BY_TICK: _cancel_tbt, M.REQ_REAL_TIME_BARS: _realtime_bars,
         M.CANCEL_REAL_TIME_BARS: _cancel_rtbars, M.REQ_HISTORICAL_DATA: _historical,

@@ -1,0 +1,30 @@
+"""Operating a run: the monitoring page, operational alerts, the kill switch, metrics, logs.
+
+Each part is a backtrader component (an analyzer) that any Cerebro script can add; the runner
+(``btlive run``) adds them from the config. Network servers run in their own threads;
+backtrader's thread only publishes snapshots and counters.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "Monitor": "btlive.ops.monitor",
+    "StateBoard": "btlive.ops.board",
+    "KillSwitch": "btlive.ops.kill",
+    "OpsAlerts": "btlive.ops.alerts",
+    "Metrics": "btlive.ops.metrics",
+    "JsonLogFormatter": "btlive.ops.logs",
+    "configure_logging": "btlive.ops.logs",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'btlive.ops' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value

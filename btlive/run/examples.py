@@ -1,0 +1,97 @@
+"""Commented example configs written by ``btlive config init`` (each is tested to validate)."""
+
+SMA = '''\
+# btlive.toml: SmaCross on 5-second bars of AAPL. Reference: docs/config.md
+#
+#   btlive run strategies.sma_cross:SmaCross --mode backtest
+#       bars from ArcticDB (bars/5s/AAPL; an empty store gets synthetic sample bars)
+#   btlive run strategies.sma_cross:SmaCross --mode paper --sim --stop-after 20
+#       the bundled TWS simulator, IBBroker, warm-up from the simulator's history
+#
+# Secrets (IB account, SMTP password, ...) come from the environment, never from this file.
+
+[strategy]
+class = "strategies.sma_cross:SmaCross"
+params = { fast = 10, slow = 30, stake = 10 }
+
+[[data]]
+name = "AAPL"
+source = "ib"                     # paper/live stream from IB; a backtest reads its recording
+contract = "AAPL-STK-SMART-USD"
+timeframe = "seconds"             # 5-second bars: IB's real-time bars
+compression = 5
+
+[broker]
+cash = 100000.0                   # a local (BackBroker) run's starting cash
+
+[broker.commission]               # IB fixed pricing for local runs
+per_share = 0.005
+min_per_order = 1.0
+max_pct = 1.0
+
+[broker.paper]
+broker = "ib"                     # or "local": BackBroker on live data, no IB account needed
+port = 7497                       # TWS paper; IB Gateway paper is 4002
+
+[broker.live]
+port = 7496                       # TWS live (4001: IB Gateway); needs --mode live --live
+
+[risk]                            # pre-trade checks in every mode (live refuses to start without)
+max_order_size = 100
+max_order_notional = 50000
+max_position = 100
+max_daily_loss = 2000
+price_band_pct = 5
+max_orders_per_minute = 30
+
+[cvar]
+window = 250
+confidence = 0.975
+
+[record]
+enabled = false                   # paper/live: record the run's own feeds into ArcticDB
+uri = "lmdb://./arctic_data"
+
+[sim.tws]                         # what --sim starts
+tick_interval = 0.25
+'''
+
+STRANGLE = '''\
+# btlive.toml: ShortStrangle on SPY options from ThetaData. Reference: docs/config.md
+#
+# Validates as is. `btlive run` does not wire ThetaData feeds yet (see docs/modes.md):
+# until it does, run samples/theta_backtest.py for this strategy.
+
+[strategy]
+class = "strategies.strangle:ShortStrangle"
+params = { size = 1, entry_delta = 0.35, take_profit = 0.5, stop_loss = 1.0 }
+
+[[data]]
+name = "call"
+source = "theta"
+contract = "SPY 20240315 C 520"
+timeframe = "minutes"
+
+[[data]]
+name = "put"
+source = "theta"
+contract = "SPY 20240315 P 500"
+timeframe = "minutes"
+
+[broker]
+cash = 100000.0
+
+[broker.commission]
+per_contract = 0.65               # IB options, per contract
+min_per_order = 1.0
+
+[risk]
+max_order_size = 10
+max_position = 10
+max_daily_loss = 5000
+
+[cvar]
+window = 250
+'''
+
+EXAMPLES = {"sma": SMA, "strangle": STRANGLE}

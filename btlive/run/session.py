@@ -1,0 +1,74 @@
+"""One run from start to summary: build, run, summarise, write JSON and the plot."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import backtrader as bt
+
+from btlive.run.summary import print_table, summarize
+from btlive.run.wiring import build
+
+
+def run(config, mode: str, *, strategy: str | None = None, params: list[str] | tuple = (),
+        fromdate=None, todate=None, sim: bool = False, live: bool = False,
+        plot: str | None = None, summary_json: str | None = None, out: TextIO | None = sys.stdout,
+        status: TextIO | None = None, sim_kwargs: dict[str, Any] | None = None,
+        stop_after: int | None = None) -> dict[str, Any]:
+    """Run ``strategy`` in ``mode`` and return the summary (also printed to ``out``).
+
+    ``stop_after`` ends a paper/live run after that many bars decided on live data.
+    """
+    cerebro = build(config, mode, strategy=strategy, params=params, fromdate=fromdate,
+                    todate=todate, sim=sim, live=live, plot=plot is not None, status=status,
+                    sim_kwargs=sim_kwargs)
+    ctx = cerebro.btlive
+    if stop_after:
+        cerebro.addanalyzer(_StopAfter, bars=stop_after)
+    try:
+        strat = cerebro.run()[0]
+    finally:
+        ctx.close()
+    if status is not None:
+        print(file=status)
+    summary = summarize(strat, mode=mode, spec=ctx.spec, params=ctx.params,
+                        arctic_versions=ctx.arctic_versions)
+    if out is not None:
+        print_table(summary, out)
+    if summary_json:
+        Path(summary_json).write_text(json.dumps(summary, indent=2) + "\n")
+    if plot:
+        save_plot(cerebro, plot)
+    return summary
+
+
+def save_plot(cerebro, path: str) -> None:
+    """backtrader's plot of the run, headless, to a PNG file."""
+    import backtrader.plot  # noqa: F401 - imports pyplot with its own backend choice
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    matplotlib.use("Agg", force=True)  # headless, whatever backtrader picked
+
+    figures = cerebro.plot(iplot=False, style="line", volume=False)
+    figures[0][0].set_size_inches(16, 9)
+    figures[0][0].savefig(path, dpi=100)
+    plt.close("all")
+
+
+class _StopAfter(bt.Analyzer):
+    """Stops the run after ``bars`` bars on live data (warm-up bars do not count)."""
+
+    params = (("bars", 0),)
+
+    def start(self):
+        self.seen = 0
+
+    def next(self):
+        if all(d._laststatus == d.LIVE for d in self.datas if d.islive()):
+            self.seen += 1
+            if self.seen >= self.p.bars:
+                self.strategy.env.runstop()

@@ -1,0 +1,157 @@
+"""What a run did: the summary analyzer, the summary table and JSON, the status line."""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from datetime import UTC
+from typing import Any, TextIO
+
+import backtrader as bt
+
+from btlive.run.risk import OrderGate, bar_time
+
+
+class RunSummary(bt.Analyzer):
+    """Counts bars (and warm-up bars), follows orders and trades, P&L, drawdown, daily values.
+
+    A warm-up bar is one the strategy could not decide on: before its indicators' minimum
+    period, or (live feeds) before the feed reported LIVE, i.e. backfilled history.
+
+    Params: ``gate`` (the run's :class:`OrderGate`), ``status`` (None or a stream for a
+    status line), ``every`` (seconds between status lines, 2.0), ``label`` ('').
+    """
+
+    params = (("gate", None), ("status", None), ("every", 2.0), ("label", ""))
+
+    def start(self):
+        self.gate: OrderGate = self.p.gate
+        self.bars = self.warmup = 0
+        self.first = self.last = None
+        self.start_value = self.strategy.broker.getvalue()
+        self.peak = self.start_value
+        self.max_dd = 0.0
+        self.daily: dict = {}
+        self.trades = self.wins = 0
+        self._next_status = time.monotonic() + self.p.every
+        self._live_feeds = [d for d in self.datas if d.islive()]
+
+    def _bar(self, warm: bool) -> None:
+        data = self.data
+        when = bar_time(data)
+        value = self.strategy.broker.getvalue()
+        self.bars += 1
+        if warm or any(d._laststatus != d.LIVE for d in self._live_feeds):
+            self.warmup += 1
+        if self.first is None:
+            self.first = when
+        self.last = when
+        self.gate.checks.observe(when, value)
+        self.daily[when.date()] = value
+        if value > self.peak:
+            self.peak = value
+        elif self.peak > 0:
+            self.max_dd = max(self.max_dd, (self.peak - value) / self.peak)
+        if self.p.status is not None and time.monotonic() >= self._next_status:
+            self._next_status = time.monotonic() + self.p.every
+            self._print_status(value)
+
+    def prenext(self):
+        self._bar(True)
+
+    def next(self):
+        self._bar(False)
+
+    def notify_order(self, order):
+        self.gate.update(order)
+
+    def notify_trade(self, trade):
+        if trade.isclosed:
+            self.trades += 1
+            self.wins += trade.pnlcomm > 0
+
+    def _print_status(self, value: float) -> None:
+        positions = ", ".join(f"{d._name}={self.strategy.broker.getposition(d).size:g}"
+                              for d in self.datas)
+        feeds = ",".join(d._getstatusname(d._laststatus) for d in self.datas)
+        orders = len(self.gate.orders)
+        print(f"\r{self.p.label} {self.last:%Y-%m-%d %H:%M:%S} bars {self.bars} orders {orders} "
+              f"[{positions}] pnl {value - self.start_value:,.2f} feeds {feeds}   ",
+              end="", file=self.p.status, flush=True)
+
+    def get_analysis(self) -> dict[str, Any]:
+        return {"bars": self.bars, "warmup_bars": self.warmup}
+
+
+def _sharpe(daily: dict, start_value: float) -> float | None:
+    values = [start_value, *(daily[d] for d in sorted(daily))]
+    rets = [b / a - 1.0 for a, b in zip(values, values[1:], strict=False) if a]
+    if len(rets) < 2:
+        return None
+    mean = sum(rets) / len(rets)
+    var = sum((r - mean) ** 2 for r in rets) / (len(rets) - 1)
+    return None if var <= 0 else mean / math.sqrt(var) * math.sqrt(252)
+
+
+def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, Any],
+              arctic_versions: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The summary object (``--summary-json``) of a finished run."""
+    s: RunSummary = strategy.analyzers.btlive_summary
+    end_value = strategy.broker.getvalue()
+    orders = [o.as_dict() for o in s.gate.orders.values()]
+    pnl = end_value - s.start_value
+    cvar = getattr(strategy.analyzers, "cvar", None)
+    es = getattr(cvar, "es", None) if cvar is not None else None
+    return {
+        "mode": mode, "strategy": spec, "params": {k: _plain(v) for k, v in params.items()},
+        "start": s.first.isoformat() if s.first else None,
+        "end": s.last.isoformat() if s.last else None,
+        "bars": s.bars, "warmup_bars": s.warmup,
+        "start_value": s.start_value, "end_value": end_value,
+        "pnl": pnl, "return_pct": pnl / s.start_value * 100.0 if s.start_value else None,
+        "sharpe": _sharpe(s.daily, s.start_value), "max_drawdown_pct": s.max_dd * 100.0,
+        "trades": s.trades, "win_rate": s.wins / s.trades if s.trades else None,
+        "commissions": sum(o["commission"] for o in orders),
+        "cvar": es if es is not None and math.isfinite(es) else None,
+        "risk_rejections": s.gate.checks.rejections,
+        "arctic_versions": arctic_versions or {},
+        "orders": orders,
+    }
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, int | float | str | bool | type(None)) else repr(value)
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 10 else f"{value:,.2f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}@{v}" for k, v in value.items()) or "-"
+    return str(value)
+
+
+def print_table(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
+    """The summary table printed at the end of every run."""
+    rows = [("mode", summary["mode"]), ("strategy", summary["strategy"]),
+            ("period", f"{summary['start']} .. {summary['end']}"),
+            ("bars", summary["bars"]), ("warm-up bars", summary["warmup_bars"]),
+            ("P&L", summary["pnl"]), ("return %", summary["return_pct"]),
+            ("Sharpe (daily, annualised)", summary["sharpe"]),
+            ("max drawdown %", summary["max_drawdown_pct"]), ("trades", summary["trades"]),
+            ("win rate", summary["win_rate"]), ("orders", len(summary["orders"])),
+            ("commissions", summary["commissions"]), ("CVaR", summary["cvar"]),
+            ("risk rejections", summary["risk_rejections"]),
+            ("arctic versions read", summary["arctic_versions"])]
+    width = max(len(name) for name, _ in rows)
+    print("-" * (width + 30), file=out)
+    for name, value in rows:
+        print(f"{name:<{width}}  {_fmt(value)}", file=out)
+    print("-" * (width + 30), file=out)
+
+
+def utc_iso(dt) -> str:
+    return dt.replace(tzinfo=UTC).isoformat()

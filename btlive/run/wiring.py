@@ -1,0 +1,307 @@
+"""Mode wiring: one validated config plus a mode gives a ready ``bt.Cerebro``.
+
+``btlive.build(config, mode)`` is what ``btlive run`` runs, so a user's own Cerebro script
+gets exactly the same feeds, broker, risk checks and analyzers and can add to them.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TextIO
+
+import backtrader as bt
+
+from btlive.config import (
+    LIVE_PORTS,
+    DataTable,
+    RunConfig,
+    load_run_config,
+    validate_config,
+)
+from btlive.errors import UsageError
+from btlive.run.costs import IBCommission, QuoteBroker
+from btlive.run.risk import Limits, OrderGate, RiskChecks
+from btlive.run.strategy import load_strategy, strategy_params
+from btlive.run.summary import RunSummary
+
+MODES = ("backtest", "paper", "live")
+TIMEFRAMES = {"ticks": bt.TimeFrame.Ticks, "seconds": bt.TimeFrame.Seconds,
+              "minutes": bt.TimeFrame.Minutes, "days": bt.TimeFrame.Days,
+              "weeks": bt.TimeFrame.Weeks, "months": bt.TimeFrame.Months}
+SIM_DEFAULTS: dict[str, Any] = {}  # extra TwsSimulator kwargs for every --sim (tests speed it up)
+SAMPLE_BARS = {"days": 750, "minutes": 390 * 20, "seconds": 5000}
+
+
+@dataclass
+class RunContext:
+    """What ``build`` decided, kept on the cerebro as ``cerebro.btlive`` for the summary."""
+
+    mode: str
+    spec: str
+    params: dict[str, Any]
+    gate: OrderGate
+    config: RunConfig
+    arctic_versions: dict[str, int] = field(default_factory=dict)
+    sim: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Stop what the run started (the simulator of ``--sim``)."""
+        if self.sim is not None:
+            self.sim.stop()
+            self.sim = None
+
+
+def as_config(config: RunConfig | dict | str | os.PathLike | None) -> RunConfig:
+    if isinstance(config, RunConfig):
+        return config
+    if isinstance(config, dict):
+        return validate_config(config)
+    return load_run_config(config)[0]
+
+
+def _date(value: str | datetime | None, what: str) -> datetime | None:
+    if value is None or isinstance(value, datetime):
+        return value
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise UsageError(f"{what} {value!r}: expected YYYY-MM-DD[THH:MM[:SS]]") from None
+
+
+def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
+          strategy: str | type[bt.Strategy] | None = None, params: list[str] | tuple = (),
+          fromdate: str | datetime | None = None, todate: str | datetime | None = None,
+          sim: bool = False, live: bool = False, plot: bool = False, status: TextIO | None = None,
+          sim_kwargs: dict[str, Any] | None = None) -> bt.Cerebro:
+    """A Cerebro wired for ``mode`` from ``config`` (a RunConfig, a dict or a file path).
+
+    ``strategy`` overrides ``[strategy] class``; ``params`` are ``k=v`` overrides. ``sim``
+    starts the bundled TWS simulator (paper/live) on the configured port (0: any free port).
+    ``live`` is the explicit opt-in that live mode requires. The result carries a
+    :class:`RunContext` as ``cerebro.btlive``; call its ``close()`` after the run.
+    """
+    cfg = as_config(config)
+    if mode not in MODES:
+        raise UsageError(f"mode {mode!r}: expected one of {', '.join(MODES)}")
+    spec = strategy if isinstance(strategy, str) else None
+    spec = spec or cfg.strategy.class_
+    if strategy is None and spec is None:
+        raise UsageError("no strategy: name one (package.module:Class) or set [strategy] class")
+    cls = strategy if isinstance(strategy, type) else load_strategy(spec)
+    spec = spec or f"{cls.__module__}:{cls.__qualname__}"
+    kwargs = strategy_params(cls, cfg.strategy.params, params)
+    if not cfg.data:
+        raise UsageError("the config has no [[data]] table: add one (btlive config init shows how)")
+    broker_cfg = cfg.broker.settings(mode)
+    _refuse_unsafe(cfg, mode, live, broker_cfg)
+
+    cerebro = bt.Cerebro(stdstats=False)
+    gate = OrderGate(RiskChecks(Limits(**cfg.risk.model_dump())))
+    ctx = RunContext(mode=mode, spec=spec, params=kwargs, gate=gate, config=cfg)
+    cerebro.btlive = ctx
+    try:
+        if mode == "backtest":
+            _backtest_feeds(cerebro, ctx, _date(fromdate, "--from"), _date(todate, "--to"))
+        else:
+            store = None
+            if broker_cfg["broker"] == "ib" or any(d.source == "ib" for d in cfg.data):
+                store = _ib_store(ctx, broker_cfg, sim, sim_kwargs or {})
+            _live_feeds(cerebro, ctx, store, _date(fromdate, "--from"))
+        if broker_cfg["broker"] == "ib" and mode != "backtest":
+            from btlive.ib.broker import IBBroker
+
+            cerebro.setbroker(IBBroker(store=store))
+        else:
+            cerebro.setbroker(_local_broker(cfg, broker_cfg))
+    except BaseException:
+        ctx.close()
+        raise
+    gate.install(cerebro.broker)
+    cerebro.addstrategy(cls if mode == "backtest" else decide_when_live(cls), **kwargs)
+    cerebro.addanalyzer(RunSummary, _name="btlive_summary", gate=gate, status=status,
+                        label=mode)
+    _analyzers(cerebro, cfg, mode, plot)
+    return cerebro
+
+
+def decide_when_live(cls: type[bt.Strategy]) -> type[bt.Strategy]:
+    """``cls`` whose ``next`` waits until every live feed is LIVE.
+
+    Backfilled history warms the indicators up (backtrader computes them before ``next``);
+    deciding on it would send orders on prices that are gone. The subclass keeps the name.
+    """
+    def next(self, *args, **kwargs):
+        if all(d._laststatus == d.LIVE for d in self.datas if d.islive()):
+            return cls.next(self, *args, **kwargs)
+        return None
+
+    return type(cls.__name__, (cls,), {"next": next, "__module__": cls.__module__,
+                                        "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
+
+
+def _refuse_unsafe(cfg: RunConfig, mode: str, live: bool, broker_cfg: dict) -> None:
+    if mode == "live":
+        if not live:
+            raise UsageError("live mode trades real money: pass --live to confirm")
+        if not cfg.risk.has_limits():
+            raise UsageError("live mode needs risk limits: add a [risk] table "
+                             "(max_order_size, max_position, max_daily_loss, ...)")
+    elif mode == "paper" and broker_cfg["broker"] == "ib" and broker_cfg["port"] in LIVE_PORTS \
+            and not live:
+        raise UsageError(f"port {broker_cfg['port']} is a LIVE trading port: use 7497 for paper, "
+                         "or --mode live --live")
+
+
+def _local_broker(cfg: RunConfig, broker_cfg: dict) -> bt.BrokerBase:
+    broker = QuoteBroker(cash=broker_cfg["cash"])
+    if broker_cfg["slippage_pct"]:
+        broker.set_slippage_perc(broker_cfg["slippage_pct"] / 100.0)
+    broker.addcommissioninfo(IBCommission(**cfg.broker.commission.model_dump()))
+    return broker
+
+
+def _add(cerebro: bt.Cerebro, feed, spec: DataTable) -> None:
+    feed.btlive_contract = spec.contract or spec.symbol
+    if spec.resample is not None:
+        cerebro.resampledata(feed, name=spec.name, timeframe=TIMEFRAMES[spec.resample.timeframe],
+                             compression=spec.resample.compression)
+    else:
+        cerebro.adddata(feed, name=spec.name)
+
+
+def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
+    from btlive.arctic.feed import ArcticData
+    from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, get_library
+
+    for spec in ctx.config.data:
+        if spec.source == "theta":
+            raise UsageError(f"[[data]] {spec.name}: source \"theta\" is not wired into btlive run "
+                             "yet; record it into ArcticDB (btlive record theta) and read the "
+                             "recording with source \"arctic\"")
+        symbol = spec.arctic_symbol()
+        uri, library = spec.uri or DEFAULT_URI, spec.library or DEFAULT_LIBRARY
+        lib = get_library(uri, library)
+        if not lib.has_symbol(symbol, as_of=spec.as_of):
+            _sample_or_fail(ctx, lib, spec, symbol, uri)
+        version = lib.read_metadata(symbol, as_of=spec.as_of).version
+        ctx.arctic_versions[symbol] = version
+        feed = ArcticData(uri=uri, library=library, symbol=symbol, as_of=version,
+                          timeframe=TIMEFRAMES[spec.timeframe], compression=spec.compression,
+                          fromdate=fromdate, todate=todate)
+        _add(cerebro, feed, spec)
+
+
+def _sample_or_fail(ctx: RunContext, lib, spec: DataTable, symbol: str, uri: str) -> None:
+    """An empty store gets synthetic sample bars (and says so); a missing symbol is an error."""
+    import pandas as pd
+
+    from btlive.arctic.library import redact_uri
+    from btlive.arctic.sampledata import daily_bars, minute_bars
+
+    if lib.list_symbols() or spec.as_of is not None or spec.timeframe not in SAMPLE_BARS:
+        raise UsageError(f"[[data]] {spec.name}: symbol {symbol!r} is not in {redact_uri(uri)}"
+                         " (btlive arctic ls lists what is there)")
+    n = SAMPLE_BARS[spec.timeframe]
+    if spec.timeframe == "days":
+        frame = daily_bars(n)
+    else:
+        frame = minute_bars(n)
+        if spec.timeframe == "seconds":  # one continuous session at the feed's bar size
+            frame.index = pd.date_range("2024-03-07 14:30", periods=n, tz="UTC",
+                                        freq=f"{spec.compression}s")
+    lib.write(symbol, frame)
+    note = (f"the ArcticDB store {redact_uri(uri)} was empty: wrote {n} synthetic sample bars "
+            f"to {symbol}")
+    ctx.notes.append(note)
+    print(note, file=sys.stderr)
+
+
+def _ib_store(ctx: RunContext, broker_cfg: dict, sim: bool, sim_kwargs: dict):
+    import btlive.ib.feed  # noqa: F401 - registers IBData with the store
+    from btlive.ib.store import IBStore
+
+    port = broker_cfg["port"]
+    if sim:
+        ctx.sim = start_tws_sim(ctx.config, broker_cfg["host"], port, sim_kwargs)
+        port = ctx.sim.port
+    elif port == 0:
+        raise UsageError("[broker] port 0 means \"any free port\" and only works with --sim")
+    account = broker_cfg["account"] or os.environ.get("BTLIVE_IB_ACCOUNT", "")
+    return IBStore(host=broker_cfg["host"], port=port, clientId=broker_cfg["clientId"],
+                   account=account)
+
+
+def start_tws_sim(cfg: RunConfig, host: str, port: int, extra: dict):
+    """The bundled TWS simulator, from ``[sim.tws]``, on ``host:port``, always open."""
+    from btlive.sim.tws import TwsSimulator
+
+    table = cfg.sim.tws
+    symbols = [table.symbols] if isinstance(table.symbols, str) else list(table.symbols)
+    kwargs = {"accounts": table.accounts.split(","), "symbols": symbols, "seed": table.seed,
+              "latency_ms": table.latency_ms, "tick_interval": table.tick_interval,
+              "pacing": table.pacing, "max_version": table.max_version}
+    if "always_open" in inspect.signature(TwsSimulator).parameters:
+        kwargs["always_open"] = True  # runs on weekends too: the simulator's test switch
+    kwargs.update(SIM_DEFAULTS)
+    kwargs.update(extra)
+    return TwsSimulator(host, port, **kwargs).start()
+
+
+def _live_feeds(cerebro, ctx: RunContext, store, fromdate) -> None:
+    from btlive.arctic.feed import ArcticData
+    from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
+
+    recorder = None
+    if ctx.config.record.enabled:
+        from btlive.arctic.recorder import ArcticRecorder
+
+        recorder = ArcticRecorder(uri=ctx.config.record.uri, library=ctx.config.record.library)
+    for spec in ctx.config.data:
+        tf = TIMEFRAMES[spec.timeframe]
+        if spec.source == "arctic":  # a local paper run on rows another process appends
+            feed = ArcticData(uri=spec.uri or DEFAULT_URI, library=spec.library or DEFAULT_LIBRARY,
+                              symbol=spec.symbol, live=True, timeframe=tf,
+                              compression=spec.compression, fromdate=fromdate)
+        elif spec.source == "ib":
+            rtbar = (spec.timeframe, spec.compression) == ("seconds", 5)
+            feed = store.getdata(dataname=spec.contract, timeframe=tf, compression=spec.compression,
+                                 rtbar=rtbar, backfill_start=spec.backfill, fromdate=fromdate,
+                                 recorder=recorder)
+        else:
+            raise UsageError(f"[[data]] {spec.name}: source \"theta\" has no live stream in btlive "
+                             "run yet; paper and live read source \"ib\" or \"arctic\"")
+        _add(cerebro, feed, spec)
+
+
+def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
+    if cfg.cvar.enabled:
+        from btlive.analyzers.cvar import CVaR
+
+        alerts = None
+        if cfg.alerts is not None:
+            from btlive.alerts.config import dispatcher_from_config
+
+            alerts = dispatcher_from_config(cfg.model_dump(by_alias=True, exclude_none=True))
+        kwargs = {"window": cfg.cvar.window, "confidence": cfg.cvar.confidence,
+                  "method": cfg.cvar.method, "warning": cfg.cvar.warning,
+                  "critical": cfg.cvar.critical, "alerts": alerts}
+        cerebro.addanalyzer(CVaR, _name="cvar", keep_series=False, **kwargs)
+        if plot:
+            from btlive.observers.cvar import CVaR as CVaRObserver
+
+            cerebro.addobserver(CVaRObserver, **kwargs)
+    if cfg.audit is not None:
+        from btlive.analyzers.audit import ExecutionAudit
+
+        cerebro.addanalyzer(ExecutionAudit, _name="audit", db=cfg.audit.db, mode=mode)
+    if plot:
+        cerebro.addobserver(bt.observers.Value)
+        cerebro.addobserver(bt.observers.BuySell)
+        cerebro.addobserver(bt.observers.Trades)
+
+

@@ -1,0 +1,162 @@
+"""The plugin against the simulator behaving as a real TWS does (issue 12): market-data
+subscriptions and delayed data, closed markets, the tick grid and error 110, the daily
+restart with 326, account values on IB's cadence, backtrader's buy/sell keywords."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import backtrader as bt
+import pytest
+
+from btlive.ib import IBStore
+
+from .test_ib_e2e_broker import Script, run_script, wait
+from .test_ib_e2e_feed import Collect, eastern_now
+
+pytestmark = pytest.mark.slow
+
+
+def feed_run(sim, run_bounded, limit=30.0, clientId=101, storekw=None, strategy_kwargs=None,
+             **datakw):
+    store = IBStore(port=sim.port, clientId=clientId, timeout=0.5, **(storekw or {}))
+    cerebro = bt.Cerebro(stdstats=False, preload=False, runonce=False)
+    cerebro.adddata(store.getdata(**datakw))
+    cerebro.addstrategy(Collect, **(strategy_kwargs or {}))
+    (strat,), fired = run_bounded(cerebro, limit)
+    return strat, fired, store
+
+
+def test_without_subscription_the_feed_falls_back_to_delayed_data(make_sim, run_bounded):
+    sim = make_sim(unsubscribed={"AAPL"})
+    strat, fired, _ = feed_run(sim, run_bounded, dataname="AAPL", timeframe=bt.TimeFrame.Ticks,
+                               backfill_start=False, strategy_kwargs={"livebars": 3})
+    assert not fired
+    (switch,) = [m for m in strat.store_msgs if m.kind == "mktdatatype"]
+    assert switch.code == 10089 and "delayed" in switch.text
+    assert strat.live >= 3 and "NOTSUBSCRIBED" not in strat.status
+
+
+@pytest.mark.parametrize("symbol,simkw,datakw,code", [
+    ("AAPL", {"unsubscribed": {"AAPL"}}, {"mktdatatype": "live"}, 10089),
+    ("SPY", {"delayed_unavailable": {"SPY"}}, {}, 10168),
+])
+def test_no_fallback_ends_with_notsubscribed_and_the_reason(make_sim, run_bounded, symbol, simkw,
+                                                            datakw, code):
+    sim = make_sim(**simkw)
+    strat, fired, _ = feed_run(sim, run_bounded, dataname=symbol, timeframe=bt.TimeFrame.Ticks,
+                               backfill_start=False, **datakw)
+    assert not fired
+    assert strat.status[-1] == "NOTSUBSCRIBED"
+    assert str(code) in strat.status_args[-1][0]
+
+
+def test_competing_session_falls_back_to_delayed(make_sim, run_bounded):
+    sim = make_sim()
+    sim.competing_session(True)
+    strat, fired, _ = feed_run(sim, run_bounded, dataname="AAPL", timeframe=bt.TimeFrame.Ticks,
+                               backfill_start=False, strategy_kwargs={"livebars": 2})
+    assert not fired
+    assert [m.code for m in strat.store_msgs if m.kind == "mktdatatype"] == [10197]
+
+
+def test_history_arrives_with_the_market_closed(make_sim, run_bounded):
+    sim = make_sim()
+    sim.set_market("AAPL", "closed")
+    start = eastern_now().replace(tzinfo=None) - dt.timedelta(days=4)
+    strat, fired, _ = feed_run(sim, run_bounded, limit=10, dataname="AAPL",
+                               timeframe=bt.TimeFrame.Minutes, fromdate=start,
+                               strategy_kwargs={"until": lambda s: len(s.bars) >= 50})
+    assert not fired  # no tick ever came: the backfill did not wait for one
+    assert strat.status == ["CONNECTED", "DELAYED"] and len(strat.bars) >= 50
+
+
+def test_off_grid_price_is_rejected_with_110(sim, run_bounded):
+    orders = {}
+
+    def script(s):
+        orders["o"] = o = s.buy(size=1, exectype=bt.Order.Limit, price=s.data.close[0] * 0.9 + 0.00321)
+        yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script, clientId=102, roundprice=None)
+    o = orders["o"]
+    assert strat.statuses(o)[-1] == "Rejected"
+    assert o.info["ib_error"] == 110 and "minimum price variation" in o.info["ib_reason"]
+
+
+@pytest.mark.parametrize("exectype", [bt.Order.Limit, bt.Order.Stop, bt.Order.StopLimit])
+def test_prices_go_out_on_the_grid_and_fill(sim, run_bounded, exectype):
+    orders = {}
+
+    def script(s):
+        px = s.data.close[0]
+        # marketable: a limit above the market, a stop below it
+        price = px * (1.001 if exectype == bt.Order.Limit else 0.999) + 0.000123
+        orders["o"] = o = s.buy(size=3, exectype=exectype, price=price, plimit=px * 1.002 + 0.000456,
+                                name="entry-long")
+        yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script, clientId=103)
+    o = orders["o"]
+    assert strat.statuses(o)[-1] == "Completed", strat.notes
+    sent = o.info["ib_order"]
+    for price in (sent.lmtPrice, sent.auxPrice):
+        if price < 1e300 and price:
+            assert abs(price * 100 - round(price * 100)) < 1e-6  # AAPL's grid: 0.01
+    assert o.info["name"] == "entry-long"  # backtrader keeps unknown kwargs in order.info
+    assert sent.m_orderId == o.info["ib_order_id"]
+
+
+def test_cash_moves_with_the_fill_before_tws_account_values(make_sim, run_bounded):
+    sim = make_sim(account_refresh=600.0)  # TWS's values will not come during the test
+    seen = {}
+
+    def script(s):
+        seen["cash0"] = s.broker.getcash()
+        seen["o"] = o = s.buy(size=10)
+        yield from wait(lambda: not o.alive())
+        seen["cash1"] = s.broker.getcash()
+
+    run_script(sim, run_bounded, script, clientId=104)
+    o = seen["o"]
+    spent = o.executed.size * o.executed.price + o.executed.comm
+    assert seen["cash0"] - seen["cash1"] == pytest.approx(spent, abs=0.01)
+
+
+def test_daily_restart_with_lingering_session_is_survived(sim, run_bounded):
+    state = {}
+
+    def until(strat):
+        if strat.live >= 2 and "restarted" not in state:
+            state["restarted"] = True
+            sim.daily_restart(down=1.0, linger=1.5, farms=0.5)
+        return store.connections >= 2 and strat.live >= 6
+
+    store = IBStore(port=sim.port, clientId=105, timeout=0.3)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False))
+    cerebro.addstrategy(Collect, until=until)
+    (strat,), fired = run_bounded(cerebro, 40)
+    assert not fired and not store.gave_up()
+    assert any(m.kind == "reconnecting" and "326" in m.text for m in strat.store_msgs)
+
+
+def test_giving_up_says_what_still_works_at_tws(make_sim, run_bounded):
+    sim = make_sim()
+    orders = {}
+
+    def script(s):
+        orders["o"] = s.buy(size=2, exectype=bt.Order.Limit, price=s.data.close[0] * 0.5)
+        yield from wait(lambda: "ib_perm_id" in orders["o"].info)
+        sim.stop()
+        yield from wait(lambda: any("still working" in m.text for m in s.store_msgs))
+
+    store = IBStore(port=sim.port, clientId=106, timeout=0.2, reconnecttime=1.0)
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(store.getdata(dataname="AAPL", timeframe=bt.TimeFrame.Ticks, backfill_start=False,
+                                  qcheck=0.1))
+    cerebro.setbroker(store.getbroker())
+    cerebro.addstrategy(Script, script=script)
+    (strat,), fired = run_bounded(cerebro, 30)
+    (msg,) = [m for m in strat.store_msgs if "still working" in m.text]
+    assert f"ref {orders['o'].ref}" in msg.text and "LMT" in msg.text

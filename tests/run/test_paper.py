@@ -1,0 +1,104 @@
+"""Paper and live modes against the bundled TWS simulator (`--sim`), end to end."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from btlive.cli import main
+from btlive.ib.store import IBStore
+from btlive.run import build, run
+
+pytestmark = pytest.mark.slow
+FAST_SIM = {"tick_interval": 0.05, "bar_interval": 1.0}
+
+
+@pytest.fixture(autouse=True)
+def fresh_stores():
+    yield
+    IBStore.close_all()
+
+
+@pytest.fixture
+def paper_config(sma_config):
+    sma_config["broker"]["paper"]["port"] = 0  # --sim: any free port
+    sma_config["broker"]["live"]["port"] = 0
+    sma_config["strategy"]["params"] = {"fast": 2, "slow": 3, "stake": 10}
+    return sma_config
+
+
+def bounded(fn, limit=120.0):
+    """Run ``fn`` in a thread; fail (not hang) if it does not finish within ``limit`` s."""
+    result, error = [], []
+
+    def target():
+        try:
+            result.append(fn())
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            error.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(limit)
+    assert not thread.is_alive(), f"the run did not finish within {limit} s"
+    if error:
+        raise error[0]
+    return result[0]
+
+
+def live_orders_only(summary, live_bars):
+    """Every order was decided on a live bar: none during the backfilled warm-up."""
+    assert summary["warmup_bars"] > 0, "the feed should backfill history before going live"
+    assert summary["bars"] == summary["warmup_bars"] + live_bars
+    assert summary["orders"], "SmaCross(2, 3) should cross within the live bars"
+
+
+def test_paper_ibbroker_against_the_simulator(paper_config):
+    summary = bounded(lambda: run(paper_config, "paper", sim=True, stop_after=15,
+                                  sim_kwargs=FAST_SIM, out=None))
+    live_orders_only(summary, 15)
+    assert summary["mode"] == "paper"
+    statuses = {o["status"] for o in summary["orders"]}
+    assert "Completed" in statuses and statuses <= {"Submitted", "Accepted", "Completed"}
+    done = [o for o in summary["orders"] if o["status"] == "Completed"]
+    assert all(o["filled"] == 10 and o["avg_price"] > 0 for o in done)
+    assert all(o["contract"] == "AAPL-STK-SMART-USD" for o in summary["orders"])
+
+
+def test_paper_local_broker_on_live_data(paper_config):
+    paper_config["broker"]["paper"]["broker"] = "local"
+    cerebro = build(paper_config, "paper", sim=True, sim_kwargs=FAST_SIM)
+    try:
+        assert type(cerebro.broker).__name__ == "QuoteBroker"
+    finally:
+        cerebro.btlive.close()
+    summary = bounded(lambda: run(paper_config, "paper", sim=True, stop_after=15,
+                                  sim_kwargs=FAST_SIM, out=None))
+    live_orders_only(summary, 15)
+    assert any(o["status"] == "Completed" for o in summary["orders"])
+
+
+def test_risk_checks_refuse_in_paper_before_the_order_reaches_tws(paper_config):
+    paper_config["risk"] = {"max_order_size": 5}
+    summary = bounded(lambda: run(paper_config, "paper", sim=True, stop_after=15,
+                                  sim_kwargs=FAST_SIM, out=None))
+    live_orders_only(summary, 15)
+    assert summary["risk_rejections"] == len(summary["orders"])
+    assert all(o["status"] == "Rejected" for o in summary["orders"])
+
+
+def test_cli_live_with_flag_and_limits_runs_against_the_simulator(paper_config, tmp_path, capsys,
+                                                                  monkeypatch):
+    from tests.run.test_backtest import write
+
+    path = write(tmp_path, paper_config)
+    monkeypatch.setattr("btlive.run.wiring.SIM_DEFAULTS", FAST_SIM)
+    code = bounded(lambda: main(["run", "strategies.sma_cross:SmaCross", "--mode", "live", "--live",
+                                 "--sim", "--config", path, "--stop-after", "4", "-q",
+                                 "--summary-json", str(tmp_path / "live.json")]))
+    assert code == 0
+    summary = json.loads((tmp_path / "live.json").read_text())
+    assert summary["mode"] == "live" and summary["bars"] == summary["warmup_bars"] + 4
+    assert "warm-up bars" in capsys.readouterr().out
