@@ -1,3 +1,4 @@
+# ruff: noqa: BLE001 - the pre-issue-11 writer, kept verbatim as the benchmark anchor
 """ANCHOR for bench_audit: the audit writer as it was before issue 11, kept verbatim so the
 benchmark can measure the current writer against it in the same run. Not used by btlive.
 

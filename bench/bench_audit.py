@@ -1,9 +1,17 @@
-"""Audit writer throughput and the cost on the strategy's thread.
+"""Audit writer throughput, the cost on the strategy's thread, and a 200,000-bar audited backtest.
 
 Ours: ``AuditWriter.submit`` of ExecutionEvents (each a unique execId, the heaviest row),
-committed by the writer thread in hash-chained batches. Anchor: the seeds' recipe, one
-parameterized INSERT and a commit per execDetails callback, on the caller's thread
-(sqlite3 with its defaults; psycopg for PostgreSQL).
+committed by the writer thread in hash-chained batches. Anchors, measured in the same run:
+
+- the writer as it was before issue 11 (``bench/audit_writer_v1.py``, kept verbatim): same
+  events, same database, rounds alternated with ours and the best of each kept, since the
+  machine's load moves both;
+- the seeds' recipe, one parameterized INSERT and a commit per execDetails callback, on the
+  caller's thread (sqlite3 with its defaults; psycopg for PostgreSQL).
+
+``backtest_200k``: ``ExecutionAudit`` over 200,000 one-minute bars with one order per bar
+(``--bars`` to change it): every event written, the stop row's counts match, ``verify`` OK, and
+the peak memory of the process while it ran.
 """
 
 from __future__ import annotations
@@ -45,24 +53,96 @@ def _events(run: str):
     return make
 
 
-def _ours(url: str, n: int) -> tuple[float, float]:
-    """(events per second until committed, microseconds per event on the producer's thread)."""
-    from btlive.audit.writer import AuditWriter
+def add_arguments(parser, name: str) -> None:
+    parser.add_argument("--bars", type=int, default=None,
+                        help="bars of the audited backtest (default 200,000; --quick 20,000)")
+    parser.add_argument("--rounds", type=int, default=3, help="alternated writer rounds")
 
-    writer = AuditWriter(url).start()
+
+def _ours(url: str, n: int, writer_cls=None) -> tuple[float, float]:
+    """(events per second until committed, microseconds per event on the producer's thread).
+
+    The events are built first: the rate is the writer's, not the cost of building them.
+    """
+    if writer_cls is None:
+        from btlive.audit.writer import AuditWriter as writer_cls
+
+    writer = writer_cls(url).start()
     make = _events(uuid.uuid4().hex[:8])
     writer.submit(make(-1))
     writer.flush(60)  # schema created, connection open
-    producer = 0.0
+    events = [make(i) for i in range(n)]
+    submit = writer.submit
     start = time.perf_counter()
-    for i in range(n):
-        t = time.perf_counter()
-        writer.submit(make(i))
-        producer += time.perf_counter() - t
+    for event in events:
+        submit(event)
+    producer = time.perf_counter() - start
     ok = writer.flush(600)
     elapsed = time.perf_counter() - start
     assert ok and writer.close(60), writer.stats
     return n / elapsed, producer / n * 1e6
+
+
+def _writers(tmp: str, n: int, rounds: int) -> tuple[float, float, float, float]:
+    """Ours and the pre-issue-11 writer, alternated: (ours rate, ours us, old rate, old us)."""
+    from audit_writer_v1 import AuditWriter as OldWriter
+
+    ours, old = [], []
+    for r in range(rounds):
+        old.append(_ours(f"sqlite:///{tmp}/old{r}.db", n, OldWriter))
+        ours.append(_ours(f"sqlite:///{tmp}/new{r}.db", n))
+    best = max(ours), max(old)
+    return best[0][0], best[0][1], best[1][0], best[1][1]
+
+
+def _backtest(tmp: str, bars: int) -> dict:
+    """ExecutionAudit over ``bars`` one-minute bars, one order per bar."""
+    import threading
+
+    import backtrader as bt
+    import numpy as np
+    import pandas as pd
+    from common import rss_bytes
+
+    from btlive.analyzers.audit import ExecutionAudit
+    from btlive.audit.verify import verify
+
+    class OnePerBar(bt.Strategy):
+        def next(self):
+            self.buy(size=1) if len(self) % 2 else self.sell(size=1)
+
+    idx = pd.date_range("2020-01-01", periods=bars, freq="min")
+    close = 100 + np.cumsum(np.random.default_rng(1).normal(0, 0.01, bars))
+    df = pd.DataFrame({"open": close, "high": close + 0.1, "low": close - 0.1, "close": close,
+                       "volume": 1e6}, index=idx)
+    url = f"sqlite:///{tmp}/backtest.db"
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=df), name="AAPL")
+    cerebro.addstrategy(OnePerBar)
+    cerebro.broker.setcommission(commission=0.0005)
+    cerebro.addanalyzer(ExecutionAudit, db=url, run_id="bench")
+    base = rss_bytes()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.2):
+            peak[0] = max(peak[0], rss_bytes())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    start = time.perf_counter()
+    (strat,) = cerebro.run()
+    elapsed = time.perf_counter() - start
+    done.set()
+    sampler.join()
+    analysis = strat.analyzers[0].get_analysis()
+    result = verify(url)
+    events = sum(result.counts.values())
+    return {"bars": bars, "seconds": elapsed, "events": events, "ok": result.ok,
+            "committed": analysis["committed"], "waits": analysis["writer"]["waits"],
+            "peak_rss_mb": peak[0] / 1e6, "rss_growth_mb": (peak[0] - base) / 1e6,
+            "problems": result.problems[:3]}
 
 
 def _anchor(conn, placeholder: str, n: int) -> tuple[float, float]:
@@ -178,11 +258,16 @@ def _analyzer_cost(tmp: str, bars: int) -> tuple[float, float, int, float, float
 def run(args):
     quick = getattr(args, "quick", False)
     n_ours, n_anchor = (5_000, 500) if quick else (100_000, 5_000)
+    bars = getattr(args, "bars", None) or (20_000 if quick else 200_000)
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
-        ours_rate, ours_us = _ours(f"sqlite:///{tmp}/audit.db", n_ours)
+        ours_rate, ours_us, old_rate, old_us = _writers(tmp, n_ours, getattr(args, "rounds", 3))
         anchor_rate, anchor_us = _anchor_sqlite(f"{tmp}/seeds.sqlite", n_anchor)
         notify_us, notify_anchor_us, calls, event_us, event_anchor_us = _analyzer_cost(
             tmp, 1_000 if quick else 10_000)
+        backtest = _backtest(tmp, bars)
+    yield result("audit", "sqlite_events_per_s_vs_old_writer", ours_rate,
+                 "the writer before issue 11 (bench/audit_writer_v1.py)", old_rate, "events/s",
+                 events=n_ours, goal=">= 100000 events/s and >= 4x")
     yield result("audit", "sqlite_events_per_s", ours_rate, ANCHOR, anchor_rate, "events/s",
                  events=n_ours, anchor_events=n_anchor)
     yield result("audit", "sqlite_strategy_thread_us_per_event", ours_us, ANCHOR, anchor_us, "us",
@@ -191,6 +276,10 @@ def run(args):
                  notify_anchor_us, "us", higher_is_better=False, calls=calls)
     yield result("audit", "analyzer_us_per_event", event_us, ANCHOR + " in notify_order",
                  event_anchor_us, "us", higher_is_better=False, goal="< 20 us")
+    yield result("audit", "backtest_one_order_per_bar_peak_rss_mb", backtest["peak_rss_mb"],
+                 "issue 11's report of the old writer at 200,000 bars (not re-run: it lost 31 % "
+                 "of the events)", 1800.0, "MB", higher_is_better=False,
+                 events_per_s=backtest["events"] / backtest["seconds"], **backtest)
     try:
         engine, schema, url = _pg_schema()
     except Exception as exc:  # noqa: BLE001 - no server: report and skip

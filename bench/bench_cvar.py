@@ -174,7 +174,8 @@ def latency(args):
 
     from aiosmtpd.controller import Controller
 
-    from btlive.alerts import AlertMachine, Dispatcher, EmailChannel, Outbox, RetryPolicy, Rule
+    from btlive.alerts import AlertMachine, Dispatcher, EmailChannel, Outbox, Rule
+    from btlive.runtime import Backoff
 
     count = args.alerts or (50 if args.quick else 300)
     with socket.socket() as sock:
@@ -187,7 +188,7 @@ def latency(args):
     outbox = Outbox(f"sqlite:///{Path(folder.name) / 'alerts.db'}")
     channel = EmailChannel("127.0.0.1", port, sender="btlive@example.com",
                            recipients=["risk@example.com"], security="plain", timeout=5.0)
-    dispatcher = Dispatcher([channel], outbox=outbox, retry=RetryPolicy(base=0.01, cap=0.1))
+    dispatcher = Dispatcher([channel], outbox=outbox, retry=Backoff(initial=0.01, maximum=0.1))
     samples = []
     lost = 0
     try:

@@ -49,7 +49,7 @@ def simulator(*extra: str):
     """``btlive sim theta`` in its own process (so its CPU is not ours); yields URLs."""
     rp, wp, gp = _free_port(), _free_port(), _free_port()
     cmd = [sys.executable, "-m", "btlive", "sim", "theta", "--rest-port", str(rp), "--ws-port",
-           str(wp), "--grpc-port", str(gp), *extra]
+           str(wp), "--grpc-port", str(gp), "--always-open", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         line = proc.stdout.readline()
@@ -89,7 +89,7 @@ def measure_throughput(rest_url: str, ws_url: str, seconds: float, tmp: str) -> 
         malformed = store.stream.stats["malformed"]
     finally:
         store.close()
-        sink.flush()  # the loop is gone: nothing else touches the sink now
+        sink.flush(final=True)  # the loop is gone: nothing else touches the sink now
         recorder.close()
         ThetaStore.close_all()
     lib = get_library(uri, DEFAULT_LIBRARY)

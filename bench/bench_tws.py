@@ -33,7 +33,8 @@ def _start_sim(timeout: float = 30.0) -> tuple[subprocess.Popen, int]:
     # stderr goes to a file: an undrained pipe would stall a simulator that logs a lot
     err = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "btlive", "sim", "tws", "--port", "0", "--tick-interval", "5"],
+        [sys.executable, "-m", "btlive", "sim", "tws", "--port", "0", "--tick-interval", "5",
+         "--always-open"],
         stdout=subprocess.PIPE, stderr=err, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     ready, _, _ = select.select([proc.stdout], [], [], timeout)
@@ -134,7 +135,8 @@ async def _fanout(port: int, n: int, client_id: int) -> float:
 
 def _publish_rate(n_steps: int) -> float:
     """The simulator's own fan-out path in-process (step, encode, buffer): ticks per second."""
-    from btlive.sim.tws.server import MktSub, Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import MktSub, Session
 
     class Sink:
         closed = False

@@ -26,6 +26,7 @@ MODULES = {
     "theta": "bench_theta",
     "cvar": "bench_cvar",
     "audit": "bench_audit",
+    "run": "bench_run",
 }
 
 

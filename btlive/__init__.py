@@ -19,6 +19,7 @@ _EXPORTS = {
     "ThetaData": "btlive.theta.feed",
     "ArcticData": "btlive.arctic.feed",
     "ArcticRecorder": "btlive.arctic.recorder",
+    "build": "btlive.run",
 }
 _SUBPACKAGES = ("analyzers", "observers", "risk", "alerts", "audit", "arctic", "ib", "theta", "sim")
 

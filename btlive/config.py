@@ -240,12 +240,6 @@ class AuditTable(_Table):
     db: str = Field("sqlite:///btlive_audit.db", description="SQLAlchemy URL of the audit database")
 
 
-class AlertsTable(_Table):
-    """``[alerts]``: alert channels (CVaR alerts are sent when this table exists)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-
 class RecordTable(_Table):
     """``[record]``: in paper and live, record the run's own feeds into ArcticDB."""
 
@@ -270,6 +264,8 @@ class SimTwsTable(_Table):
     tick_interval: float = Field(0.25, ge=0.001, description="seconds between market steps")
     max_version: int = Field(178, ge=157, le=178, description="highest server version")
     pacing: bool = Field(False, description="enforce IB's historical-data pacing (error 162)")
+    always_open: bool = Field(False, description="friendlier than real: every instrument trades "
+                              "at any hour, weekends included (default: market hours)")
     symbols: list[str] | str = Field(default_factory=list, description="extra symbols")
 
 
@@ -280,6 +276,18 @@ class SimTable(_Table):
     theta: dict[str, Any] = Field(default_factory=dict, description="the Theta Terminal simulator")
 
 
+# Tables whose model lives with the code that uses them (and which imports this module, so
+# they are imported when a file is validated, not when this module loads).
+DELEGATED = {"alerts": ("btlive.alerts.config", "AlertsConfig")}
+
+
+def _delegated_model(table: str) -> type[BaseModel]:
+    import importlib
+
+    module, name = DELEGATED[table]
+    return getattr(importlib.import_module(module), name)
+
+
 class RunConfig(_Table):
     """The whole ``btlive.toml``."""
 
@@ -288,7 +296,8 @@ class RunConfig(_Table):
     broker: BrokerTable = Field(default_factory=BrokerTable, description="the broker")
     risk: RiskTable = Field(default_factory=RiskTable, description="pre-trade risk checks")
     cvar: CvarTable = Field(default_factory=CvarTable, description="CVaR analyzer")
-    alerts: AlertsTable | None = Field(None, description="alert channels")
+    alerts: Any = Field(None, description="alert channels (CVaR alerts are sent when this "
+                        "table exists); validated by `btlive.alerts.config.AlertsConfig`")
     audit: AuditTable | None = Field(None, description="SQL audit")
     record: RecordTable = Field(default_factory=RecordTable, description="recording")
     sim: SimTable = Field(default_factory=SimTable, description="simulators")
@@ -333,12 +342,12 @@ def _where(loc: tuple) -> str:
 _UNION_TAGS = {"int", "str", "float", "bool", "none"}
 
 
-def _problems(exc: ValidationError, name: str) -> list[str]:
+def _problems(exc: ValidationError, name: str, prefix: tuple = ()) -> list[str]:
     """One line per (table, key); the members of a union failing together become one line."""
     found: dict[str, list[str]] = {}
     for err in exc.errors():
-        loc = tuple(p for p in err["loc"]
-                    if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
+        loc = prefix + tuple(p for p in err["loc"]
+                             if not (isinstance(p, str) and (p in _UNION_TAGS or "[" in p)))
         if err["type"] == "extra_forbidden":
             text = "unknown key"
         elif err["type"] == "missing":
@@ -355,10 +364,24 @@ def _problems(exc: ValidationError, name: str) -> list[str]:
 
 def validate_config(raw: dict[str, Any], name: str = "<config>") -> RunConfig:
     """Validate a parsed TOML document; raise :class:`ConfigError` listing every problem."""
+    problems: list[str] = []
+    cfg = None
     try:
-        return RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, name)) from None
+        problems += _problems(exc, name)
+    tables = {}
+    for table in DELEGATED:
+        value = raw.get(table) if isinstance(raw, dict) else None
+        if value is None:
+            continue
+        try:
+            tables[table] = _delegated_model(table).model_validate(value)
+        except ValidationError as exc:
+            problems += _problems(exc, name, (table,))
+    if problems:
+        raise ConfigError(problems)
+    return cfg.model_copy(update=tables)
 
 
 def load_run_config(path: str | os.PathLike[str] | None = None) -> tuple[RunConfig, Path | None]:
@@ -456,7 +479,9 @@ def reference_markdown() -> str:
             table(sub, sub_heading)
 
     for field_name, field in RunConfig.model_fields.items():
-        if field_name == "data":
+        if field_name in DELEGATED:
+            table(_delegated_model(field_name), f"[{field_name}]")
+        elif field_name == "data":
             table(DataTable, "[[data]]")
         else:
             table(_model_of(field.annotation), f"[{field_name}]")

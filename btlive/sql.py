@@ -188,25 +188,3 @@ def error_text(exc: BaseException, url: str | None = None) -> str:
     if url:
         text = text.replace(str(url), redact_url(url))
     return redact(text)
-
-
-def config_error_line(exc, source: str, table: str) -> str:
-    """A pydantic ``ValidationError`` as one line per problem naming the file, table and key."""
-    parts = []
-    for err in exc.errors():
-        loc = [str(p) for p in err.get("loc", ())]
-        keys = [p for p in loc if not p.isdigit()]
-        sub = [p for p in keys[:-1]]
-        where = f"[{'.'.join([table, *sub])}]" if sub else f"[{table}]"
-        key = keys[-1] if keys else ""
-        kind = err.get("type")
-        if kind == "extra_forbidden":
-            what = f"unknown key {key!r}"
-        elif kind == "missing":
-            what = f"missing key {key!r}"
-        elif key:
-            what = f"{key} = {err.get('input')!r}: {err.get('msg')}"
-        else:
-            what = err.get("msg", "")
-        parts.append(f"{source}: {where} {what}".rstrip())
-    return "; ".join(parts)

@@ -4,6 +4,7 @@
     python samples/backtest.py                          # synthetic daily bars, generated once
     python samples/backtest.py --csv spy.csv --symbol bars/1d/SPY
     python samples/backtest.py --symbol bars/1min/AAPL --timeframe minutes --live
+    python samples/backtest.py --as-of 20261206         # the snapshot `btlive arctic snapshot` named
 
 The CSV (date/datetime column plus open, high, low, close, volume) is imported
 with the same code as ``btlive arctic import``. Without --csv, a missing symbol

@@ -24,8 +24,23 @@ LIVE_PORTS = (7496, 4001)
 TIMEFRAMES = ["Ticks", "MicroSeconds", "Seconds", "Minutes", "Days", "Weeks", "Months", "Years"]
 
 
+def tzname(data) -> str:
+    """The name of the time zone the feed's times are shown in."""
+    tz = getattr(data, "_tz", None)
+    return str(getattr(tz, "zone", None) or tz or "UTC")
+
+
+def utcnow() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
 class TestStrategy(bt.Strategy):
-    """Prints everything; with ``trade`` buys ``stake`` once live and sells after ``holdbars``."""
+    """Prints everything; with ``trade`` buys ``stake`` once live and sells it after ``holdbars``.
+
+    Positions the account held before the run are left alone: only the stake bought here is
+    sold. Bars delivered before LIVE (the backfill) are summarized in one line unless
+    ``verbose``.
+    """
 
     params = (
         ("smaperiod", 5),
@@ -37,6 +52,7 @@ class TestStrategy(bt.Strategy):
         ("cancel", 0),
         ("donotsell", False),
         ("holdbars", 3),
+        ("verbose", False),
         ("out", None),
     )
 
@@ -46,33 +62,64 @@ class TestStrategy(bt.Strategy):
         self.datastatus = 0
         self.livebars = 0
         self.bought_at = None
+        self.bought = 0.0  # what this run bought (and must sell): the stake, once filled
         self.sold = False
+        self.backfill = [0, None, None]  # bars before LIVE, first and last time
+        self.orders: dict[str, int] = {}
+        self.notifs: dict[str, int] = {}
 
     def say(self, *parts) -> None:
         print(*parts, file=self.p.out or sys.stdout, flush=True)
 
+    def start(self):
+        held = self.getposition(self.data0).size if self.p.trade else 0
+        if held:
+            self.say(f"***** the account already holds {held:g} of data0: left alone, "
+                     f"this run trades its own stake of {self.p.stake}")
+
     def notify_data(self, data, status, *args, **kwargs):
+        name = data._getstatusname(status)
+        self.notifs[name] = self.notifs.get(name, 0) + 1
         extra = f" ({args[0]})" if args else ""
-        self.say(f"***** DATA NOTIF: {data._getstatusname(status)}{extra}")
+        self.say(f"***** DATA NOTIF: {name}{extra}")
         if status == data.LIVE:
+            self.summarize_backfill()
             self.datastatus = 1
+
+    def summarize_backfill(self) -> None:
+        count, first, last = self.backfill
+        if count and not self.p.verbose:
+            self.say(f"backfill: {count} bars of data0 from {first} to {last} {tzname(self.data0)} "
+                     "(-v prints them)")
+        self.backfill[0] = 0
 
     def notify_store(self, msg, *args, **kwargs):
         self.say(f"***** STORE NOTIF: {msg}")
 
     def notify_order(self, order):
-        self.say("-" * 50, "ORDER BEGIN", dt.datetime.now().isoformat(timespec="milliseconds"))
+        status = order.getstatusname()
+        if not order.alive():
+            self.orders[status] = self.orders.get(status, 0) + 1
+        self.say("-" * 50, "ORDER BEGIN", utcnow())
         self.say(f"Ref: {order.ref}  {order.ordtypename()} {order.getordername()}  "
-                 f"Status: {order.getstatusname()}  Size: {order.size}  "
+                 f"Status: {status}  Size: {order.size}  "
                  f"Price: {order.created.price}  Alive: {order.alive()}")
         ex = order.executed
         if order.status in (order.Partial, order.Completed):
             self.say(f"Executed: size {ex.size} price {ex.price:.4f} comm {ex.comm:.4f} "
                      f"remaining {ex.remsize}")
-        info = {k: v for k, v in order.info.items() if k.startswith("ib_")}
+        sent = order.info.get("ib_order")
+        if sent is not None and order.status == order.Submitted:
+            prices = [f"{name} {getattr(sent, name):g}" for name in ("lmtPrice", "auxPrice")
+                      if 0 < getattr(sent, name) < 1e300]
+            if prices:
+                self.say("Sent to IB (on the tick grid):", ", ".join(prices))
+        info = {k: v for k, v in order.info.items() if k.startswith("ib_") and k != "ib_order"}
         if info:
             self.say("IB:", " ".join(f"{k}={v}" for k, v in info.items()))
         self.say("-" * 50, "ORDER END")
+        if order.isbuy() and order.status in (order.Partial, order.Completed):
+            self.bought = order.executed.size
         if not order.alive() and self.orderid is not None and order.ref == self.orderid.ref:
             self.orderid = None
 
@@ -84,43 +131,61 @@ class TestStrategy(bt.Strategy):
         self.next(frompre=True)
 
     def next(self, frompre=False):
-        for i, data in enumerate(self.datas):
-            sma = self.smas[i][0] if len(self.smas[i]) else float("nan")
-            self.say(", ".join(str(x) for x in (
-                f"Data{i}", len(data), data.datetime.datetime(0).isoformat(), data.open[0],
-                data.high[0], data.low[0], data.close[0], data.volume[0], data.openinterest[0],
-                f"{sma:.4f}")))
+        if not self.datastatus and not self.p.verbose:
+            self.count_backfill()
+        else:
+            self.print_bars()
         if not self.datastatus:
             return
         self.livebars += 1
         settled = self.orderid is None and (not self.p.trade or self.sold or self.p.donotsell
-                                            or not self.position)
+                                            or not self.bought)
         if self.p.stopafter and self.livebars >= self.p.stopafter and \
                 (settled or self.livebars >= 3 * self.p.stopafter + 20):
             self.say("stopafter reached: stopping")
             self.env.runstop()
             return
-        if not self.p.trade:
-            return
+        if self.p.trade:
+            self.trade()
+
+    def count_backfill(self) -> None:
+        when = f"{self.data0.datetime.datetime(0).isoformat()}"
+        self.backfill[0] += 1
+        self.backfill[1] = self.backfill[1] or when
+        self.backfill[2] = when
+
+    def print_bars(self) -> None:
+        for i, data in enumerate(self.datas):
+            sma = self.smas[i][0] if len(self.smas[i]) else float("nan")
+            self.say(", ".join(str(x) for x in (
+                f"Data{i}", len(data), f"{data.datetime.datetime(0).isoformat()} {tzname(data)}",
+                data.open[0], data.high[0], data.low[0], data.close[0], data.volume[0],
+                data.openinterest[0], f"{sma:.4f}")))
+
+    def trade(self) -> None:
         if self.orderid is not None:
             if self.p.cancel and self.bought_at is not None and \
                     len(self) - self.bought_at >= self.p.cancel:
                 self.say(f"cancelling order {self.orderid.ref}")
                 self.cancel(self.orderid)
             return
-        if not self.position and self.bought_at is None:
+        if self.bought_at is None:
             price = self.data0.close[0]
+            # marketable prices, so that the demo fills: the broker puts them on the tick grid
             if self.p.exectype == bt.Order.Limit:
-                price *= 0.999
-            elif self.p.exectype in (bt.Order.Stop, bt.Order.StopLimit):
                 price *= 1.001
+            elif self.p.exectype in (bt.Order.Stop, bt.Order.StopLimit):
+                price *= 0.999
             self.orderid = self.buy(size=self.p.stake, exectype=self.p.exectype, price=price,
-                                    plimit=price * 1.001, valid=self.p.valid)
+                                    plimit=price * 1.003, valid=self.p.valid)
             self.bought_at = len(self)
-        elif self.position and not self.sold and not self.p.donotsell and \
+        elif self.bought and not self.sold and not self.p.donotsell and \
                 len(self) - self.bought_at >= self.p.holdbars:
-            self.orderid = self.close()
+            self.orderid = self.sell(size=self.bought)
             self.sold = True
+
+    def stop(self):
+        self.summarize_backfill()
 
 
 def port_open(host: str, port: int) -> bool:
@@ -180,6 +245,7 @@ def parse_args(argv=None):
     p.add_argument("--record", default=None, metavar="URI", help="record ticks/bars to ArcticDB")
     p.add_argument("--audit", default=None, metavar="DB", help="SQL execution audit (SQLAlchemy URL)")
     p.add_argument("--exactbars", type=int, default=1)
+    p.add_argument("-v", "--verbose", action="store_true", help="print every backfilled bar too")
     return p.parse_args(argv)
 
 
@@ -210,7 +276,8 @@ def main(argv=None) -> int:
                   "is TWS or another simulator running there? pick another --port")
             return 2
         args.port = sim.port
-        print(f"TWS simulator listening on {args.host}:{sim.port}")
+        print(f"TWS simulator listening on {args.host}:{sim.port} (demo: its markets are open "
+              "at any hour; a real TWS follows trading hours)")
     elif not port_open(args.host, args.port):
         print(f"nothing listens on {args.host}:{args.port}: start TWS/IB Gateway with the API enabled "
               f"on that port, or add --sim to run the bundled simulator")
@@ -245,7 +312,12 @@ def run(args) -> int:
             datakw.update(timeframe=bt.TimeFrame.Seconds, compression=5)
     names = [d for d in (args.data0, args.data1) if d]
     for i, name in enumerate(names):
-        data = store.getdata(dataname=name, **datakw)
+        try:
+            data = store.getdata(dataname=name, **datakw)
+        except ValueError as exc:  # a contract string that names no contract, a bad option
+            store.close()
+            print(f"--data{i} {name!r}: {exc}")
+            return 2
         if args.resample or args.replay:
             rkw = dict(timeframe=timeframe, compression=args.compression, bar2edge=not args.no_bar2edge,
                        adjbartime=not args.no_adjbartime, rightedge=not args.no_rightedge,
@@ -265,9 +337,9 @@ def run(args) -> int:
     cerebro.addstrategy(TestStrategy, smaperiod=args.smaperiod, trade=args.trade, stake=args.stake,
                         exectype=bt.Order.ExecType(args.exectype), stopafter=args.stopafter,
                         valid=valid, cancel=args.cancel, donotsell=args.donotsell,
-                        holdbars=args.holdbars)
+                        holdbars=args.holdbars, verbose=args.verbose)
     try:
-        cerebro.run()
+        (strat,) = cerebro.run()
     finally:
         store.close()  # also after an exception, so no loop thread is left behind
         if recorder is not None:
@@ -275,13 +347,22 @@ def run(args) -> int:
     if store.gave_up() and not store.connections:
         print(f"could not connect to TWS at {args.host}:{args.port}")
         return 1
+    summarize(strat, broker, cerebro.datas)
+    return 0
+
+
+def summarize(strat, broker, datas) -> None:
+    """The end of the run in a few lines: what came in, what was traded, where it stands."""
+    print("-" * 50)
+    print(f"Summary at {utcnow()}: {strat.livebars} live bars; data notifications "
+          + ", ".join(f"{k} {v}" for k, v in strat.notifs.items()))
     if broker is not None:
-        print("-" * 50)
+        ended = ", ".join(f"{k} {v}" for k, v in strat.orders.items()) or "none"
+        print(f"Orders ended: {ended}")
         print(f"Final cash {broker.getcash():.2f} value {broker.getvalue():.2f}")
-        for data in cerebro.datas:
+        for data in datas:
             pos = broker.getposition(data)
             print(f"Final position {data._name}: {pos.size:g} @ {pos.price:.4f}")
-    return 0
 
 
 if __name__ == "__main__":

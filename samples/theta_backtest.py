@@ -46,7 +46,7 @@ def main(argv=None) -> int:
     if args.sim:
         from btlive.sim.theta import ThetaSimulator
 
-        sim = ThetaSimulator().start()
+        sim = ThetaSimulator(always_open=True).start()
         args.rest_url, args.ws_url = sim.rest_url, sim.ws_url
         print(sim.ready_line())
     try:

@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     if args.sim:
         from btlive.sim.theta import ThetaSimulator
 
-        sim = ThetaSimulator(quote_ms=250, trade_ms=1000).start()
+        sim = ThetaSimulator(quote_ms=250, trade_ms=1000, always_open=True).start()
         args.rest_url, args.ws_url = sim.rest_url, sim.ws_url
     tmp = tempfile.mkdtemp(prefix="theta_record_")
     uri = args.uri or f"lmdb://{tmp}/arctic"

@@ -17,7 +17,7 @@ from btlive.alerts.channels import (
     SmsChannel,
     TransientError,
 )
-from btlive.alerts.dispatcher import Dispatcher, RetryPolicy
+from btlive.alerts.dispatcher import Dispatcher
 from btlive.alerts.outbox import Outbox
 from btlive.alerts.state import AlertEvent, AlertMachine, Kind, Rule, State
 
@@ -32,7 +32,6 @@ __all__ = [
     "Message",
     "Outbox",
     "PermanentError",
-    "RetryPolicy",
     "Rule",
     "SendResult",
     "SmsChannel",

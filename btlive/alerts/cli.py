@@ -1,13 +1,19 @@
 """``btlive alerts ...``: check the alert channels and the outbox without running a strategy.
 
-- ``test``: send one test alert through every configured channel and report each outcome;
+- ``test``: send one test alert through every configured channel and report each outcome; with
+  no email or SMS channel it says so and fails. A test alert never outlives the command: what it
+  could not deliver is cancelled, never sent at the next start;
 - ``pending``: list the deliveries the outbox still owes;
-- ``flush``: send them now (what the next start would do) and exit.
+- ``flush``: send them now (what the next start would do); fails while any stays pending.
+
+The config is validated as every command validates it (problems name the file, table and key).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from btlive.errors import CommandError
 
 
 def register(subparsers) -> None:
@@ -26,33 +32,44 @@ def register(subparsers) -> None:
     pending.set_defaults(func=_pending)
 
     flush = subparsers.add_parser("flush", parents=[common],
-                                  help="send the pending alert deliveries now")
+                                  help="send the pending alert deliveries now; fails if any remain")
     flush.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
     flush.set_defaults(func=_flush)
 
 
 def _setup(args):
-    from btlive.alerts.config import outbox_url
+    """(config, its file name, the alerts table, the channels, the outbox): the file and the
+    environment validated alike by every command, one line per problem."""
+    from btlive.alerts.config import outbox_url, parse, resolve_channels
     from btlive.alerts.outbox import Outbox
-    from btlive.config import load_config
+    from btlive.config import load_run_config
 
-    config = load_config(args.config)
-    return config, Outbox(args.outbox or outbox_url(config))
+    config, path = load_run_config(args.config)
+    source = str(path) if path else "config"
+    alerts = parse(config.alerts, source)
+    channels = resolve_channels(alerts, source)
+    return config, source, alerts, channels, Outbox(args.outbox or outbox_url(config))
 
 
 def _test(args) -> int:
     from datetime import UTC, datetime
 
-    from btlive.alerts.config import dispatcher_from_config
-    from btlive.alerts.outbox import DONE
+    from btlive.alerts.dispatcher import Dispatcher
+    from btlive.alerts.outbox import DONE, TEST_STRATEGY
     from btlive.alerts.state import AlertMachine, Rule
 
-    config, outbox = _setup(args)
+    _config, source, alerts, channels, outbox = _setup(args)
     try:
-        dispatcher = dispatcher_from_config(config, outbox=outbox)
-        namespace = dispatcher.namespace or "btlive"
+        if not channels:
+            raise CommandError(
+                f"no email or SMS channel is configured in {source} or the environment, so "
+                "alerts would only be logged: add [alerts.email] or [alerts.sms] (see docs/risk.md)")
+        dispatcher = Dispatcher(channels, outbox=outbox, routes=alerts.routes,
+                                fallback=alerts.fallback, retry=alerts.retry.backoff(),
+                                namespace=alerts.namespace, sweep=False)
         machine = AlertMachine([Rule(args.level, 1.0, repeat_interval=None)],
-                               strategy="btlive-test", metric="test", namespace=namespace)
+                               strategy=TEST_STRATEGY, metric="test",
+                               namespace=alerts.namespace or "btlive")
         [event] = machine.update(1.0, datetime.now(UTC),
                                  {"note": "test alert from `btlive alerts test`"})
         before = {row["alert_id"] for row in outbox.alerts()}
@@ -69,15 +86,18 @@ def _test(args) -> int:
                       f"{attempt['outcome']}{' - ' + attempt['error'] if attempt['error'] else ''}")
                 if attempt["final"] and attempt["outcome"] != "sent":
                     ok = False
-        if not done:
-            print(f"not finished after {args.timeout:g}s; the rest stays pending in the outbox")
+        cancelled = outbox.cancel([row["alert_id"] for row in new], "the test command ended")
+        if cancelled:
+            ok = False
+            print(f"not delivered within {args.timeout:g}s: {cancelled} test deliveries cancelled "
+                  "(a test alert is never sent later)")
     finally:
         outbox.close()
     return 0 if ok else 1
 
 
 def _pending(args) -> int:
-    _, outbox = _setup(args)
+    outbox = _setup(args)[-1]
     try:
         rows = outbox.pending()
         for item in rows:
@@ -90,14 +110,21 @@ def _pending(args) -> int:
 
 
 def _flush(args) -> int:
-    from btlive.alerts.config import dispatcher_from_config
+    from btlive.alerts.dispatcher import Dispatcher
 
-    config, outbox = _setup(args)
+    _config, source, alerts, channels, outbox = _setup(args)
     try:
-        dispatcher = dispatcher_from_config(config, outbox=outbox)
+        dispatcher = Dispatcher(channels, outbox=outbox, routes=alerts.routes,
+                                fallback=alerts.fallback, retry=alerts.retry.backoff(),
+                                namespace=alerts.namespace)
         dispatcher.flush(args.timeout)
-        left = dispatcher.close(0.5)
-        print(f"{left} deliveries still pending in {outbox.url}")
+        dispatcher.close(0.5)
+        left = outbox.pending()  # what `pending` lists: the same count, whatever the reason
+        for item in left:
+            if item.channel not in dispatcher.channels:
+                print(f"{item.message.alert_id} is routed to channel {item.channel!r}, which is "
+                      f"not configured in {source}: it stays pending")
+        print(f"{len(left)} deliveries still pending in {outbox.url}")
     finally:
         outbox.close()
-    return 0 if left == 0 else 1
+    return 0 if not left else 1

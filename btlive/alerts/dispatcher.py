@@ -21,7 +21,6 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 
 from btlive.alerts.channels import (
     TWILIO_UNSUBSCRIBED,
@@ -34,36 +33,16 @@ from btlive.alerts.channels import (
 )
 from btlive.alerts.outbox import DONE, Delivery, Outbox
 from btlive.alerts.state import AlertEvent
+from btlive.runtime import Backoff
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
 
 
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Backoff ``base * factor**(n-1)`` capped at ``cap`` seconds, scaled by a random factor in
-    ``[1 - jitter, 1]``; at most ``max_attempts`` tries and ``deadline`` seconds per delivery."""
-
-    base: float = 1.0
-    factor: float = 2.0
-    cap: float = 60.0
-    jitter: float = 0.5
-    max_attempts: int = 8
-    deadline: float = 3600.0
-
-    def __post_init__(self) -> None:
-        for name in ("base", "factor", "cap", "deadline"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"retry {name}={getattr(self, name)!r} must be positive")
-        if not 0.0 <= self.jitter <= 1.0:
-            raise ValueError(f"retry jitter={self.jitter!r} must be in [0, 1]")
-        if self.max_attempts < 1:
-            raise ValueError(f"retry max_attempts={self.max_attempts!r} must be >= 1")
-
-    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
-        raw = min(self.cap, self.base * self.factor ** max(0, attempt - 1))
-        return raw * (1.0 - self.jitter * (rng or random).random())
+#: A delivery's retries: 1, 2, 4... s with jitter, capped at 60 s; 8 tries within an hour.
+DEFAULT_RETRY = Backoff(initial=1.0, maximum=60.0, factor=2.0, jitter=0.5, attempts=7,
+                        deadline=3600.0)
 
 
 class _Worker:
@@ -119,7 +98,7 @@ class _Worker:
             except PermanentError as exc:
                 error = str(exc)
                 result.permanent.update({r: error for r in todo})
-            except Exception as exc:  # noqa: BLE001 - an unknown failure is retried, not fatal
+            except Exception as exc:  # an unknown failure is retried, not fatal
                 error = f"{type(exc).__name__}: {exc}"[:300]
                 log.exception("alert channel %s raised unexpectedly", channel.name)
                 result = SendResult(transient={r: error for r in todo})
@@ -129,8 +108,8 @@ class _Worker:
         delivery.failed.update(result.permanent)
         elapsed = time.monotonic() - delivery.started
         wait = policy.delay(delivery.attempts, d._rng)
-        if result.transient and delivery.attempts < policy.max_attempts \
-                and elapsed + wait <= policy.deadline:
+        if result.transient and (policy.attempts is None or delivery.attempts <= policy.attempts) \
+                and (policy.deadline is None or elapsed + wait <= policy.deadline):
             outcome, final = "retry", False
         elif result.transient:
             outcome, final = "exhausted", True
@@ -170,17 +149,20 @@ class Dispatcher:
     ``channels``: the channels (a :class:`LogChannel` named ``log`` is always added);
     ``routes``: level -> channel names (default: every channel for every level);
     ``fallback``: channel -> channel used when a delivery finally fails (default sms -> email);
+    ``retry``: a :class:`btlive.runtime.Backoff` (``attempts`` retries after the first try,
+    ``deadline`` seconds per delivery);
     ``outbox``: an :class:`Outbox` (the caller closes it), or the SQLAlchemy URL of one that
     the dispatcher opens and closes (default: a SQLite file, see :mod:`btlive.alerts.outbox`);
-    ``namespace``: the default first part of alert keys for analyzers using this dispatcher.
+    ``namespace``: the default first part of alert keys for analyzers using this dispatcher;
+    ``sweep``: resume the deliveries the outbox still owes (False: only send what is submitted).
     """
 
     def __init__(self, channels: Sequence[Channel] = (), *, outbox: Outbox | str | None = None,
                  routes: Mapping[str, Iterable[str]] | None = None,
-                 fallback: Mapping[str, str] | None = None, retry: RetryPolicy | None = None,
+                 fallback: Mapping[str, str] | None = None, retry: Backoff | None = None,
                  queue_size: int = 1000, shutdown_timeout: float = 10.0,
                  namespace: str | None = None, autostart: bool = True,
-                 seed: int | None = None) -> None:
+                 seed: int | None = None, sweep: bool = True) -> None:
         names = [ch.name for ch in channels]
         if len(set(names)) != len(names):
             raise ValueError(f"channel names must be unique, got {names!r}")
@@ -198,7 +180,7 @@ class Dispatcher:
             if unknown:
                 raise ValueError(f"{field} names unknown channel(s) {unknown!r}; "
                                  f"known: {sorted(self.channels)}")
-        self.retry = retry or RetryPolicy()
+        self.retry = retry or DEFAULT_RETRY
         if queue_size < 1:
             raise ValueError(f"queue_size={queue_size!r} must be >= 1")
         self.shutdown_timeout = shutdown_timeout
@@ -213,6 +195,7 @@ class Dispatcher:
         self._finished: set[tuple[str, str]] = set()  # (alert_id, channel) final in this process
         self._stopping = threading.Event()
         self._sweep = threading.Event()
+        self._sweep_at_start = sweep
         self._sweeping = False
         self._sweep_failures = 0
         self._next_sweep = 0.0  # monotonic; a failed sweep is retried with backoff
@@ -249,7 +232,7 @@ class Dispatcher:
         try:
             message = self._message(event)
             self.outbox.record_alert(message, _event_fields(event), self._route(event.level))
-        except Exception:  # noqa: BLE001 - never raise into cerebro
+        except Exception:  # never raise into cerebro
             log.exception("alert %s LOST (%s): the outbox write failed", event.dedup_key, why)
             return False
         log.error("%s: alert %s (%s) written to the outbox as pending", why, message.alert_id,
@@ -266,11 +249,12 @@ class Dispatcher:
             try:
                 for rcpt in self.outbox.disabled_recipients(name, str(TWILIO_UNSUBSCRIBED)):
                     channel.disable(rcpt, "21610 unsubscribed (STOP), from the outbox")
-            except Exception:  # noqa: BLE001 - a broken outbox must not stop alerting
+            except Exception:  # a broken outbox must not stop alerting
                 log.exception("could not read disabled recipients from the outbox")
         for worker in self._workers.values():
             worker.thread.start()
-        self._sweep.set()
+        if self._sweep_at_start:
+            self._sweep.set()
         self._intake_thread.start()
 
     def flush(self, timeout: float = 10.0) -> bool:
@@ -314,7 +298,7 @@ class Dispatcher:
         for channel in self.channels.values():
             try:
                 channel.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.exception("closing alert channel %s", channel.name)
         if self._owns_outbox and not any(t.is_alive() for t in self._all_threads()):
             self.outbox.close()
@@ -374,7 +358,7 @@ class Dispatcher:
                 if event is _STOP:
                     return
                 self._accept(event)
-            except Exception:  # noqa: BLE001 - keep the intake alive
+            except Exception:  # keep the intake alive
                 log.exception("alert intake failed for %r", getattr(event, "dedup_key", event))
             finally:
                 self._intake.task_done()
@@ -386,7 +370,7 @@ class Dispatcher:
         channels = self._route(event.level)
         try:
             self.outbox.record_alert(message, _event_fields(event), channels)
-        except Exception:  # noqa: BLE001 - still send; the row is what we could not write
+        except Exception:  # still send; the row is what we could not write
             log.exception("outbox write failed for alert %s; sending anyway", message.alert_id)
         with self._lock:
             self._open[message.alert_id] = set(channels)
@@ -400,7 +384,7 @@ class Dispatcher:
             self._sweep.clear()
         try:
             pending = self.outbox.pending()
-        except Exception:  # noqa: BLE001 - retried: the pending alerts are still owed
+        except Exception:  # retried: the pending alerts are still owed
             self._sweep_failures += 1
             delay = self.retry.delay(self._sweep_failures, self._rng)
             log.exception("could not read pending alerts from the outbox; retrying in %.2fs",
@@ -439,7 +423,7 @@ class Dispatcher:
         try:
             self.outbox.record_attempt(alert_id, channel, attempt, outcome, final, delivered,
                                        failed, error)
-        except Exception:  # noqa: BLE001 - the send happened; losing the row only risks a resend
+        except Exception:  # the send happened; losing the row only risks a resend
             log.exception("outbox write failed for alert %s attempt %d", alert_id, attempt)
 
     def _fallback_for(self, delivery: Delivery) -> str | None:

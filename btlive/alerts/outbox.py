@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Iterable
@@ -28,12 +27,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from btlive import sql
 from btlive.alerts.channels import Message
 
 log = logging.getLogger(__name__)
 
 DONE = "*"
 DEFAULT_SQLITE_PATH = "btlive_alerts.db"
+#: The strategy name of ``btlive alerts test``'s alerts: never resumed from the outbox.
+TEST_STRATEGY = "btlive-test"
 
 
 def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
@@ -79,19 +81,7 @@ def define_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
 metadata = sa.MetaData()
 alerts_table, attempts_table = define_tables(metadata)
 
-_SQLITE_TRIGGERS = [
-    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON {table} "
-    f"BEGIN SELECT RAISE(ABORT, '{table} is append-only'); END"
-    for table in ("alerts", "alert_attempts") for op in ("UPDATE", "DELETE")
-]
-_PG_TRIGGERS = [
-    """CREATE OR REPLACE FUNCTION btlive_alerts_append_only() RETURNS trigger AS $$
-       BEGIN RAISE EXCEPTION USING MESSAGE = TG_TABLE_NAME || ' is append-only'; END
-       $$ LANGUAGE plpgsql""",
-    *[f"CREATE OR REPLACE TRIGGER {table}_append_only BEFORE UPDATE OR DELETE ON {table} "
-      "FOR EACH ROW EXECUTE FUNCTION btlive_alerts_append_only()"
-      for table in ("alerts", "alert_attempts")],
-]
+PG_APPEND_ONLY_FUNCTION = "btlive_alerts_append_only"
 
 
 @dataclass(slots=True)
@@ -112,11 +102,6 @@ def _now() -> tuple[datetime, int]:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC), ns
 
 
-def _redact(url: str) -> str:
-    """``url`` with any password masked (it could not be parsed, so by pattern)."""
-    return re.sub(r"(://[^:/@]*:).*@", r"\1***@", url)
-
-
 def sqlite_url(path: str | Path) -> str:
     return f"sqlite:///{Path(path).expanduser()}"
 
@@ -126,18 +111,8 @@ class Outbox:
 
     def __init__(self, url: str | None = None, *, engine: sa.Engine | None = None) -> None:
         if engine is None:
-            url = url or sqlite_url(DEFAULT_SQLITE_PATH)
-            try:
-                parsed = sa.make_url(url)
-            except Exception as exc:  # noqa: BLE001 - reported with the field name
-                raise ValueError(f"alerts outbox={_redact(url)!r} is not an SQLAlchemy URL "
-                                 f"({exc})") from None
-            if parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:"):
-                raise ValueError(f"alerts outbox={url!r}: SQLite needs a file (several threads "
-                                 "share the outbox)")
-            engine = sa.create_engine(parsed)
-            if engine.dialect.name == "sqlite":
-                sa.event.listen(engine, "connect", _sqlite_pragmas)
+            engine = sql.make_engine(url or sqlite_url(DEFAULT_SQLITE_PATH), what="alerts outbox",
+                                     application_name="btlive-alerts")
             self._owns_engine = True
         else:
             self._owns_engine = False
@@ -145,16 +120,12 @@ class Outbox:
         self._lock = threading.Lock()
         with engine.begin() as conn:
             metadata.create_all(conn, checkfirst=True)
-            if engine.dialect.name == "sqlite":
-                for ddl in _SQLITE_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
-            elif engine.dialect.name == "postgresql":
-                for ddl in _PG_TRIGGERS:
-                    conn.exec_driver_sql(ddl)
+            if engine.dialect.name in ("sqlite", "postgresql"):
+                sql.install_append_only(conn, ["alerts", "alert_attempts"], PG_APPEND_ONLY_FUNCTION)
 
     @property
     def url(self) -> str:
-        return self.engine.url.render_as_string(hide_password=True)
+        return sql.redact_url(self.engine.url.render_as_string(hide_password=False))
 
     def record_alert(self, message: Message, event: dict, channels: Iterable[str]) -> None:
         at, ns = _now()
@@ -185,7 +156,8 @@ class Outbox:
         a, t = alerts_table, attempts_table
         done = sa.select(t.c.alert_id).where(t.c.channel == DONE)
         with self.engine.connect() as conn:
-            alerts = conn.execute(sa.select(a).where(a.c.alert_id.not_in(done))
+            alerts = conn.execute(sa.select(a).where(a.c.alert_id.not_in(done),
+                                                     a.c.strategy != TEST_STRATEGY)
                                   .order_by(a.c.created_ns)).mappings().all()
             if not alerts:
                 return []
@@ -217,6 +189,33 @@ class Outbox:
                 # every delivery finished but the done marker was lost in a crash
                 self.record_attempt(alert["alert_id"], DONE, 0, "done", True)
         return result
+
+    def cancel(self, alert_ids: Iterable[str], reason: str) -> int:
+        """Give up every unfinished delivery of ``alert_ids`` (a final ``cancelled`` row each);
+        returns how many there were."""
+        a, t = alerts_table, attempts_table
+        ids = list(alert_ids)
+        if not ids:
+            return 0
+        with self.engine.connect() as conn:
+            channels = {r.alert_id: json.loads(r.channels) for r in conn.execute(
+                sa.select(a.c.alert_id, a.c.channels).where(a.c.alert_id.in_(ids)))}
+            rows = conn.execute(sa.select(t.c.alert_id, t.c.channel, t.c.attempt, t.c.final)
+                                .where(t.c.alert_id.in_(ids))).all()
+        finished = {(r.alert_id, r.channel) for r in rows if r.final}
+        tries = {(r.alert_id, r.channel): r.attempt for r in rows}
+        cancelled = 0
+        for alert_id, names in channels.items():
+            if (alert_id, DONE) in finished:
+                continue
+            for name in names + [r.channel for r in rows if r.alert_id == alert_id]:
+                if (alert_id, name) not in finished and name != DONE:
+                    finished.add((alert_id, name))
+                    self.record_attempt(alert_id, name, tries.get((alert_id, name), 0),
+                                        "cancelled", True, error=reason)
+                    cancelled += 1
+            self.record_attempt(alert_id, DONE, 0, "done", True)
+        return cancelled
 
     def last_events(self, keys: Iterable[str]) -> dict[str, tuple[str, datetime | None]]:
         """The latest (kind, event time) recorded for each dedup key."""
@@ -256,10 +255,3 @@ class Outbox:
         if self._owns_engine:
             self.engine.dispose()
 
-
-def _sqlite_pragmas(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=5000")
-    cursor.close()

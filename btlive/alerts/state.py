@@ -3,8 +3,9 @@
 Each level (warning, critical) moves OK -> PENDING (breached, waiting ``for_bars``) -> FIRING
 (notify) -> RESOLVED (below ``clear`` for ``clear_bars``; notify) -> OK. Hysteresis: a level fires
 at ``value >= threshold`` and only clears at ``value < clear`` (clear < threshold), so a value
-hovering at the limit cannot flap. While FIRING, a reminder goes out every ``repeat_interval`` of
-*data* time (bar time, which is wall time when live), so backtests and live runs behave alike.
+hovering at the limit cannot flap. While FIRING, a reminder goes out every ``repeat_interval``,
+measured by ``clock`` when one is given (wall time: live runs) and by bar time otherwise. Backtests
+leave repeats off (one notification per episode); see ``analyzers.CVaR``.
 
 A firing critical level inhibits (silences) the warning level's notifications, as Alertmanager's
 ``inhibit_rules`` do; a warning that fired while inhibited is announced once the inhibition lifts,
@@ -16,6 +17,7 @@ across restarts. The machine is pure: ``update(value, at)`` returns the events t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -141,7 +143,8 @@ class AlertMachine:
     """The levels of one (namespace, strategy, metric); ``update`` returns the events to send."""
 
     def __init__(self, rules: list[Rule] | tuple[Rule, ...], *, strategy: str, metric: str,
-                 namespace: str = "btlive", unit: str = "fraction") -> None:
+                 namespace: str = "btlive", unit: str = "fraction",
+                 clock: Callable[[], datetime] | None = None) -> None:
         levels = [rule.level for rule in rules]
         if len(set(levels)) != len(levels):
             raise ValueError(f"duplicate alert levels in {levels!r}")
@@ -153,6 +156,7 @@ class AlertMachine:
         # most severe first, so inhibition sees the critical state of this bar
         self.rules = sorted(rules, key=lambda rule: -LEVELS.index(rule.level))
         self.strategy, self.metric, self.namespace, self.unit = strategy, metric, namespace, unit
+        self.clock = clock
         self.states = {rule.level: LevelState() for rule in self.rules}
         self.keys = {rule.level: dedup_key(namespace, strategy, metric, rule.level)
                      for rule in self.rules}
@@ -184,6 +188,7 @@ class AlertMachine:
     def update(self, value: float, at: datetime, context: dict | None = None) -> list[AlertEvent]:
         if value is None or not math.isfinite(value):
             return []
+        now = at if self.clock is None else self.clock()  # what repeats are measured in
         firing_before = {level for level, st in self.states.items() if st.state is State.FIRING}
         pending: list[tuple[Rule, Kind]] = []
         for rule in self.rules:
@@ -194,7 +199,7 @@ class AlertMachine:
             if transition is Kind.FIRING:
                 if not inhibited:
                     pending.append((rule, Kind.FIRING))
-                    st.notified, st.last_notified = True, at
+                    st.notified, st.last_notified = True, now
             elif transition is Kind.RESOLVED:
                 if st.notified and not inhibited:
                     pending.append((rule, Kind.RESOLVED))
@@ -202,11 +207,11 @@ class AlertMachine:
             elif st.state is State.FIRING and not inhibited:
                 if not st.notified:
                     pending.append((rule, Kind.FIRING))
-                    st.notified, st.last_notified = True, at
+                    st.notified, st.last_notified = True, now
                 elif (rule.repeat_interval is not None and st.last_notified is not None
-                      and at - st.last_notified >= rule.repeat_interval):
+                      and now - st.last_notified >= rule.repeat_interval):
                     pending.append((rule, Kind.REPEAT))
-                    st.last_notified = at
+                    st.last_notified = now
         active = tuple(level for level in LEVELS
                        if level in self.states and self.states[level].state is State.FIRING)
         self._idle = all(st.state is State.OK for st in self.states.values())

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import backtrader as bt
 
@@ -87,6 +88,31 @@ def instrument(data) -> str | None:
             break
         data = dataname
     return getattr(data, "_name", None) or None
+
+
+_NOISE = Decimal("1e-9")
+
+
+def exact(value) -> Decimal:
+    """A backtrader float as the decimal it stands for: its shortest repr, with the binary
+    noise of float arithmetic (``-1.3000000000000114``) rounded off at 1e-9."""
+    if isinstance(value, Decimal):
+        return value
+    return _rounded(Decimal(repr(float(value))))
+
+
+def _rounded(value: Decimal) -> Decimal:
+    rounded = value.quantize(_NOISE) if value.adjusted() < 20 else value
+    rounded = rounded.normalize()
+    return rounded.quantize(Decimal(1)) if rounded == rounded.to_integral() else rounded
+
+
+def quantity(value) -> int | Decimal:
+    """A size as an exact quantity, the same form on every row (``10``, never ``10.0``)."""
+    value = abs(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if isinstance(value, int) else exact(value)
 
 
 def _line(data, name: str, ago: int = 0):
@@ -164,6 +190,7 @@ class ExecutionAudit(bt.Analyzer):
         self._bits: dict[int, int] = {}
         self._cum: dict[int, float] = {}
         self._instruments: dict[int, str | None] = {}
+        self._open_comm: dict[int, Decimal] = {}  # per data: commissions of the open position
         self._counts = dict.fromkeys(COUNTED, 0)
         broker = strategy.broker
         ib = getattr(getattr(broker, "store", None), "ib", None)
@@ -263,7 +290,8 @@ class ExecutionAudit(bt.Analyzer):
         self._counts["order_events"] += 1
         return OrderStatusEvent(
             order_key=key, source="bt", status=BT_STATUS.get(status, status.lower()),
-            raw_status=status, run_id=self.run_id, filled=filled, remaining=abs(executed.remsize),
+            raw_status=status, run_id=self.run_id, filled=quantity(filled),
+            remaining=quantity(executed.remsize),
             avg_fill_price=executed.price if filled else None,
             message=info.get("ib_reason") or info.get("message"),
             error_code=info.get("ib_error") or info.get("error_code"), event_ns=self._now_ns())
@@ -285,7 +313,7 @@ class ExecutionAudit(bt.Analyzer):
             parent_key=self._keys.get(parent.ref) if parent is not None else None,
             oca_group=str(order.oco.ref) if getattr(order, "oco", None) is not None else None,
             symbol=symbol, side="BUY" if order.isbuy() else "SELL",
-            order_type=order.getordername(), quantity=abs(created.size),
+            order_type=order.getordername(), quantity=quantity(created.size),
             limit_price=order.pricelimit if order.exectype == bt.Order.StopLimit else
             (order.price if order.exectype == bt.Order.Limit else None),
             stop_price=order.price if order.exectype in (bt.Order.Stop, bt.Order.StopLimit) else None,
@@ -307,12 +335,13 @@ class ExecutionAudit(bt.Analyzer):
         data = order.data
         symbol = self._instrument(data)
         self._submit(ExecutionEvent(
-            exec_id=exec_id, side="BUY" if bit.size > 0 else "SELL", shares=abs(bit.size),
+            exec_id=exec_id, side="BUY" if bit.size > 0 else "SELL", shares=quantity(bit.size),
             price=bit.price, exec_ns=ns, source="bt", order_key=key, run_id=self.run_id,
-            symbol=symbol, cum_qty=cum, avg_price=order.executed.price,
+            symbol=symbol, cum_qty=quantity(cum), avg_price=order.executed.price,
             recv_ns=time.time_ns()))
-        self._submit(CommissionEvent(exec_id=exec_id, commission=bit.comm,
-                                     realized_pnl=bit.pnl - bit.comm, source="bt", recv_ns=ns))
+        self._submit(CommissionEvent(exec_id=exec_id, commission=exact(bit.comm),
+                                     realized_pnl=self._realized(data, bit), source="bt",
+                                     recv_ns=ns))
         self._counts["commissions"] += 1
         bid, ask = _line(data, "bid"), _line(data, "ask")
         if bid is not None or ask is not None:
@@ -320,6 +349,22 @@ class ExecutionAudit(bt.Analyzer):
                                     symbol=symbol, bid=bid, ask=ask,
                                     last=_line(data, "close"), quote_ns=ns))
         self._counts["executions"] += 1
+
+    def _realized(self, data, bit) -> Decimal:
+        """Realized P&L of one execution net of both commissions, as IB reports it: 0 for what
+        opens a position (its commission joins the position's cost), and for what closes one the
+        gross P&L less this commission's closing part and the closed share of the commissions
+        paid to open it."""
+        key = id(data)
+        opened = self._open_comm.get(key, Decimal(0))
+        before = bit.psize - bit.size
+        realized = Decimal(0)
+        if bit.closed:
+            share = opened * Decimal(abs(bit.closed)) / Decimal(abs(before)) if before else opened
+            realized = exact(bit.pnl) - exact(bit.closedcomm) - share
+            opened -= share
+        self._open_comm[key] = opened + exact(bit.openedcomm)
+        return _rounded(realized)
 
     def stop(self):
         for ref, events in self._pending.items():  # never placed with IB: keep backtrader's ref

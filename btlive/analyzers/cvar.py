@@ -12,13 +12,14 @@ import logging
 import math
 from array import array
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import backtrader as bt
 from backtrader.linebuffer import LineBuffer
 
-from btlive.alerts.state import AlertMachine, Rule
+from btlive.alerts.state import AlertMachine, Rule, State
 from btlive.risk import RollingES
 from btlive.risk.rolling import rolling_parametric_es
 
@@ -54,6 +55,10 @@ CVAR_PARAMS = (
 )
 
 
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
+
+
 def _num2utc(num: float) -> datetime:
     return bt.num2date(num).replace(tzinfo=UTC)
 
@@ -77,7 +82,9 @@ class CVaR(bt.Analyzer):
       - ``warning_clear``, ``critical_clear`` (None = ``clear_ratio`` x threshold): a firing
         level resolves once the figure is below this for ``clear_bars`` periods.
       - ``for_bars`` (1): periods at or above a threshold before it fires.
-      - ``repeat_interval`` (4 h of bar time): reminder while firing; None for never.
+      - ``repeat_interval`` (4 h): in live runs, a reminder while firing every this much wall
+        time; None for never. Backtests send no reminders: one notification per episode (fired,
+        resolved), and a summary of the episodes is logged at the end.
       - ``alerts`` (None): None logs alerts only; a ``btlive.alerts.Dispatcher`` (you close
         it); or "config" to build one from the TOML config and the environment (closed at stop).
       - ``namespace`` (None = the dispatcher's, from ``[alerts] namespace``, else "btlive") and
@@ -117,6 +124,7 @@ class CVaR(bt.Analyzer):
         self.es = self.var = self.es_dollars = math.nan
         self._dispatcher = None
         self._owns_dispatcher = False
+        self._log_alerts = True  # observers.CVaR turns it off when it only draws the levels
 
     def _new_rolling(self) -> RollingES:
         p = self.p
@@ -134,9 +142,12 @@ class CVaR(bt.Analyzer):
             self._make_machine(rules, "", "")  # refuses a critical level below the warning now
         return rules
 
-    def _make_machine(self, rules: list[Rule], strategy: str, namespace: str) -> AlertMachine:
+    def _make_machine(self, rules: list[Rule], strategy: str, namespace: str,
+                      live: bool = False) -> AlertMachine:
+        if not live:  # bar time would re-fire on every daily bar: one line per episode instead
+            rules = [replace(rule, repeat_interval=None) for rule in rules]
         return AlertMachine(rules, strategy=strategy, metric=self.metric, namespace=namespace,
-                            unit=self.p.units)
+                            unit=self.p.units, clock=_wall_clock if live else None)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -169,14 +180,15 @@ class CVaR(bt.Analyzer):
         self._frame = None
         # live data is evaluated every period whatever ``batch`` says: a block would hold
         # its alerts back until the block is full
-        live = any(_is_live(data) for data in self.strategy.datas)
+        live = self._live = any(_is_live(data) for data in self.strategy.datas)
         self._batch = 1 if live else (p.batch or DEFAULT_BATCH)
+        self._episodes: dict[str, dict] = {}
         self.next = self._next_first
         if self._rules:
             name = p.name or type(self.strategy).__name__
             self._dispatcher = self._make_dispatcher()
             namespace = p.namespace or getattr(self._dispatcher, "namespace", None) or "btlive"
-            self._machine = self._make_machine(self._rules, name, namespace)
+            self._machine = self._make_machine(self._rules, name, namespace, live)
             if p.resume and self._dispatcher is not None:
                 self._resume()
 
@@ -198,7 +210,7 @@ class CVaR(bt.Analyzer):
     def _resume(self) -> None:
         try:
             last = self._dispatcher.outbox.last_events(list(self._machine.keys.values()))
-        except Exception:  # noqa: BLE001 - resuming is a nicety, never a failure
+        except Exception:  # resuming is a nicety, never a failure
             log.exception("could not read the last alert states from the outbox")
             return
         for level, key in self._machine.keys.items():
@@ -268,6 +280,9 @@ class CVaR(bt.Analyzer):
             self._flush()
         if self._batch > 1:
             self._final_figures()
+        summary = self.alert_summary()
+        if summary and not self._live and self._log_alerts:
+            log.warning("%s", summary)
         if self._owns_dispatcher and self._dispatcher is not None:
             self._dispatcher.close()
 
@@ -328,8 +343,36 @@ class CVaR(bt.Analyzer):
                 self._events.append(event.as_dict())
                 if self._dispatcher is not None:
                     self._dispatcher.submit(event)
-                else:
-                    log.warning("ALERT %s [%s]", event.subject, event.dedup_key)
+                elif self._log_alerts:
+                    quiet = event.kind == "resolved" and not self._live
+                    log.log(logging.INFO if quiet else logging.WARNING, "ALERT %s [%s]",
+                            event.subject, event.dedup_key)
+            self._count_episodes(metric)
+
+    def _count_episodes(self, metric: float) -> None:
+        """Per level: episodes, periods spent firing and the peak, for the backtest summary."""
+        for level, st in self._machine.states.items():
+            if st.state is State.FIRING:
+                ep = self._episodes.setdefault(level, {"episodes": 0, "periods": 0, "peak": metric,
+                                                       "_open": False})
+                if not ep["_open"]:
+                    ep["episodes"] += 1
+                    ep["_open"] = True
+                ep["periods"] += 1
+                ep["peak"] = max(ep["peak"], metric)
+            elif level in self._episodes:
+                self._episodes[level]["_open"] = False
+
+    def alert_summary(self) -> str | None:
+        """One line about the alert episodes of the run (None when nothing fired)."""
+        if not self._episodes or self._machine is None:
+            return None
+        fmt = (lambda v: f"${v:,.2f}") if self.p.units == "dollars" else (lambda v: f"{v:.3%}")
+        parts = [f"{level} fired in {ep['episodes']} episode{'s' if ep['episodes'] != 1 else ''} "
+                 f"({ep['periods']} of {self._returns} {self._period}s firing, peak "
+                 f"{fmt(ep['peak'])})"
+                 for level, ep in sorted(self._episodes.items(), key=lambda kv: kv[0] != "critical")]
+        return f"CVaR alerts of {self._machine.strategy} ({self.metric}): " + "; ".join(parts)
 
     def _keep(self, dtnum: float, es: float, usd: float) -> None:
         self._dt.append(dtnum)
@@ -429,6 +472,7 @@ class CVaR(bt.Analyzer):
             "timeframe": self._period, "observations": len(rolling), "returns": self._returns,
             "skipped": rolling.skipped + self._bad_values, "fundmode": self._fundmode,
             "metric": self.metric, "alerts": list(self._events),
+            "alert_summary": self.alert_summary(),
         }
         return CVaRAnalysis(analysis, self._series_frame if self.p.keep_series else None)
 

@@ -181,7 +181,6 @@ class ExecutionQuality(bt.Analyzer):
                                            "notional": 0.0, "bps_weight": 0.0,
                                            "filled_orders": 0}
         self._ib: _IBClock | None = None
-        self.version = 0  # bumped on every change; readers (the monitor) compare it
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -218,7 +217,7 @@ class ExecutionQuality(bt.Analyzer):
     def notify_order(self, order) -> None:
         track = self._tracks.get(order.ref)
         if track is None:
-            if order.status in (order.Created,):
+            if order.status == order.Created:
                 return
             track = self._tracks[order.ref] = self._new_track(order)
             self._counts["orders"] += 1
@@ -243,9 +242,8 @@ class ExecutionQuality(bt.Analyzer):
                 row.latency_ack_s = row.latency_fill_s
         row.fill_ratio = row.filled / row.size if row.size else 0.0
         self._score(row)
-        self.version += 1
         if not order.alive():
-            self._finish(order.ref, track, order)
+            self._finish(track, order)
 
     def _new_track(self, order) -> _Track:
         data = order.data
@@ -319,7 +317,7 @@ class ExecutionQuality(bt.Analyzer):
         row.slippage_cash = row.slippage * row.filled * row.mult
         row.shortfall = row.slippage_cash + row.commission
 
-    def _finish(self, ref: int, track: _Track, order) -> None:
+    def _finish(self, track: _Track, order) -> None:
         fin = self._counts
         row = track.row
         fin["rejected"] += order.status in (order.Rejected, order.Margin)
@@ -345,6 +343,11 @@ class ExecutionQuality(bt.Analyzer):
             acc["bps_weight"] += (row.slippage_bps or 0.0) * notional
 
     # -- results ---------------------------------------------------------------------------------
+
+    def row(self, ref: int) -> ExecutionRow | None:
+        """The live row of order ``ref`` (None once dropped); do not modify it."""
+        track = self._tracks.get(ref)
+        return track.row if track is not None else None
 
     def rows(self) -> list[dict]:
         return [t.row.as_dict() for t in self._tracks.values()]

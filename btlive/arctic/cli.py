@@ -7,7 +7,7 @@ import io
 import os
 import sys
 import time
-from array import array
+from itertools import islice
 
 from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
 from btlive.errors import CommandError, UsageError
@@ -124,97 +124,128 @@ def read_csv_frames(path: str, args, progress: _Progress | None = None):
             if not header or not any(h.strip() for h in header):
                 raise CsvError(f"{path}:1: empty file or missing header")
             date_cols, mapping = _find_columns(header, args, path)
-            width = len(header)
-            state = _ChunkState()
-            rows: list[list[str]] = []
-            lines = array("q")
-            for row in reader:
-                if len(row) != width:
-                    if not row:  # a blank line
-                        continue
-                    raise CsvError(f"{path}:{reader.line_num}: {len(row)} fields where the "
-                                   f"header has {width} ({','.join(header)}); fix or remove "
-                                   "that row")
-                rows.append(row)
-                lines.append(reader.line_num)
-                if len(rows) >= args.chunk_rows:
-                    yield _frame(path, header, rows, lines, date_cols, mapping, args.tz, state)
-                    rows, lines = [], array("q")
-                    if progress is not None:
-                        progress.update(raw.tell(), state.rows)
-            if rows:
-                yield _frame(path, header, rows, lines, date_cols, mapping, args.tz, state)
+            chunk = _Chunk(path, header, date_cols, mapping, args.tz)
+            while rows := list(islice(reader, args.chunk_rows)):
+                frame = chunk.frame(rows)
+                if progress is not None:
+                    progress.update(raw.tell(), chunk.first_row)
+                if len(frame):
+                    yield frame
         except UnicodeDecodeError:
             raise CsvError(f"{path}:{reader.line_num + 1}: not a UTF-8 text CSV (a binary "
                            "file?); give a CSV of OHLCV bars") from None
         except csv.Error as exc:
             raise CsvError(f"{path}:{reader.line_num}: {exc} (a binary file?); give a CSV of "
                            "OHLCV bars") from None
-        if progress is not None:
-            progress.update(raw.tell(), state.rows)
 
 
-class _ChunkState:
-    """What one chunk must know about the chunks before it."""
-
-    def __init__(self):
-        self.last_ns: int | None = None
-        self.rows = 0
+def _line_of(path: str, row: int) -> int | str:
+    """The line of data row ``row`` (0-based, blank lines skipped), found again only for an
+    error message so the fast path keeps no per-row bookkeeping."""
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as fh:
+        reader = csv.reader(fh, skipinitialspace=True)
+        next(reader, None)
+        for i, _ in enumerate(r for r in reader if r):
+            if i == row:
+                return reader.line_num
+    return "?"
 
 
 _NAN_TOKENS = ("nan", "na", "null")
 _MAY_BE_NAN = ("volume", "openinterest")
 
 
-def _frame(path, header, rows, lines, date_cols, mapping, tz, state):
-    """One chunk of checked rows as a float64 frame on a UTC index."""
-    import numpy as np
-    import pandas as pd
+class _Chunk:
+    """Turns chunks of raw rows into checked frames; remembers what later chunks must know."""
 
-    columns = list(zip(*rows, strict=True))
-    position = {name: i for i, name in enumerate(header)}
-    raw_dt = pd.Series(columns[position[date_cols[0]]], dtype=str).str.strip()
-    if len(date_cols) == 2:
-        raw_dt = raw_dt + " " + pd.Series(columns[position[date_cols[1]]], dtype=str).str.strip()
-    stamps = pd.to_datetime(raw_dt, errors="coerce", format="mixed")
-    bad = stamps.isna().to_numpy()
-    if bad.any():
-        i = int(bad.argmax())
-        raise CsvError(f"{path}:{lines[i]}: column {date_cols[0]!r}: {raw_dt.iloc[i]!r} is not "
-                       "a date/time")
-    index = pd.DatetimeIndex(stamps)
-    if index.tz is None:
-        try:
-            index = index.tz_localize(tz)
-        except Exception as exc:  # noqa: BLE001 - a bad tz name or a DST gap, said in one line
-            raise CsvError(f"{path}: cannot localize timestamps to --tz {tz!r}: {exc}") from None
-    index = index.tz_convert("UTC")
-    ns = index.asi8
-    backwards = np.flatnonzero(np.diff(ns) < 0)
-    at = int(backwards[0]) + 1 if len(backwards) else None
-    if at is None and state.last_ns is not None and ns[0] < state.last_ns:
-        at = 0
-    if at is not None:
-        raise CsvError(f"{path}:{lines[at]}: column {date_cols[0]!r}: timestamps are not "
-                       f"sorted ({raw_dt.iloc[at]!r} is before the previous row)")
-    data = {}
-    for name, col in mapping.items():
-        raw = pd.Series(columns[position[col]], dtype=str).str.strip()
-        values = pd.to_numeric(raw, errors="coerce")
-        bad = values.isna().to_numpy()
-        if name in _MAY_BE_NAN:
-            bad &= ~raw.str.lower().isin(_NAN_TOKENS).to_numpy()
+    def __init__(self, path, header, date_cols, mapping, tz):
+        self.path, self.header, self.date_cols, self.mapping, self.tz = (
+            path, header, date_cols, mapping, tz)
+        self.position = {name: i for i, name in enumerate(header)}
+        self.first_row = 0  # data rows before this chunk
+        self.last_ns: int | None = None
+
+    def fail(self, i: int, message: str):
+        raise CsvError(f"{self.path}:{_line_of(self.path, self.first_row + i)}: {message}")
+
+    def frame(self, rows: list[list[str]]):
+        import pandas as pd
+
+        width = len(self.header)
+        if any(len(r) != width for r in rows):
+            rows = [r for r in rows if r]  # blank lines
+            bad = next((i for i, r in enumerate(rows) if len(r) != width), None)
+            if bad is not None:
+                self.fail(bad, f"{len(rows[bad])} fields where the header has {width} "
+                               f"({','.join(self.header)}); fix or remove that row")
+        columns = list(zip(*rows, strict=True)) if rows else [()] * width
+        index = self._index(columns)
+        data = {name: self._numbers(columns[self.position[col]], name, col)
+                for name, col in self.mapping.items()}
+        frame = pd.DataFrame(data, index=index)
+        frame.index.name = None
+        self.first_row += len(rows)
+        if len(index):
+            self.last_ns = int(index.asi8[-1])
+        return frame
+
+    def _index(self, columns):
+        import numpy as np
+        import pandas as pd
+
+        date_col = self.date_cols[0]
+        raw_dt = pd.Series(columns[self.position[date_col]], dtype=object)
+        if len(self.date_cols) == 2:
+            raw_dt = raw_dt + " " + pd.Series(columns[self.position[self.date_cols[1]]],
+                                              dtype=object)
+        stamps = pd.to_datetime(raw_dt, errors="coerce", format="mixed")
+        bad = stamps.isna().to_numpy()
         if bad.any():
             i = int(bad.argmax())
-            what = "is empty" if not raw.iloc[i] else f"{raw.iloc[i]!r} is not a number"
-            raise CsvError(f"{path}:{lines[i]}: column {col!r}: {what}; every row needs a "
-                           "number there")
-        data[name] = values.to_numpy(dtype=np.float64)
-    frame = pd.DataFrame(data, index=index)
-    frame.index.name = None
-    state.rows += len(frame)
-    state.last_ns = int(ns[-1])
-    return frame
+            self.fail(i, f"column {date_col!r}: {raw_dt.iloc[i]!r} is not a date/time")
+        index = pd.DatetimeIndex(stamps)
+        if index.tz is None:
+            try:
+                index = index.tz_localize(self.tz)
+            except Exception as exc:  # noqa: BLE001 - a bad tz name or a DST gap, in one line
+                raise CsvError(f"{self.path}: cannot localize timestamps to --tz {self.tz!r}: "
+                               f"{exc}") from None
+        index = index.tz_convert("UTC")
+        ns = index.asi8
+        backwards = np.flatnonzero(np.diff(ns) < 0)
+        at = int(backwards[0]) + 1 if len(backwards) else None
+        if at is None and self.last_ns is not None and len(ns) and ns[0] < self.last_ns:
+            at = 0
+        if at is not None:
+            self.fail(at, f"column {date_col!r}: timestamps are not sorted "
+                          f"({raw_dt.iloc[at]!r} is before the previous row)")
+        return index
+
+    def _numbers(self, raw: tuple, name: str, col: str):
+        """float64 values of one column; empty and non-numeric values are errors, and NaN
+        is accepted only where a bar may lack it (volume, open interest)."""
+        import numpy as np
+
+        try:
+            values = np.array(raw, dtype=np.float64)
+        except ValueError:  # the careful path: find the value, allow NA tokens where fine
+            values = np.empty(len(raw))
+            for i, text in enumerate(raw):
+                try:
+                    values[i] = float(text)
+                except ValueError:
+                    if name in _MAY_BE_NAN and text.strip().lower() in _NAN_TOKENS:
+                        values[i] = np.nan
+                        continue
+                    what = "is empty" if not text.strip() else f"{text.strip()!r} is not a number"
+                    self.fail(i, f"column {col!r}: {what}; every row needs a number there")
+        if name not in _MAY_BE_NAN:
+            nan = np.isnan(values)
+            if nan.any():
+                i = int(nan.argmax())
+                self.fail(i, f"column {col!r}: {raw[i].strip()!r} is not a number; every row "
+                             "needs a number there")
+        return values
 
 
 def _open_target(args):

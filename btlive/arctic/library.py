@@ -74,6 +74,9 @@ def _check_exists(key: str, uri: str, create: bool) -> None:
     if not os.path.isdir(path):
         raise ArcticError(f"no ArcticDB store at {redact_uri(uri)}: the folder {path} does not "
                           "exist (check --uri; `btlive arctic import` or a recorder creates it)")
+    if not os.path.isdir(os.path.join(path, "_arctic_cfg")):
+        raise ArcticError(f"no ArcticDB store at {redact_uri(uri)}: the folder {path} holds no "
+                          "ArcticDB data (check --uri)")
 
 
 def _probe_s3(key: str, uri: str, timeout: float = 5.0) -> None:

@@ -300,7 +300,8 @@ class ArcticRecorder:
         self._closed = False
         self._last_error: str | None = None
         self._stats = dict(rows=0, staged_rows=0, flushes=0, finalizes=0, late_rows=0,
-                           duplicate_rows=0, revised_rows=0, errors=0, recovered_symbols=0, recovery_errors=0)
+                           duplicate_rows=0, revised_rows=0, errors=0, recovered_symbols=0,
+                           recovery_errors=0)
         self._last_finalize = time.monotonic()
         self._thread: threading.Thread | None = None
         if background:
@@ -415,8 +416,8 @@ class ArcticRecorder:
 
     @property
     def stats(self) -> dict:
-        """Counters: rows, staged_rows, flushes, finalizes, late_rows, duplicate_rows, errors,
-        symbols, ..."""
+        """Counters: rows, staged_rows, flushes, finalizes, late_rows, duplicate_rows,
+        revised_rows, errors, symbols, ..."""
         with self._lock:  # rows move from buffers to "rows" under this lock
             out = dict(self._stats)
             out["buffered_rows"] = sum(b.rows for b in self._buffers.values())
@@ -670,11 +671,10 @@ class ArcticRecorder:
         if dropped:
             self._stats["duplicate_rows"] += dropped
             self._stats["revised_rows"] += revised
-            log.info("%d rows of %s were already stored (a restart's overlap): skipped", dropped,
-                     symbol)
-            if revised:
-                log.warning("%d of them differ from the stored rows; the stored values are kept",
-                            revised)
+            log.log(logging.WARNING if revised else logging.INFO,
+                    "%d rows of %s were already stored (a restart's overlap): skipped; %d of "
+                    "them differ from the stored rows, whose values are kept", dropped, symbol,
+                    revised)
             ts, seq, cols = ts[keep], seq[keep], [c[keep] for c in cols]
         return ts, cols, seq
 

@@ -140,6 +140,15 @@ def _d(value) -> Decimal | None:
     return value if isinstance(value, Decimal) else Decimal(str(value))
 
 
+def _q(value) -> Decimal | None:
+    """A quantity in one form on every row: ``10``, ``2.5`` (never ``10.0`` next to ``10``)."""
+    d = _d(value)
+    if d is None:
+        return None
+    d = d.normalize()
+    return d.quantize(Decimal(1)) if d == d.to_integral_value() else d
+
+
 def _iso(ns: int | None) -> str | None:
     if ns is None:
         return None
@@ -201,9 +210,9 @@ def fills_per_order(conn, params) -> Table:
         decision = _d(r["decision_price"])
         bid, ask = _d(r["bid"]), _d(r["ask"])
         mid = _clean((bid + ask) / 2) if bid is not None and ask is not None else None
-        quantity = _d(r["quantity"])
+        quantity = _q(r["quantity"])
         out.rows.append([key, r["run_id"] or r["exec_run"], r["strategy"], r["symbol"] or r["exec_symbol"],
-                         side, quantity, g["qty"], g["n"], g["corrected"], vwap, decision,
+                         side, quantity, _q(g["qty"]), g["n"], g["corrected"], vwap, decision,
                          _bps(vwap, decision, sign), mid, _bps(vwap, mid, sign), _iso(g["first"]),
                          _iso(g["last"]), None if quantity is None else g["qty"] == quantity])
     return out
@@ -243,7 +252,7 @@ def orders_without_fill(conn, params) -> Table:
                                         "error_code", "message"])
     for r in _query(conn, NO_FILL_SQL, params):
         out.rows.append([r["order_key"], r["run_id"], r["strategy"], r["symbol"], r["side"],
-                         r["order_type"], _d(r["quantity"]), _iso(r["created_ns"]), r["status"],
+                         r["order_type"], _q(r["quantity"]), _iso(r["created_ns"]), r["status"],
                          r["raw_status"], r["error_code"], r["message"]])
     return out
 
@@ -252,7 +261,7 @@ def executions_without_commission(conn, params) -> Table:
     out = Table("executions_without_commission",
                 ["exec_id", "order_key", "symbol", "side", "shares", "price", "time", "effective"])
     for r in _query(conn, NO_COMMISSION_SQL, params):
-        out.rows.append([r["exec_id"], r["order_key"], r["symbol"], r["side"], _d(r["shares"]),
+        out.rows.append([r["exec_id"], r["order_key"], r["symbol"], r["side"], _q(r["shares"]),
                          _d(r["price"]), _iso(r["exec_ns"]), r["rn"] == 1])
     return out
 
@@ -262,7 +271,7 @@ def corrections(conn, params) -> Table:
                                 "symbol", "side", "shares", "price", "commission", "time"])
     for r in _query(conn, CORRECTIONS_SQL, params):
         out.rows.append([r["base_exec_id"], r["exec_id"], r["exec_rev"], r["rn"] == 1, r["order_key"],
-                         r["symbol"], r["side"], _d(r["shares"]), _d(r["price"]),
+                         r["symbol"], r["side"], _q(r["shares"]), _d(r["price"]),
                          _d(r["commission"]), _iso(r["exec_ns"])])
     return out
 

@@ -11,6 +11,7 @@ import collections
 import copy
 import datetime as dt
 import functools
+import logging
 import queue
 import threading
 import time
@@ -42,6 +43,7 @@ from btlive.ib.orders import (
 from btlive.ib.store import IBStore, store_for
 from btlive.ib.ticks import TickRule
 
+log = logging.getLogger("btlive.ib")
 NOT_STOCKLIKE = frozenset({"FUT", "OPT", "FOP", "FUND"})
 
 
@@ -428,6 +430,14 @@ class IBBroker(bt.BrokerBase):
         self.store.submit(self._reconcile())
 
     def on_gave_up(self) -> None:
+        """The store stopped reconnecting: say now (the run ends with the feeds) which orders
+        still work at TWS; held orders are rejected on backtrader's thread."""
+        working = [self._describe(rec) for rec in list(self._recs.values())
+                   if rec.sent and rec.order_id and rec.order.alive()]
+        if working:
+            text = "gave up reconnecting; still working at TWS (check them there): " + "; ".join(working)
+            log.warning(text)
+            self.store.put_notification(IBMessage("disconnected", text=text))
         self._inbox.put(ev.GaveUp())
 
     async def _replay_executions(self) -> list:
@@ -575,12 +585,6 @@ class IBBroker(bt.BrokerBase):
         for rec in list(self._held):
             self._held.remove(rec)
             self._reject(rec.order, 0, "TWS reconnection failed: held order never sent")
-        working = [self._describe(rec) for rec in self._recs.values()
-                   if rec.sent and rec.order_id and rec.order.alive()]
-        if working:
-            self.store.put_notification(IBMessage("disconnected", text=(
-                "gave up reconnecting; still working at TWS (check them there): "
-                + "; ".join(working))))
 
     @staticmethod
     def _describe(rec: _Rec) -> str:

@@ -450,10 +450,10 @@ class IBData(DataBase):
         return False
 
     def _control(self, code: int):
-        if code == msgs.GAVE_UP:
+        if code == msgs.GAVE_UP:  # one more round (None) delivers the pending notifications
             self.put_notification(self.DISCONNECTED)
             self._state = self._ST_OVER
-            return False
+            return None
         if code == msgs.RECONNECTED:
             self.ib.subscribe(self)
             self._statelivereconn = self.p.backfill

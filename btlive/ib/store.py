@@ -320,9 +320,8 @@ class IBStore(LiveStore):
                 log.exception("IBStore reconnection")
             self._gave_up = True
             self.put_notification(IBMessage("disconnected", text=f"reconnection failed: {exc}"))
+            self._to_broker("on_gave_up")  # before the feeds end the run: it reports orders
             self._tell_feeds(msgs.GAVE_UP)
-            if self.broker is not None:
-                self.broker.on_gave_up()
 
     def _on_reconnected(self) -> None:
         self.put_notification(IBMessage("reconnected", text=f"connection {self.connections}"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import backtrader as bt
 
@@ -23,7 +24,10 @@ class CVaR(bt.Observer):
 
     Extra param: ``plot_units`` (None = ``units``): "fraction" or "dollars" picks the figure
     drawn; the other is kept as a line but not drawn. Add the observer twice, once with alerts
-    and once without, to plot both units.
+    and once without, to plot both units. The fraction's axis is labelled in percent.
+
+    Without ``alerts`` the observer only draws: its alert events stay in its analyzer's
+    ``get_analysis()`` and are not logged (the CVaR analyzer, if any, logs them once).
     """
 
     _stclock = True
@@ -44,6 +48,7 @@ class CVaR(bt.Observer):
         kwargs = {name: getattr(self.p, name) for name, _ in CVAR_PARAMS}
         kwargs["batch"] = 1  # the plot needs every period's figure as it happens
         self._cvar = self._owner._addanalyzer_slave(CVaRAnalyzer, **kwargs)
+        self._cvar._log_alerts = self.p.alerts is not None
         self._plot_units = self.p.plot_units or self.p.units
         if self._plot_units not in ("fraction", "dollars"):
             raise ValueError(f"plot_units={self._plot_units!r} must be 'fraction' or 'dollars'")
@@ -56,8 +61,25 @@ class CVaR(bt.Observer):
                 getattr(self.plotlines, level)._plotskip = True
 
     def _plotlabel(self) -> list:
+        # backtrader asks for the label right after it made this observer's axes, the current
+        # ones then: the moment to say how the axis reads (0.02 is 2 %, not "0.02")
+        self._format_axis()
         # backtrader would list every param; these three identify the figure
         return [self.p.window, f"{self.p.confidence:g}", self._cvar._rolling.method]
+
+    def _format_axis(self) -> None:
+        pyplot = sys.modules.get("matplotlib.pyplot")
+        if pyplot is None or not pyplot.get_fignums():
+            return
+        from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+        ax = pyplot.gca()
+        if ax.lines:  # not a fresh axis: not ours
+            return
+        if self._plot_units == "fraction":
+            ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        else:
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"${v:,.0f}"))
 
     @property
     def analyzer(self) -> CVaRAnalyzer:

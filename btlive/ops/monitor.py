@@ -19,6 +19,7 @@ import backtrader as bt
 
 from btlive.ops.board import StateBoard
 from btlive.ops.feeds import FeedWatch, utcnow_iso
+from btlive.ops.risk import utilisation
 
 _SIDE = {True: "buy", False: "sell"}
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
@@ -32,10 +33,16 @@ def _num(value) -> float | None:
     return value if math.isfinite(value) else None
 
 
+LIVE_PORTS = (7496, 4001)  # TWS and IB Gateway on a live account
+
+
 def guess_mode(strategy) -> str:
+    """backtest without live data; live only on IB's live-account ports; else paper."""
     if not any(d.islive() for d in strategy.datas):
         return "backtest"
-    return "paper" if type(strategy.broker).__name__ == "BackBroker" else "live"
+    store = getattr(strategy.broker, "store", None)
+    port = getattr(getattr(store, "p", None), "port", None)
+    return "live" if port in LIVE_PORTS else "paper"
 
 
 def run_id_of(cerebro) -> str:
@@ -67,6 +74,8 @@ class Monitor(bt.Analyzer):
         default: the run's ``KillSwitch`` if one is added, else ``cerebro.runstop``
       - ``on_ready`` (None): called with the page's URL once it listens
       - ``run_id``/``mode`` (None): shown on the page; guessed when None
+      - ``risk`` (None): the run's pre-trade risk checks; the page shows how much of each limit
+        is in use (see :func:`btlive.ops.risk.utilisation`)
 
     ``pnl`` is the mark-to-market P&L of the run's own fills (net of commission) at the last
     price, so it moves with every bar in every mode; ``value``/``cash`` are the broker's.
@@ -77,7 +86,7 @@ class Monitor(bt.Analyzer):
     params = (("port", None), ("host", "127.0.0.1"), ("allow_remote", False),
               ("interval", 0.5), ("history", 2000), ("recent", 50), ("stale_after", 60.0),
               ("token_env", "BTLIVE_MONITOR_TOKEN"), ("on_stop", None), ("on_ready", None),
-              ("run_id", None), ("mode", None))
+              ("run_id", None), ("mode", None), ("risk", None))
 
     def __init__(self) -> None:
         if self.p.host not in LOOPBACK and not self.p.allow_remote:
@@ -161,7 +170,7 @@ class Monitor(bt.Analyzer):
         strategy = self.strategy
         broker = strategy.broker
         value, cash = _num(broker.getvalue()), _num(broker.getcash())
-        pnl = self._run_pnl()
+        pnl = self.run_pnl()
         when = time.time()
         if pnl is not None:
             self._pnl.append([round(when, 3), round(pnl, 2)])
@@ -179,6 +188,7 @@ class Monitor(bt.Analyzer):
             "connection": self._connection(),
             "cvar": self._cvar_state(),
             "execution": self._quality.totals() if self._quality is not None else None,
+            "risk": utilisation(self.p.risk, strategy),
             "alerts": [], "stop_enabled": bool(self.server and self.server.token),
         }
         for section in self._sections:
@@ -190,7 +200,7 @@ class Monitor(bt.Analyzer):
         comminfo = self.strategy.broker.getcommissioninfo(data)
         return float(getattr(comminfo.p, "mult", 1.0) or 1.0)
 
-    def _run_pnl(self) -> float | None:
+    def run_pnl(self) -> float | None:
         """Mark-to-market P&L of what this run traded (cash flows of its fills, net of
         commission, plus the quantity it traded at the last price). Brokers value accounts on
         their own cadence (IB's NetLiquidation every few minutes); this moves with each bar."""

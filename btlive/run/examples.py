@@ -54,6 +54,7 @@ uri = "lmdb://./arctic_data"
 
 [sim.tws]                         # what --sim starts
 tick_interval = 0.25
+always_open = true                # trade at any hour, weekends too (a real TWS follows market hours)
 '''
 
 STRANGLE = '''\

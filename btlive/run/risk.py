@@ -71,10 +71,10 @@ class RiskChecks:
         self.recent: deque[datetime] = deque()
         self.rejections = 0
 
-    def observe(self, when: datetime, value: float) -> None:
-        """Called once per bar: a new day resets the daily-loss baseline."""
-        if when.date() != self.day:
-            self.day, self.day_start_value, self.halted = when.date(), value, False
+    def observe(self, day: int, value: float) -> None:
+        """Called once per bar with its UTC day number: a new day resets the daily-loss baseline."""
+        if day != self.day:
+            self.day, self.day_start_value, self.halted = day, value, False
         elif (self.limits.max_daily_loss is not None and not self.halted
               and self.day_start_value - value >= self.limits.max_daily_loss):
             self.halted = True

@@ -17,14 +17,14 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
         fromdate=None, todate=None, sim: bool = False, live: bool = False,
         plot: str | None = None, summary_json: str | None = None, out: TextIO | None = sys.stdout,
         status: TextIO | None = None, sim_kwargs: dict[str, Any] | None = None,
-        stop_after: int | None = None) -> dict[str, Any]:
+        stop_after: int | None = None, decide_from=None) -> dict[str, Any]:
     """Run ``strategy`` in ``mode`` and return the summary (also printed to ``out``).
 
     ``stop_after`` ends a paper/live run after that many bars decided on live data.
     """
     cerebro = build(config, mode, strategy=strategy, params=params, fromdate=fromdate,
                     todate=todate, sim=sim, live=live, plot=plot is not None, status=status,
-                    sim_kwargs=sim_kwargs)
+                    sim_kwargs=sim_kwargs, decide_from=decide_from)
     ctx = cerebro.btlive
     if stop_after:
         cerebro.addanalyzer(_StopAfter, bars=stop_after)

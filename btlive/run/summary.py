@@ -10,7 +10,7 @@ from typing import Any, TextIO
 
 import backtrader as bt
 
-from btlive.run.risk import OrderGate, bar_time
+from btlive.run.risk import OrderGate
 
 
 class RunSummary(bt.Analyzer):
@@ -20,15 +20,17 @@ class RunSummary(bt.Analyzer):
     period, or (live feeds) before the feed reported LIVE, i.e. backfilled history.
 
     Params: ``gate`` (the run's :class:`OrderGate`), ``status`` (None or a stream for a
-    status line), ``every`` (seconds between status lines, 2.0), ``label`` ('').
+    status line), ``every`` (seconds between status lines, 2.0), ``label`` (''),
+    ``decide_from`` (None: a backtrader date number before which bars are warm-up).
     """
 
-    params = (("gate", None), ("status", None), ("every", 2.0), ("label", ""))
+    params = (("gate", None), ("status", None), ("every", 2.0), ("label", ""),
+              ("decide_from", None))
 
     def start(self):
         self.gate: OrderGate = self.p.gate
         self.bars = self.warmup = 0
-        self.first = self.last = None
+        self.first = self.last = self.decisions_from = None
         self.start_value = self.strategy.broker.getvalue()
         self.peak = self.start_value
         self.max_dd = 0.0
@@ -38,21 +40,24 @@ class RunSummary(bt.Analyzer):
         self._live_feeds = [d for d in self.datas if d.islive()]
 
     def _bar(self, warm: bool) -> None:
-        data = self.data
-        when = bar_time(data)
+        num = self.data.datetime[0]  # backtrader's UTC day number: int() is the day
         value = self.strategy.broker.getvalue()
         self.bars += 1
-        if warm or any(d._laststatus != d.LIVE for d in self._live_feeds):
+        if warm or any(d._laststatus != d.LIVE for d in self._live_feeds) or \
+                (self.p.decide_from is not None and num < self.p.decide_from):
             self.warmup += 1
+        elif self.decisions_from is None:
+            self.decisions_from = num
         if self.first is None:
-            self.first = when
-        self.last = when
-        self.gate.checks.observe(when, value)
-        self.daily[when.date()] = value
+            self.first = num
+        self.last = num
+        day = int(num)
+        self.gate.checks.observe(day, value)
+        self.daily[day] = value
         if value > self.peak:
             self.peak = value
-        elif self.peak > 0:
-            self.max_dd = max(self.max_dd, (self.peak - value) / self.peak)
+        elif self.peak > 0 and (self.peak - value) / self.peak > self.max_dd:
+            self.max_dd = (self.peak - value) / self.peak
         if self.p.status is not None and time.monotonic() >= self._next_status:
             self._next_status = time.monotonic() + self.p.every
             self._print_status(value)
@@ -76,7 +81,7 @@ class RunSummary(bt.Analyzer):
                               for d in self.datas)
         feeds = ",".join(d._getstatusname(d._laststatus) for d in self.datas)
         orders = len(self.gate.orders)
-        print(f"\r{self.p.label} {self.last:%Y-%m-%d %H:%M:%S} bars {self.bars} orders {orders} "
+        print(f"\r{self.p.label} {_iso(self.last)} bars {self.bars} orders {orders} "
               f"[{positions}] pnl {value - self.start_value:,.2f} feeds {feeds}   ",
               end="", file=self.p.status, flush=True)
 
@@ -105,9 +110,8 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
     es = getattr(cvar, "es", None) if cvar is not None else None
     return {
         "mode": mode, "strategy": spec, "params": {k: _plain(v) for k, v in params.items()},
-        "start": s.first.isoformat() if s.first else None,
-        "end": s.last.isoformat() if s.last else None,
-        "bars": s.bars, "warmup_bars": s.warmup,
+        "start": _iso(s.first), "end": _iso(s.last),
+        "bars": s.bars, "warmup_bars": s.warmup, "decisions_from": _iso(s.decisions_from),
         "start_value": s.start_value, "end_value": end_value,
         "pnl": pnl, "return_pct": pnl / s.start_value * 100.0 if s.start_value else None,
         "sharpe": _sharpe(s.daily, s.start_value), "max_drawdown_pct": s.max_dd * 100.0,
@@ -153,5 +157,6 @@ def print_table(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
     print("-" * (width + 30), file=out)
 
 
-def utc_iso(dt) -> str:
-    return dt.replace(tzinfo=UTC).isoformat()
+def _iso(num: float | None) -> str | None:
+    """UTC ISO text of a backtrader date number."""
+    return None if num is None else bt.num2date(num).replace(tzinfo=UTC).isoformat()

@@ -6,7 +6,6 @@ gets exactly the same feeds, broker, risk checks and analyzers and can add to th
 
 from __future__ import annotations
 
-import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -48,9 +47,12 @@ class RunContext:
     arctic_versions: dict[str, int] = field(default_factory=dict)
     sim: Any = None
     notes: list[str] = field(default_factory=list)
+    closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
-        """Stop what the run started (the simulator of ``--sim``)."""
+        """Stop what the run started (the alert dispatcher, the simulator of ``--sim``)."""
+        while self.closers:
+            self.closers.pop()()
         if self.sim is not None:
             self.sim.stop()
             self.sim = None
@@ -77,12 +79,14 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
           strategy: str | type[bt.Strategy] | None = None, params: list[str] | tuple = (),
           fromdate: str | datetime | None = None, todate: str | datetime | None = None,
           sim: bool = False, live: bool = False, plot: bool = False, status: TextIO | None = None,
-          sim_kwargs: dict[str, Any] | None = None) -> bt.Cerebro:
+          sim_kwargs: dict[str, Any] | None = None,
+          decide_from: datetime | None = None) -> bt.Cerebro:
     """A Cerebro wired for ``mode`` from ``config`` (a RunConfig, a dict or a file path).
 
     ``strategy`` overrides ``[strategy] class``; ``params`` are ``k=v`` overrides. ``sim``
     starts the bundled TWS simulator (paper/live) on the configured port (0: any free port).
-    ``live`` is the explicit opt-in that live mode requires. The result carries a
+    ``live`` is the explicit opt-in that live mode requires. ``decide_from`` (UTC) makes the
+    bars before it warm-up only, as backfilled bars are in paper (parity). The result carries a
     :class:`RunContext` as ``cerebro.btlive``; call its ``close()`` after the run.
     """
     cfg = as_config(config)
@@ -122,20 +126,29 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
         ctx.close()
         raise
     gate.install(cerebro.broker)
-    cerebro.addstrategy(cls if mode == "backtest" else decide_when_live(cls), **kwargs)
+    try:
+        _analyzers(cerebro, cfg, mode, plot)
+    except BaseException:
+        ctx.close()
+        raise
+    from_num = bt.date2num(decide_from.replace(tzinfo=None)) if decide_from is not None else None
+    if mode != "backtest" or from_num is not None:
+        cls = decide_when_live(cls, from_num)
+    cerebro.addstrategy(cls, **kwargs)
     cerebro.addanalyzer(RunSummary, _name="btlive_summary", gate=gate, status=status,
-                        label=mode)
-    _analyzers(cerebro, cfg, mode, plot)
+                        label=mode, decide_from=from_num)
     return cerebro
 
 
-def decide_when_live(cls: type[bt.Strategy]) -> type[bt.Strategy]:
-    """``cls`` whose ``next`` waits until every live feed is LIVE.
+def decide_when_live(cls: type[bt.Strategy], from_num: float | None = None) -> type[bt.Strategy]:
+    """``cls`` whose ``next`` waits until every live feed is LIVE (and ``from_num`` is reached).
 
     Backfilled history warms the indicators up (backtrader computes them before ``next``);
     deciding on it would send orders on prices that are gone. The subclass keeps the name.
     """
     def next(self, *args, **kwargs):
+        if from_num is not None and self.datas[0].datetime[0] < from_num:
+            return None
         if all(d._laststatus == d.LIVE for d in self.datas if d.islive()):
             return cls.next(self, *args, **kwargs)
         return None
@@ -237,16 +250,15 @@ def _ib_store(ctx: RunContext, broker_cfg: dict, sim: bool, sim_kwargs: dict):
 
 
 def start_tws_sim(cfg: RunConfig, host: str, port: int, extra: dict):
-    """The bundled TWS simulator, from ``[sim.tws]``, on ``host:port``, always open."""
+    """The bundled TWS simulator, from ``[sim.tws]``, on ``host:port``."""
     from btlive.sim.tws import TwsSimulator
 
     table = cfg.sim.tws
     symbols = [table.symbols] if isinstance(table.symbols, str) else list(table.symbols)
     kwargs = {"accounts": table.accounts.split(","), "symbols": symbols, "seed": table.seed,
               "latency_ms": table.latency_ms, "tick_interval": table.tick_interval,
-              "pacing": table.pacing, "max_version": table.max_version}
-    if "always_open" in inspect.signature(TwsSimulator).parameters:
-        kwargs["always_open"] = True  # runs on weekends too: the simulator's test switch
+              "pacing": table.pacing, "max_version": table.max_version,
+              "always_open": table.always_open}
     kwargs.update(SIM_DEFAULTS)
     kwargs.update(extra)
     return TwsSimulator(host, port, **kwargs).start()
@@ -261,6 +273,7 @@ def _live_feeds(cerebro, ctx: RunContext, store, fromdate) -> None:
         from btlive.arctic.recorder import ArcticRecorder
 
         recorder = ArcticRecorder(uri=ctx.config.record.uri, library=ctx.config.record.library)
+        ctx.closers.append(recorder.close)
     for spec in ctx.config.data:
         tf = TIMEFRAMES[spec.timeframe]
         if spec.source == "arctic":  # a local paper run on rows another process appends
@@ -283,10 +296,11 @@ def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
         from btlive.analyzers.cvar import CVaR
 
         alerts = None
-        if cfg.alerts is not None:
+        if cfg.alerts is not None and (cfg.cvar.warning or cfg.cvar.critical):
             from btlive.alerts.config import dispatcher_from_config
 
-            alerts = dispatcher_from_config(cfg.model_dump(by_alias=True, exclude_none=True))
+            alerts = dispatcher_from_config(cfg, source="[alerts]")
+            cerebro.btlive.closers.append(alerts.close)
         kwargs = {"window": cfg.cvar.window, "confidence": cfg.cvar.confidence,
                   "method": cfg.cvar.method, "warning": cfg.cvar.warning,
                   "critical": cfg.cvar.critical, "alerts": alerts}

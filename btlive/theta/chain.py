@@ -56,6 +56,12 @@ def pick_by_delta(frame: pd.DataFrame, target_delta: float, right: str,
     and ``delta``), the row of ``right`` whose |delta| is nearest |target| at time ``at``
     (latest row per strike at or before ``at``; None = the last)."""
     right = right.upper()[0]
+    missing = {"strike", "right", "delta"} - set(frame.columns)
+    if frame.empty or missing:
+        raise ValueError(f"no greeks to pick a {target_delta:g}-delta {right} from: the chain "
+                         "frame is empty (no data for that day: a holiday, a weekend, or "
+                         "outside the Terminal's history)" if frame.empty else
+                         f"no greeks to pick from: the chain frame lacks {sorted(missing)}")
     df = frame[frame["right"] == right]
     if at is not None:
         ts = pd.Timestamp(at)
@@ -94,19 +100,26 @@ class Chain:
         strike = pick_strike_by_moneyness(self.strikes(root, expiration), spot, moneyness, right)
         return Contract.option(root, expiration, strike, right)
 
-    def greeks_snapshot(self, root: str, expiration: str, day: Any, right: str,
-                        interval: str = "1m", start_time: str | None = None,
-                        end_time: str | None = None) -> pd.DataFrame:
-        """First-order greeks of every strike of one expiration on one day (one request)."""
-        params = {"symbol": root, "expiration": expiration, "strike": "*",
-                  "right": "call" if right.upper()[0] == "C" else "put",
-                  "date": parse_day(day).strftime("%Y%m%d"), "interval": interval,
-                  "start_time": start_time, "end_time": end_time}
-        return self.store.get("option/history/greeks/first_order", params)
+    def greeks_snapshot(self, root: str, expiration: str = "*", right: str = "both",
+                        order: str = "greeks", **kw: Any) -> pd.DataFrame:
+        """The latest greeks of every strike of a chain now, in one request (the snapshot
+        endpoint; ``order``: greeks, greeks_second_order, greeks_third_order, greeks_all)."""
+        return self.store.chain_snapshot(root, order, expiration, right, **kw)
+
+    def greeks_history(self, root: str, expiration: str, day: Any, right: str,
+                       interval: str = "1m", start_time: str | None = None,
+                       end_time: str | None = None) -> pd.DataFrame:
+        """First-order greeks of every strike of one expiration on one past day (one request)."""
+        return self.store.chain_history(root, "greeks", day, expiration, right, interval,
+                                        start_time=start_time, end_time=end_time)
 
     def by_delta(self, root: str, expiration: str, day: Any, target_delta: float, right: str,
                  at: Any | None = None, **kw: Any) -> Contract:
-        row = pick_by_delta(self.greeks_snapshot(root, expiration, day, right, **kw),
-                            target_delta, right, at)
+        """The contract whose delta on ``day`` (at ``at``) is nearest ``target_delta``."""
+        frame = self.greeks_history(root, expiration, day, right, **kw)
+        try:
+            row = pick_by_delta(frame, target_delta, right, at)
+        except ValueError as exc:
+            raise ValueError(f"{root} {expiration} on {parse_day(day)}: {exc}") from None
         return Contract.option(root, expiration, float(row["strike"]), right)
 

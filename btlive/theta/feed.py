@@ -12,6 +12,8 @@ from datetime import datetime, timedelta
 import backtrader as bt
 import numpy as np
 import pandas as pd
+from backtrader.dataseries import _Bar
+from backtrader.resamplerfilter import Resampler
 
 from btlive.theta.greeks import GREEK_FIELDS, YEAR_SECONDS, greeks, greeks_from_price
 from btlive.theta.parse import NEW_YORK, Contract, FrameError, expiry_close_ns
@@ -128,7 +130,8 @@ class ThetaData(bt.feed.DataBase):
     ``stats`` counts ticks rejected by the bad-data rules (see btlive.theta.ticks).
     """
 
-    lines = ("bid", "ask", "bidsize", "asksize") + GREEK_LINES
+    EXTRA_LINES = ("bid", "ask", "bidsize", "asksize") + GREEK_LINES
+    lines = EXTRA_LINES
 
     params = (
         ("root", None),
@@ -190,6 +193,22 @@ class ThetaData(bt.feed.DataBase):
             env._storenotify()
             env._datanotify()
         return super().advance_peek()
+
+    def resample(self, **kwargs) -> None:
+        """``cerebro.resampledata(feed, ...)``: ThetaData builds that bar size itself from the
+        same ticks, so every line (bid, ask, greeks) stays and backtrader's crash when
+        resampled and plain live feeds are mixed (``min() iterable argument is empty``)
+        cannot happen. Sizes it cannot build (weeks and beyond, or resampler options) go
+        through :class:`ThetaResampler`, which keeps the extra lines too."""
+        tf = kwargs.get("timeframe", TF.Days)
+        comp = kwargs.get("compression", 1)
+        native = tf in (TF.Ticks, TF.MicroSeconds, TF.Seconds, TF.Minutes) or (
+            tf == TF.Days and comp == 1)
+        if native and not set(kwargs) - {"timeframe", "compression"}:
+            self.p.timeframe = self._timeframe = tf
+            self.p.compression = self._compression = comp
+            return
+        self.addfilter(ThetaResampler, **kwargs)
 
     def islive(self) -> bool:
         return not self.p.historical
@@ -563,6 +582,32 @@ class ThetaData(bt.feed.DataBase):
             getattr(lines, name)[0] = float(v) if finite(v) else math.nan
         self.last_tick_ns = bar.end_ns
         self.last_recv_ns = x.get("recv_ns", 0)
+
+
+class _ThetaBar(_Bar):
+    """backtrader's resampling bar plus ThetaData's extra lines (their last values), in line
+    order after the standard ones, as ``_fromstack`` assigns them."""
+
+    def bstart(self, maxdate=False):
+        super().bstart(maxdate)
+        for name in ThetaData.EXTRA_LINES:
+            self[name] = math.nan
+
+    def bupdate(self, data, reopen=False):
+        opened = super().bupdate(data, reopen)
+        for name in ThetaData.EXTRA_LINES:
+            value = getattr(data.lines, name)[0]
+            if value == value:
+                self[name] = value
+        return opened
+
+
+class ThetaResampler(Resampler):
+    """backtrader's Resampler keeping ThetaData's bid, ask and greeks lines."""
+
+    def __init__(self, data):
+        super().__init__(data)
+        self.bar = _ThetaBar(maxdate=True)
 
 
 _GREEK_COLUMNS = {"delta": "delta", "gamma": "gamma", "theta": "theta", "vega": "vega",

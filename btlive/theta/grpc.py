@@ -40,7 +40,10 @@ METHODS = {
     ("OPTION", "eod"): "option_history_eod",
     ("OPTION", "open_interest"): "option_history_open_interest",
     ("OPTION", "greeks"): "option_history_greeks_first_order",
+    ("OPTION", "greeks_second_order"): "option_history_greeks_second_order",
+    ("OPTION", "greeks_third_order"): "option_history_greeks_third_order",
     ("OPTION", "greeks_all"): "option_history_greeks_all",
+    ("OPTION", "greeks_eod"): "option_history_greeks_eod",
     ("OPTION", "implied_volatility"): "option_history_greeks_implied_volatility",
     ("STOCK", "quote"): "stock_history_quote",
     ("STOCK", "trade"): "stock_history_trade",
@@ -52,7 +55,7 @@ METHODS = {
 }
 RETRY_CODES = frozenset({"UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED"})
 #: Methods that take start_date/end_date only (no single ``date``).
-RANGE_ONLY = frozenset({"option_history_eod", "stock_history_eod", "index_history_eod",
+RANGE_ONLY = frozenset({"option_history_eod", "option_history_greeks_eod", "stock_history_eod", "index_history_eod",
                         "index_history_ohlc"})
 
 

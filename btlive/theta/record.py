@@ -11,6 +11,13 @@ Layouts:
 
 Rows wait here up to ``window`` seconds (or ``max_rows``), so each symbol gets one
 ``record_batch`` per window and the numpy conversion runs once for every contract.
+
+Order: one ``root`` symbol mixes many contracts, and the Terminal does not send them in time
+order (the full trade stream repeats a contract's last NBBO quote before each trade). Rows
+are therefore held for ``reorder`` seconds behind the newest time seen for their symbol and
+released in time order, so the main symbol gets them in order instead of ArcticRecorder's
+``late/`` sidecar. Only a row older than that window when it arrives still goes to
+``late/<symbol>`` (counted in ``late_rows``); readers needing every row read both.
 Everything runs on the store's loop thread; ``flush`` must be called there too.
 """
 
@@ -41,10 +48,12 @@ class StreamRecorder:
     recorder: an ArcticRecorder. layout: ``contract`` or ``root`` (module docstring).
     greeks_interval: seconds between Black-Scholes greeks samples per option (None = off;
     needs the underlying's quotes in the same stream). rate: risk-free rate for them.
+    reorder: seconds rows wait behind their symbol's newest time to be written in order.
     """
 
     def __init__(self, recorder, layout: str = "contract", greeks_interval: float | None = None,
-                 rate: float = 0.0, window: float = 0.25, max_rows: int = 200_000) -> None:
+                 rate: float = 0.0, window: float = 0.25, max_rows: int = 200_000,
+                 reorder: float = 2.0) -> None:
         if layout not in ("contract", "root"):
             raise ValueError(f"layout {layout!r}: expected 'contract' or 'root'")
         self.recorder = recorder
@@ -64,6 +73,9 @@ class StreamRecorder:
         self._pending: dict[tuple, list] = {}
         self._pending_rows = 0
         self._since = time.monotonic()
+        self._held: dict[str, list] = {}  # symbol -> [(ts, cols)] waiting to be in order
+        self._newest: dict[str, int] = {}
+        self.reorder_ns = int(reorder * 1e9)
         self.closed = False
 
     # ------------------------------------------------------------------ sink
@@ -83,8 +95,8 @@ class StreamRecorder:
         if self._pending_rows >= self.max_rows or time.monotonic() - self._since >= self.window:
             self.flush()
 
-    def flush(self) -> None:
-        """Hand everything pending to the recorder."""
+    def flush(self, final: bool = False) -> None:
+        """Hand everything pending to the recorder (``final``: the held rows too)."""
         pending, self._pending = self._pending, {}
         self._pending_rows = 0
         self._since = time.monotonic()
@@ -99,10 +111,33 @@ class StreamRecorder:
                 if symbol is None:
                     self.bad_rows += len(ts)
                     continue
-                self.recorder.record_batch(symbol, ts, cols)
-                if ts[-1] > self.last_tick_ns:
-                    self.last_tick_ns = int(ts[-1])
+                self._hold(symbol, ts, cols)
         self._flush_greeks()
+        self._release(final)
+
+    def _hold(self, symbol: str, ts: np.ndarray, cols: dict) -> None:
+        if len(ts):
+            self._held.setdefault(symbol, []).append((ts, cols))
+            newest = int(ts.max())
+            if newest > self._newest.get(symbol, 0):
+                self._newest[symbol] = newest
+
+    def _release(self, final: bool) -> None:
+        """Write, in time order, the held rows older than their symbol's reorder window."""
+        for symbol in list(self._held):
+            parts = self._held.pop(symbol)
+            ts = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
+            cols = parts[0][1] if len(parts) == 1 else {
+                name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]}
+            order = np.argsort(ts, kind="stable")
+            ts, cols = ts[order], {name: col[order] for name, col in cols.items()}
+            cut = len(ts) if final else int(np.searchsorted(
+                ts, self._newest[symbol] - self.reorder_ns, "right"))
+            if cut < len(ts):
+                self._held[symbol] = [(ts[cut:], {n: c[cut:] for n, c in cols.items()})]
+            if cut:
+                self.recorder.record_batch(symbol, ts[:cut], {n: c[:cut] for n, c in cols.items()})
+                self.last_tick_ns = max(self.last_tick_ns, int(ts[cut - 1]))
 
     # ------------------------------------------------------------------ conversion
 
@@ -187,4 +222,4 @@ class StreamRecorder:
         for sym, (ts, cols) in rows.items():
             arrays = {n: np.array(v, dtype=np.int64 if n in ("expiration", "is_call")
                                   else np.float64) for n, v in cols.items()}
-            self.recorder.record_batch(sym, np.array(ts, dtype=np.int64), arrays)
+            self._hold(sym, np.array(ts, dtype=np.int64), arrays)

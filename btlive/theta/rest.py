@@ -44,7 +44,10 @@ PATHS = {
     ("OPTION", "eod"): "option/history/eod",
     ("OPTION", "open_interest"): "option/history/open_interest",
     ("OPTION", "greeks"): "option/history/greeks/first_order",
+    ("OPTION", "greeks_second_order"): "option/history/greeks/second_order",
+    ("OPTION", "greeks_third_order"): "option/history/greeks/third_order",
     ("OPTION", "greeks_all"): "option/history/greeks/all",
+    ("OPTION", "greeks_eod"): "option/history/greeks/eod",
     ("OPTION", "implied_volatility"): "option/history/greeks/implied_volatility",
     ("OPTION", "trade_quote"): "option/history/trade_quote",
     ("STOCK", "quote"): "stock/history/quote",
@@ -57,7 +60,7 @@ PATHS = {
     ("INDEX", "eod"): "index/history/eod",
 }
 #: Kinds whose endpoint takes no interval.
-NO_INTERVAL = frozenset({"trade", "eod", "open_interest", "trade_quote"})
+NO_INTERVAL = frozenset({"trade", "eod", "open_interest", "trade_quote", "greeks_eod"})
 
 
 def resolve(endpoints: dict, contract: Contract, kind: str) -> str:

@@ -37,6 +37,8 @@ log = logging.getLogger(__name__)
 
 #: StreamEvent kinds that break the live flow of every feed.
 BREAKING = frozenset({"DISCONNECTED", "STALLED", "TERMINAL_DISCONNECTED"})
+#: StreamEvent kinds after which ticks may be missing: fill the gap from REST.
+GAP = frozenset({"RECONNECTED", "RESUMED", "TERMINAL_CONNECTED"})
 REJECTED = frozenset({"MAX_STREAMS_REACHED", "INVALID_PERMS", "ERROR"})
 #: Greeks endpoints by order (history and snapshot).
 GREEKS_ORDERS = ("first_order", "second_order", "third_order", "all", "implied_volatility")
@@ -424,7 +426,7 @@ class ThetaStore(LiveStore):
                             f"{contract.expiration}")
                 return None
             sec = contract.sec_type.lower()
-            symbols = await self._listed(f"{sec}/list/symbols", "symbol")
+            symbols = await self._listed(f"{sec}/list/symbols", "root")
             if symbols and contract.root not in symbols:
                 return f"unknown {sec} symbol {contract.root!r}"
         except (ThetaError, OSError, ValueError) as exc:
@@ -451,8 +453,7 @@ class ThetaStore(LiveStore):
         """Create and start the WebSocket session (call on the loop thread)."""
         if self._stream is None:
             self._stream = ThetaStream(
-                self.p.ws_url, self._on_batch, self._on_event, self._on_reconnected,
-                heartbeat_timeout=self.p.heartbeat_timeout, gap_after=self.p.gap_after,
+                self.p.ws_url, self._on_batch, self._on_event, heartbeat_timeout=self.p.heartbeat_timeout, gap_after=self.p.gap_after,
                 backoff_initial=self.p.reconnect_backoff, backoff_max=self.p.reconnect_max,
                 max_retries=self.p.max_reconnects, verify_timeout=self.p.verify_timeout)
             self._stream_task = asyncio.get_running_loop().create_task(self._stream.run())
@@ -588,6 +589,8 @@ class ThetaStore(LiveStore):
                 sink(event)
             except Exception:  # a sink's bug must not stop the stream
                 log.exception("event sink failed")
+        if event.kind in GAP:
+            self._fill_gaps()
         if event.kind in ("SUBSCRIBED", "STATE", "RESUMED"):
             return
         who = None
@@ -596,6 +599,10 @@ class ThetaStore(LiveStore):
             who = event.contract.instrument if event.contract else "full trade stream"
             detail = f"{event.req_type}: {detail}"
         self.notify(event.kind, detail, who, event=event)
+        self._tell_channels(event)
+
+    def _tell_channels(self, event: StreamEvent) -> None:
+        """The feeds' status after a stream event."""
         all_chans = [c for chans in self._channels.values() for c in chans]
         if event.kind == "CONNECTED":
             for ch in all_chans:
@@ -612,9 +619,9 @@ class ThetaStore(LiveStore):
                 if event.req_type in ch.kinds:
                     self._reject(ch, f"{event.kind}: {event.detail}")
 
-    async def _on_reconnected(self) -> None:
-        """Fill what the feeds missed while the stream was down or silent, through REST."""
-        tasks = []
+    def _fill_gaps(self) -> None:
+        """Fill what the feeds missed while the stream was down or silent, through REST.
+        Runs before the data that follows the gap, so that data waits behind the backfill."""
         for chans in list(self._channels.values()):
             for ch in chans:
                 if ch.backfilling:
@@ -623,9 +630,7 @@ class ThetaStore(LiveStore):
                 ch.status("DELAYED", "gap backfill")
                 newest = ch.delivered.newest
                 start = min(newest.values()) if newest else time.time_ns()
-                tasks.append(self._backfill(ch, start, gap=True))
-        if tasks:
-            await asyncio.gather(*tasks)
+                self._spawn(self._backfill(ch, start, gap=True))
 
     async def _backfill(self, ch: Channel, start_ns: int, gap: bool = False) -> None:
         """REST ticks from ``start_ns`` to now, then the buffered live ticks, without overlap.

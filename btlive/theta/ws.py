@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from btlive.runtime import Backoff
@@ -70,13 +70,12 @@ class ThetaStream:
 
     on_batch(batch, recv_ns): every decoded batch of data frames (loop thread).
     on_event(event): connection and subscription events (loop thread).
-    on_reconnected(): awaited after a reconnect and re-subscription, and after a silence
-    longer than ``gap_after`` (gap backfill).
+    Events that open a gap (RECONNECTED, RESUMED, TERMINAL_CONNECTED) are delivered before
+    any data that follows them, so the store can start its gap backfill in time.
     """
 
     def __init__(self, url: str, on_batch: Callable[[FrameBatch, int], None],
-                 on_event: Callable[[StreamEvent], None],
-                 on_reconnected: Callable[[], Awaitable[None]] | None = None, *,
+                 on_event: Callable[[StreamEvent], None], *,
                  heartbeat_timeout: float = 5.0, gap_after: float | None = 1.5,
                  connect_timeout: float = 5.0,
                  verify_timeout: float = 5.0, backoff_initial: float = 0.2,
@@ -86,7 +85,6 @@ class ThetaStream:
         self.host, self.port, self.path = split_url(url)
         self.on_batch = on_batch
         self.on_event = on_event
-        self.on_reconnected = on_reconnected
         self.heartbeat_timeout = heartbeat_timeout
         self.gap_after = gap_after
         self.connect_timeout = connect_timeout
@@ -98,7 +96,6 @@ class ThetaStream:
         self._pending: dict[int, tuple[SubKey, float]] = {}
         self._next_id = 0
         self._writer: asyncio.StreamWriter | None = None
-        self._hooks: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
         self._stopping = False
         self.connected = asyncio.Event()
         self.stats = {"frames": 0, "bytes": 0, "reconnects": 0, "stalls": 0, "malformed": 0,
@@ -157,19 +154,17 @@ class ThetaStream:
                 attempt += 1
                 self.stats["connect_failures"] += 1
                 self.last_error = f"connect to {self.url} failed: {exc}"
-                self.on_event(StreamEvent("DISCONNECTED", f"connect to {self.url} failed: {exc}"))
                 if self.max_retries is not None and attempt > self.max_retries:
+                    self.on_event(StreamEvent("DISCONNECTED", self.last_error))
                     self.on_event(StreamEvent("CLOSED", f"gave up after {attempt} attempts"))
                     return
-                await self._backoff(attempt)
+                await self._retry(self.last_error, attempt)
                 continue
             attempt = 0
             if ever_connected:
                 self.stats["reconnects"] += 1
             self._resubscribe_all()
             self.on_event(StreamEvent("RECONNECTED" if ever_connected else "CONNECTED", self.url))
-            if ever_connected:
-                self._start_hook()
             ever_connected = True
             try:
                 reason = await self._read_loop()
@@ -179,27 +174,15 @@ class ThetaStream:
             self._drop_connection()
             if self._stopping:
                 break
-            self.on_event(StreamEvent("DISCONNECTED", reason))
             attempt += 1
-            await self._backoff(attempt)
+            await self._retry(reason, attempt)
         self.on_event(StreamEvent("CLOSED", "stopped"))
 
-    def _start_hook(self) -> None:
-        """Run ``on_reconnected`` (the gap backfill) alongside the read loop."""
-        if self.on_reconnected is not None:
-            task = asyncio.get_running_loop().create_task(self._run_hook())
-            self._hooks.add(task)
-            task.add_done_callback(self._hooks.discard)
-
-    async def _run_hook(self) -> None:
-        try:
-            await self.on_reconnected()
-        except Exception as exc:  # a failed backfill must not kill the stream
-            log.exception("gap backfill failed")
-            self.on_event(StreamEvent("ERROR", f"gap backfill failed: {exc}"))
-
-    async def _backoff(self, attempt: int) -> None:
-        await asyncio.sleep(self.backoff.delay(min(attempt, 32)))
+    async def _retry(self, reason: str, attempt: int) -> None:
+        """Say why the stream is down and when it retries, then wait (runtime.Backoff)."""
+        delay = self.backoff.delay(min(attempt, 32))
+        self.on_event(StreamEvent("DISCONNECTED", f"{reason}; retry {attempt} in {delay:.1f} s"))
+        await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
         reader, writer = await asyncio.wait_for(
@@ -248,7 +231,6 @@ class ThetaStream:
             if self.gap_after is not None and now - last_data > self.gap_after:
                 self.stats["gaps"] += 1
                 self.on_event(StreamEvent("RESUMED", f"silent for {now - last_data:.1f} s"))
-                self._start_hook()
             last_data = now
             reason = self._on_data(data, time.time_ns())
             if reason is not None:
@@ -295,7 +277,6 @@ class ThetaStream:
                 elif previous == "DISCONNECTED" and msg.status == "CONNECTED":
                     self._resubscribe_all()
                     self.on_event(StreamEvent("TERMINAL_CONNECTED", "Terminal feed restored"))
-                    self._start_hook()
         elif msg.kind == "REQ_RESPONSE":
             pending = self._pending.pop(msg.req_id, None)
             key = pending[0] if pending else None
@@ -319,8 +300,6 @@ class ThetaStream:
 
     async def stop(self) -> None:
         self._stopping = True
-        for task in list(self._hooks):
-            task.cancel()
         if self._writer is not None:
             try:
                 self._writer.write(encode_frame(OP_TEXT, b'{"msg_type":"STOP"}'))

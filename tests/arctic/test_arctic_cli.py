@@ -196,6 +196,11 @@ def test_read_only_commands_create_nothing(tmp_path, capsys):
         assert f"no ArcticDB store at lmdb://{missing}: the folder" in err, err
         assert err.count("\n") == 1
     assert not (tmp_path / "nonexistent").exists()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    assert main(["arctic", "ls", "--uri", f"lmdb://{plain}"]) == 1
+    assert "holds no ArcticDB data" in capsys.readouterr().err
+    assert list(plain.iterdir()) == []
 
 
 PLANTED = "s3://127.0.0.1:bkt?port={port}&access=AKIAFAKE&secret=S3SECRET"
@@ -226,3 +231,13 @@ def test_version(capsys):
         main(["--version"])
     assert exit_.value.code == 0
     assert capsys.readouterr().out.strip() == f"btlive {btlive.__version__}"
+
+
+def test_separate_time_column_in_local_time(tmp_path, uri):
+    csv = tmp_path / "t.csv"
+    csv.write_text("Date,Time,Open,High,Low,Close,Volume\n"
+                   "2024-01-02,09:30,1,2,0.5,1.5,10\n2024-01-02,09:31,1,2,0.5,1.6,11\n")
+    assert main(["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet",
+                 "--time-column", "Time", "--tz", "America/New_York"]) == 0
+    index = get_library(uri).read("s").data.index
+    assert [str(t) for t in index] == ["2024-01-02 14:30:00+00:00", "2024-01-02 14:31:00+00:00"]

@@ -110,3 +110,18 @@ def test_recovery_of_staged_data_on_s3(s3_uri):
     with ArcticRecorder(s3_uri, background=False) as rec:
         assert rec.stats["recovered_symbols"] == 1
     assert len(lib.read("bars/1min/R").data) == 50
+
+
+def test_cli_on_s3_missing_bucket_is_one_line_without_secret(s3_server, tmp_path, capsys):
+    from btlive.cli import main
+
+    _, port = s3_server
+    uri = f"s3://127.0.0.1:no-such-bucket?port={port}&access=test&secret=S3SECRET"
+    csv = tmp_path / "x.csv"
+    csv.write_text("date,open,high,low,close,volume\n2020-01-01,1,2,0.5,1.5,10\n")
+    for argv in (["arctic", "ls", "--uri", uri],
+                 ["arctic", "import", str(csv), "--symbol", "s", "--uri", uri, "--quiet"]):
+        assert main(argv) == 1
+        out, err = capsys.readouterr()
+        assert err.startswith("btlive arctic ") and err.count("\n") == 1, err
+        assert "S3SECRET" not in out + err

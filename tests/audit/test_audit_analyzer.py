@@ -98,8 +98,51 @@ def test_backtest_records_partials_cancel_and_no_fill(db_url, ah, capsys):
     assert [s[0] for s in statuses][-1] == "Canceled" and ("Partial",) in statuses
     pnl = rep["realized_pnl_per_strategy_day"]
     assert {p["strategy"] for p in pnl} == {"Script"}
-    # net P&L of opening fills is minus their commission
-    assert all(Decimal(p["realized_pnl"]) == -Decimal(p["commission"]) for p in pnl)
+    # opening fills realize nothing (IB folds their commission into the position's cost)
+    assert all(Decimal(p["realized_pnl"]) == 0 for p in pnl)
+
+
+class SymbolData(bt.feeds.PandasData):
+    params = (("symbol", "AAPL"),)  # as ArcticData's; IBData's dataname is the contract string
+
+
+class RoundTrip(bt.Strategy):
+    """Buy 7 at bar 2, sell 3 then 4 (a partial close, then the rest); fills at the next open."""
+
+    def next(self):
+        n = len(self)
+        if n == 2:
+            self.buy(size=7)
+        elif n in (4, 6):
+            self.sell(size=3 if n == 4 else 4)
+
+
+def test_report_is_exact_net_of_both_commissions_and_names_the_instrument(sqlite_url, ah, capsys):
+    cerebro = bt.Cerebro()
+    frame = _frame()
+    frame["open"] = [100.1, 100.2, 100.3, 100.7, 100.4, 101.3, 100.9, 101, 101, 101, 101, 101]
+    cerebro.adddata(SymbolData(dataname=frame))  # no name: the report must not say "data0"
+    cerebro.addstrategy(RoundTrip)
+    cerebro.broker.setcommission(commission=0.0013)  # 0.13 % of the value
+    cerebro.addanalyzer(btlive.analyzers.ExecutionAudit, db=sqlite_url, run_id="rt")
+    cerebro.run()
+    rep = _report(sqlite_url, capsys, "--run", "rt")
+    # buy 7 @ 100.3 (comm 0.912730), sell 3 @ 100.4 (0.391560), sell 4 @ 100.9 (0.524680)
+    pnl = [Decimal(c) for (c,) in ah.rows(sqlite_url, "select realized_pnl from commissions order by seq")]
+    first = Decimal("0.3") - Decimal("0.39156") - Decimal("0.91273") * 3 / 7
+    second = Decimal("2.4") - Decimal("0.52468") - Decimal("0.91273") * 4 / 7
+    assert pnl[0] == 0 and pnl[1] == first.quantize(Decimal("1e-9")).normalize()
+    assert pnl[2] == second.quantize(Decimal("1e-9")).normalize()
+    total = sum(Decimal(day["realized_pnl"]) for day in rep["realized_pnl_per_strategy_day"])
+    assert abs(total - (Decimal("2.7") - Decimal("0.91273") - Decimal("0.39156")
+                        - Decimal("0.52468"))) < Decimal("1e-8")
+    texts = [c for (c,) in ah.rows(sqlite_url, "select realized_pnl from commissions")]
+    assert all(len(t.split(".")[-1]) <= 9 for t in texts), texts  # no float noise
+    fills = rep["fills_per_order"]
+    assert {f["symbol"] for f in fills} == {"AAPL"}
+    assert [(f["quantity"], f["filled"]) for f in fills] == [("7", "7"), ("3", "3"), ("4", "4")]
+    shares = ah.rows(sqlite_url, "select shares from executions order by seq")
+    assert shares == [("7",), ("3",), ("4",)]
 
 
 def test_decision_quote_from_bid_ask_lines(sqlite_url, ah, capsys):

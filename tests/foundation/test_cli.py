@@ -47,3 +47,9 @@ def test_load_config_reads_named_file_and_rejects_missing(tmp_path):
         assert "nope.toml" in str(exc)
     else:
         raise AssertionError("a named config that does not exist must be an error")
+
+
+def test_build_is_exported():
+    from btlive.run import build
+
+    assert btlive.build is build

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 
 import pytest
+from ib_async import IB
 
 from btlive.ib.store import IBStore
 from btlive.sim.tws import TwsSimulator
@@ -67,3 +69,22 @@ def no_leftover_loop_threads():
             thread.join(5)
     alive = [t.name for t in threading.enumerate() if t.name.startswith("btlive-ib-")]
     assert not alive, f"IB loop threads left running: {alive}"
+
+
+@pytest.fixture
+def client_session():
+    """Run ``fn(ib)`` in a session of an independent ib_async client (another program at the
+    same TWS): ``client_session(sim, fn, clientId=99)`` connects, collects the session's
+    errors in ``ib.errors``, always disconnects, and returns what ``fn`` returned."""
+    def run(sim, fn, clientId: int = 99):
+        async def session():
+            ib = IB()
+            ib.errors = []
+            ib.errorEvent += lambda reqId, code, text, contract: ib.errors.append((code, text))
+            await ib.connectAsync(sim.host, sim.port, clientId=clientId, timeout=5)
+            try:
+                return await fn(ib)
+            finally:
+                ib.disconnect()
+        return asyncio.run(session())
+    return run

@@ -414,21 +414,16 @@ def test_futures_and_options_use_the_contract_multiplier(sim, run_bounded):
     assert got["b"].executed.value == pytest.approx(2 * got["b"].executed.price * 100)
 
 
-def test_position_changed_elsewhere_is_adopted(sim, run_bounded):
-    from ib_async import IB, MarketOrder, Stock
+def test_position_changed_elsewhere_is_adopted(sim, run_bounded, client_session):
+    from ib_async import MarketOrder, Stock
+
+    async def buy(ib):
+        [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
+        trade = ib.placeOrder(contract, MarketOrder("BUY", 12))
+        await trade.filledEvent  # an event, not polling
 
     def other_client_buys():
-        import asyncio
-
-        async def go():
-            ib = IB()
-            await ib.connectAsync(sim.host, sim.port, clientId=99)
-            [contract] = await ib.qualifyContractsAsync(Stock("AAPL", "SMART", "USD"))
-            trade = ib.placeOrder(contract, MarketOrder("BUY", 12))
-            while not trade.isDone():
-                await asyncio.sleep(0.02)
-            ib.disconnect()
-        asyncio.run(go())
+        client_session(sim, buy)
 
     got = {}
 

@@ -6,14 +6,13 @@ simulator has history for the gap whatever the day and hour the test runs at.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import threading
 import time
 
 import backtrader as bt
 import pytest
-from ib_async import IB, Crypto
+from ib_async import Crypto
 
 from btlive.ib.contracts import parse_contract
 from btlive.ib.store import IBStore
@@ -59,21 +58,17 @@ class Gap(bt.Strategy):
                 self.env.runstop()
 
 
-def sim_history(sim, begin: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+def sim_history(client_session, sim, begin: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
     """Start times (naive UTC) of the simulator's 1-second bars in [begin, end], asked by an
     independent ib_async client."""
-    async def fetch():
-        ib = IB()
-        await ib.connectAsync(sim.host, sim.port, clientId=99, timeout=5)
-        try:
-            seconds = int((end - begin).total_seconds()) + 2
-            bars = await ib.reqHistoricalDataAsync(
-                Crypto("BTC", "PAXOS", "USD"), (end + SECOND).strftime("%Y%m%d-%H:%M:%S"),
-                f"{seconds} S", "1 secs", "AGGTRADES", False, formatDate=2, timeout=10)
-        finally:
-            ib.disconnect()
-        return [b.date.astimezone(dt.UTC).replace(tzinfo=None) for b in bars]
-    return [t for t in asyncio.run(fetch()) if begin <= t <= end]
+    async def fetch(ib):
+        seconds = int((end - begin).total_seconds()) + 2
+        return await ib.reqHistoricalDataAsync(
+            Crypto("BTC", "PAXOS", "USD"), (end + SECOND).strftime("%Y%m%d-%H:%M:%S"),
+            f"{seconds} S", "1 secs", "AGGTRADES", False, formatDate=2, timeout=10)
+    bars = client_session(sim, fetch)
+    times = [b.date.astimezone(dt.UTC).replace(tzinfo=None) for b in bars]
+    return [t for t in times if begin <= t <= end]
 
 
 def run_gap(sim, run_bounded, fault, client_id):
@@ -112,7 +107,7 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_reconnection_backfill_fills_the_gap(sim, run_bounded, fault):
+def test_reconnection_backfill_fills_the_gap(sim, run_bounded, fault, client_session):
     inject, statuses, fewest = FAULTS[fault]
     strat, store = run_gap(sim, run_bounded, lambda: inject(sim), client_id=21)
     assert strat.status == ["CONNECTED", *statuses]
@@ -135,4 +130,4 @@ def test_reconnection_backfill_fills_the_gap(sim, run_bounded, fault):
         # as another client sees them
         assert gap[0] >= dt.datetime.fromtimestamp(strat.fired_at, dt.UTC).replace(
             tzinfo=None) - 2 * SECOND
-        assert gap == sim_history(sim, gap[0], gap[-1])
+        assert gap == sim_history(client_session, sim, gap[0], gap[-1])

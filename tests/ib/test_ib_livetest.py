@@ -62,3 +62,35 @@ def test_refuses_live_port_and_explains_missing_tws(unused_port, capsys):
     out = capsys.readouterr().out.splitlines()
     assert "--live" in out[0]
     assert out[1].startswith(f"nothing listens on 127.0.0.1:{unused_port}") and "--sim" in out[1]
+
+
+def test_bad_contract_string_is_one_line_exit_2(capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "0", "--sim", "--data0", "AAPL-XYZ-FOO"]) == 2
+    captured = capsys.readouterr()
+    (line,) = [ln for ln in captured.out.splitlines() if "AAPL-XYZ-FOO" in ln]
+    assert line.startswith("--data0 'AAPL-XYZ-FOO': ") and "'XYZ'" in line
+    assert "Traceback" not in captured.out + captured.err
+
+
+@pytest.mark.parametrize("exectype", ["Limit", "Stop", "StopLimit"])
+def test_trade_with_a_position_already_held_and_prices_on_the_grid(sim, capsys, exectype):
+    livetest = load_sample()
+    first = livetest.parse_args(["--port", str(sim.port), "--clientId", "78", "--trade", "--donotsell",
+                                 "--stopafter", "3", "--no-backfill_start"])
+    assert livetest.run(first) == 0  # leaves 10 AAPL in the account
+    capsys.readouterr()
+    args = livetest.parse_args(["--port", str(sim.port), "--clientId", "79", "--trade", "--stopafter",
+                                "6", "--holdbars", "1", "--exectype", exectype])
+    assert livetest.run(args) == 0
+    out = capsys.readouterr().out
+    assert "already holds 10 of data0" in out
+    (sent,) = re.findall(r"Sent to IB \(on the tick grid\): (.*)", out)
+    for price in re.findall(r"[0-9.]+$|[0-9.]+(?=,)", sent):
+        assert abs(float(price) * 100 - round(float(price) * 100)) < 1e-6
+    assert re.search(rf"Buy {exectype}  Status: Completed", out)
+    assert "Final position data0: 10 " in out  # the stake was bought and sold again
+    (backfill,) = [ln for ln in out.splitlines() if ln.startswith("backfill: ")]
+    assert "US/Eastern" in backfill and "Summary at " in out and "UTC" in out
+    bars = [ln for ln in out.splitlines() if ln.startswith("Data0, ")]
+    assert bars and all(" US/Eastern," in ln for ln in bars)

@@ -73,7 +73,7 @@ def test_page_shows_pnl_position_and_fill_and_updates(sim, tmp_path):
             (position,) = row_texts(page, "positions")
             assert position.split("\t")[:2] == ["AAPL", "10"]
             fill = row_texts(page, "fills")[-1].split("\t")
-            assert fill[1:5] == ["1", "AAPL", "buy", "10"]
+            assert fill[2:5] == ["AAPL", "buy", "10"]
             assert "LIVE" in row_texts(page, "feeds")[0]
             assert page.evaluate("document.getElementById('conn').textContent") == "connected"
             assert page.evaluate("document.getElementById('pnl').textContent") != "–"

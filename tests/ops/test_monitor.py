@@ -145,3 +145,17 @@ def test_taken_port_is_a_clear_error():
             WebServer(_board(), port=server.port)
     finally:
         server.stop()
+
+
+def test_risk_utilisation_is_shown_for_the_limits_that_are_set():
+    from types import SimpleNamespace
+
+    limits = SimpleNamespace(max_daily_loss=200.0, max_position=40, max_orders_per_minute=None)
+    checks = SimpleNamespace(limits=limits, day_start_value=10_010.0, recent=[], halted=False)
+    snap = run_backtest(risk=checks).get_analysis()
+    # value 10_030 after +30: no loss today; 10 of 40 shares
+    assert snap["risk"] == {"max_daily_loss": 0.0, "max_position": 0.25}
+    checks.day_start_value = 10_130.0  # 100 lost today: half the limit
+    assert run_backtest(risk=checks).get_analysis()["risk"]["max_daily_loss"] == 0.5
+    checks.halted = True
+    assert run_backtest(risk=checks).get_analysis()["risk"]["max_daily_loss"] == 1.0

@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 import btlive
-from btlive.alerts import Dispatcher, EmailChannel, Outbox, RetryPolicy
+from btlive.alerts import Dispatcher, EmailChannel, Outbox
+from btlive.runtime import Backoff
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
                            recipients=["risk@example.com"], security="plain", timeout=1.0)
     dispatcher = Dispatcher([channel], outbox=outbox, routes={"warning": ["email"],
                                                               "critical": ["email"]},
-                            retry=RetryPolicy(base=60.0, cap=60.0, max_attempts=5))
+                            retry=Backoff(initial=60.0, maximum=60.0, attempts=4))
     returns = np.where(np.arange(120) % 2 == 0, 0.005, -0.005)
     returns[40], returns[45] = -0.04, -0.07
     close = 100.0 * np.cumprod(1.0 + returns)

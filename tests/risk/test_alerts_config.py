@@ -8,12 +8,8 @@ import tomllib
 import pytest
 
 from btlive.alerts import EmailChannel, SmsChannel
-from btlive.alerts.config import (
-    channels_from_config,
-    dispatcher_from_config,
-    outbox_url,
-    retry_policy,
-)
+from btlive.alerts.config import channels_from_config, dispatcher_from_config, outbox_url, parse
+from btlive.config import ConfigError
 
 TOML = """
 [alerts]
@@ -101,7 +97,8 @@ def test_no_channels_configured_means_log_only(secrets, tmp_path):
     closed = []
     original = Outbox.close
     secrets.setattr(Outbox, "close", lambda self: closed.append(self) or original(self))
-    secrets.delenv("BTLIVE_TWILIO_ACCOUNT_SID")
+    for name in ("BTLIVE_TWILIO_ACCOUNT_SID", "BTLIVE_TWILIO_AUTH_TOKEN", "BTLIVE_SMTP_PASSWORD"):
+        secrets.delenv(name)
     config = {"alerts": {"outbox": f"sqlite:///{tmp_path / 'o.db'}"}}
     assert channels_from_config(config) == []
     dispatcher = dispatcher_from_config(config)
@@ -119,7 +116,7 @@ def test_dispatcher_from_config(secrets, tmp_path):
     try:
         assert sorted(dispatcher.channels) == ["email", "log", "sms"]
         assert dispatcher.routes == {"warning": ["email"], "critical": ["sms", "email"]}
-        assert dispatcher.retry.base == 0.5 and dispatcher.retry.max_attempts == 6
+        assert dispatcher.retry.initial == 0.5 and dispatcher.retry.attempts == 5  # 6 tries
         assert dispatcher._intake.maxsize == 50 and dispatcher.shutdown_timeout == 2.5
         assert dispatcher.namespace == "acct1"
     finally:
@@ -136,12 +133,70 @@ def test_outbox_url_precedence():
 @pytest.mark.parametrize("section,field", [({"bogus": 1}, "bogus"), ({"base": "x"}, "base"),
                                            ({"max_attempts": 0}, "max_attempts")])
 def test_bad_retry_settings_are_refused_by_name(section, field):
-    with pytest.raises(ValueError, match=field):
-        retry_policy(section)
+    with pytest.raises(ConfigError, match=rf"btlive.toml: \[alerts.retry\] {field}"):
+        parse({"retry": section}, "btlive.toml")
 
 
 def test_bad_port_is_refused_by_name(secrets):
     config = tomllib.loads(TOML)
     config["alerts"]["email"]["port"] = "smtp"
-    with pytest.raises(ValueError, match="alerts.email.port"):
+    with pytest.raises(ConfigError, match=r"\[alerts.email\] port"):
         channels_from_config(config)
+
+
+def _problems(config, source="btlive.toml"):
+    with pytest.raises(ConfigError) as failed:
+        channels_from_config(config, source)
+    return failed.value.problems
+
+
+def test_a_typo_in_the_email_table_is_named(secrets):
+    config = tomllib.loads(TOML.replace('host = "smtp.example.com"', 'hots = "smtp.example.com"'))
+    assert _problems(config) == ["btlive.toml: [alerts.email] hots: unknown key"]
+
+
+def test_smtp_password_without_a_host_is_an_error(secrets):
+    secrets.delenv("BTLIVE_TWILIO_ACCOUNT_SID")
+    secrets.delenv("BTLIVE_TWILIO_AUTH_TOKEN")
+    [problem] = _problems({})
+    assert problem.startswith("BTLIVE_SMTP_PASSWORD is set but no SMTP host is configured")
+    assert PASSWORD not in problem
+
+
+@pytest.mark.parametrize("unset,missing", [
+    ("BTLIVE_TWILIO_AUTH_TOKEN", "BTLIVE_TWILIO_AUTH_TOKEN"),
+    ("BTLIVE_TWILIO_ACCOUNT_SID", "BTLIVE_TWILIO_ACCOUNT_SID")])
+def test_partial_twilio_settings_are_named(secrets, kit, unset, missing):
+    secrets.delenv(unset)
+    config = tomllib.loads(TOML)
+    [problem] = _problems(config)
+    assert "SMS alerts are half configured" in problem and f"but {missing} is not" in problem
+    assert kit.TWILIO_TOKEN not in problem and kit.TWILIO_SID not in problem
+    del config["alerts"]["sms"]  # the environment alone, half of it
+    [problem] = _problems(config)
+    assert "the other Twilio variable is set" in problem
+
+
+def test_sms_table_without_recipients_is_named(secrets):
+    config = tomllib.loads(TOML)
+    del config["alerts"]["sms"]["to"]
+    assert _problems(config) == [
+        "btlive.toml: [alerts.sms] to: missing (or set BTLIVE_TWILIO_TO)"]
+
+
+def test_routes_naming_an_unconfigured_channel(secrets):
+    for name in ("BTLIVE_TWILIO_ACCOUNT_SID", "BTLIVE_TWILIO_AUTH_TOKEN"):
+        secrets.delenv(name)
+    config = tomllib.loads(TOML)
+    del config["alerts"]["sms"]
+    assert _problems(config) == [
+        "btlive.toml: [alerts] routes.critical names channel 'sms', which is not configured "
+        "(configured: email, log)"]
+
+
+def test_a_missing_password_file_is_named(secrets, tmp_path):
+    secrets.delenv("BTLIVE_SMTP_PASSWORD")
+    secrets.setenv("BTLIVE_SMTP_PASSWORD_FILE", str(tmp_path / "nope"))
+    [problem] = _problems(tomllib.loads(TOML))
+    assert problem == (f"BTLIVE_SMTP_PASSWORD_FILE={tmp_path / 'nope'}: cannot read it "
+                       "(No such file or directory)")

@@ -17,12 +17,12 @@ from btlive.alerts import (
     EmailChannel,
     Kind,
     Outbox,
-    RetryPolicy,
     SendResult,
     SmsChannel,
 )
+from btlive.runtime import Backoff
 
-FAST = RetryPolicy(base=0.01, factor=2.0, cap=0.05, jitter=0.5, max_attempts=4, deadline=30)
+FAST = Backoff(initial=0.01, factor=2.0, maximum=0.05, jitter=0.5, attempts=3, deadline=30)
 
 
 def event(n=0, level="critical", kind=Kind.FIRING, value=0.08):
@@ -121,7 +121,7 @@ def test_connection_refused_exhausts_then_records_failure(outbox, unused_port, c
 def test_silent_server_does_not_hang_the_dispatcher(silent_server, outbox):
     channel = EmailChannel("127.0.0.1", silent_server, sender="a@example.com",
                            recipients=["b@example.com"], security="plain", timeout=0.3)
-    retry = RetryPolicy(base=0.01, cap=0.02, max_attempts=2, deadline=10)
+    retry = Backoff(initial=0.01, maximum=0.02, attempts=1, deadline=10)
     with Dispatcher([channel], outbox=outbox, retry=retry) as dispatcher:
         dispatcher.submit(event())
         assert dispatcher.flush(10)
@@ -295,14 +295,14 @@ def test_outbox_on_postgresql(pg_url, smtp_server):
 def test_retry_policy_backoff_is_exponential_capped_and_jittered():
     import random
 
-    policy = RetryPolicy(base=1.0, factor=2.0, cap=60.0, jitter=0.5)
+    policy = Backoff(initial=1.0, factor=2.0, maximum=60.0, jitter=0.5)
     rng = random.Random(3)
     for attempt, raw in [(1, 1), (2, 2), (3, 4), (4, 8), (7, 60), (20, 60)]:
         delays = [policy.delay(attempt, rng) for _ in range(200)]
         assert all(raw * 0.5 <= d <= raw for d in delays)
         assert max(delays) - min(delays) > raw * 0.3  # actually jittered
     with pytest.raises(ValueError, match="jitter"):
-        RetryPolicy(jitter=2)
+        Backoff(jitter=2)
 
 
 def test_unknown_route_channel_is_refused_by_name(outbox):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from btlive.alerts import Dispatcher, EmailChannel, Outbox, RetryPolicy
+from btlive.alerts import Dispatcher, EmailChannel, Outbox
+from btlive.runtime import Backoff
 
 CHILD = Path(__file__).with_name("alert_kill_child.py")
 
@@ -43,7 +44,7 @@ def test_killed_with_pending_alerts_then_restart_sends_each_once(tmp_path, kit):
         with kit.smtp() as server:
             channel = EmailChannel("127.0.0.1", server.port, sender="btlive@example.com",
                                    recipients=["risk@example.com"], security="plain", timeout=2)
-            fast = RetryPolicy(base=0.01, cap=0.05, max_attempts=3)
+            fast = Backoff(initial=0.01, maximum=0.05, attempts=2)
             with Dispatcher([channel], outbox=outbox, retry=fast) as dispatcher:
                 assert dispatcher.flush(15)
             assert sorted(server.recorder.alert_ids()) == sorted(ids)

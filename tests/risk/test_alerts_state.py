@@ -69,6 +69,19 @@ def test_repeat_interval_in_bar_time():
     assert [e.at - T0 for e in events] == [timedelta(minutes=m) for m in (0, 10, 20, 30)]
 
 
+def test_repeats_follow_the_clock_when_one_is_given():
+    """Live runs: a reminder every interval of wall time, however fast the bars' times move."""
+    wall = [T0]
+    machine = AlertMachine([Rule("critical", 0.05, repeat_interval=timedelta(hours=4))],
+                           strategy="S", metric="m", clock=lambda: wall[0])
+    events = run(machine, [0.06] * 20, step=timedelta(days=1))  # 20 daily bars in no wall time
+    assert summary(events) == [("critical", "firing")]
+    wall[0] += timedelta(hours=4)
+    assert summary(machine.update(0.06, T0 + timedelta(days=21))) == [("critical", "repeat")]
+    wall[0] += timedelta(hours=1)
+    assert machine.update(0.06, T0 + timedelta(days=22)) == []
+
+
 def test_critical_inhibits_warning_and_one_resolve_when_both_clear():
     machine = two_levels(repeat_interval=timedelta(minutes=5))
     values = [0.01, 0.035, 0.036, 0.06, 0.07] + [0.07] * 20 + [0.01, 0.01]

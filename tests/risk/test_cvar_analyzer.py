@@ -13,8 +13,9 @@ import pandas as pd
 import pytest
 
 import btlive
-from btlive.alerts import Channel, Dispatcher, Outbox, RetryPolicy, SendResult
+from btlive.alerts import Channel, Dispatcher, Outbox, SendResult
 from btlive.risk import expected_shortfall
+from btlive.runtime import Backoff
 
 WINDOW = 20
 
@@ -85,7 +86,7 @@ class Recording(Channel):
         return SendResult(delivered=list(recipients))
 
 
-FAST = RetryPolicy(base=0.01, cap=0.05, max_attempts=3, deadline=10)
+FAST = Backoff(initial=0.01, maximum=0.05, attempts=2, deadline=10)
 
 
 def test_crash_gives_one_warning_one_critical_one_resolve_with_the_right_values(tmp_path):
@@ -457,3 +458,26 @@ def test_block_mode_in_other_cerebro_modes(run_kwargs):
         results.append(strategy.analyzers.cvar.get_analysis())
     assert results[0]["alerts"] and results[0]["alerts"] == results[1]["alerts"]
     pd.testing.assert_frame_equal(results[0]["series"], results[1]["series"], rtol=1e-9)
+
+
+def test_a_backtest_over_daily_bars_logs_one_line_per_episode_and_a_summary(caplog):
+    """750 daily bars with the default 4 h repeat once gave 522 STILL FIRING lines."""
+    returns = np.where(np.arange(750) % 2 == 0, 0.01, -0.01)
+    returns[100:110] = -0.03  # one long stretch of losses: the ES stays high for a window
+    returns[500:505] = -0.05
+    cerebro = cerebro_for(frame(returns))
+    cerebro.addanalyzer(btlive.analyzers.CVaR, window=WINDOW, warning=0.02, critical=0.04)
+    cerebro.addobserver(btlive.observers.CVaR, window=WINDOW, warning=0.02, critical=0.04)
+    with caplog.at_level(logging.WARNING, logger="btlive.alerts"):
+        (strategy,) = cerebro.run()
+    lines = [r.getMessage() for r in caplog.records if r.name == "btlive.alerts"]
+    analysis = strategy.analyzers[0].get_analysis()
+    kinds = [a["kind"] for a in analysis["alerts"]]
+    assert "repeat" not in kinds and kinds.count("firing") >= 2
+    assert not any("STILL FIRING" in line for line in lines)
+    fired = [line for line in lines if "FIRING]" in line]
+    assert len(fired) == kinds.count("firing")  # once each, not again by the observer
+    [summary] = [line for line in lines if line.startswith("CVaR alerts of AllIn")]
+    assert summary == lines[-1] and summary == analysis["alert_summary"]
+    assert "critical fired in 1 episode (24 of 750 bars firing, peak 4.992%)" in summary
+    assert "warning fired in 2 episodes" in summary  # the second inhibited by the critical

@@ -55,3 +55,9 @@ def test_both_units_render_with_their_levels(tmp_path):
     assert np.nanmax(fraction.get_ydata()) > 0.06  # the crash crosses the critical level
     assert np.nanmax(dollars.get_ydata()) > 0.06 * 8_000  # of a fund near 9,000 after the crash
     assert path.stat().st_size > 10_000
+    figure.canvas.draw()  # tick labels exist once drawn
+    fraction_ticks = [t.get_text() for t in fraction.axes.get_yticklabels() if t.get_text()]
+    dollar_ticks = [t.get_text() for t in dollars.axes.get_yticklabels() if t.get_text()]
+    assert fraction_ticks and all(t.endswith("%") for t in fraction_ticks), fraction_ticks
+    assert len(set(fraction_ticks)) == len(fraction_ticks)  # not "0.00" on every tick
+    assert dollar_ticks and all(t.startswith("$") for t in dollar_ticks), dollar_ticks

@@ -13,7 +13,6 @@ from btlive.cli import main
 from btlive.errors import UsageError
 from btlive.run import build, run
 from btlive.run.costs import QuoteBroker
-from btlive.run.examples import SMA
 
 ORDER_FIELDS = {"ref", "datetime", "data", "contract", "side", "size", "exectype", "price",
                 "status", "filled", "avg_price", "commission"}
@@ -162,3 +161,26 @@ def test_quote_broker_fills_at_the_ask_and_the_bid_and_limits_at_the_touch():
     cerebro.addstrategy(BuyThenSell)
     strat = cerebro.run()[0]
     assert strat.fills == [100.3, 99.6, 100.2]
+
+
+def test_alerts_and_audit_tables_wire_cvar_alerts_and_the_sql_audit(sma_config, tmp_path):
+    import sqlalchemy as sa
+
+    db = f"sqlite:///{tmp_path / 'audit.db'}"
+    sma_config["audit"] = {"db": db}
+    sma_config["alerts"] = {"outbox": f"sqlite:///{tmp_path / 'outbox.db'}"}
+    sma_config["risk"] = {"max_order_size": 5}
+    sma_config["cvar"]["warning"] = 0.5
+    cerebro = build(sma_config, "backtest")
+    try:
+        strat = cerebro.run()[0]
+    finally:
+        cerebro.btlive.close()
+    assert strat.analyzers.cvar.metric.startswith("cvar97.5")
+    assert (tmp_path / "outbox.db").exists(), "the [alerts] outbox was opened for CVaR alerts"
+    engine = sa.create_engine(db)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("select count(*) from order_events where status = 'rejected'"
+                                    )).scalar()
+    engine.dispose()
+    assert rows > 0, "refused orders appear in the audit"

@@ -85,14 +85,13 @@ def test_max_daily_loss_refuses_opening_orders_and_lets_closing_orders_pass():
 
 def test_daily_loss_resets_on_a_new_day():
     checks = RiskChecks(Limits(max_daily_loss=10))
-    day1 = pd.Timestamp("2024-03-04 15:00", tz="UTC").to_pydatetime()
-    checks.observe(day1, 100.0)
-    checks.observe(day1, 85.0)
+    when = pd.Timestamp("2024-03-04 15:00", tz="UTC").to_pydatetime()
+    checks.observe(738949, 100.0)
+    checks.observe(738949, 85.0)
     kwargs = {"isbuy": True, "size": 1, "price": None, "last": 1.0, "position": 0, "mult": 1.0}
-    assert checks.check(when=day1, value=85.0, **kwargs) is not None
-    day2 = day1 + pd.Timedelta(days=1)
-    checks.observe(day2, 85.0)
-    assert checks.check(when=day2, value=85.0, **kwargs) is None
+    assert checks.check(when=when, value=85.0, **kwargs) is not None
+    checks.observe(738950, 85.0)
+    assert checks.check(when=when, value=85.0, **kwargs) is None
 
 
 def test_price_band_around_the_last_price():

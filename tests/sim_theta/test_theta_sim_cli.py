@@ -18,7 +18,7 @@ from websockets.sync.client import connect
 def test_cli_ready_line_serves_and_stops(sig):
     proc = subprocess.Popen(
         [sys.executable, "-m", "btlive", "sim", "theta", "--rest-port", "0", "--ws-port", "0",
-         "--grpc-port", "0", "--tier", "standard", "--seed", "4"],
+         "--grpc-port", "0", "--tier", "standard", "--seed", "4", "--always-open"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -28,6 +28,8 @@ def test_cli_ready_line_serves_and_stops(sig):
         assert m, line
         rest, auth, ws, grpc_port = m.groups()
         assert httpx.get(rest + "/v3/terminal/mdds/status").text == "CONNECTED"
+        christmas = httpx.get(rest + "/v3/calendar/on_date", params={"date": "20241225"}).text
+        assert christmas.split("\r\n")[1].startswith("open,")  # --always-open: trading every day
         assert httpx.post(auth, json={"apiKey": "k"}, headers={"TD-TERMINAL-KEY": "x"}).status_code == 200
         with connect(ws) as client:
             assert '"STATUS"' in client.recv(timeout=5)

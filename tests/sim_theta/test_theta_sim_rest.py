@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
 
 from btlive.sim.theta import ThetaSimulator
+from tests.helpers import eventually
 
 DAY = "20241104"
 
@@ -286,23 +286,26 @@ def test_tier_permissions_history_depth_and_rate_limit():
         assert value.gate.limit == 2
 
 
-@pytest.mark.slow
 def test_concurrency_gate_queues_then_429():
     with ThetaSimulator(tier="free", queue=2) as free:
-        free.faults.delay("/v3/stock", 1.0)
+        release = free.faults.hold("/v3/stock")
         url = free.rest_url + "/v3/stock/list/symbols"
         results = []
 
         def call():
             results.append(httpx.get(url, timeout=30).status_code)
 
-        threads = [threading.Thread(target=call) for _ in range(5)]
-        for t in threads:
+        threads = [threading.Thread(target=call) for _ in range(3)]
+        threads[0].start()
+        eventually(lambda: free.gate.active == 1, what="the first request inside the gate")
+        for t in threads[1:]:
             t.start()
-            time.sleep(0.05)
+        eventually(lambda: free.gate.waiting == 2, what="two requests queued")
+        assert [httpx.get(url, timeout=30).status_code for _ in range(2)] == [429, 429]  # queue full
+        release.set()
         for t in threads:
-            t.join()
-        assert sorted(results) == [200, 200, 200, 429, 429]
+            t.join(timeout=30)
+        assert results == [200, 200, 200]
         assert free.gate.max_active == 1 and free.gate.rejected == 2
 
 
@@ -339,8 +342,7 @@ def test_closing_the_gate_releases_its_waiters():
     got = []
     waiter = threading.Thread(target=lambda: got.append(gate.enter(timeout=60)))
     waiter.start()
-    while not gate.waiting and waiter.is_alive():
-        time.sleep(0.01)
+    eventually(lambda: gate.waiting or not waiter.is_alive(), what="the waiter queued")
     gate.close()  # what RestServer.stop() does: a stopping server must not hold threads for 60 s
     waiter.join(timeout=5)
     assert not waiter.is_alive() and got == [False] and not gate.enter()

@@ -14,6 +14,7 @@ from websockets.sync.client import connect as _connect
 
 from btlive.sim.theta import ThetaSimulator
 from btlive.sim.theta.market import NEW_YORK
+from tests.helpers import eventually
 
 
 def connect(url: str):
@@ -352,7 +353,8 @@ def test_stop_with_a_client_that_stopped_reading():
                            "add": True, "id": 1}).encode()
         mask = os.urandom(4)
         raw.sendall(bytes([0x81, 0x80 | len(body)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(body)))
-        time.sleep(1.0)  # the firehose fills every buffer: nobody reads
+        eventually(lambda: s.ws_stats()["frames"] >= 20_000, timeout=30,
+                   what="the firehose filling every buffer (nobody reads)")
         started = time.monotonic()
         s.stop()
         assert time.monotonic() - started < 4  # 1 s for the close handshake, then abort
@@ -406,3 +408,62 @@ def test_a_burst_that_times_out_stops_writing(sim):
             with contextlib.suppress(TimeoutError):
                 ws.recv(timeout=0.1)
         assert sim.ws_stats()["frames"] - written <= 3  # heartbeats only
+
+
+def _hms(ms: int) -> str:
+    return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
+
+
+@pytest.mark.slow
+def test_a_stall_drops_ticks_that_rest_history_still_has(sim):
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, sec="STOCK", contract={"root": "QQQ"})
+        before = [f["quote"] for f in frames(ws, 0.8) if kind(f) == "QUOTE"]
+        sim.stall_ws(1.2)
+        after = [f["quote"] for f in frames(ws, 2.5) if kind(f) == "QUOTE"]
+    got = before + after
+    gaps = [(a, b) for a, b in zip(got, got[1:], strict=False)
+            if a["date"] == b["date"] and b["ms_of_day"] - a["ms_of_day"] > 200]
+    assert len(gaps) == 1, gaps  # the ticks of the stall were never sent, not sent late
+    a, b = gaps[0]
+    assert b["ms_of_day"] - a["ms_of_day"] >= 800
+    rest = httpx.get(sim.rest_url + "/v3/stock/history/quote", params={
+        "symbol": "QQQ", "date": str(a["date"]), "interval": "tick", "format": "json",
+        "start_time": _hms(a["ms_of_day"] + 1), "end_time": _hms(b["ms_of_day"] - 1)}).json()["response"]
+    assert len(rest) == (b["ms_of_day"] - a["ms_of_day"]) // 200 - 1  # all of them, for a backfill
+
+
+def test_indices_stream_as_index_trades_only(sim):
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, sec="INDEX", req="TRADE", contract={"root": "SPX"})
+        sub(ws, 2, sec="STOCK", req="QUOTE", contract={"root": "SPX"})
+        sub(ws, 3, sec="INDEX", req="QUOTE", contract={"root": "NDX"})
+        sub(ws, 4, sec="STOCK", req="TRADE", contract={"root": "NDX"})
+        got = frames(ws, 2.5)
+    assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED", 3: "SUBSCRIBED", 4: "SUBSCRIBED"}
+    body = data(got)
+    assert body and {kind(f) for f in body} == {"TRADE"}
+    assert {json.dumps(f["contract"]) for f in body} == {'{"security_type": "INDEX", "root": "SPX"}'}
+    assert all(f["trade"]["price"] > 1000 and f["trade"]["size"] == 0 for f in body)
+
+
+def test_index_options_stream(sim):
+    today = datetime.now(NEW_YORK).date()
+    exp = next(e for e in sim.market.expirations("SPXW") if e > today)
+    k = sim.market.strikes("SPXW", exp)[len(sim.market.strikes("SPXW", exp)) // 2]
+    contract = {"root": "SPXW", "expiration": int(exp.strftime("%Y%m%d")), "strike": k, "right": "P"}
+    with connect(sim.ws_url) as ws:
+        sub(ws, 1, contract=contract)
+        quotes = [f for f in frames(ws, 1.5) if kind(f) == "QUOTE"]
+    assert quotes and quotes[0]["contract"]["root"] == "SPXW" and quotes[0]["quote"]["ask"] > 0
+
+
+def test_a_closed_market_streams_nothing():
+    saturday = datetime(2024, 11, 2, 11, 0, tzinfo=NEW_YORK)
+    with ThetaSimulator(seed=3, quote_ms=100, clock=lambda: saturday) as s, connect(s.ws_url) as ws:
+        sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
+        got = frames(ws, 1.5)
+        assert responses(got) == {1: "SUBSCRIBED"} and not data(got)
+        assert any(kind(f) == "STATUS" for f in got)
+        today = httpx.get(s.rest_url + "/v3/calendar/today").text
+    assert today == "type,open,close\r\nweekend,,\r\n"

@@ -59,6 +59,13 @@ def collect_errors(ib) -> list[tuple[int, int, str]]:
     return errors
 
 
+async def synced(ib) -> None:
+    """A barrier instead of a sleep: one request's answer, after which everything the
+    simulator sent for earlier requests of this connection has arrived (one ordered socket,
+    one loop on the simulator's side)."""
+    await ib.reqCurrentTimeAsync()
+
+
 @pytest.fixture
 async def ib(sim, lib):
     """A client connected to ``sim`` as clientId 1, disconnected after the test."""
@@ -87,14 +94,3 @@ def stock(ib):
         return c
     return make
 
-
-@pytest.fixture(name="connect")
-def connect_fixture():
-    return connect
-
-
-@pytest.fixture(name="until")
-def until_fixture():
-    from tests.helpers import eventually_async
-
-    return lambda pred, timeout=5.0: eventually_async(pred, timeout)

@@ -6,36 +6,30 @@ import asyncio
 
 import pytest
 
+from tests.helpers import eventually_async
 
-def test_ib_async_connects_at_178_and_syncs(sim, connect):
-    async def main():
-        ib = await connect(sim, 1)
-        try:
-            assert ib.client.serverVersion() == 178
-            assert ib.managedAccounts() == ["DU123456"]
-            assert ib.isConnected()
-            tags = {v.tag for v in ib.accountValues()}
-            assert {"NetLiquidation", "TotalCashBalance", "BuyingPower"} <= tags
-            t = await ib.reqCurrentTimeAsync()
-            assert t.year >= 2024
-            assert ib.positions() == [] and ib.openTrades() == []
-        finally:
-            ib.disconnect()
-    asyncio.run(main())
+from .conftest import collect_errors, connect
+
+pytestmark = pytest.mark.anyio
 
 
-def test_ib_insync_connects_at_176(sim, connect):
-    async def main():
-        ib = await connect(sim, 2, lib="ib_insync")
-        try:
-            assert ib.client.serverVersion() == 176
-            assert ib.managedAccounts() == ["DU123456"]
-            from ib_insync import Stock
-            [c] = await ib.qualifyContractsAsync(Stock("SPY", "SMART", "USD"))
-            assert c.conId > 0 and c.primaryExchange == "ARCA"
-        finally:
-            ib.disconnect()
-    asyncio.run(main())
+async def test_ib_async_connects_at_178_and_syncs(sim, ib):
+    assert ib.client.serverVersion() == 178
+    assert ib.managedAccounts() == ["DU123456"]
+    assert ib.isConnected()
+    tags = {v.tag for v in ib.accountValues()}
+    assert {"NetLiquidation", "TotalCashBalance", "BuyingPower"} <= tags
+    t = await ib.reqCurrentTimeAsync()
+    assert t.year >= 2024
+    assert ib.positions() == [] and ib.openTrades() == []
+
+
+@pytest.mark.parametrize("lib", ["ib_insync"])
+async def test_ib_insync_connects_at_176(sim, ib, stock, lib):
+    assert ib.client.serverVersion() == 176
+    assert ib.managedAccounts() == ["DU123456"]
+    c = await stock("SPY")
+    assert c.conId > 0 and c.primaryExchange == "ARCA"
 
 
 def test_ib_insync_sync_api_in_fresh_thread(sim):
@@ -62,51 +56,43 @@ def test_ib_insync_sync_api_in_fresh_thread(sim):
     assert cd.timeZoneId == "US/Eastern" and cd.contract.symbol == "AAPL"
 
 
-def test_duplicate_client_id_gets_326(sim, connect):
-    async def main():
-        ib = await connect(sim, 3)
-        errors = []
-        from ib_async import IB
-        other = IB()
-        other.errorEvent += lambda *a: errors.append(a[1])
-        try:
-            with pytest.raises((ConnectionError, asyncio.TimeoutError, TimeoutError)):
-                await other.connectAsync(sim.host, sim.port, clientId=3, timeout=1)
-            assert 326 in errors
-            assert ib.isConnected()
-        finally:
-            other.disconnect()
-            ib.disconnect()
-    asyncio.run(main())
+async def test_duplicate_client_id_gets_326(sim, ib):
+    from ib_async import IB
+    other = IB()
+    errors = collect_errors(other)
+    try:
+        with pytest.raises((ConnectionError, asyncio.TimeoutError, TimeoutError)):
+            await other.connectAsync(sim.host, sim.port, clientId=1, timeout=1)
+        assert 326 in [code for _, code, _ in errors]
+        assert ib.isConnected()
+    finally:
+        other.disconnect()
 
 
-def test_client_zero_sees_orders_of_other_clients(sim, connect, until):
-    from ib_async import LimitOrder, Stock
+async def test_client_zero_sees_orders_of_other_clients(sim, ib, stock):
+    from ib_async import LimitOrder
 
-    async def main():
-        master = await connect(sim, 0)
-        ib = await connect(sim, 11)
-        try:
-            c = Stock("AAPL", "SMART", "USD")
-            await ib.qualifyContractsAsync(c)
-            trade = ib.placeOrder(c, LimitOrder("BUY", 10, 1.0))
-            await until(lambda: trade.orderStatus.status == "Submitted")
-            seen = await until(lambda: [t for t in master.trades()
-                                        if t.order.permId == trade.order.permId])
-            assert seen[0].order.clientId == 11
-            # a later connection of clientId 0 gets it from reqOpenOrders as well
-            master.disconnect()
-            master2 = await connect(sim, 0)
-            assert any(t.order.permId == trade.order.permId for t in master2.openTrades())
-            master2.disconnect()
-            # another non-zero client does not see it
-            other = await connect(sim, 12)
-            assert other.openTrades() == []
-            other.disconnect()
-        finally:
-            ib.disconnect()
-            master.disconnect()
-    asyncio.run(main())
+    master = await connect(sim, 0)
+    try:
+        trade = ib.placeOrder(await stock("AAPL"), LimitOrder("BUY", 10, 1.0))
+        await eventually_async(lambda: trade.orderStatus.status == "Submitted")
+        seen = await eventually_async(lambda: [t for t in master.trades()
+                                               if t.order.permId == trade.order.permId])
+        assert seen[0].order.clientId == 1
+    finally:
+        master.disconnect()
+    # a later connection of clientId 0 gets it from reqOpenOrders as well
+    master2 = await connect(sim, 0)
+    try:
+        assert any(t.order.permId == trade.order.permId for t in master2.openTrades())
+    finally:
+        master2.disconnect()
+    # another non-zero client does not see it
+    other = await connect(sim, 12)
+    try:
+        assert other.openTrades() == []
+    finally:
+        other.disconnect()
 
 
 def test_version_negotiation_bounds():

@@ -190,7 +190,8 @@ class _Proto:
 
 
 def test_realtime_bars_close_on_five_second_boundaries():
-    from btlive.sim.tws.server import BarSub, Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import BarSub, Session
 
     server = TwsServer()
     sess = Session(_Proto(), client_id=1, version=178)
@@ -212,7 +213,8 @@ def test_realtime_bars_close_on_five_second_boundaries():
 
 
 def test_account_updates_go_only_to_the_subscribed_account():
-    from btlive.sim.tws.server import Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import Session
 
     server = TwsServer(accounts=("DU1", "DU2"))
     one, every = Session(_Proto(), client_id=1, version=178), Session(_Proto(), client_id=2,
@@ -239,7 +241,8 @@ def test_account_updates_go_only_to_the_subscribed_account():
 
 
 def test_second_start_api_on_one_connection_is_refused():
-    from btlive.sim.tws.server import Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import Session
 
     server = TwsServer()
     sess = Session(_Proto(), version=178)
@@ -253,7 +256,8 @@ def test_replay_is_silent_while_connectivity_is_lost():
     import asyncio
 
     from btlive.sim.tws.replay import ArcticReplay, _Event
-    from btlive.sim.tws.server import MktSub, Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import MktSub, Session
 
     server = TwsServer()
     sess = Session(_Proto(), client_id=1, version=178)
@@ -276,7 +280,8 @@ def test_replay_is_silent_while_connectivity_is_lost():
 def test_tick_steps_underlyings_first_and_leaves_replayed_ones_alone():
     from types import SimpleNamespace
 
-    from btlive.sim.tws.server import MktSub, Session, TwsServer
+    from btlive.sim.tws.session import TwsServer
+    from btlive.sim.tws.state import MktSub, Session
 
     server = TwsServer(always_open=True)
     sess = Session(_Proto(), client_id=1, version=178)

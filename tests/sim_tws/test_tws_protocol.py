@@ -8,9 +8,10 @@ import pytest
 from btlive.sim.tws import messages as M
 from btlive.sim.tws import protocol as P
 from btlive.sim.tws.contracts import Universe
+from btlive.sim.tws.history import bar_seconds
 from btlive.sim.tws.market import black_scholes
 from btlive.sim.tws.matching import SimOrder
-from btlive.sim.tws.server import Execution, bar_seconds
+from btlive.sim.tws.state import Execution
 
 # Captured from ib_async 2.1 talking to the simulator (clientId 7, server version 178).
 GREETING = b"API\x00\x00\x00\x00\tv157..178"

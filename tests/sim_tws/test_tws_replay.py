@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import backtrader as bt
 import numpy as np
 import pandas as pd
 import pytest
-from ib_async import IB, LimitOrder, Stock
+from ib_async import Forex, LimitOrder, Stock
 
 from btlive.sim.tws import TwsSimulator
 from btlive.sim.tws.replay import ArcticReplay
+from tests.helpers import eventually_async
+
+from .conftest import connect
 
 
 @pytest.fixture
@@ -33,37 +34,31 @@ def arctic_uri(tmp_path):
     forget_arctic(uri)
 
 
-def test_replay_drives_quotes_and_fills(arctic_uri):
+@pytest.mark.anyio
+async def test_replay_drives_quotes_and_fills(arctic_uri):
     replay = ArcticReplay(arctic_uri, library="replay_test", speed=1800.0)
-
-    async def main(sim):
-        ib = IB()
-        await ib.connectAsync(sim.host, sim.port, clientId=1, timeout=5)
+    with TwsSimulator(replay=replay, tick_interval=0.05) as sim:
+        ib = await connect(sim)
         try:
             c = Stock("AAPL", "SMART", "USD")
             await ib.qualifyContractsAsync(c)
             t = ib.reqMktData(c)
-            lows = []
+            lasts = []
+            t.updateEvent += lambda tk: lasts.append(tk.last)
             trade = ib.placeOrder(c, LimitOrder("SELL", 10, 60.0))
-            for _ in range(300):
-                if t.last == t.last and t.last > 0:
-                    lows.append(t.last)
-                if trade.isDone() and replay.finished:
-                    break
-                await asyncio.sleep(0.02)
+            await eventually_async(lambda: trade.isDone() and replay.finished, 10,
+                                   what="the replay fills the order and ends")
             assert trade.orderStatus.status == "Filled"
             assert trade.fills[0].execution.price >= 60.0 - 0.01
+            lows = [x for x in lasts if x == x and x > 0]
             assert lows and min(lows) >= 49.5 and max(lows) <= 64.8
-            fx = ib.reqMktData((await ib.qualifyContractsAsync(
-                __import__("ib_async").Forex("EURUSD")))[0])
-            await asyncio.sleep(0.2)
-            assert fx.bid == pytest.approx(1.2049, abs=1e-6) and fx.bidSize == 1e6
+            [eur] = await ib.qualifyContractsAsync(Forex("EURUSD"))
+            fx = ib.reqMktData(eur)
+            await eventually_async(lambda: fx.bid == pytest.approx(1.2049, abs=1e-6), 5,
+                                   what="the last recorded EUR.USD quote")
+            assert fx.bidSize == 1e6
         finally:
             ib.disconnect()
-
-    with TwsSimulator(replay=replay, tick_interval=0.05) as sim:
-        asyncio.run(main(sim))
-    assert replay.finished
 
 
 def test_replay_without_data_fails_clearly(tmp_path):

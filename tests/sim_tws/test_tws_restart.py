@@ -25,6 +25,7 @@ async def _accepts(sim) -> bool:
     return True
 
 
+@pytest.mark.slow
 async def test_refused_then_326_for_the_old_client_id_and_broken_farms(sim, ib, stock):
     gone = asyncio.Event()
     ib.disconnectedEvent += gone.set
@@ -35,7 +36,7 @@ async def test_refused_then_326_for_the_old_client_id_and_broken_farms(sim, ib, 
     again = IB()
     errors = collect_errors(again)
     with pytest.raises((ConnectionError, TimeoutError, asyncio.TimeoutError)):
-        await again.connectAsync(sim.host, sim.port, clientId=1, timeout=5)
+        await again.connectAsync(sim.host, sim.port, clientId=1, timeout=2)
     assert [code for _, code, _ in errors] == [326]
     other = IB()
     errors = collect_errors(other)

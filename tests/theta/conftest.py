@@ -13,7 +13,7 @@ from btlive.theta.store import ThetaStore
 def sim():
     from btlive.sim.theta import ThetaSimulator
 
-    with ThetaSimulator(tier="pro") as s:
+    with ThetaSimulator(tier="pro", always_open=True) as s:
         yield s
 
 
@@ -25,7 +25,7 @@ def make_sim():
     started = []
 
     def make(**kwargs):
-        s = ThetaSimulator(**kwargs).start()
+        s = ThetaSimulator(**{"always_open": True, **kwargs}).start()
         started.append(s)
         return s
 

@@ -68,7 +68,7 @@ def test_strangle_backtest_on_two_synchronized_legs(sim, store_for):
     store = store_for(sim)
     # a fixed past day: whether the 5% take-profit/stop-loss round trip happens depends on the
     # day's simulated path (with "yesterday" it failed on most dates)
-    day = dt.date(2025, 11, 13)
+    day = dt.date(2025, 11, 11)
     chain = Chain(store)
     exp = chain.by_dte("SPY", day, 10)
     legs = [chain.by_delta("SPY", exp, day, 0.2, right, start_time="09:30:00",

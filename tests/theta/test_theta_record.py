@@ -9,11 +9,11 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from btlive.theta.parse import Contract
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -59,15 +59,13 @@ def _stats(path: str) -> dict:
 
 
 def _wait_stats(proc, path, pred, timeout=30.0) -> dict:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        s = _stats(path)
-        if s and pred(s):
-            return s
+    def ready():
         if proc.poll() is not None:
             raise AssertionError(f"recorder exited {proc.returncode}: {proc.stderr.read()}")
-        time.sleep(0.05)
-    raise AssertionError(f"timed out; last stats {_stats(path)}")
+        s = _stats(path)
+        return s if s and pred(s) else None
+
+    return eventually(ready, timeout, interval=0.05, what=f"stats; last {_stats(path)}")
 
 
 def _read_all(uri: str) -> dict:
@@ -125,8 +123,8 @@ def test_sigkill_loses_no_acknowledged_row(fast_sim, tmp_path):
     with _recording(sim, tmp_path, ["SPY", "QQQ", "AAPL"], "--flush-seconds", "0.3") as (
             proc, uri, stats):
         seen = _wait_stats(proc, stats, lambda s: s["acked_rows"] >= 50 and s["flushes"] >= 6)
-        time.sleep(0.35)  # let one more flush land after the stats we will compare against
-        acked = _stats(stats)["acked_rows"]
+        # one more flush lands after the stats we will compare against
+        acked = _wait_stats(proc, stats, lambda s: s["flushes"] > seen["flushes"])["acked_rows"]
         _stop(proc, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
     assert acked >= seen["acked_rows"]
@@ -150,6 +148,25 @@ def test_full_trade_stream_records_per_underlying_with_contract_columns(make_sim
     assert {"expiration", "strike", "is_call", "bid", "ask", "bid_size"} <= set(quotes.columns)
     assert quotes["strike"].nunique() > 1 and set(quotes["is_call"]) <= {0, 1}
     assert {"ticks/trade/AAPL_options", "ticks/ohlc/AAPL_options"} <= set(frames)
+
+
+def test_full_trade_stream_quotes_land_in_order_in_the_main_symbol(make_sim, tmp_path):
+    # the modelled stream: each trade comes after its contract's last NBBO quote (older than
+    # quotes of other contracts already sent) and before the next two quotes
+    sim = make_sim(trade_ms=300)
+    with _recording(sim, tmp_path, None, "--quiet") as (proc, uri, stats):
+        _wait_stats(proc, stats, lambda s: s["acked_rows"] >= 2_000, timeout=60)
+        err = _stop(proc, signal.SIGINT)
+    assert proc.returncode == 0, err
+    final = _stats(stats)
+    frames = _read_all(uri)
+    from btlive.arctic.library import DEFAULT_LIBRARY, get_library
+
+    symbols = get_library(uri, DEFAULT_LIBRARY).list_symbols()
+    assert final["late_rows"] == 0 and not any(s.startswith("late/") for s in symbols), final
+    assert sum(len(f) for f in frames.values()) == final["rows"] == final["messages"]
+    quotes = [f for s, f in frames.items() if s.startswith("ticks/quote/")]
+    assert quotes and all(f.index.is_monotonic_increasing for f in quotes)
 
 
 def test_a_recording_replays_through_the_simulator_into_the_feed(fast_sim, make_sim, tmp_path):

@@ -35,6 +35,9 @@
     const conn = s.connection || {};
     $("conn").textContent = conn.connected ? "connected" : "DISCONNECTED";
     $("conn").className = "badge " + (conn.connected ? "ok" : "bad");
+    const kill = s.kill;
+    $("halted").hidden = !(kill && kill.halted);
+    $("halted").textContent = kill && kill.halted ? "HALTED (" + kill.state + ")" : "";
     signed($("pnl"), s.pnl);
     $("value").textContent = fmt(s.value);
     $("cash").textContent = fmt(s.cash);
@@ -46,6 +49,9 @@
     $("exec").innerHTML = ex ? ("orders " + ex.orders + ", filled " + ex.filled_orders +
       "<br>slippage " + fmt(ex.slippage_bps, 1) + " bps, shortfall " + fmt(ex.shortfall) +
       "<br>limit fill rate " + (ex.limit_fill_rate === null ? "–" : fmt(ex.limit_fill_rate * 100, 0) + "%")) : "–";
+    const risk = Object.entries(s.risk || {});
+    $("risk").innerHTML = risk.length ? risk.map(([k, v]) => '<span class="' + (v >= 1 ? "critical" : v >= 0.5 ? "warning" : "") +
+      '">' + esc(k) + " " + fmt(v * 100, 0) + "%</span>").join("<br>") : "–";
     rows("positions", s.positions || [], (p) => [esc(p.data), fmt(p.size, 0), fmt(p.entry), fmt(p.current),
       '<span class="' + (p.unrealized > 0 ? "up" : p.unrealized < 0 ? "down" : "") + '">' + fmt(p.unrealized) + "</span>"]);
     rows("orders", s.orders || [], (o) => [o.ref, esc(o.data), o.side, fmt(o.size, 0), esc(o.type), fmt(o.price), esc(o.status)]);

@@ -8,6 +8,7 @@ next matching request consumes it. Each armed fault fires ``times`` times
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -48,6 +49,14 @@ class Faults:
         with self._lock:
             self._delay.append(_Rule(path_prefix, float(seconds), times))
 
+    def hold(self, path_prefix: str = "", times: int | None = None, timeout: float = 60.0) -> threading.Event:
+        """Hold matching REST requests inside the concurrency gate until the returned event is set
+        (at most ``timeout`` s): a test decides when they finish, not a clock."""
+        release = threading.Event()
+        with self._lock:
+            self._delay.append(_Rule(path_prefix, (release, float(timeout)), times))
+        return release
+
     def grpc_once(self, method_prefix: str = "", code: grpc.StatusCode | str = "UNAVAILABLE",
                   times: int | None = 1, message: str = "injected fault") -> None:
         """The next ``times`` gRPC calls whose method starts with ``method_prefix`` abort with ``code``."""
@@ -80,8 +89,14 @@ class Faults:
     def rest_status(self, path: str) -> tuple[int, str | None] | None:
         return self._take(self._status, path)
 
-    def rest_delay(self, path: str) -> float:
-        return self._take(self._delay, path) or 0.0
+    def rest_pause(self, path: str) -> None:
+        """Wait as an armed delay or hold says (the calling request thread blocks)."""
+        rule = self._take(self._delay, path)
+        if isinstance(rule, tuple):
+            release, timeout = rule
+            release.wait(timeout)
+        elif rule:
+            time.sleep(rule)
 
     def grpc_status(self, method: str) -> tuple[grpc.StatusCode, str] | None:
         return self._take(self._grpc, method)

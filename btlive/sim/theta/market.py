@@ -93,7 +93,7 @@ DEFAULT_UNDERLYINGS = (
     Underlying("QQQ", 430.0, 0.20, strike_step=1.0),
     Underlying("AAPL", 190.0, 0.25, strike_step=2.5),
     Underlying("SPX", 5000.0, 0.16, kind="index", strike_step=5.0, option_roots=("SPX", "SPXW")),
-    Underlying("NDX", 18000.0, 0.20, kind="index", strike_step=10.0),
+    Underlying("NDX", 18000.0, 0.20, kind="index", strike_step=25.0),
     Underlying("VIX", 16.0, 0.80, kind="index", options=False),
 )
 #: expiration cycles by option root: dailies (0DTE) for the big ETFs and SPXW, third-Friday
@@ -145,7 +145,7 @@ class Market:
     quote_ms: int = 1000
     trade_ms: int = 5000
     rate: float = RATE_TYPES["sofr"]  # the quoting model's rate: the Terminal's default greeks agree
-    near_strikes: int = 25  # strikes each side of the money at the fine step
+    near_strikes: int = 20  # fine-step strikes beyond the near-term price range, each side
     far_strikes: int = 8  # then this many at 5x the step
     daily_weeks: int = 4
     weekly_weeks: int = 9
@@ -301,24 +301,26 @@ class Market:
         weeks = self.weekly_weeks if cycle == "weekly" else self.daily_weeks
         return expiration - timedelta(weeks=weeks)
 
+    def _open_range(self, symbol: str, first: date, last: date) -> tuple[float, float]:
+        lo = min(max((first - ANCHOR).days, 0), HORIZON_DAYS - 1)
+        hi = min(max((last - ANCHOR).days, 0), HORIZON_DAYS - 1)
+        path = self.by_symbol[symbol].price * np.exp(self._daily_log(symbol)[lo:hi + 1])
+        return float(path.min()), float(path.max())
+
     def _strikes_uncached(self, root: str, expiration: date) -> tuple[int, ...]:
-        """The fine step (e.g. $1 for SPY) near the money, 5x the step further out."""
+        """Fixed for the contract's life: the fine step (e.g. $1 for SPY) from ``near_strikes``
+        below the lowest to as many above the highest daily open of its last 3 weeks, and
+        strikes at 5x the step over the range of its whole life, ``far_strikes`` beyond."""
         u = self._by_root[root]
+        step, far_step, near = u.strike_step, 5 * u.strike_step, self.near_strikes
         listed = self.listing_date(expiration)
-        center = self.day_open(u.symbol, listed)
-        step = u.strike_step
-        mid = round(center / step) * step
-        near = self.near_strikes
-        years = max((expiration - listed).days, 7) / 365.0
-        far_step = 5 * step
-        reach = max(0.08, 2.0 * u.vol * math.sqrt(years)) * center
-        far = min(self.far_strikes, max(0, int((reach - near * step) // far_step)))
-        edge_hi = math.ceil((mid + near * step) / far_step) * far_step
-        edge_lo = math.floor((mid - near * step) / far_step) * far_step
-        dollars = {mid + i * step for i in range(-near, near + 1)}
-        dollars |= {edge_hi + i * far_step for i in range(far)}
-        dollars |= {edge_lo - i * far_step for i in range(far)}
-        return tuple(sorted(int(round(d * 1000)) for d in dollars if d > 0))
+        lo, hi = self._open_range(u.symbol, max(listed, expiration - timedelta(weeks=3)), expiration)
+        grid = np.arange(math.floor(lo / step) - near, math.ceil(hi / step) + near + 1) * step
+        life_lo, life_hi = self._open_range(u.symbol, listed, expiration)
+        coarse = np.arange(math.floor(min(life_lo, lo - near * step) / far_step) - self.far_strikes,
+                           math.ceil(max(life_hi, hi + near * step) / far_step) + self.far_strikes + 1)
+        dollars = np.union1d(grid, coarse * far_step)
+        return tuple(int(x) for x in np.round(dollars[dollars > 0] * 1000).astype(np.int64))
 
     def strikes(self, root: str, expiration: date) -> tuple[int, ...]:
         """Strikes (thousandths of a dollar) listed for one expiration; fixed for its life."""

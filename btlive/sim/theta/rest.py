@@ -277,9 +277,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def _serve(self, path: str, params: dict, fmt: str) -> None:
         app = self.app
-        pause = app.faults.rest_delay(path)
-        if pause:
-            time.sleep(pause)
+        app.faults.rest_pause(path)
         injected = app.faults.rest_status(path)
         if injected:
             status, message = injected

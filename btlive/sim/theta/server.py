@@ -1,19 +1,19 @@
 """ThetaSimulator: REST v3 + auth, the streaming WebSocket and the MDDS gRPC service.
 
-Everything binds 127.0.0.1 and runs in background threads (one asyncio loop for
-the WebSocket, a threading HTTP server, a gRPC thread pool); ``start()`` returns
-once all three accept connections.
+Everything binds 127.0.0.1 and runs in background threads (the WebSocket on a
+:class:`btlive.runtime.LoopThread`, a threading HTTP server, a gRPC thread pool);
+``start()`` returns once all three accept connections. The wire servers live in
+their own modules: ``rest`` (HTTP v3 + auth), ``ws`` (the stream), ``grpc_service``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
 
+from btlive.runtime import LoopThread
 from btlive.sim.theta.calendar import TradingCalendar
 from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.faults import Faults
@@ -29,16 +29,6 @@ from btlive.sim.theta.spec import CONCURRENCY, normalize_tier
 from btlive.sim.theta.ws import PATH, StreamServer
 
 log = logging.getLogger(__name__)
-
-
-async def _cancel_pending() -> None:
-    """Cancel what is left on the loop (handler tasks of vanished clients) before it stops."""
-    me = asyncio.current_task()
-    tasks = [t for t in asyncio.all_tasks() if t is not me]
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks, timeout=2)
 
 
 def build_underlyings(symbols: Iterable[str | Underlying] | None) -> tuple[Underlying, ...]:
@@ -126,17 +116,13 @@ class ThetaSimulator:
         self.rest: RestServer | None = None
         self.stream: StreamServer | None = None
         self.grpc = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._loop = LoopThread("theta-sim-ws")
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ThetaSimulator:
         rest_port, ws_port, grpc_port = self._ports
         try:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name="theta-sim-ws",
-                                            daemon=True)
-            self._thread.start()
+            self._loop.start()
             self.stream = StreamServer(self.market, self.endpoints, host=self.host, port=ws_port,
                                        **self._ws_args)
             if self.replay is not None:
@@ -163,22 +149,13 @@ class ThetaSimulator:
         if self.rest is not None:
             self.rest.stop()
             self.rest = None
-        if self._loop is not None:
-            if self.stream is not None and self._loop.is_running():
-                for step in (self.stream.stop, _cancel_pending):
-                    try:
-                        self._call(step(), timeout=5)
-                    except Exception:  # stopping must not raise over a half-dead socket
-                        log.warning("theta simulator: %s failed while stopping", step.__qualname__,
-                                    exc_info=True)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(timeout=5)
-            if self._loop.is_running():  # a callback that never returns: closing would raise
-                log.warning("theta simulator: the stream loop did not stop within 5 s")
-            else:
-                self._loop.close()
-            self._loop = None
+        if self._loop.running:
+            if self.stream is not None:
+                try:
+                    self._call(self.stream.stop(), timeout=5)
+                except (OSError, RuntimeError, TimeoutError):  # stopping must not raise over a half-dead socket
+                    log.warning("theta simulator: the stream did not stop cleanly", exc_info=True)
+            self._loop.stop()  # cancels the handler tasks of vanished clients
 
     def __enter__(self) -> ThetaSimulator:
         return self.start()
@@ -187,12 +164,7 @@ class ThetaSimulator:
         self.stop()
 
     def _call(self, coro, timeout: float = 10.0):
-        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return future.result(timeout)
-        except TimeoutError:
-            future.cancel()  # or the coroutine keeps running on the loop after we gave up
-            raise
+        return self._loop.run(coro, timeout)
 
     def _on_loop(self, fn, *args):
         async def run():

@@ -83,7 +83,7 @@ MIN_TIER = {
     "stock/at_time/quote": "value", "stock/at_time/trade": "standard", "index/at_time/price": "value",
     "index/history/price": "value", "index/history/ohlc": "standard",
     "index/snapshot/price": "standard", "index/snapshot/ohlc": "standard",
-    "calendar/on_date": "value", "calendar/year_holidays": "value",
+    "calendar/on_date": "value", "calendar/year_holidays": "value", "calendar/year": "value",
 }
 
 

@@ -416,13 +416,12 @@ class StreamServer:
             _quote_frames(contract, m.quotes(inst, day, k), ymd, frames)
             return
         t = m.trades(inst, day, k)
+        trades = zip(*(t[c].tolist() for c in TRADE_FIELDS), strict=True)
         if not ohlc:  # INDEX: the price prints only
-            frames.extend(trade_frame(contract, *row, ymd) for row in zip(*(t[c].tolist() for c in TRADE_FIELDS),
-                                                                          strict=True))
+            frames.extend(trade_frame(contract, *row, ymd) for row in trades)
             return
         state = self._session_ohlc(inst, day, int(k[0]))
-        for ms, seq, size, cond, price, exch in zip(*(t[c].tolist() for c in TRADE_FIELDS),
-                                                    strict=True):
+        for ms, seq, size, cond, price, exch in trades:
             frames.append(trade_frame(contract, ms, seq, size, cond, price, exch, ymd))
             self._update_ohlc(state, price, size)
             frames.append(ohlc_frame(contract, ms, *state[:6], ymd))
@@ -459,6 +458,21 @@ class StreamServer:
         state[6] += 1
 
     # ------------------------------------------------------------------ full trade stream
+    def _bulk_start(self, day: date, now_ms: int) -> None:
+        """The day's heap of (next trade ms, k, contract, key, last k): every contract in session."""
+        m = self.market
+        self._bulk_day = day
+        self._bulk_heap = []
+        for c in (c for root in m.option_roots() for c in m.chain(root, day)):
+            bounds = m.tick_range(c, "trade", day)
+            if bounds is None:
+                continue
+            key = m.key(c)
+            k = max(m.last_k(key, "trade", now_ms) + 1, bounds[0])
+            if k <= bounds[1]:
+                heapq.heappush(self._bulk_heap, (k * m.trade_ms + m.phase(key, "trade"), k, c, key, bounds[1]))
+        self._bulk_quotes.clear()
+
     def _bulk_step(self, day: date, now_ms: int, frames: list[str]) -> int:
         """Model full trade stream: QUOTE, OHLC, TRADE per trade, then the contract's next 2 QUOTEs.
 
@@ -466,16 +480,7 @@ class StreamServer:
         """
         m = self.market
         if self._bulk_day != day:
-            self._bulk_day = day
-            self._bulk_heap = []
-            for c in (c for root in m.option_roots() for c in m.chain(root, day)):
-                bounds = m.tick_range(c, "trade", day)
-                key = m.key(c)
-                k = max(m.last_k(key, "trade", now_ms) + 1, bounds[0]) if bounds else 0
-                if bounds and k <= bounds[1]:
-                    heapq.heappush(self._bulk_heap, (k * m.trade_ms + m.phase(key, "trade"), k, c, key,
-                                                     bounds[1]))
-            self._bulk_quotes.clear()
+            self._bulk_start(day, now_ms)
         ymd = int(day.strftime("%Y%m%d"))
         heap = self._bulk_heap
         due = []

@@ -367,37 +367,42 @@ class Universe:
                 if under.symbol == symbol or (local_symbol and local_symbol.startswith(
                         under.symbol)):
                     self.chain(under)
-        out = []
-        for inst in self._by_id.values():
-            if symbol and inst.symbol != symbol:
-                continue
-            if sec_type and inst.sec_type != sec_type:
-                if not (sec_type == "CONTFUT" and inst.sec_type == "FUT"):
-                    continue
-            if local_symbol and inst.local_symbol.replace(" ", "") != local_symbol.replace(" ", ""):
-                continue
-            if expiry:
-                if len(expiry) == 6 and inst.contract_month != expiry:
-                    continue
-                if len(expiry) != 6 and inst.expiry != expiry:
-                    continue
-            if strike and abs(inst.strike - float(strike)) > 1e-6:
-                continue
-            if right and inst.right != right:
-                continue
-            if multiplier and inst.multiplier and float(multiplier) != inst.mult:
-                continue
-            if currency and inst.currency != currency.upper():
-                continue
-            if trading_class and inst.trading_class != trading_class:
-                continue
-            if exchange and not _exchange_ok(inst, exchange.upper()):
-                continue
-            out.append(inst)
+        checks = _checks(symbol, sec_type, expiry, strike, right, multiplier, exchange,
+                         currency, local_symbol, trading_class)
+        out = [i for i in self._by_id.values() if all(check(i) for check in checks)]
         if sec_type == "CONTFUT" and out:
             front = min(out, key=lambda i: i.expiry)
             return [replace(front, sec_type="CONTFUT", con_id=front.con_id)]
         return out
+
+
+def _checks(symbol, sec_type, expiry, strike, right, multiplier, exchange, currency,
+            local_symbol, trading_class) -> list:
+    """One predicate per non-empty request field."""
+    checks = []
+    if symbol:
+        checks.append(lambda i: i.symbol == symbol)
+    if sec_type:
+        checks.append(lambda i: i.sec_type == sec_type or (sec_type == "CONTFUT"
+                                                          and i.sec_type == "FUT"))
+    if local_symbol:
+        wanted = local_symbol.replace(" ", "")
+        checks.append(lambda i: i.local_symbol.replace(" ", "") == wanted)
+    if expiry:
+        checks.append(lambda i: (i.contract_month if len(expiry) == 6 else i.expiry) == expiry)
+    if strike:
+        checks.append(lambda i: abs(i.strike - float(strike)) <= 1e-6)
+    if right:
+        checks.append(lambda i: i.right == right)
+    if multiplier:
+        checks.append(lambda i: not i.multiplier or float(multiplier) == i.mult)
+    if currency:
+        checks.append(lambda i: i.currency == currency.upper())
+    if trading_class:
+        checks.append(lambda i: i.trading_class == trading_class)
+    if exchange:
+        checks.append(lambda i: _exchange_ok(i, exchange.upper()))
+    return checks
 
 
 def _exchange_ok(inst: Instrument, exchange: str) -> bool:

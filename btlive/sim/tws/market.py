@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from btlive.sim.pricing import black_scholes as bsm
+
 from .contracts import Instrument, Universe
 
 SECONDS_PER_YEAR = 252 * 6.5 * 3600
@@ -58,35 +60,14 @@ class Greeks:
     und_price: float
 
 
-def _norm_cdf(x: float) -> float:
-    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
-
-
-def _norm_pdf(x: float) -> float:
-    return math.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
-
-
 def black_scholes(spot: float, strike: float, years: float, vol: float, right: str,
                   rate: float = RATE) -> Greeks:
-    """Price and Greeks (vega per vol point, theta per calendar day), as IB reports them."""
+    """Price and Greeks from the simulators' shared model, in IB's units (vega per vol point,
+    theta per calendar day)."""
     years = max(years, 1.0 / (365 * 24))
-    sq = vol * math.sqrt(years)
-    d1 = (math.log(spot / strike) + (rate + 0.5 * vol * vol) * years) / sq
-    d2 = d1 - sq
-    disc = math.exp(-rate * years)
-    if right == "C":
-        price = spot * _norm_cdf(d1) - strike * disc * _norm_cdf(d2)
-        delta = _norm_cdf(d1)
-        theta = -spot * _norm_pdf(d1) * vol / (2 * math.sqrt(years)) - rate * strike * disc * \
-            _norm_cdf(d2)
-    else:
-        price = strike * disc * _norm_cdf(-d2) - spot * _norm_cdf(-d1)
-        delta = _norm_cdf(d1) - 1
-        theta = -spot * _norm_pdf(d1) * vol / (2 * math.sqrt(years)) + rate * strike * disc * \
-            _norm_cdf(-d2)
-    gamma = _norm_pdf(d1) / (spot * sq)
-    vega = spot * _norm_pdf(d1) * math.sqrt(years) / 100
-    return Greeks(vol, delta, max(price, 0.0), 0.0, gamma, vega, theta / 365, spot)
+    g = bsm(spot, strike, years, rate, 0.0, vol, right == "C")
+    return Greeks(vol, g["delta"], max(g["price"], 0.0), 0.0, g["gamma"], g["vega"] / 100,
+                  g["theta"], spot)
 
 
 def _round_tick(price: float, tick: float) -> float:

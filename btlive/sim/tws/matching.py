@@ -281,42 +281,13 @@ class MatchingEngine:
         if touch <= 0:
             return None
         kind = o.order_type
-        if kind in ("STP", "STP LMT", "MIT", "LIT"):
+        if kind in ("STP", "STP LMT", "MIT", "LIT", "TRAIL", "TRAIL LIMIT"):
             if not o.triggered:
-                # stops trigger on the side they would trade against; MIT the other way
-                hit = (touch >= o.aux_price) if o.is_buy else (touch <= o.aux_price)
-                if kind in ("MIT", "LIT"):
-                    hit = (touch <= o.aux_price) if o.is_buy else (touch >= o.aux_price)
+                hit = _trail(o, touch) if kind.startswith("TRAIL") else _stop_hit(o, touch)
                 if not hit:
                     return None
                 o.triggered = True
-            kind = "MKT" if kind in ("STP", "MIT") else "LMT"
-        elif kind in ("TRAIL", "TRAIL LIMIT"):
-            if not o.triggered:
-                # the stop trails the touch: the ask for buys, the bid for sells
-                amount = o.aux_price if o.aux_price is not None else \
-                    touch * (o.trailing_percent or 0) / 100
-                if o.is_buy:
-                    stop = touch + amount
-                    if o.trail_stop_price is None or stop < o.trail_stop_price:
-                        o.trail_stop_price = stop
-                    hit = touch >= o.trail_stop_price
-                else:
-                    stop = touch - amount
-                    if o.trail_stop_price is None or stop > o.trail_stop_price:
-                        o.trail_stop_price = stop
-                    hit = touch <= o.trail_stop_price
-                if kind == "TRAIL LIMIT":
-                    if o.lmt_price_offset is None:
-                        o.lmt_price_offset = abs((o.lmt_price or o.trail_stop_price) -
-                                                 o.trail_stop_price)
-                    off = o.lmt_price_offset
-                    o.lmt_price = o.trail_stop_price + off if o.is_buy else \
-                        o.trail_stop_price - off
-                if not hit:
-                    return None
-                o.triggered = True
-            kind = "MKT" if kind == "TRAIL" else "LMT"
+            kind = "MKT" if kind in ("STP", "MIT", "TRAIL") else "LMT"
         if kind == "MKT":
             return touch
         if kind == "LMT":
@@ -400,3 +371,32 @@ class MatchingEngine:
                 self._gtd.discard(perm)
                 events += self.cancel(order, 202, "GTD order expired")
         return events
+
+
+def _stop_hit(o: SimOrder, touch: float) -> bool:
+    """Stops trigger on the side they would trade against; MIT/LIT the other way."""
+    if o.order_type in ("MIT", "LIT"):
+        return touch <= o.aux_price if o.is_buy else touch >= o.aux_price
+    return touch >= o.aux_price if o.is_buy else touch <= o.aux_price
+
+
+def _trail(o: SimOrder, touch: float) -> bool:
+    """Move the trailing stop after the touch (the ask for buys, the bid for sells), on the
+    tick grid as TWS keeps it; True when the touch crosses it."""
+    amount = o.aux_price if o.aux_price is not None else touch * (o.trailing_percent or 0) / 100
+    if o.is_buy:
+        stop = o.inst.round_price(touch + amount)
+        if o.trail_stop_price is None or stop < o.trail_stop_price:
+            o.trail_stop_price = stop
+        hit = touch >= o.trail_stop_price
+    else:
+        stop = o.inst.round_price(touch - amount)
+        if o.trail_stop_price is None or stop > o.trail_stop_price:
+            o.trail_stop_price = stop
+        hit = touch <= o.trail_stop_price
+    if o.order_type == "TRAIL LIMIT":
+        if o.lmt_price_offset is None:
+            o.lmt_price_offset = abs((o.lmt_price or o.trail_stop_price) - o.trail_stop_price)
+        off = o.lmt_price_offset
+        o.lmt_price = o.trail_stop_price + off if o.is_buy else o.trail_stop_price - off
+    return hit
