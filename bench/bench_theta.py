@@ -9,10 +9,17 @@
 2. ``quote_to_next``: latency from the socket read that delivered a quote to the
    strategy's ``next()`` (ThetaData, Ticks, live), p50 and p99. Anchor: the seed's
    10 ms data-ingestion target.
+3. ``ws_client``: our sans-IO WebSocket client (btlive.theta.wire) against picows on the
+   same firehose from the same simulator process, in the same run: messages/s and messages
+   per client CPU second (each client in turn, twice, the better run of each counts).
+4. ``chain_greeks``: a whole chain's first-order greeks snapshot through the store into one
+   DataFrame (one request) against one request per contract (as many in flight as the
+   tier allows), contracts/s, same simulator, same run.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -165,6 +172,125 @@ def measure_latency(rest_url: str, ws_url: str, ticks: int) -> dict:
             "stamp_p99": percentile(stamp_lat[10:] or stamp_lat, 99), "n": len(warm)}
 
 
+_BULK = json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
+                    "add": True, "id": 0}).encode()
+
+
+async def _ours_client(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    """(messages, wall, client CPU) with our codec on a plain asyncio stream."""
+    from btlive.theta.wire import (
+        OP_TEXT,
+        FrameDecoder,
+        check_handshake_response,
+        encode_frame,
+        handshake_request,
+        split_url,
+    )
+
+    host, port, path = split_url(ws_url)
+    reader, writer = await asyncio.open_connection(host, port, limit=1 << 22)
+    request, accept = handshake_request(host, port, path)
+    writer.write(request)
+    check_handshake_response(await reader.readuntil(b"\r\n\r\n"), accept)
+    writer.write(encode_frame(OP_TEXT, _BULK))
+    decoder, n, got = FrameDecoder(), 0, []
+    while n < 1000:  # warm up: the firehose is flowing
+        n += len(decoder.feed(await reader.read(1 << 20))[0])
+    n, t0, c0 = 0, time.perf_counter(), _cpu()
+    while time.perf_counter() - t0 < seconds:
+        messages, _ = decoder.feed(await reader.read(1 << 20))
+        got.extend(messages)  # hand the payloads on, as the stream does
+        n += len(messages)
+        got.clear()
+    wall, cpu = time.perf_counter() - t0, _cpu() - c0
+    writer.close()
+    return n, wall, cpu
+
+
+async def _picows_client(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    from picows import WSListener, WSMsgType, ws_connect
+
+    class Counter(WSListener):
+        def __init__(self):
+            self.n, self.got = 0, []
+
+        def on_ws_frame(self, transport, frame):
+            if frame.msg_type == WSMsgType.TEXT:
+                self.got.append(frame.get_payload_as_bytes())
+                self.n += 1
+                if len(self.got) >= 4096:
+                    self.got.clear()
+
+    transport, listener = await ws_connect(Counter, ws_url, max_frame_size=1 << 24)
+    transport.send(WSMsgType.TEXT, _BULK)
+    while listener.n < 1000:
+        await asyncio.sleep(0.01)
+    n0, t0, c0 = listener.n, time.perf_counter(), _cpu()
+    await asyncio.sleep(seconds)
+    n, wall, cpu = listener.n - n0, time.perf_counter() - t0, _cpu() - c0
+    transport.disconnect()
+    return n, wall, cpu
+
+
+def measure_ws_clients(ws_url: str, seconds: float) -> dict:
+    """Both clients on the same firehose, alternating, twice each: the better run of each."""
+    best: dict[str, tuple[float, float]] = {}
+    for name in ("ours", "picows", "ours", "picows"):
+        client = _ours_client if name == "ours" else _picows_client
+        n, wall, cpu = asyncio.run(client(ws_url, seconds))
+        rate, per_cpu = n / wall, n / max(cpu, 1e-9)
+        if rate > best.get(name, (0.0, 0.0))[0]:
+            best[name] = (rate, per_cpu)
+        time.sleep(0.5)  # the simulator notices the old socket is gone
+    return best
+
+
+def measure_chain_greeks(rest_url: str, ws_url: str, contracts_cap: int) -> dict:
+    """Contracts/s of one bulk snapshot vs one snapshot request per contract."""
+    from btlive.theta.store import ThetaStore
+
+    store = ThetaStore(rest_url=rest_url, ws_url=ws_url, tier="pro")
+    try:
+        t0 = time.perf_counter()
+        bulk = store.chain_snapshot("SPY", "greeks", expiration="*")
+        bulk_s = time.perf_counter() - t0
+        keys = bulk[["expiration", "strike", "right"]].drop_duplicates()
+        contracts = list(keys.itertuples(index=False))[:contracts_cap]
+
+        async def one_each():
+            rest = store.rest()
+            return await asyncio.gather(*(rest.get("option/snapshot/greeks/first_order", {
+                "symbol": "SPY", "expiration": e, "strike": f"{k:.3f}",
+                "right": "call" if r == "C" else "put"}) for e, k, r in contracts))
+
+        t0 = time.perf_counter()
+        frames = store.run_sync(one_each(), 600)
+        each_s = time.perf_counter() - t0
+    finally:
+        ThetaStore.close_all()
+    return {"bulk_per_s": len(keys) / bulk_s, "bulk_contracts": len(keys),
+            "each_per_s": len(contracts) / each_s, "each_contracts": len(contracts),
+            "each_rows": sum(len(f) for f in frames)}
+
+
+def _ws_clients(quick: bool):
+    try:
+        import picows  # noqa: F401 - only this comparison needs it
+    except ImportError:
+        print("picows is not installed: skipping the WebSocket client comparison",
+              file=sys.stderr)
+        return
+    with simulator("--firehose") as (_, ws_url):
+        clients = measure_ws_clients(ws_url, 2.0 if quick else 5.0)
+    (ours_rate, ours_cpu), (pw_rate, pw_cpu) = clients["ours"], clients["picows"]
+    both = {"ours_msgs_per_cpu_s": round(ours_cpu), "picows_msgs_per_cpu_s": round(pw_cpu),
+            "ours_msgs_per_s": round(ours_rate), "picows_msgs_per_s": round(pw_rate)}
+    yield result("theta", "ws_client_msgs_per_s", ours_rate,
+                 "picows 2.3 on the same firehose, same run", pw_rate, "msg/s", **both)
+    yield result("theta", "ws_client_msgs_per_cpu_s", ours_cpu,
+                 "picows 2.3 on the same firehose, same run", pw_cpu, "msg/cpu-s", **both)
+
+
 def run(args):
     quick = getattr(args, "quick", False)
     seconds = args.seconds or (3.0 if quick else 20.0)
@@ -188,6 +314,13 @@ def run(args):
         yield result("theta", "ws_to_arctic_vs_naive", ours,
                      f"seed recipe: DataFrame + lib.update per message ({len(frames)} msgs)",
                      naive, "msg/s", **extra)
+        yield from _ws_clients(quick)
+        with simulator() as (rest_url, ws_url):
+            chain = measure_chain_greeks(rest_url, ws_url, 200 if quick else 1000)
+        yield result("theta", "chain_greeks_snapshot_contracts_per_s", chain["bulk_per_s"],
+                     "one snapshot request per contract (tier concurrency), same run",
+                     chain["each_per_s"], "contracts/s", **{k: v for k, v in chain.items()
+                                                             if not k.endswith("_per_s")})
         with simulator("--quote-ms", "10", "--symbols", "SPY") as (rest_url, ws_url):
             lat = measure_latency(rest_url, ws_url, lat_n)
         common = {"samples": lat["n"], "exchange_stamp_to_next_p50_ms": round(lat["stamp_p50"], 3),

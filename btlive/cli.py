@@ -36,6 +36,10 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
                ["btlive.run.config_cli"]),
     "parity": ("run a strategy in backtest and paper on the same market; compare the orders",
                ["btlive.run.parity_cli"]),
+    "optimize": ("parameter sweep on Ray: every grid combination is one backtest",
+                 ["btlive.run.sweep_cli"]),
+    "walkforward": ("walk-forward on Ray: fit on each training window, test on the next",
+                    ["btlive.run.sweep_cli"]),
 }
 
 

@@ -337,7 +337,7 @@ def run(args) -> int:
     cerebro.addstrategy(TestStrategy, smaperiod=args.smaperiod, trade=args.trade, stake=args.stake,
                         exectype=bt.Order.ExecType(args.exectype), stopafter=args.stopafter,
                         valid=valid, cancel=args.cancel, donotsell=args.donotsell,
-                        holdbars=args.holdbars, verbose=args.verbose)
+                        holdbars=args.holdbars, verbose=args.verbose or args.historical)
     try:
         (strat,) = cerebro.run()
     finally:

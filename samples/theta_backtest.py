@@ -13,13 +13,26 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import socket
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import backtrader as bt  # noqa: E402
+import backtrader as bt
+
+
+def terminal_problem(rest_url: str) -> str | None:
+    """Why the Theta Terminal at ``rest_url`` cannot be used, in one line (None: it answers)."""
+    parts = urlsplit(rest_url)
+    try:
+        with socket.create_connection((parts.hostname, parts.port or 80), timeout=3):
+            return None
+    except OSError as exc:
+        return (f"no Theta Terminal at {rest_url} ({exc.strerror or exc}): start the Terminal, "
+                "or run with --sim for the bundled simulator")
 
 
 def main(argv=None) -> int:
@@ -49,6 +62,9 @@ def main(argv=None) -> int:
         sim = ThetaSimulator(always_open=True).start()
         args.rest_url, args.ws_url = sim.rest_url, sim.ws_url
         print(sim.ready_line())
+    elif (problem := terminal_problem(args.rest_url)) is not None:
+        print(f"theta_backtest: {problem}", file=sys.stderr)
+        return 1
     try:
         store = ThetaStore(rest_url=args.rest_url, ws_url=args.ws_url, cache_uri=args.cache)
         day = (dt.date.fromisoformat(args.date) if args.date

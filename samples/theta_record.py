@@ -53,9 +53,11 @@ def main(argv=None) -> int:
             chain = Chain(store)
             today = time.strftime("%Y%m%d")
             exp = chain.by_dte("SPY", today, 7)
-            strikes = chain.strikes("SPY", exp)
-            mid = strikes[len(strikes) // 2]
-            lines = ["SPY", "QQQ", f"SPY,{exp},{mid},C", f"SPY,{exp},{mid},P"]
+            quote = store.get("stock/snapshot/quote", {"symbol": "SPY"})
+            spot = float((quote["bid"].iloc[-1] + quote["ask"].iloc[-1]) / 2)
+            call = chain.by_moneyness("SPY", exp, spot, 0.0, "C")  # the strike nearest spot
+            lines = ["SPY", "QQQ", f"SPY,{exp},{call.strike},C", f"SPY,{exp},{call.strike},P"]
+            print(f"SPY at {spot:.2f}: recording the {exp} {call.strike:g} call and put")
             contracts = str(Path(tmp) / "contracts.txt")
             Path(contracts).write_text("\n".join(lines) + "\n")
             ThetaStore.close_all()

@@ -38,17 +38,22 @@ def register(subparsers) -> None:
 
 
 def _setup(args):
-    """(config, its file name, the alerts table, the channels, the outbox): the file and the
-    environment validated alike by every command, one line per problem."""
-    from btlive.alerts.config import outbox_url, parse, resolve_channels
-    from btlive.alerts.outbox import Outbox
+    """(config, its file name, the alerts table, the channels): the file and the environment
+    validated alike by every command, one line per problem."""
+    from btlive.alerts.config import parse, resolve_channels
     from btlive.config import load_run_config
 
     config, path = load_run_config(args.config)
-    source = str(path) if path else "config"
+    source = str(path) if path else "btlive.toml (none found)"
     alerts = parse(config.alerts, source)
-    channels = resolve_channels(alerts, source)
-    return config, source, alerts, channels, Outbox(args.outbox or outbox_url(config))
+    return config, source, alerts, resolve_channels(alerts, source)
+
+
+def _outbox(args, config):
+    from btlive.alerts.config import outbox_url
+    from btlive.alerts.outbox import Outbox
+
+    return Outbox(args.outbox or outbox_url(config))
 
 
 def _test(args) -> int:
@@ -58,12 +63,13 @@ def _test(args) -> int:
     from btlive.alerts.outbox import DONE, TEST_STRATEGY
     from btlive.alerts.state import AlertMachine, Rule
 
-    _config, source, alerts, channels, outbox = _setup(args)
+    config, source, alerts, channels = _setup(args)
+    if not channels:
+        raise CommandError(
+            f"no email or SMS channel is configured in {source} or the environment, so "
+            "alerts would only be logged: add [alerts.email] or [alerts.sms] (see docs/risk.md)")
+    outbox = _outbox(args, config)
     try:
-        if not channels:
-            raise CommandError(
-                f"no email or SMS channel is configured in {source} or the environment, so "
-                "alerts would only be logged: add [alerts.email] or [alerts.sms] (see docs/risk.md)")
         dispatcher = Dispatcher(channels, outbox=outbox, routes=alerts.routes,
                                 fallback=alerts.fallback, retry=alerts.retry.backoff(),
                                 namespace=alerts.namespace, sweep=False)
@@ -97,7 +103,7 @@ def _test(args) -> int:
 
 
 def _pending(args) -> int:
-    outbox = _setup(args)[-1]
+    outbox = _outbox(args, _setup(args)[0])
     try:
         rows = outbox.pending()
         for item in rows:
@@ -112,7 +118,8 @@ def _pending(args) -> int:
 def _flush(args) -> int:
     from btlive.alerts.dispatcher import Dispatcher
 
-    _config, source, alerts, channels, outbox = _setup(args)
+    config, source, alerts, channels = _setup(args)
+    outbox = _outbox(args, config)
     try:
         dispatcher = Dispatcher(channels, outbox=outbox, routes=alerts.routes,
                                 fallback=alerts.fallback, retry=alerts.retry.backoff(),

@@ -20,8 +20,8 @@ import math
 import statistics
 import threading
 import time
-from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from collections import OrderedDict, deque
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC
 
 import backtrader as bt
@@ -84,8 +84,8 @@ class _IBClock:
 
     def __init__(self, ib, client_id: int) -> None:
         self.ib, self.client_id = ib, client_id
-        self.acks: dict[int, float] = {}
-        self.fills: dict[int, float] = {}
+        self.acks: dict[int, list[float]] = {}
+        self.fills: dict[int, list[float]] = {}
         self._lock = threading.Lock()
 
     def _ref(self, trade) -> int | None:
@@ -110,7 +110,9 @@ class _IBClock:
         if ref is not None:
             now = time.time()
             with self._lock:
-                table.setdefault(ref, now)
+                stamps = table.setdefault(ref, [])
+                if len(stamps) < 8:
+                    stamps.append(now)
 
     def connect(self) -> None:
         self.ib.orderStatusEvent += self.on_status
@@ -122,9 +124,12 @@ class _IBClock:
         self.ib.openOrderEvent -= self.on_status
         self.ib.execDetailsEvent -= self.on_exec
 
-    def get(self, table: dict, ref: int) -> float | None:
+    def get(self, table: dict, ref: int, since: float | None) -> float | None:
+        """The first instant for ``ref`` at or after ``since``: orders of a previous session
+        carry the same ``bt-{ref}`` orderRefs, and their events come before this decision."""
         with self._lock:
-            return table.get(ref)
+            stamps = table.get(ref, ())
+            return next((t for t in stamps if since is None or t >= since), None)
 
 
 def _num2iso(num: float) -> str:
@@ -152,8 +157,8 @@ class ExecutionQuality(bt.Analyzer):
 
       - ``quote`` ("mid"): the decision price when the data has ``bid``/``ask`` lines:
         "mid", or "touch" (the ask for a buy, the bid for a sell); "close" ignores quotes
-      - ``keep`` (10000): rows kept for finished orders (the oldest are dropped first;
-        the totals still count them)
+      - ``keep`` (10000): rows kept (finished orders are dropped oldest first; working orders
+        always stay; the totals still count every order)
       - ``wall_clock`` (None): latencies in wall-clock seconds; None means "if any data is live"
 
     ``get_analysis()``: ``{"orders": [row dicts], "totals": {...}}``; a row's fields are
@@ -177,9 +182,9 @@ class ExecutionQuality(bt.Analyzer):
         self._walls: OrderedDict[tuple[int, float], float] = OrderedDict()
         self._counts = {"orders": 0, "rejected": 0, "cancelled": 0, "limit_orders": 0,
                         "limit_filled": 0, "limit_finished": 0}
-        self._dropped: dict[str, float] = {"slippage_cash": 0.0, "commission": 0.0,
-                                           "notional": 0.0, "bps_weight": 0.0,
-                                           "filled_orders": 0}
+        self._working: dict[int, _Track] = {}
+        self._finished: deque[int] = deque()  # refs in the order they finished (for ``keep``)
+        self._done = _Acc()  # finished orders, folded once when they finish
         self._ib: _IBClock | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -219,20 +224,20 @@ class ExecutionQuality(bt.Analyzer):
         if track is None:
             if order.status == order.Created:
                 return
-            track = self._tracks[order.ref] = self._new_track(order)
+            track = self._tracks[order.ref] = self._working[order.ref] = self._new_track(order)
             self._counts["orders"] += 1
             self._counts["limit_orders"] += order.exectype in _LIMITS
         row = track.row
         row.status = order.getstatusname()
         if order.status in (order.Accepted, order.Partial, order.Completed) \
                 and row.latency_ack_s is None:
-            row.latency_ack_s = self._elapsed(track, self._ack_time(order))
+            row.latency_ack_s = self._elapsed(track, self._ack_time(track, order))
         for bit in order.executed.iterpending():
             when = bit.dt or (order.data.datetime[0] if len(order.data) else 0.0)
             row.fills.append([_num2iso(when) if when else None, float(bit.size),
                               float(bit.price)])
             if row.latency_fill_s is None:
-                row.latency_fill_s = self._elapsed(track, self._fill_time(order, when))
+                row.latency_fill_s = self._elapsed(track, self._fill_time(track, order, when))
         executed = order.executed
         if executed.size:
             row.filled = abs(float(executed.size))
@@ -283,16 +288,18 @@ class ExecutionQuality(bt.Analyzer):
 
     # -- clocks ----------------------------------------------------------------------------------
 
-    def _ack_time(self, order) -> float:
+    def _ack_time(self, track: _Track, order) -> float:
         if self.wall:
-            stamp = self._ib.get(self._ib.acks, order.ref) if self._ib else None
+            stamp = self._ib.get(self._ib.acks, order.ref, track.decided_wall) \
+                if self._ib else None
             return stamp or time.time()
         data = order.data
         return data.datetime[0] if len(data) else 0.0
 
-    def _fill_time(self, order, bar_num: float) -> float:
+    def _fill_time(self, track: _Track, order, bar_num: float) -> float:
         if self.wall:
-            stamp = self._ib.get(self._ib.fills, order.ref) if self._ib else None
+            stamp = self._ib.get(self._ib.fills, order.ref, track.decided_wall) \
+                if self._ib else None
             return stamp or time.time()
         return bar_num
 
@@ -325,22 +332,11 @@ class ExecutionQuality(bt.Analyzer):
         if order.exectype in _LIMITS:
             fin["limit_finished"] += 1
             fin["limit_filled"] += row.filled > 0
-        while len(self._tracks) > self.p.keep:
-            _, old = next(iter(self._tracks.items()))
-            if old.row.status in ("Submitted", "Accepted", "Partial"):
-                break  # never drop a working order
-            self._tracks.popitem(last=False)
-            self._fold(old.row, self._dropped)
-
-    @staticmethod
-    def _fold(row: ExecutionRow, acc: dict) -> None:
-        acc["commission"] += row.commission
-        acc["filled_orders"] += row.filled > 0
-        if row.slippage_cash is not None and row.decision_price:
-            notional = abs(row.decision_price * row.filled * row.mult)
-            acc["slippage_cash"] += row.slippage_cash
-            acc["notional"] += notional
-            acc["bps_weight"] += (row.slippage_bps or 0.0) * notional
+        self._working.pop(row.ref, None)
+        self._done.add(row)
+        self._finished.append(row.ref)
+        while len(self._tracks) > self.p.keep and self._finished:
+            self._tracks.pop(self._finished.popleft(), None)
 
     # -- results ---------------------------------------------------------------------------------
 
@@ -353,44 +349,68 @@ class ExecutionQuality(bt.Analyzer):
         return [t.row.as_dict() for t in self._tracks.values()]
 
     def totals(self) -> dict:
-        acc = dict(self._dropped)
-        worst = None
-        acks, fills = [], []
-        for track in self._tracks.values():
-            row = track.row
-            self._fold(row, acc)
-            if row.slippage_bps is not None:
-                worst = row.slippage_bps if worst is None else max(worst, row.slippage_bps)
-            if row.latency_ack_s is not None:
-                acks.append(row.latency_ack_s)
-            if row.latency_fill_s is not None:
-                fills.append(row.latency_fill_s)
+        """The figures over every order so far; costs O(working orders), not O(all orders)."""
+        acc = self._done.copy()
+        for track in self._working.values():
+            acc.add(track.row)
         fin = self._counts
-        shortfall = acc["slippage_cash"] + acc["commission"]
-        broker = self.strategy.broker
+        shortfall = acc.slippage_cash + acc.commission
         end = getattr(self, "_end_value", None)
-        actual = (end if end is not None else broker.getvalue()) - self._start_value
+        actual = (end if end is not None else self.strategy.broker.getvalue()) - self._start_value
         paper = actual + shortfall
-        working = sum(t.row.status in ("Submitted", "Accepted", "Partial")
-                      for t in self._tracks.values())
         return {
-            "orders": fin["orders"], "working": working, "filled_orders": acc["filled_orders"],
+            "orders": fin["orders"], "working": len(self._working),
+            "filled_orders": acc.filled_orders,
             "rejected": fin["rejected"], "cancelled": fin["cancelled"],
             "limit_orders": fin["limit_orders"], "limit_filled": fin["limit_filled"],
             "limit_fill_rate": (fin["limit_filled"] / fin["limit_finished"]
                                 if fin["limit_finished"] else None),
-            "slippage_cash": acc["slippage_cash"],
-            "slippage_bps": acc["bps_weight"] / acc["notional"] if acc["notional"] else None,
-            "worst_slippage_bps": worst,
-            "commission": acc["commission"], "shortfall": shortfall,
-            "shortfall_bps": shortfall / acc["notional"] * 1e4 if acc["notional"] else None,
+            "slippage_cash": acc.slippage_cash,
+            "slippage_bps": acc.bps_weight / acc.notional if acc.notional else None,
+            "worst_slippage_bps": acc.worst,
+            "commission": acc.commission, "shortfall": shortfall,
+            "shortfall_bps": shortfall / acc.notional * 1e4 if acc.notional else None,
             "actual_pnl": actual, "paper_pnl": paper,
             "shortfall_fraction": shortfall / abs(paper) if paper else None,
-            "latency_ack_s": _stats(acks), "latency_fill_s": _stats(fills), "clock": self.clock,
+            "latency_ack_s": _stats(acc.acks), "latency_fill_s": _stats(acc.fills),
+            "clock": self.clock,
         }
 
     def get_analysis(self) -> dict:
         return {"orders": self.rows(), "totals": self.totals()}
+
+
+@dataclass(slots=True)
+class _Acc:
+    """Running sums over orders: cash, notional, worst slippage, latencies."""
+
+    commission: float = 0.0
+    slippage_cash: float = 0.0
+    notional: float = 0.0
+    bps_weight: float = 0.0
+    filled_orders: int = 0
+    worst: float | None = None
+    acks: list = field(default_factory=list)
+    fills: list = field(default_factory=list)
+
+    def add(self, row: ExecutionRow) -> None:
+        self.commission += row.commission
+        self.filled_orders += row.filled > 0
+        if row.slippage_cash is not None and row.decision_price:
+            notional = abs(row.decision_price * row.filled * row.mult)
+            self.slippage_cash += row.slippage_cash
+            self.notional += notional
+            self.bps_weight += (row.slippage_bps or 0.0) * notional
+        if row.slippage_bps is not None:
+            self.worst = row.slippage_bps if self.worst is None else max(self.worst,
+                                                                          row.slippage_bps)
+        if row.latency_ack_s is not None:
+            self.acks.append(row.latency_ack_s)
+        if row.latency_fill_s is not None:
+            self.fills.append(row.latency_fill_s)
+
+    def copy(self) -> _Acc:
+        return replace(self, acks=list(self.acks), fills=list(self.fills))
 
 
 def _stats(values: list[float]) -> dict | None:

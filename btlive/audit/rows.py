@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from json.encoder import encode_basestring
+from operator import attrgetter
 
 import sqlalchemy as sa
 
@@ -78,7 +79,7 @@ def _source(table: str, column: str, fields: set[str]) -> str | None:
         return "_rev"
     field = {v: k for k, v in _RENAMED.items()}.get(column, column)
     if field in fields:
-        return f"ev.{field}"
+        return f"f_{field}"
     return None
 
 
@@ -88,11 +89,15 @@ def _column_code(table: str, name: str, kind: str, source: str, required: bool,
     JSON fragment (``"name":value``) when the value is not NULL."""
     var, key = f"p_{name}", encode_basestring(name)
     if kind == "datetime":
-        body = ["v = _EPOCH + _td(microseconds=v // 1000)",
-                f"ja('{key}:\"' + v.isoformat() + '+00:00\"')",
-                f"{var} = " + ("v.isoformat(' ', 'microseconds')" if dialect == "sqlite"
-                               else "v.replace(tzinfo=_UTC)")]
-        source = f"ev.{name[:-3]}_ns"
+        # one isoformat for both forms; the canonical one drops a zero fraction as isoformat() does
+        body = ["t = (_EPOCH + _td(microseconds=v // 1000)).isoformat('T', 'microseconds')",
+                "if t.endswith('.000000'):",
+                f"    ja('{key}:\"' + t[:-7] + '+00:00\"')",
+                "else:",
+                f"    ja('{key}:\"' + t + '+00:00\"')",
+                f"{var} = " + ("t[:10] + ' ' + t[11:]" if dialect == "sqlite"
+                               else "_datetime.fromisoformat(t + '+00:00')")]
+        source = f"f_{name[:-3]}_ns"
     elif kind == "str":
         body = ["if type(v) is not str:", "    v = str(v)", f"ja('{key}:' + _enc(v))", f"{var} = v"]
     elif kind == "int":
@@ -122,10 +127,14 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
     table = schema.TABLES[cls.TABLE]
     fields = set(FIELD_NAMES[cls])
     columns = sorted(c.name for c in table.columns if c.name not in ("seq", "row_hash"))
+    names = FIELD_NAMES[cls]
     lines = ["def convert(ev, recorded, _enc=_enc, _money=_money, _integer=_integer, "
-             "_EPOCH=_EPOCH, _td=_td):", "    j = []", "    ja = j.append"]
+             "_EPOCH=_EPOCH, _td=_td, _get=_get):",
+             # every field in one C call, into locals
+             f"    {', '.join(f'f_{n}' for n in names)}, = _get(ev)",
+             "    j = []", "    ja = j.append"]
     if cls.TABLE == "executions":
-        lines.append("    _base, _rev = _split(ev.exec_id)")
+        lines.append("    _base, _rev = _split(f_exec_id)")
     for name in columns:
         column = table.c[name]
         kind = _kind(column)
@@ -141,7 +150,8 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
                  "'{' + ','.join(j) + '}'")
     namespace = {"_enc": encode_basestring, "_integer": _integer, "_money": money_text,
                  "_json_text": _json_text, "_split": split_exec_id, "_EPOCH": _EPOCH,
-                 "_td": timedelta, "_UTC": UTC, "_Decimal": Decimal}
+                 "_td": timedelta, "_datetime": datetime, "_Decimal": Decimal,
+                 "_get": attrgetter(*names)}
     # the code is built above from the schema alone; no input reaches it
     exec(compile("\n".join(lines), f"<audit row converter {cls.__name__}>", "exec"), namespace)
     return namespace["convert"], columns

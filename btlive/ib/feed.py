@@ -201,6 +201,8 @@ class IBData(DataBase):
             types = {4}
         else:
             types = {48, 77}
+            if self._mdtype in (2, 4):  # frozen data is the last values, not RTVolume trades
+                types.add(4)
         if self._mdtype >= 3:
             types = {DELAYED_TICKS[t] for t in types}
         return frozenset(types)
@@ -355,8 +357,7 @@ class IBData(DataBase):
         self._state = self._ST_LIVE
         if self.p.backfill_start:  # now, not at the first live message: the market may be closed
             self.put_notification(self.DELAYED)
-            begin = num2date(self.fromdate) if self.fromdate > float("-inf") else None
-            self._request_history(begin, None)
+            self._request_history(self._backfill_begin(), None)
 
     def _request_history(self, begin, end) -> None:
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
@@ -414,15 +415,15 @@ class IBData(DataBase):
         self._stored = msg
         if self._laststatus != self.DELAYED:
             self.put_notification(self.DELAYED)
-        if len(self) > 1:
-            begin = num2date(self.datetime[-1])
-        elif self.fromdate > float("-inf"):
-            begin = num2date(self.fromdate)
-        else:
-            begin = None
         self._statelivereconn = False
-        self._request_history(begin, msg.time)
+        self._request_history(self._backfill_begin(), msg.time)
         return "continue"
+
+    def _backfill_begin(self):
+        """From the last delivered bar (also one of ``backfill_from``), else ``fromdate``."""
+        if len(self) > 1:
+            return num2date(self.datetime[-1])
+        return num2date(self.fromdate) if self.fromdate > float("-inf") else None
 
     def _data_error(self, err: DataError):
         """TWS refused (part of) the live data: fall back to delayed data, or end the feed."""

@@ -47,12 +47,12 @@ class ConnectFailed(ConnectionError):
 
 class _ClientLogs(logging.Handler):
     """ib_async's log records, re-emitted on ``btlive.ib.client``: the store already reports
-    TWS's errors and order events as notifications, so they go to DEBUG (``_debug`` keeps
-    their level); records with a traceback keep theirs (a bug is never hidden)."""
+    TWS's errors and order events as notifications, so they go to DEBUG (while a store with
+    ``_debug`` is open they keep their level); records with a traceback keep theirs."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.verbose = False
+        self.verbose: set[int] = set()  # id() of the open stores made with _debug=True
         self.target = logging.getLogger("btlive.ib.client")
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -65,9 +65,8 @@ class _ClientLogs(logging.Handler):
 _CLIENT_LOGS = _ClientLogs()
 
 
-def route_client_logs(verbose: bool = False) -> None:
+def route_client_logs() -> None:
     """Send the client library's logging through ``btlive.ib.client`` (idempotent)."""
-    _CLIENT_LOGS.verbose = _CLIENT_LOGS.verbose or verbose
     for name in ("ib_async", "ib_insync"):
         logger = logging.getLogger(name)
         if _CLIENT_LOGS not in logger.handlers:
@@ -137,18 +136,24 @@ class IBStore(LiveStore):
 
     @classmethod
     def registry_key(cls, kwargs: dict[str, Any]) -> tuple:
+        """(host, port, clientId); the newest existing store that matches every connection
+        parameter given (all of them when none is given), as backtrader's single store."""
         given = {k: kwargs[k] for k in CONNECTION_PARAMS if k in kwargs}
-        if not given:
-            existing = cls.instances()
-            if existing:
-                return existing[-1]._registry_key
+        if "port" in given:
+            given["port"] = int(given["port"])
+        for store in reversed(cls.instances()):
+            key = dict(zip(CONNECTION_PARAMS, store._registry_key, strict=True))
+            if all(key[k] == v for k, v in given.items() if k != "clientId" or v is not None):
+                return store._registry_key
         conn = {**_DEFAULTS, **given}
-        return (conn["host"], int(conn["port"]), conn["clientId"])
+        return (conn["host"], conn["port"], conn["clientId"])
 
     def __init__(self):
         super().__init__()
         self.clientId = self.p.clientId if self.p.clientId is not None else random.randint(1, 65535)
-        route_client_logs(verbose=bool(self.p._debug))
+        route_client_logs()
+        if self.p._debug:
+            _CLIENT_LOGS.verbose.add(id(self))
         self.api = load_api(self.p.api)
         self.ib = self.api.IB()
         self.ib.RaiseRequestErrors = True
@@ -179,6 +184,10 @@ class IBStore(LiveStore):
             self._gave_up = True
             self.put_notification(IBMessage("disconnected", text=f"cannot connect to TWS at "
                                             f"{self.p.host}:{self.p.port}: {exc}"))
+
+    def close(self) -> None:
+        _CLIENT_LOGS.verbose.discard(id(self))
+        super().close()
 
     def shutdown(self) -> None:
         self._stopping = True

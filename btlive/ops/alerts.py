@@ -74,8 +74,9 @@ class OpsAlerts(bt.Analyzer):
         "config" to build one from the TOML config and the environment (closed at stop)
       - ``namespace`` ("btlive") and ``name`` (strategy class name): alert keys are
         ``namespace:name:metric:level``, stable across restarts
-      - ``connection_lost`` (60.0): seconds disconnected before the critical alert
+      - ``connection_lost`` (60.0): seconds disconnected before the critical alert (None: off)
       - ``stale_after`` (120.0): seconds without a bar on a live feed before ``data_stale``
+        (None: off; a closed market is silent too, so overnight runs may want it off)
       - ``daily_loss_limit`` (None): the day's loss limit in account currency (the risk
         config's); ``daily_loss_fraction`` (0.5) of it fires ``daily_loss``
       - ``min_fill_rate`` (0.5), ``fill_rate_window`` (20), ``fill_rate_min_orders`` (5)
@@ -112,12 +113,13 @@ class OpsAlerts(bt.Analyzer):
         self.feeds = FeedWatch(strategy.datas)
         self._conditions = {
             "connection_lost": _Condition("connection_lost", "critical", "seconds",
-                                          self.p.connection_lost),
+                                          self.p.connection_lost or 0.0),
             "daily_loss": _Condition("daily_loss", "warning", "dollars",
                                      (self.p.daily_loss_limit or 0) * self.p.daily_loss_fraction),
             "fill_rate": _Condition("fill_rate", "warning", "ratio", self.p.min_fill_rate),
         }
-        self._stale = {s.name: _Condition("data_stale", "warning", "seconds", self.p.stale_after)
+        self._stale = {s.name: _Condition("data_stale", "warning", "seconds",
+                                          self.p.stale_after or 0.0)
                        for s in self.feeds.states}
         self._down_since: float | None = None
         self._day: tuple | None = None
@@ -223,9 +225,10 @@ class OpsAlerts(bt.Analyzer):
                 self._once("trading_halted", "critical", 1, 0, "count",
                            {"reason": reason, "order": order.ref})
             else:
-                self._once("order_rejected", "warning", info.get("ib_error") or 1, 0, "count",
-                           {"order": order.ref, "data": order.data._name or "",
-                            "reason": reason})
+                context = {"order": order.ref, "data": order.data._name or "", "reason": reason}
+                if info.get("ib_error"):
+                    context["ib error"] = info["ib_error"]
+                self._once("order_rejected", "warning", 1, 0, "count", context)
         elif not order.alive() and order.exectype in (bt.Order.Limit, bt.Order.StopLimit):
             self._limit_results.append(bool(order.executed.size))
             self._check_fill_rate()
@@ -281,7 +284,8 @@ class OpsAlerts(bt.Analyzer):
         if not self.live:
             return
         store = getattr(self.strategy.broker, "store", None)
-        if store is not None and hasattr(store, "connected"):
+        if self.p.connection_lost is not None and store is not None \
+                and hasattr(store, "connected"):
             now = time.monotonic()
             if store.connected():
                 self._down_since = None
@@ -291,6 +295,8 @@ class OpsAlerts(bt.Analyzer):
                 down = now - self._down_since
                 self._state(self._conditions["connection_lost"],
                             down >= self.p.connection_lost, down, {"broker": type(store).__name__})
+        if self.p.stale_after is None:
+            return
         now = time.monotonic()
         for state in self.feeds.poll():
             if state.live:

@@ -19,6 +19,7 @@ import backtrader as bt
 
 from btlive.ops.board import StateBoard
 from btlive.ops.feeds import FeedWatch, utcnow_iso
+from btlive.ops.hook import LoopHook
 from btlive.ops.risk import utilisation
 
 _SIDE = {True: "buy", False: "sell"}
@@ -110,6 +111,8 @@ class Monitor(bt.Analyzer):
         self._cvar = self._find("CVaR")
         self._sections = [a for a in strategy.analyzers if hasattr(a, "ops_section")]
         self._publish()
+        # also between bars: with the connection down no bar comes, and the page must say so
+        self._hook = LoopHook.attach(strategy.env, self.next)
         if self.p.port is not None:
             from btlive.ops.web import WebServer
 
@@ -122,6 +125,7 @@ class Monitor(bt.Analyzer):
                 self.p.on_ready(self.url)
 
     def stop(self) -> None:
+        self._hook.detach(self.strategy.env)
         self._publish(final=True)
         if self.server is not None:
             self.server.stop()
@@ -158,7 +162,6 @@ class Monitor(bt.Analyzer):
                                 if bit.dt else None})
         if not order.alive():
             self._orders.pop(order.ref, None)
-        self._last = -math.inf  # publish the change on this cycle
 
     def next(self) -> None:
         now = time.monotonic()
@@ -174,16 +177,13 @@ class Monitor(bt.Analyzer):
         when = time.time()
         if pnl is not None:
             self._pnl.append([round(when, 3), round(pnl, 2)])
-        quality = {}
-        if self._quality is not None:
-            quality = {row["ref"]: row for row in self._quality.rows()[-self.p.recent:]}
         snap = {
             "run_id": self.run_id, "mode": self.mode, "strategy": type(strategy).__name__,
             "updated": utcnow_iso(), "final": final,
             "value": value, "cash": cash, "pnl": pnl, "pnl_curve": list(self._pnl),
             "positions": self._positions(),
             "orders": [dict(o) for o in self._orders.values()],
-            "fills": [{**f, **_quality_of(quality.get(f["ref"]))} for f in self._fills],
+            "fills": [{**f, **self._quality_of(f["ref"])} for f in self._fills],
             "feeds": [s.as_dict(self.p.stale_after, self._last) for s in self.feeds.poll()],
             "connection": self._connection(),
             "cvar": self._cvar_state(),
@@ -195,6 +195,13 @@ class Monitor(bt.Analyzer):
             key, value = section.ops_section()
             snap[key] = value
         self.board.publish(snap)
+
+    def _quality_of(self, ref: int) -> dict:
+        row = self._quality.row(ref) if self._quality is not None else None
+        if row is None:
+            return {}
+        return {"decision_price": row.decision_price, "slippage": row.slippage,
+                "slippage_bps": row.slippage_bps, "latency_fill_s": row.latency_fill_s}
 
     def _mult(self, data) -> float:
         comminfo = self.strategy.broker.getcommissioninfo(data)
@@ -250,8 +257,3 @@ class Monitor(bt.Analyzer):
         return self.board.latest()[1]
 
 
-def _quality_of(row: dict | None) -> dict:
-    if row is None:
-        return {}
-    return {"decision_price": row["decision_price"], "slippage": row["slippage"],
-            "slippage_bps": row["slippage_bps"], "latency_fill_s": row["latency_fill_s"]}

@@ -22,12 +22,29 @@ def register(subparsers) -> None:
 def check(args) -> int:
     from btlive.config import check_file
 
-    problems = check_file(args.file)
+    problems = check_file(args.file) or strategy_problems(args.file)
     for line in problems:
         print(line)
     if not problems:
         print(f"{args.file}: ok")
     return 1 if problems else 0
+
+
+def strategy_problems(path: str) -> list[str]:
+    """The [strategy] class must load and its params must exist with the right types."""
+    from btlive.config import load_run_config
+    from btlive.errors import UsageError
+    from btlive.run.strategy import load_strategy, strategy_params
+
+    cfg, _ = load_run_config(path)
+    if cfg.strategy.class_ is None:
+        return []
+    try:
+        strategy_params(load_strategy(cfg.strategy.class_), cfg.strategy.params)
+    except UsageError as exc:
+        text = str(exc)
+        return [f"{path}: {text if text.startswith('[strategy]') else '[strategy] class: ' + text}"]
+    return []
 
 
 def init(args) -> int:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -29,7 +32,8 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
     if stop_after:
         cerebro.addanalyzer(_StopAfter, bars=stop_after)
     try:
-        strat = cerebro.run()[0]
+        with _stop_on_interrupt(cerebro, mode):
+            strat = cerebro.run()[0]
     finally:
         ctx.close()
     if status is not None:
@@ -43,6 +47,26 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
     if plot:
         save_plot(cerebro, plot)
     return summary
+
+
+@contextlib.contextmanager
+def _stop_on_interrupt(cerebro, mode: str):
+    """In paper/live, the first Ctrl-C stops the run cleanly (summary printed); a second one
+    interrupts as usual."""
+    if mode == "backtest" or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        signal.signal(signal.SIGINT, previous)
+        print("\nstopping (Ctrl-C again to abort)", file=sys.stderr)
+        cerebro.runstop()
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def save_plot(cerebro, path: str) -> None:

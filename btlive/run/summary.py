@@ -108,6 +108,11 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
     pnl = end_value - s.start_value
     cvar = getattr(strategy.analyzers, "cvar", None)
     es = getattr(cvar, "es", None) if cvar is not None else None
+    audit = getattr(strategy.analyzers, "audit", None)
+    audit_rows = None
+    if audit is not None:
+        audit_rows = sum(v for k, v in audit.get_analysis().items()
+                         if k != "unwritten" and isinstance(v, int))
     return {
         "mode": mode, "strategy": spec, "params": {k: _plain(v) for k, v in params.items()},
         "start": _iso(s.first), "end": _iso(s.last),
@@ -118,6 +123,8 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
         "trades": s.trades, "win_rate": s.wins / s.trades if s.trades else None,
         "commissions": sum(o["commission"] for o in orders),
         "cvar": es if es is not None and math.isfinite(es) else None,
+        "alerts_sent": len(cvar.get_analysis()["alerts"]) if cvar is not None else None,
+        "audit_rows": audit_rows,
         "risk_rejections": s.gate.checks.rejections,
         "arctic_versions": arctic_versions or {},
         "orders": orders,
@@ -148,6 +155,7 @@ def print_table(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
             ("max drawdown %", summary["max_drawdown_pct"]), ("trades", summary["trades"]),
             ("win rate", summary["win_rate"]), ("orders", len(summary["orders"])),
             ("commissions", summary["commissions"]), ("CVaR", summary["cvar"]),
+            ("alerts sent", summary["alerts_sent"]), ("audit rows", summary["audit_rows"]),
             ("risk rejections", summary["risk_rejections"]),
             ("arctic versions read", summary["arctic_versions"])]
     width = max(len(name) for name, _ in rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import backtrader as bt
@@ -46,7 +46,6 @@ class RunContext:
     config: RunConfig
     arctic_versions: dict[str, int] = field(default_factory=dict)
     sim: Any = None
-    notes: list[str] = field(default_factory=list)
     closers: list[Any] = field(default_factory=list)
 
     def close(self) -> None:
@@ -122,16 +121,16 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
             cerebro.setbroker(IBBroker(store=store))
         else:
             cerebro.setbroker(_local_broker(cfg, broker_cfg))
-    except BaseException:
-        ctx.close()
-        raise
-    gate.install(cerebro.broker)
-    try:
+        gate.install(cerebro.broker)
         _analyzers(cerebro, cfg, mode, plot)
     except BaseException:
         ctx.close()
         raise
-    from_num = bt.date2num(decide_from.replace(tzinfo=None)) if decide_from is not None else None
+    from_num = None
+    if decide_from is not None:
+        if decide_from.tzinfo is not None:
+            decide_from = decide_from.astimezone(UTC).replace(tzinfo=None)
+        from_num = bt.date2num(decide_from)
     if mode != "backtest" or from_num is not None:
         cls = decide_when_live(cls, from_num)
     cerebro.addstrategy(cls, **kwargs)
@@ -164,7 +163,11 @@ def _refuse_unsafe(cfg: RunConfig, mode: str, live: bool, broker_cfg: dict) -> N
         if not cfg.risk.has_limits():
             raise UsageError("live mode needs risk limits: add a [risk] table "
                              "(max_order_size, max_position, max_daily_loss, ...)")
-    elif mode == "paper" and broker_cfg["broker"] == "ib" and broker_cfg["port"] in LIVE_PORTS \
+    if mode != "backtest" and broker_cfg["broker"] == "ib" and \
+            any(d.source == "arctic" for d in cfg.data):
+        raise UsageError(f"[broker.{mode}] broker = \"ib\" cannot trade an ArcticDB feed: set "
+                         "broker = \"local\" for a paper run on ArcticDB rows")
+    if mode == "paper" and broker_cfg["broker"] == "ib" and broker_cfg["port"] in LIVE_PORTS \
             and not live:
         raise UsageError(f"port {broker_cfg['port']} is a LIVE trading port: use 7497 for paper, "
                          "or --mode live --live")
@@ -174,8 +177,26 @@ def _local_broker(cfg: RunConfig, broker_cfg: dict) -> bt.BrokerBase:
     broker = QuoteBroker(cash=broker_cfg["cash"])
     if broker_cfg["slippage_pct"]:
         broker.set_slippage_perc(broker_cfg["slippage_pct"] / 100.0)
-    broker.addcommissioninfo(IBCommission(**cfg.broker.commission.model_dump()))
+    schedule = cfg.broker.commission.model_dump()
+    broker.addcommissioninfo(IBCommission(**schedule))
+    for spec in cfg.data:  # options pay per contract and carry their multiplier
+        contract = _ib_contract(spec)
+        if contract is not None and contract.secType in ("OPT", "FOP"):
+            mult = float(contract.multiplier or 100)
+            broker.addcommissioninfo(IBCommission(option=True, mult=mult, **schedule),
+                                     name=spec.name)
     return broker
+
+
+def _ib_contract(spec: DataTable):
+    if spec.source != "ib" or not spec.contract:
+        return None
+    from btlive.ib.contracts import parse_contract
+
+    try:
+        return parse_contract(spec.contract)
+    except ValueError as exc:
+        raise UsageError(f"[[data]] {spec.name} contract {spec.contract!r}: {exc}") from None
 
 
 def _add(cerebro: bt.Cerebro, feed, spec: DataTable) -> None:
@@ -200,7 +221,7 @@ def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
         uri, library = spec.uri or DEFAULT_URI, spec.library or DEFAULT_LIBRARY
         lib = get_library(uri, library)
         if not lib.has_symbol(symbol, as_of=spec.as_of):
-            _sample_or_fail(ctx, lib, spec, symbol, uri)
+            _sample_or_fail(lib, spec, symbol, uri)
         version = lib.read_metadata(symbol, as_of=spec.as_of).version
         ctx.arctic_versions[symbol] = version
         feed = ArcticData(uri=uri, library=library, symbol=symbol, as_of=version,
@@ -209,7 +230,7 @@ def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
         _add(cerebro, feed, spec)
 
 
-def _sample_or_fail(ctx: RunContext, lib, spec: DataTable, symbol: str, uri: str) -> None:
+def _sample_or_fail(lib, spec: DataTable, symbol: str, uri: str) -> None:
     """An empty store gets synthetic sample bars (and says so); a missing symbol is an error."""
     import pandas as pd
 
@@ -230,7 +251,6 @@ def _sample_or_fail(ctx: RunContext, lib, spec: DataTable, symbol: str, uri: str
     lib.write(symbol, frame)
     note = (f"the ArcticDB store {redact_uri(uri)} was empty: wrote {n} synthetic sample bars "
             f"to {symbol}")
-    ctx.notes.append(note)
     print(note, file=sys.stderr)
 
 
@@ -250,15 +270,22 @@ def _ib_store(ctx: RunContext, broker_cfg: dict, sim: bool, sim_kwargs: dict):
 
 
 def start_tws_sim(cfg: RunConfig, host: str, port: int, extra: dict):
-    """The bundled TWS simulator, from ``[sim.tws]``, on ``host:port``."""
+    """The bundled TWS simulator, from ``[sim.tws]``, on ``host:port`` (the broker's)."""
     from btlive.sim.tws import TwsSimulator
+    from btlive.sim.tws.faults import load_timeline
 
     table = cfg.sim.tws
     symbols = [table.symbols] if isinstance(table.symbols, str) else list(table.symbols)
     kwargs = {"accounts": table.accounts.split(","), "symbols": symbols, "seed": table.seed,
               "latency_ms": table.latency_ms, "tick_interval": table.tick_interval,
               "pacing": table.pacing, "max_version": table.max_version,
-              "always_open": table.always_open}
+              "always_open": table.always_open,
+              "faults": load_timeline(table.faults) if table.faults else ()}
+    if table.replay:
+        from btlive.sim.tws.replay import ArcticReplay
+
+        kwargs["replay"] = ArcticReplay(table.replay, library=table.library, speed=table.speed,
+                                        timeframe=table.timeframe)
     kwargs.update(SIM_DEFAULTS)
     kwargs.update(extra)
     return TwsSimulator(host, port, **kwargs).start()

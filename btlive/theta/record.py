@@ -15,8 +15,8 @@ Rows wait here up to ``window`` seconds (or ``max_rows``), so each symbol gets o
 Order: one ``root`` symbol mixes many contracts, and the Terminal does not send them in time
 order (the full trade stream repeats a contract's last NBBO quote before each trade). Rows
 are therefore held for ``reorder`` seconds behind the newest time seen for their symbol and
-released in time order, so the main symbol gets them in order instead of ArcticRecorder's
-``late/`` sidecar. Only a row older than that window when it arrives still goes to
+only then handed to ArcticRecorder (which sorts each batch), so the main symbol gets them in
+order instead of the recorder's ``late/`` sidecar. Only a row older than that window when it arrives still goes to
 ``late/<symbol>`` (counted in ``late_rows``); readers needing every row read both.
 Everything runs on the store's loop thread; ``flush`` must be called there too.
 """
@@ -75,6 +75,7 @@ class StreamRecorder:
         self._since = time.monotonic()
         self._held: dict[str, list] = {}  # symbol -> [(ts, cols)] waiting to be in order
         self._newest: dict[str, int] = {}
+        self._oldest: dict[str, int] = {}
         self.reorder_ns = int(reorder * 1e9)
         self.closed = False
 
@@ -116,28 +117,51 @@ class StreamRecorder:
         self._release(final)
 
     def _hold(self, symbol: str, ts: np.ndarray, cols: dict) -> None:
-        if len(ts):
-            self._held.setdefault(symbol, []).append((ts, cols))
-            newest = int(ts.max())
-            if newest > self._newest.get(symbol, 0):
-                self._newest[symbol] = newest
+        """Keep a chunk (with its time span) until its rows are older than the reorder window."""
+        if not len(ts):
+            return
+        lo, hi = int(ts.min()), int(ts.max())
+        self._held.setdefault(symbol, []).append((ts, cols, lo, hi))
+        self._newest[symbol] = max(self._newest.get(symbol, hi), hi)
+        self._oldest[symbol] = min(self._oldest.get(symbol, lo), lo)
 
     def _release(self, final: bool) -> None:
-        """Write, in time order, the held rows older than their symbol's reorder window."""
-        for symbol in list(self._held):
-            parts = self._held.pop(symbol)
-            ts = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
-            cols = parts[0][1] if len(parts) == 1 else {
-                name: np.concatenate([p[1][name] for p in parts]) for name in parts[0][1]}
-            order = np.argsort(ts, kind="stable")
-            ts, cols = ts[order], {name: col[order] for name, col in cols.items()}
-            cut = len(ts) if final else int(np.searchsorted(
-                ts, self._newest[symbol] - self.reorder_ns, "right"))
-            if cut < len(ts):
-                self._held[symbol] = [(ts[cut:], {n: c[cut:] for n, c in cols.items()})]
-            if cut:
-                self.recorder.record_batch(symbol, ts[:cut], {n: c[:cut] for n, c in cols.items()})
-                self.last_tick_ns = max(self.last_tick_ns, int(ts[cut - 1]))
+        """Hand the recorder, per symbol, the held rows older than the reorder window (it
+        sorts each batch on its own thread; every later batch is newer than this one)."""
+        for symbol, chunks in list(self._held.items()):
+            mark = self._newest[symbol] if final else self._newest[symbol] - self.reorder_ns
+            if self._oldest[symbol] > mark:
+                continue  # nothing old enough yet
+            out, keep = [], []
+            for chunk in chunks:
+                ts, cols, lo, hi = chunk
+                if hi <= mark:
+                    out.append((ts, cols))
+                elif lo > mark:
+                    keep.append(chunk)
+                else:  # the window's edge runs through this chunk
+                    old = ts <= mark
+                    out.append((ts[old], {n: c[old] for n, c in cols.items()}))
+                    new = ~old
+                    rest = ts[new]
+                    keep.append((rest, {n: c[new] for n, c in cols.items()}, int(rest.min()),
+                                 hi))
+            if keep:
+                self._held[symbol] = keep
+                self._oldest[symbol] = min(k[2] for k in keep)
+            else:
+                del self._held[symbol], self._oldest[symbol]
+            if out:
+                self._write(symbol, out)
+
+    def _write(self, symbol: str, parts: list) -> None:
+        if len(parts) == 1:
+            ts, cols = parts[0]
+        else:
+            ts = np.concatenate([p[0] for p in parts])
+            cols = {n: np.concatenate([p[1][n] for p in parts]) for n in parts[0][1]}
+        self.recorder.record_batch(symbol, ts, cols)
+        self.last_tick_ns = max(self.last_tick_ns, int(ts.max()))
 
     # ------------------------------------------------------------------ conversion
 

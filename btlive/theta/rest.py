@@ -72,8 +72,15 @@ def resolve(endpoints: dict, contract: Contract, kind: str) -> str:
     return name
 
 
+#: Kinds with one row per day: month-long requests, like 1-minute intervals.
+DAILY = frozenset({"eod", "open_interest", "greeks_eod"})
+
+
 def chunk_interval(kind: str, interval: str) -> str:
-    """The interval that sets the chunk size: endpoints without one return ticks."""
+    """The interval that sets the chunk size: endpoints without one return ticks, except
+    the daily ones."""
+    if kind in DAILY:
+        return "1m"
     return "tick" if kind in NO_INTERVAL else interval
 
 

@@ -34,6 +34,8 @@ def test_a_feed_without_connection_params_uses_the_existing_store():
     other = IBData(dataname="AAPL", port=27612)  # explicitly another connection
     assert other.ib is not broker.store and other.ib.p.port == 27612
     assert IBData(dataname="SPY", port=27610, clientId=3).ib is broker.store
+    assert IBData(dataname="SPY", port=27610).ib is broker.store  # the given ones match
+    assert IBData(dataname="SPY", port=27610, clientId=4).ib is not broker.store
 
 
 def test_unknown_feed_params_still_fail_loudly():

@@ -129,7 +129,7 @@ def test_daily_restart_with_lingering_session_is_survived(sim, run_bounded):
     def until(strat):
         if strat.live >= 2 and "restarted" not in state:
             state["restarted"] = True
-            sim.daily_restart(down=1.0, linger=1.5, farms=0.5)
+            sim.daily_restart(down=1.0, linger=3.0, farms=0.5)
         return store.connections >= 2 and strat.live >= 6
 
     store = IBStore(port=sim.port, clientId=105, timeout=0.3)
@@ -160,3 +160,74 @@ def test_giving_up_says_what_still_works_at_tws(make_sim, run_bounded):
     (strat,), fired = run_bounded(cerebro, 30)
     (msg,) = [m for m in strat.store_msgs if "still working" in m.text]
     assert f"ref {orders['o'].ref}" in msg.text and "LMT" in msg.text
+
+
+def test_forex_volume_is_zero_live_and_backfilled(sim, run_bounded):
+    start = eastern_now().replace(tzinfo=None) - dt.timedelta(minutes=30)
+    strat, fired, _ = feed_run(sim, run_bounded, dataname="EUR.USD-CASH-IDEALPRO",
+                               timeframe=bt.TimeFrame.Ticks, fromdate=start,
+                               strategy_kwargs={"livebars": 5})
+    assert not fired
+    backfilled = [b for b in strat.bars if b[3] == ["DELAYED"]]
+    live = [b for b in strat.bars if b[3] == ["LIVE"]]
+    assert backfilled and live
+    assert {b[2] for b in strat.bars} == {0.0}  # IB: bid sizes live, -1 in history
+
+
+def test_market_rule_tiers_reach_the_feed(sim, run_bounded):
+    strat, fired, store = feed_run(sim, run_bounded, dataname="AAPL", timeframe=bt.TimeFrame.Ticks,
+                                   backfill_start=False, strategy_kwargs={"livebars": 3})
+    assert not fired
+    data = strat.data
+    assert data.tickrule.min_tick == 0.01
+    assert data.tickrule.tiers == ((0.0, 0.0001), (1.0, 0.01))  # rule 26 from reqMarketRule
+    assert data.tickrule.round(0.123456, "down") == 0.1234
+
+
+def test_tws_account_values_replace_ours_when_they_come(make_sim, run_bounded, client_session):
+    from ib_async import MarketOrder, Stock
+
+    sim = make_sim(account_refresh=0.5)
+
+    async def other_client_buys(ib):  # cash moves at TWS, not through our orders
+        [contract] = await ib.qualifyContractsAsync(Stock("SPY", "SMART", "USD"))
+        await ib.placeOrder(contract, MarketOrder("BUY", 7)).filledEvent
+
+    def tws_cash():
+        return sim.call(lambda: sim.server.accounts["DU123456"]).cash
+
+    def script(s):
+        before = s.broker.getcash()
+        client_session(sim, other_client_buys)
+        assert tws_cash() < before - 1.0
+        yield from wait(lambda: abs(s.broker.getcash() - tws_cash()) < 0.01)
+
+    run_script(sim, run_bounded, script, clientId=107)
+
+
+@pytest.mark.parametrize("mktdatatype,symbolkw", [
+    ("delayed", {"unsubscribed": {"AAPL"}}),  # asked for at once: no 10089 first
+    ("frozen", {}),  # closed market: the last values
+])
+def test_explicit_market_data_types(make_sim, run_bounded, mktdatatype, symbolkw):
+    sim = make_sim(**symbolkw)
+    if mktdatatype == "frozen":
+        sim.set_market("AAPL", "closed")
+    strat, fired, _ = feed_run(sim, run_bounded, dataname="AAPL", timeframe=bt.TimeFrame.Ticks,
+                               backfill_start=False, mktdatatype=mktdatatype,
+                               strategy_kwargs={"livebars": 1})
+    assert not fired and strat.live >= 1
+    assert not [m for m in strat.store_msgs if m.kind == "mktdatatype"]
+    assert 10089 not in [m.code for m in strat.store_msgs if m.kind == "error"]
+
+
+def test_minute_bars_are_not_held_to_the_small_bar_pacing(make_sim, run_bounded):
+    sim = make_sim(pacing=True)  # IB's rules: 60 requests / 10 min for bars of 30 s or less
+    end = eastern_now().replace(tzinfo=None, second=0, microsecond=0)
+    strat, fired, _ = feed_run(sim, run_bounded, limit=120, dataname="AAPL", historical=True,
+                               timeframe=bt.TimeFrame.Minutes, useRTH=True,
+                               fromdate=end - dt.timedelta(days=95), todate=end)
+    assert not fired  # 1-minute bars, one day per request: ~65 requests, not paced to 10 minutes
+    assert not [m for m in strat.store_msgs if m.code == 162 and "pacing" in m.text.lower()]
+    sessions = {b[0].date() for b in strat.bars}
+    assert len(sessions) >= 61 and strat.status[-1] == "DISCONNECTED"

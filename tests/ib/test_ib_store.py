@@ -7,6 +7,7 @@ import asyncio
 import logging
 
 import backtrader as bt
+import pytest
 
 from btlive.ib import IBStore
 from btlive.ib.history import bar_size
@@ -14,14 +15,32 @@ from btlive.ib.history import bar_size
 TF = bt.TimeFrame
 
 
-def test_client_library_logging_goes_through_ours_at_debug(caplog):
+class Records(logging.Handler):
+    """Every record that reaches the root logger, at any level."""
+
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture
+def root_records():
+    root, handler = logging.getLogger(), Records()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    yield handler.records
+    root.removeHandler(handler)
+    root.setLevel(level)
+
+
+def test_client_library_logging_goes_through_ours_at_debug(root_records):
     IBStore(port=27620, clientId=1)  # installs the routing
-    with caplog.at_level(logging.WARNING):
-        logging.getLogger("ib_async.wrapper").warning("Canceled order: Trade(contract=...)")
-    assert not caplog.records  # no Trade dump at WARNING (stderr) any more
-    with caplog.at_level(logging.DEBUG, logger="btlive.ib.client"):
-        logging.getLogger("ib_async.wrapper").warning("Canceled order: Trade(contract=...)")
-    (record,) = caplog.records
+    logging.getLogger("ib_async.wrapper").warning("Canceled order: Trade(contract=...)")
+    (record,) = root_records  # no Trade dump at WARNING (stderr) any more
     assert record.levelno == logging.DEBUG and "Canceled order" in record.getMessage()
 
 
@@ -51,3 +70,11 @@ def test_reconnection_policy_survives_minutes_and_start_stays_bounded():
     assert store._start_backoff().attempts == 3 and store._startup_budget() < 60
     assert IBStore(port=27624, reconnect=-1)._reconnect_backoff().deadline is None
     assert IBStore(port=27625, reconnect=0)._reconnect_backoff().attempts == 0
+
+
+def test_debug_keeps_the_client_library_levels_while_the_store_is_open(root_records):
+    store = IBStore(port=27626, clientId=5, _debug=True)
+    logging.getLogger("ib_async.wrapper").warning("Error 202, reqId 3: Order Canceled")
+    store.close()
+    logging.getLogger("ib_async.wrapper").warning("Error 202, reqId 3: Order Canceled")
+    assert [r.levelno for r in root_records] == [logging.WARNING, logging.DEBUG]

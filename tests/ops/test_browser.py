@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
 import backtrader as bt
 import pytest
 
+from btlive.analyzers.cvar import CVaR
 from btlive.analyzers.execution import ExecutionQuality
 from btlive.ib.broker import IBBroker
 from btlive.ib.feed import IBData
 from btlive.ib.store import IBStore
+from btlive.ops.alerts import OpsAlerts
 from btlive.ops.monitor import Monitor
 from tests.helpers import eventually
 from tests.ops.browser import Chromium, chromium_path
@@ -21,12 +24,16 @@ DOCS = Path(__file__).resolve().parents[2] / "docs"
 
 
 class Trader(bt.Strategy):
-    """Buys 10, then rests a far limit sell; runs until stopped."""
+    """Buys 10, then rests a far limit sell; places what ``extra`` asks for; runs until stopped."""
+
+    params = (("extra", None),)
 
     def __init__(self):
         self.bought = self.resting = None
 
     def next(self):
+        while self.p.extra:
+            self.p.extra.pop(0)(self)
         if self.bought is None and len(self) >= 3:
             self.bought = self.buy(size=10)
         elif self.bought is not None and not self.bought.alive() and self.resting is None:
@@ -39,16 +46,22 @@ def row_texts(page, table: str) -> list[str]:
                          ".map(r => r.innerText)")
 
 
-@pytest.mark.skipif(chromium_path() is None,
-                    reason="chromium is not installed (apt-get install -y chromium)")
 def test_page_shows_pnl_position_and_fill_and_updates(sim, tmp_path):
+    if chromium_path() is None:
+        message = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("BTLIVE_REQUIRE_CHROMIUM"):
+            pytest.fail(message + " and BTLIVE_REQUIRE_CHROMIUM is set")
+        pytest.skip(message)
     store = IBStore(port=sim.port, clientId=41, timeout=0.5)
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(IBData(store=store, dataname="AAPL", tickmode="BidAsk", backfill_start=False,
                            timeframe=bt.TimeFrame.Ticks), name="AAPL")
     cerebro.setbroker(IBBroker(store=store))
-    cerebro.addstrategy(Trader)
+    extra: list = []
+    cerebro.addstrategy(Trader, extra=extra)
     cerebro.addanalyzer(ExecutionQuality)
+    cerebro.addanalyzer(CVaR, window=50, min_periods=10, warning=0.02, critical=0.05)
+    cerebro.addanalyzer(OpsAlerts)
     ready = []
     cerebro.addanalyzer(Monitor, port=0, interval=0.25, on_ready=ready.append, run_id="paper-1")
     errors = []
@@ -78,6 +91,14 @@ def test_page_shows_pnl_position_and_fill_and_updates(sim, tmp_path):
             assert page.evaluate("document.getElementById('conn').textContent") == "connected"
             assert page.evaluate("document.getElementById('pnl').textContent") != "–"
             assert page.evaluate("document.querySelectorAll('#chart canvas').length") >= 1
+            eventually(lambda: "%" in page.evaluate("document.getElementById('cvar').textContent"),
+                       timeout=60, interval=0.2, what="the CVaR figure")
+            # an order the simulator rejects shows up as an operational alert
+            sim.reject_next_order("No trading permissions", symbol="AAPL")
+            extra.append(lambda s: s.buy(size=1))
+            eventually(lambda: "order_rejected" in page.evaluate(
+                "document.getElementById('alerts').innerText"), timeout=30, interval=0.2,
+                what="the rejection alert on the page")
             # it updates by itself: new versions arrive and the P&L moves with the price
             first = page.evaluate("[+document.body.dataset.version, "
                                   "document.getElementById('pnl').textContent]")
@@ -94,5 +115,5 @@ def test_page_shows_pnl_position_and_fill_and_updates(sim, tmp_path):
     assert not runner.is_alive()
     shot = (tmp_path / "monitoring.png").read_bytes()
     assert shot.startswith(b"\x89PNG") and len(shot) > 20_000
-    if DOCS.is_dir():
+    if os.environ.get("BTLIVE_UPDATE_DOCS"):  # refresh docs/monitoring.png on purpose only
         (DOCS / "monitoring.png").write_bytes(shot)

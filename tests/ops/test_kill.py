@@ -123,11 +123,18 @@ def test_sigterm_cancels_and_exits(sim, tmp_path):
     assert sim.positions().get("AAPL") == 10  # not flattened: SIGTERM only cancels by default
 
 
-def cli_args(run_dir, run_id=None, flatten=False, signal_=False):
+def cli_args(run_dir, run_id=None, flatten=False):
+    """The arguments as ``btlive kill`` parses them."""
     import argparse
 
-    return argparse.Namespace(run_id=run_id, flatten=flatten, run_dir=run_dir, timeout=60.0,
-                              signal=signal_, reason="btlive kill", json=False)
+    parser = argparse.ArgumentParser(prog="btlive kill")
+    cli.configure(parser)
+    argv = ["--run-dir", str(run_dir), "--timeout", "60"]
+    argv += ["--flatten"] if flatten else []
+    argv += [run_id] if run_id else []
+    args = parser.parse_args(argv)
+    assert args.func is cli.kill_command
+    return args
 
 
 def test_kill_command_errors_name_the_problem(tmp_path):
@@ -220,3 +227,18 @@ def test_the_pages_stop_needs_the_token_and_kills_the_run(sim, tmp_path, monkeyp
     report = strat.analyzers.kill.report
     assert report["reason"] == "monitoring page" and report["ok"]
     assert len(report["cancelled"]) == 2
+
+
+def test_signal_fallback_when_the_run_does_not_answer(tmp_path, capsys):
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        RunFile("mute", pid=child.pid, port=1, token="t").write(tmp_path)
+        args = cli_args(tmp_path)
+        args.signal = True
+        assert cli.kill_command(args) == 1
+        assert child.wait(30) == -signal.SIGTERM
+        assert f"sent SIGTERM to pid {child.pid}" in capsys.readouterr().out
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(10)

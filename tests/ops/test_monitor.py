@@ -159,3 +159,31 @@ def test_risk_utilisation_is_shown_for_the_limits_that_are_set():
     assert run_backtest(risk=checks).get_analysis()["risk"]["max_daily_loss"] == 0.5
     checks.halted = True
     assert run_backtest(risk=checks).get_analysis()["risk"]["max_daily_loss"] == 1.0
+
+
+@pytest.mark.slow
+def test_api_state_follows_the_connection_while_no_bar_arrives(sim, tmp_path):
+    from tests.helpers import eventually
+    from tests.ops.paper import PaperThread
+
+    run = PaperThread(sim.port, 91, run_dir=tmp_path)
+    urls = []
+    run.cerebro.addanalyzer(Monitor, port=0, interval=0.1, on_ready=urls.append)
+    run.start()
+    try:
+        assert run.ready.wait(60)
+
+        def state():
+            return json.loads(_get(urls[0] + "api/state"))
+
+        assert state()["connection"]["connected"] is True
+        sim.daily_restart(down=3.0, linger=0.0, farms=0.0)
+        eventually(lambda: (s := state()) and not s["connection"]["connected"]
+                   and s["feeds"][0]["status"] == "CONNBROKEN",
+                   timeout=30, interval=0.1, what="the page to show the drop")
+        eventually(lambda: (s := state()) and s["connection"]["connected"]
+                   and s["feeds"][0]["status"] == "LIVE", timeout=60, interval=0.1,
+                   what="the page to show the reconnection")
+    finally:
+        run.cerebro.runstop()
+        run.join()

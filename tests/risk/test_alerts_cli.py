@@ -56,6 +56,7 @@ def test_test_command_without_email_or_sms_says_so_and_fails(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "no email or SMS channel is configured" in captured.err
     assert "sent" not in captured.out and len(captured.err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # and nothing was created
 
 
 def test_a_failed_test_alert_is_never_sent_later(tmp_path, unused_port, smtp_server, capsys):

@@ -13,6 +13,7 @@ from btlive.cli import main
 from btlive.errors import UsageError
 from btlive.run import build, run
 from btlive.run.costs import QuoteBroker
+from btlive.run.summary import summarize
 
 ORDER_FIELDS = {"ref", "datetime", "data", "contract", "side", "size", "exectype", "price",
                 "status", "filled", "avg_price", "commission"}
@@ -184,3 +185,22 @@ def test_alerts_and_audit_tables_wire_cvar_alerts_and_the_sql_audit(sma_config, 
                                     )).scalar()
     engine.dispose()
     assert rows > 0, "refused orders appear in the audit"
+    summary = summarize(strat, mode="backtest", spec="x", params={})
+    assert summary["audit_rows"] >= rows and summary["alerts_sent"] == 0
+
+
+def test_ib_broker_cannot_trade_an_arctic_feed(sma_config):
+    sma_config["data"][0] = {"name": "x", "source": "arctic", "symbol": "bars/1min/X"}
+    with pytest.raises(UsageError, match=r"\[broker.paper\] broker = \"ib\" cannot trade"):
+        build(sma_config, "paper")
+
+
+def test_option_feeds_pay_per_contract_with_their_multiplier(sma_config):
+    sma_config["data"].append({"name": "call", "source": "ib",
+                               "contract": "SPY-OPT-SMART-USD-20240315-520-C-100",
+                               "timeframe": "seconds", "compression": 5})
+    broker = build(sma_config, "backtest").broker
+    comm = broker.getcommissioninfo(type("D", (), {"_name": "call"})())
+    assert comm.p.option and comm.p.mult == 100.0
+    assert comm.getcommission(3, 2.0) == pytest.approx(1.95)
+    assert not broker.getcommissioninfo(type("D", (), {"_name": "AAPL"})()).p.option

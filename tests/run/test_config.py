@@ -123,6 +123,16 @@ def test_config_check_command_prints_every_problem_and_exits_non_zero(tmp_path, 
     assert main(["config", "check", str(good)]) == 0
 
 
+def test_config_check_loads_the_strategy_and_its_params(tmp_path, capsys):
+    path = tmp_path / "s.toml"
+    path.write_text(EXAMPLES["sma"].replace("fast = 10", "fats = 10"))
+    assert main(["config", "check", str(path)]) == 1
+    assert ": [strategy] params fats: SmaCross has no such param" in capsys.readouterr().out
+    path.write_text(EXAMPLES["sma"].replace("strategies.sma_cross:SmaCross", "strategies.nope:X"))
+    assert main(["config", "check", str(path)]) == 1
+    assert "[strategy] class: strategy 'strategies.nope:X': no module" in capsys.readouterr().out
+
+
 def test_config_init_prints_the_example_and_refuses_to_overwrite(tmp_path, capsys):
     assert main(["config", "init", "--example", "strangle"]) == 0
     assert capsys.readouterr().out == EXAMPLES["strangle"]

@@ -102,3 +102,39 @@ def test_cli_live_with_flag_and_limits_runs_against_the_simulator(paper_config, 
     summary = json.loads((tmp_path / "live.json").read_text())
     assert summary["mode"] == "live" and summary["bars"] == summary["warmup_bars"] + 4
     assert "warm-up bars" in capsys.readouterr().out
+
+
+def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import eventually
+    from tests.run.test_backtest import write
+
+    path = write(tmp_path, paper_config)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-m", "btlive", "run", "strategies.sma_cross:SmaCross",
+                             "--mode", "paper", "--sim", "--config", path],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err = bytearray()
+
+    def read():
+        for byte in iter(lambda: proc.stderr.read(1), b""):
+            err.extend(byte)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        eventually(lambda: b"feeds LIVE" in err or proc.poll() is not None, timeout=90,
+                   what="a status line with the feed LIVE")
+        assert proc.poll() is None, err.decode()
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert b"stopping" in err
+    assert b"warm-up bars" in out and b"mode" in out

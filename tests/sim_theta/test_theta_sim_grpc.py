@@ -205,3 +205,14 @@ def test_grpc_matches_rest_column_for_column(client, sim, strike, method, args, 
     rest = _rest_frame(sim, path, symbol="SPY", expiration="20241115", strike=f"{strike:.3f}",
                        right="call", **params)
     _same_frame(got, rest)
+
+
+def test_interest_rate_the_greeks_use(client, sim):
+    """The rate behind the default greeks (rate_type sofr), for clients that compute greeks live."""
+    rates = client.interest_rate_history_eod("SOFR", dt.date(2024, 11, 1), DAY)
+    assert len(rates) == 2 and rates["rate"].round(4).tolist() == [4.33, 4.33]  # no weekend rows
+    rest = _rest_frame(sim, "interest_rate/history/eod", symbol="TREASURY_Y10", start_date="20241104",
+                       end_date="20241104")
+    assert rest.columns.tolist() == ["timestamp", "rate"] and rest["rate"].iloc[0] == 4.30
+    with pytest.raises(NoDataFoundError):
+        client.interest_rate_history_eod("LIBOR", DAY, DAY)

@@ -38,9 +38,11 @@ def test_parse_instrument():
     assert parse_instrument("aapl") == "AAPL"
 
 
-def _collect(ws, seconds):
-    out, end = [], time.monotonic() + seconds
-    while time.monotonic() < end:
+def _collect(ws, done, timeout: float = 30.0):
+    """Data frames until ``done(frames)`` holds (fails after ``timeout`` s)."""
+    out, end = [], time.monotonic() + timeout
+    while not done(out):
+        assert time.monotonic() < end, f"replay: not done within {timeout} s, got {len(out)} frames"
         try:
             f = json.loads(ws.recv(timeout=0.2))
         except TimeoutError:
@@ -48,6 +50,10 @@ def _collect(ws, seconds):
         if f["header"]["type"] in ("QUOTE", "TRADE", "OHLC"):
             out.append(f)
     return out
+
+
+def _kinds(frames, name):
+    return [f for f in frames if f["header"]["type"] == name]
 
 
 @pytest.mark.slow
@@ -61,11 +67,10 @@ def test_replay_plays_the_recording_in_a_loop(tmp_path):
                                                   "strike": 450500, "right": "C"}}))
         ws.send(json.dumps({"msg_type": "STREAM", "sec_type": "STOCK", "req_type": "TRADE", "add": True,
                             "id": 2, "contract": {"root": "AAPL"}}))
-        got = _collect(ws, 4.5)  # the 1.9 s recording loops at least twice
-    quotes = [f for f in got if f["header"]["type"] == "QUOTE"]
-    trades = [f for f in got if f["header"]["type"] == "TRADE"]
-    ohlc = [f for f in got if f["header"]["type"] == "OHLC"]
-    assert len(quotes) >= 25 and len(trades) >= 2 and len(ohlc) == len(trades)
+        # the 1.9 s recording holds 20 quotes and 2 trades: more than that means it looped
+        got = _collect(ws, lambda fs: len(_kinds(fs, "QUOTE")) >= 25 and len(_kinds(fs, "TRADE")) >= 2
+                       and len(_kinds(fs, "OHLC")) == len(_kinds(fs, "TRADE")))
+    quotes, trades = _kinds(got, "QUOTE"), _kinds(got, "TRADE")
     q = quotes[0]
     assert q["contract"] == {"security_type": "OPTION", "root": "SPY", "expiration": 20241115,
                              "strike": 450500, "right": "C"}

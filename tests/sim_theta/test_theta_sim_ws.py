@@ -44,6 +44,25 @@ def sim():
         yield s
 
 
+def until(ws, done, timeout: float = 10.0, what: str = "") -> list[dict]:
+    """Frames up to the one after which ``done(frames)`` holds; fails after ``timeout`` s."""
+    out, end = [], time.monotonic() + timeout
+    while not done(out):
+        left = end - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"not within {timeout} s: {what or done}; got {out[-5:]}")
+        try:
+            out.append(json.loads(ws.recv(timeout=left)))
+        except TimeoutError:
+            continue
+    return out
+
+
+def first(ws) -> list[dict]:
+    """The session's greeting: STATUS, then STATE START."""
+    return until(ws, lambda fs: any(kind(f) == "STATE" for f in fs), what="STATE START")
+
+
 def kind(f: dict) -> str:
     return f["header"]["type"]
 
@@ -74,7 +93,7 @@ def responses(fs):
 
 def test_handshake_heartbeat_and_wrong_path(sim):
     with connect(sim.ws_url) as ws:
-        first = frames(ws, 2.5)
+        first = until(ws, lambda fs: sum(kind(f) == "STATUS" for f in fs) >= 2, what="two heartbeats")
         assert kind(first[0]) == "STATUS" and first[0]["header"]["status"] == "CONNECTED"
         assert first[1]["header"] == {"type": "STATE", "status": "CONNECTED", "state": "START"}
         assert sum(kind(f) == "STATUS" for f in first) >= 2  # one now, then one per second
@@ -169,18 +188,20 @@ def test_max_streams_invalid_perms_unsubscribe_and_stop(sim, live_contract):
         with connect(sim.ws_url) as ws:
             sub(ws, 1, contract=c)
             sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
-            assert responses(frames(ws, 0.8)) == {1: "SUBSCRIBED", 2: "MAX_STREAMS_REACHED"}
+            assert responses(until(ws, lambda fs: len(responses(fs)) == 2)) == {
+                1: "SUBSCRIBED", 2: "MAX_STREAMS_REACHED"}
             sim.deny_perms(True)
             sub(ws, 3, sec="STOCK", contract={"root": "QQQ"})
             ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
                                 "add": True, "id": 4}))
-            assert responses(frames(ws, 0.8)) == {3: "INVALID_PERMS", 4: "INVALID_PERMS"}
+            assert responses(until(ws, lambda fs: len(responses(fs)) == 2)) == {
+                3: "INVALID_PERMS", 4: "INVALID_PERMS"}
             sim.deny_perms(False)
             sub(ws, 5, contract=c, add=False)
-            assert responses(frames(ws, 0.5)) == {5: "SUBSCRIBED"}
+            assert responses(until(ws, responses)) == {5: "SUBSCRIBED"}
             assert not data(frames(ws, 0.8))
             sub(ws, 6, sec="STOCK", contract={"root": "SPY"})
-            assert data(frames(ws, 0.8))
+            assert data(until(ws, data, what="data of the new subscription"))
             ws.send("{'msg_type': 'STOP'}")
             frames(ws, 0.3)
             assert not data(frames(ws, 0.8))
@@ -191,7 +212,7 @@ def test_max_streams_invalid_perms_unsubscribe_and_stop(sim, live_contract):
 
 def test_second_client_replaces_first(sim):
     with connect(sim.ws_url) as one:
-        frames(one, 0.2)
+        first(one)
         with connect(sim.ws_url) as two:
             with pytest.raises(ConnectionClosed) as closed:
                 frames(one, 3.0)
@@ -202,7 +223,7 @@ def test_second_client_replaces_first(sim):
 
 def test_close_ws_is_a_clean_close(sim):
     with connect(sim.ws_url) as ws:
-        frames(ws, 0.2)
+        first(ws)
         assert sim.close_ws(4001, "maintenance")
         with pytest.raises(ConnectionClosed) as closed:
             frames(ws, 3.0)
@@ -212,7 +233,7 @@ def test_close_ws_is_a_clean_close(sim):
 
 def test_drop_ws_aborts_without_close_frame(sim):
     with connect(sim.ws_url) as ws:
-        frames(ws, 0.2)
+        first(ws)
         assert sim.drop_ws()
         with pytest.raises(ConnectionClosed) as closed:
             frames(ws, 3.0)
@@ -223,7 +244,7 @@ def test_drop_ws_aborts_without_close_frame(sim):
 def test_stall_then_resume(sim):
     with connect(sim.ws_url) as ws:
         sub(ws, 1, sec="STOCK", contract={"root": "QQQ"})
-        frames(ws, 0.5)
+        until(ws, data, what="quotes before the stall")
         sim.stall_ws(1.8)
         frames(ws, 0.2)  # what was already in flight
         silent = frames(ws, 1.2)
@@ -237,7 +258,7 @@ def test_fpss_disconnect_and_resubscribe_by_id(sim):
     with connect(sim.ws_url) as ws:
         sub(ws, 41, sec="STOCK", contract={"root": "SPY"})
         sub(ws, 42, sec="STOCK", req="TRADE", contract={"root": "AAPL"})
-        frames(ws, 0.5)
+        until(ws, lambda fs: len(responses(fs)) == 2)
         sim.fpss_disconnect()
         down = frames(ws, 1.5)
         first = next(i for i, f in enumerate(down) if f["header"]["status"] == "DISCONNECTED")
@@ -255,7 +276,7 @@ def test_fpss_disconnect_and_resubscribe_by_id(sim):
 
 def test_burst_and_raw_frames(sim):
     with connect(sim.ws_url) as ws:
-        frames(ws, 0.2)
+        first(ws)
         n = 20_000
         assert sim.burst(n, contracts=50) == n
         got = data(_count(ws, n))
@@ -306,7 +327,7 @@ def test_shutdown_sends_state_stop_and_closes_1001():
     s = ThetaSimulator(always_open=True).start()
     try:
         with connect(s.ws_url) as ws:
-            frames(ws, 0.2)
+            first(ws)
             s.stop()
             got = []
             with pytest.raises(ConnectionClosed) as closed:
@@ -331,7 +352,8 @@ def test_firehose_and_tier_without_streaming():
         sub(ws, 1, sec="OPTION", contract={"root": "SPY", "expiration": 20991231, "strike": 1000,
                                            "right": "C"})
         sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
-        assert responses(frames(ws, 0.6)) == {1: "INVALID_PERMS", 2: "MAX_STREAMS_REACHED"}
+        assert responses(until(ws, lambda fs: len(responses(fs)) == 2)) == {
+            1: "INVALID_PERMS", 2: "MAX_STREAMS_REACHED"}
 
 
 def test_stop_with_a_client_that_stopped_reading():
@@ -387,7 +409,7 @@ def test_full_trade_stream_resubscribed_starts_at_the_next_trade():
     with ThetaSimulator(always_open=True, seed=5, symbols=["AAPL"], trade_ms=500, quote_ms=500) as s, \
             connect(s.ws_url) as ws:
         bulk(ws, True)
-        assert [f for f in frames(ws, 1.0) if kind(f) == "TRADE"]
+        until(ws, lambda fs: any(kind(f) == "TRADE" for f in fs), what="a trade")
         bulk(ws, False)
         frames(ws, 1.5)  # trades made while unsubscribed must not be sent later
         now = datetime.now(NEW_YORK)
@@ -399,7 +421,7 @@ def test_full_trade_stream_resubscribed_starts_at_the_next_trade():
 
 def test_a_burst_that_times_out_stops_writing(sim):
     with _connect(sim.ws_url) as ws:  # a bounded queue: this client stops reading when it is full
-        frames(ws, 0.2)
+        first(ws)
         with pytest.raises(TimeoutError):
             sim.burst(300_000, contracts=10, timeout=0.5)
         written = sim.ws_stats()["frames"]
@@ -454,7 +476,7 @@ def test_index_options_stream(sim):
     contract = {"root": "SPXW", "expiration": int(exp.strftime("%Y%m%d")), "strike": k, "right": "P"}
     with connect(sim.ws_url) as ws:
         sub(ws, 1, contract=contract)
-        quotes = [f for f in frames(ws, 1.5) if kind(f) == "QUOTE"]
+        quotes = [f for f in until(ws, data, what="an SPXW quote") if kind(f) == "QUOTE"]
     assert quotes and quotes[0]["contract"]["root"] == "SPXW" and quotes[0]["quote"]["ask"] > 0
 
 
@@ -467,3 +489,21 @@ def test_a_closed_market_streams_nothing():
         assert any(kind(f) == "STATUS" for f in got)
         today = httpx.get(s.rest_url + "/v3/calendar/today").text
     assert today == "type,open,close\r\nweekend,,\r\n"
+
+
+@pytest.mark.slow
+def test_an_early_close_ends_the_option_stream_at_13_00():
+    base, t0 = datetime(2024, 11, 29, 12, 59, 59, 0, tzinfo=NEW_YORK), [time.monotonic()]
+    clock = lambda: base + timedelta(seconds=time.monotonic() - t0[0])  # noqa: E731
+    with ThetaSimulator(seed=4, quote_ms=100, clock=clock) as s, connect(s.ws_url) as ws:
+        exp = datetime(2024, 11, 29).date()
+        strikes = s.market.strikes("SPY", exp)
+        t0[0] = time.monotonic()
+        sub(ws, 1, contract={"root": "SPY", "expiration": 20241129, "strike": strikes[len(strikes) // 2],
+                             "right": "C"})
+        sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
+        got = frames(ws, 2.5)
+    options = [f["quote"]["ms_of_day"] for f in got if kind(f) == "QUOTE" and f["contract"]["security_type"] == "OPTION"]
+    stocks = [f["quote"]["ms_of_day"] for f in got if kind(f) == "QUOTE" and f["contract"]["security_type"] == "STOCK"]
+    assert options and max(options) <= 13 * 3_600_000  # options close at 13:00 on the day after Thanksgiving
+    assert max(stocks) > 13 * 3_600_000 + 500  # stocks trade on to 17:00

@@ -28,6 +28,8 @@ def test_flags_override_config_and_symbols_merge():
     assert resolve(_parse([]), {})["port"] == 7497
     assert resolve(_parse([]), {})["always_open"] is False, "real market hours by default"
     assert resolve(_parse(["--always-open"]), {})["always_open"] is True
+    opts = resolve(_parse(["--unsubscribed", "AAPL,SPY", "--account-refresh", "5"]), {})
+    assert opts["unsubscribed"] == "AAPL,SPY" and opts["account_refresh"] == 5.0
     assert resolve(_parse([]), {"sim": {"tws": {"always_open": True}}})["always_open"] is True
 
 

@@ -84,13 +84,17 @@ async def test_pacing_violation_injected(sim, ib, errors):
 
 
 @pytest.mark.sim(pacing=True)
-async def test_real_pacing_rules_identical_request(sim, ib, errors):
+async def test_real_pacing_rules_cover_small_bars_only(sim, ib, errors):
     c = Stock("AAPL", "SMART", "USD")
     await ib.qualifyContractsAsync(c)
-    first = await ib.reqHistoricalDataAsync(c, "", "1 D", "1 hour", "TRADES", False)
-    second = await ib.reqHistoricalDataAsync(c, "", "1 D", "1 hour", "TRADES", False)
+    first = await ib.reqHistoricalDataAsync(c, "", "1800 S", "5 secs", "TRADES", False)
+    second = await ib.reqHistoricalDataAsync(c, "", "1800 S", "5 secs", "TRADES", False)
     assert len(first) > 0 and len(second) == 0
     assert errors[-1][1] == 162 and "identical" in errors[-1][2]
+    for _ in range(3):  # bars over 30 s are not under the pacing rules
+        bars = await ib.reqHistoricalDataAsync(c, "", "1 D", "1 hour", "TRADES", False)
+        assert len(bars) > 0
+    assert [e for e in errors if e[1] == 162] == [errors[-1]]
 
 
 def test_pacing_rules_unit():
@@ -107,6 +111,9 @@ def test_pacing_rules_unit():
     assert "60 requests" in p.check(("d",), ("z",))
     now[0] = 1000.0
     assert p.check(("d",), ("z",)) is None
+    # BID_ASK counts twice: three of them make six for one contract
+    assert p.check(("e", 1), ("y",), 2) is None and p.check(("e", 2), ("y",), 2) is None
+    assert "same contract" in p.check(("e", 3), ("y",), 2)
 
 
 async def test_unknown_contract_200_and_not_subscribed_354(sim, ib, errors):

@@ -30,6 +30,12 @@ def _ts(y, mo, d, h, mi=0, tz=ET) -> float:
     ("ES", _ts(2026, 12, 7, 9, 0, ZoneInfo("US/Central")), "regular"),
     ("ES", _ts(2026, 12, 7, 16, 30, ZoneInfo("US/Central")), "closed"),  # daily break
     ("BTC", _ts(2026, 12, 5, 3), "regular"),
+    ("AAPL", _ts(2026, 11, 26, 10), "closed"),  # Thanksgiving
+    ("AAPL", _ts(2026, 11, 27, 12), "regular"),  # early close: 13:00 ...
+    ("AAPL", _ts(2026, 11, 27, 14), "extended"),
+    ("AAPL", _ts(2026, 11, 27, 17, 30), "closed"),  # ... and 17:00 after hours
+    ("SPX", _ts(2026, 11, 27, 12, 30, ZoneInfo("US/Central")), "closed"),
+    ("AAPL", _ts(2026, 12, 25, 12), "closed"),  # Christmas
 ])
 def test_sessions_follow_the_trading_hours(symbol, when, state):
     u = Universe()
@@ -38,6 +44,16 @@ def test_sessions_follow_the_trading_hours(symbol, when, state):
     if state == "closed":
         opens = inst.next_open(when)
         assert opens is not None and opens > when and inst.session(opens) != "closed"
+
+
+def test_contract_details_hours_show_holidays_and_early_closes():
+    from datetime import date
+
+    aapl = next(i for i in Universe() if i.symbol == "AAPL" and i.sec_type == "STK")
+    trading, liquid = aapl.schedule(days=5, start=date(2026, 11, 25))
+    assert trading.split(";")[1:3] == ["20261126:CLOSED", "20261127:0400-20261127:1700"]
+    assert liquid.split(";")[2] == "20261127:0930-20261127:1300"
+    assert trading.split(";")[3:] == ["20261128:CLOSED", "20261129:CLOSED"]
 
 
 def test_the_default_is_real_market_hours():
@@ -86,3 +102,24 @@ async def test_orders_wait_for_the_open_with_399(sim, ib, errors, stock):
     sim.set_market("AAPL", "open")
     await eventually_async(lambda: trade.orderStatus.status == "Filled", 5, what="filled")
     assert sim.positions()["AAPL"] == 15
+
+
+@pytest.mark.anyio
+@pytest.mark.sim(always_open=False)
+async def test_frozen_type_shows_the_last_book_of_a_closed_market(sim, ib, stock):
+    sim.set_market("AAPL", "closed")
+    ib.reqMarketDataType(2)
+    t = ib.reqMktData(await stock("AAPL"))
+    await eventually_async(lambda: t.marketDataType == 2 and t.bid > 0 and t.ask > t.bid, 5,
+                           what="the frozen book")
+
+
+@pytest.mark.anyio
+@pytest.mark.sim(always_open=False)
+async def test_no_realtime_bars_while_closed(sim, ib, stock):
+    sim.set_market("AAPL", "closed")
+    aapl = ib.reqRealTimeBars(await stock("AAPL"), 5, "TRADES", False)
+    [btc] = await ib.qualifyContractsAsync(Crypto("BTC", "PAXOS", "USD"))
+    crypto = ib.reqRealTimeBars(btc, 5, "AGGTRADES", False)
+    await eventually_async(lambda: len(crypto) >= 2, 15, what="two crypto bars (24/7)")
+    assert len(aapl) == 0

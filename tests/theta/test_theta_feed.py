@@ -66,9 +66,9 @@ def test_strangle_backtest_on_two_synchronized_legs(sim, store_for):
     from strategies.strangle import ShortStrangle
 
     store = store_for(sim)
-    # a fixed past day: whether the 5% take-profit/stop-loss round trip happens depends on the
+    # a fixed past day: whether the 3% take-profit/stop-loss round trip happens depends on the
     # day's simulated path (with "yesterday" it failed on most dates)
-    day = dt.date(2025, 11, 11)
+    day = dt.date(2025, 11, 13)
     chain = Chain(store)
     exp = chain.by_dte("SPY", day, 10)
     legs = [chain.by_delta("SPY", exp, day, 0.2, right, start_time="09:30:00",
@@ -81,7 +81,7 @@ def test_strangle_backtest_on_two_synchronized_legs(sim, store_for):
                                   todate=dt.datetime.combine(day + dt.timedelta(days=1),
                                                              dt.time(0))), name=name)
     cerebro.broker.setcommission(commission=0.65, mult=100)
-    cerebro.addstrategy(ShortStrangle, take_profit=0.05, stop_loss=0.05, reenter=True)
+    cerebro.addstrategy(ShortStrangle, take_profit=0.03, stop_loss=0.03, reenter=True)
     strat = cerebro.run()[0]
     call, put = strat.datas
     assert len(call) == len(put) == 78  # 09:35 .. 16:00 ET

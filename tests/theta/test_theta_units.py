@@ -139,6 +139,7 @@ def test_feed_dataname_parsing():
 
 
 def test_contracts_file_parsing(tmp_path):
+    from btlive.errors import UsageError
     from btlive.theta.cli import read_contracts
     from btlive.theta.parse import Contract
 
@@ -149,10 +150,10 @@ def test_contracts_file_parsing(tmp_path):
                                          Contract.option("QQQ", "20241220", 400.5, "P")]
     bad = tmp_path / "bad.txt"
     bad.write_text("SPY\nQQQ,20241220,400\n")
-    with pytest.raises(SystemExit, match=r"bad.txt:2: 'QQQ,20241220,400': expected 1 or 4"):
+    with pytest.raises(UsageError, match=r"bad.txt:2: 'QQQ,20241220,400': expected 1 or 4"):
         read_contracts(str(bad))
     bad.write_text("SPY,20241220,abc,C\n")
-    with pytest.raises(SystemExit, match="strike 'abc'"):
+    with pytest.raises(UsageError, match="strike 'abc'"):
         read_contracts(str(bad))
 
 

@@ -60,7 +60,8 @@
     rows("feeds", s.feeds || [], (d) => [esc(d.name), '<span class="' + (d.stale ? "stale" : "") + '">' + esc(d.status) +
       (d.stale ? " (stale)" : "") + "</span>", d.bars, esc((d.last_bar || "").slice(0, 19)), fmt(d.age_s, 1)]);
     $("alerts").innerHTML = (s.alerts || []).slice().reverse().map((a) =>
-      '<li class="' + esc(a.level) + '">' + esc(a.at) + " " + esc(a.subject) + "</li>").join("") || "<li>none</li>";
+      '<li class="' + esc(a.level) + '">' + esc((a.at || "").slice(0, 19).replace("T", " ")) + " " + esc(a.subject) +
+      (a.context && a.context.reason ? " – " + esc(a.context.reason) : "") + "</li>").join("") || "<li>none</li>";
     $("stop").hidden = !s.stop_enabled;
     drawChart(s.pnl_curve || []);
   }

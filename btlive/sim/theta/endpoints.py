@@ -8,12 +8,12 @@ codes (473 for bad parameters, 472 for no data, 471 for the tier).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import date, datetime, timedelta
 
 import numpy as np
 
-from btlive.sim.theta.market import RTH_OPEN_MS, Market, OptionContract
+from btlive.sim.theta.market import RATE_TYPES, RTH_OPEN_MS, Market, OptionContract
 from btlive.sim.theta.query import Query, parse_date, parse_time
 from btlive.sim.theta.rows import Rows, concat, day_epoch_ms, epoch_days
 from btlive.sim.theta.spec import (
@@ -71,6 +71,7 @@ class Endpoints(Rows):
                      "calendar/open_today", "calendar/year"):  # the last two: gRPC names
             self.routes[path] = self._calendar
         self.routes["option/snapshot/market_value"] = self._option_snapshot
+        self.routes["interest_rate/history/eod"] = self._interest_rate
 
     # ------------------------------------------------------------------ dispatch
     def handle(self, path: str, params: dict[str, str]) -> Result:
@@ -180,40 +181,55 @@ class Endpoints(Rows):
             raise ThetaError(473, "multi-day requests must name an expiration (not '*')")
         strike, right = q.strike(), q.right()
         a, b = q.window()
-        greeks = kind.startswith("greeks/")
-        which = kind.split("/", 1)[1] if greeks else None
-        trade_greeks = kind.startswith("trade_greeks/")
-        if kind in ("quote", "ohlc") or (greeks and which != "eod"):
+        if kind in ("quote", "ohlc") or (kind.startswith("greeks/") and kind != "greeks/eod"):
             self._check_interval(q, days)
         self._check_depth(days)
         chains = {day: self._contracts(q, day, exp, strike, right) for day in days}
         self._guard(q, kind, a, b, len(chains[days[0]]), len(days))
         per_contract: dict[OptionContract, list[dict]] = {}
         for day, contracts in chains.items():
-            for c in contracts:
-                if which == "eod":
-                    rows = self.eod_row(c, day)
-                    if rows is not None:
-                        st = self.greek_rows(c, day, {**rows, "tick_ms": rows["ms"]}, q, "all")
-                        rows = {**st, "timestamp": day_epoch_ms(day) + rows["ms"] - 1}
-                elif trade_greeks:
-                    window = self.clip(day, a, b)
-                    rows = None if window is None else self.trade_greek_rows(c, day, *window, q)
-                elif greeks:
-                    window = self.clip(day, a, b)
-                    rows = None
-                    if window is not None:
-                        interval = q.interval()
-                        quotes = self.quote_rows(c, day, window[0], window[1], interval)
-                        rows = self.greek_rows(c, day, quotes, q, which)
-                else:
-                    rows = self.rows_for(kind, c, day, q, a, b)
-                if rows is not None:
-                    per_contract.setdefault(c, []).append(rows)
+            for c, rows in self._history_day(kind, contracts, day, q, a, b):
+                per_contract.setdefault(c, []).append(rows)
         columns = CONTRACT + history_columns(kind)
         blocks = [Block(concat(parts), self._contract_dict(c))
                   for c, parts in sorted(per_contract.items())]
         return Result(columns, [b for b in blocks if b.data], grouped=True)
+
+    def _history_day(self, kind: str, contracts: list[OptionContract], day: date, q: Query, a: int,
+                     b: int) -> Iterator[tuple[OptionContract, dict]]:
+        """(contract, rows) of one day of ``option/history/<kind>``; greeks in one pass per day."""
+        if kind == "greeks/eod":
+            eods = [(c, r) for c in contracts if (r := self.eod_row(c, day)) is not None]
+            quotes = [{**r, "tick_ms": r["ms"]} for _, r in eods]
+            for (c, r), g in zip(eods, self._chain_greeks([c for c, _ in eods], quotes, day, q, "all"),
+                                 strict=True):
+                yield c, {**g, "timestamp": day_epoch_ms(day) + r["ms"] - 1}
+            return
+        greeks, trade_greeks = kind.startswith("greeks/"), kind.startswith("trade_greeks/")
+        window = self.clip(day, a, b) if greeks or trade_greeks else None
+        if greeks and window is not None:
+            quotes = [self.quote_rows(c, day, *window, q.interval()) for c in contracts]
+            greeks_rows = self._chain_greeks(contracts, quotes, day, q, kind.split("/", 1)[1])
+            yield from zip(contracts, greeks_rows, strict=True)
+        elif trade_greeks and window is not None:
+            yield from ((c, self.trade_greek_rows(c, day, *window, q)) for c in contracts)
+        elif not (greeks or trade_greeks):
+            for c in contracts:
+                rows = self.rows_for(kind, c, day, q, a, b)
+                if rows is not None:
+                    yield c, rows
+
+    def _chain_greeks(self, cs: list[OptionContract], quotes: list[dict], day: date, q: Query,
+                      which: str) -> list[dict]:
+        """:meth:`greek_rows` of many contracts' quote rows in one numpy pass, split back."""
+        if not cs:
+            return []
+        sizes = [len(r["ms"]) for r in quotes]
+        flat = {k: np.concatenate([r[k] for r in quotes]) for k in quotes[0]}
+        out = self.greek_rows(cs, sizes, day, flat, q, which)
+        cuts = np.cumsum(sizes)[:-1]
+        parts = {k: np.split(np.asarray(v), cuts) for k, v in out.items()}
+        return [{k: parts[k][i] for k in out} for i in range(len(cs))]
 
     @staticmethod
     def _check_interval(q: Query, days: list[date]) -> None:
@@ -303,21 +319,21 @@ class Endpoints(Rows):
         return self.quote_rows(inst, day, ms, ms, 0)
 
     # ------------------------------------------------------------------ snapshots
-    def _snapshot_rows(self, kind: str, inst, q: Query) -> dict | None:
-        """One snapshot row of ``inst``, or None when it has none (or none since ``min_time``)."""
-        day, at = self.snapshot_time(inst)
+    def _snapshots(self, kind: str, insts: list, q: Query) -> list[tuple[object, dict]]:
+        """(instrument, its one snapshot row) for those that have one (since ``min_time``)."""
+        if not insts:
+            return []
+        day, at = self.snapshot_time(insts[0])  # one session class per request
         if kind.startswith("greeks/"):
-            rows = self._snapshot_quote(inst, day, at)
-            if rows is not None:
-                rows = self.greek_rows(inst, day, rows, q, kind.split("/", 1)[1])
+            quoted = [(c, r) for c in insts if (r := self._snapshot_quote(c, day, at)) is not None]
+            cs = [c for c, _ in quoted]
+            pairs = list(zip(cs, self._chain_greeks(cs, [r for _, r in quoted], day, q, kind.split("/", 1)[1]),
+                             strict=True))
         else:
-            rows = self._SNAPSHOTS[kind](self, inst, day, at)
-        if rows is None or not len(rows["timestamp"]):
-            return None
-        min_time = q.get("min_time")
-        if min_time is not None and rows["timestamp"][-1] - day_epoch_ms(day) < parse_time("min_time", min_time):
-            return None
-        return rows
+            pairs = [(i, r) for i in insts if (r := self._SNAPSHOTS[kind](self, i, day, at)) is not None]
+        raw = q.get("min_time")
+        since = day_epoch_ms(day) + (parse_time("min_time", raw) if raw is not None else 0)
+        return [(i, r) for i, r in pairs if len(r["timestamp"]) and r["timestamp"][-1] >= since]
 
     def _snapshot_quote(self, inst, day: date, at: int) -> dict | None:
         rows = self.quote_rows(inst, day, at, at, 1)
@@ -377,11 +393,8 @@ class Endpoints(Rows):
         kind = path.split("/", 2)[2]
         today, now_ms = self.now()
         exp = q.expiration(star=True)
-        blocks = []
-        for c in self._contracts(q, today, exp, q.strike(), q.right(), now_ms):
-            rows = self._snapshot_rows(kind, c, q)
-            if rows is not None:
-                blocks.append(Block(rows, self._contract_dict(c)))
+        contracts = self._contracts(q, today, exp, q.strike(), q.right(), now_ms)
+        blocks = [Block(rows, self._contract_dict(c)) for c, rows in self._snapshots(kind, contracts, q)]
         if kind == "ohlc":
             columns = ["timestamp", *CONTRACT, *OHLC_COLS[:-1]]
         elif kind == "market_value":
@@ -416,11 +429,9 @@ class Endpoints(Rows):
         """stock/snapshot/* and index/snapshot/*: one row per symbol ('*' = all of that kind)."""
         sec, _, kind = path.split("/")
         parts = []
-        for sym in self._multi(q, sec):
-            rows = self._snapshot_rows(kind, sym, q)
-            if rows is not None:
-                rows["symbol"] = np.array([sym] * len(rows["timestamp"]), dtype=object)
-                parts.append(rows)
+        for sym, rows in self._snapshots(kind, self._multi(q, sec), q):
+            rows["symbol"] = np.array([sym] * len(rows["timestamp"]), dtype=object)
+            parts.append(rows)
         data = concat(parts)
         return Result(self._SYMBOL_SNAPSHOT_COLUMNS[sec][kind], [Block(data)] if data else [])
 
@@ -496,6 +507,19 @@ class Endpoints(Rows):
         "option/list/dates": _list_option_dates, "option/list/contracts": _list_contracts,
         "stock/list/dates": _list_symbol_dates, "index/list/dates": _list_symbol_dates,
     }
+
+    # ------------------------------------------------------------------ rates
+    def _interest_rate(self, q: Query, path: str) -> Result:
+        """The rate the greeks use for a ``rate_type`` (``symbol`` SOFR, TREASURY_M1 ... Y30), in
+        percent, one row per trading day. The layout (timestamp, rate) is not in the spec we have."""
+        name = q.symbol().lower()
+        if name not in RATE_TYPES:
+            raise ThetaError(472, f"No data for symbol {name.upper()!r}: expected one of "
+                                  f"{', '.join(n.upper() for n in RATE_TYPES)}")
+        days = [d for d in q.days() if self.clip(d, 0, 0) is not None]
+        data = {"timestamp": np.array([day_epoch_ms(d) for d in days], dtype=np.int64),
+                "rate": np.full(len(days), RATE_TYPES[name] * 100.0)}
+        return Result(["timestamp", "rate"], [Block(data)] if days else [], kinds={"rate": "f4"})
 
     # ------------------------------------------------------------------ calendar
     def _calendar(self, q: Query, path: str) -> Result:

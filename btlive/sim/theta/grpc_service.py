@@ -42,6 +42,8 @@ def rpc_path(method: str) -> str:
         snake = snake.replace(f"greeks_{g}", f"greeks/{g}")
     if snake.startswith("calendar_"):
         return snake.replace("_", "/", 1)
+    if snake.startswith("interest_rate_"):
+        return "interest_rate/" + snake.removeprefix("interest_rate_").replace("_", "/")
     return snake.replace("_at_time_", "_at@time_").replace("_", "/", 2).replace("@", "_")
 
 

@@ -34,7 +34,6 @@ YEAR_MS = 365.0 * DAY_MS
 MIN_T = 3_600_000 / YEAR_MS  # one hour: the floor ThetaData's "latest" Greeks use
 EXPIRY_MS = 16 * 3_600_000
 RTH_OPEN_MS = 9 * 3_600_000 + 30 * 60_000
-RTH_CLOSE_MS = 16 * 3_600_000
 OPTION_EXCHANGES = np.array([1, 4, 5, 6, 7, 9, 11, 22, 42, 43, 46, 47, 60, 65, 69], dtype=np.int64)
 STOCK_EXCHANGES = np.array([1, 2, 3, 7, 12, 29, 57, 60, 65, 73], dtype=np.int64)
 
@@ -150,7 +149,7 @@ class Market:
     daily_weeks: int = 4
     weekly_weeks: int = 9
     monthly_days: int = 400
-    first_date: date = date(2023, 1, 3)
+    first_date: date = date(2023, 1, 2)
     calendar: TradingCalendar = field(default_factory=TradingCalendar)
     today: Callable[[], date] = field(default=lambda: datetime.now(NEW_YORK).date())
     by_symbol: dict[str, Underlying] = field(init=False)
@@ -397,19 +396,27 @@ class Market:
         price = (rows["bid"] + rows["ask"]) / 2.0 if kind == "quote" else rows["price"]
         return np.round(price, 2), rows["ms"]
 
-    def years_to_expiry(self, c: OptionContract, day: date, ms, version: str = "latest") -> np.ndarray:
-        """Time to expiry in years: real time with a one-hour floor ("latest"), or a fixed
-        0.15 day on the expiration day (version "1"), as the Terminal's greeks versions."""
+    def years_to_expiry(self, cs: list[OptionContract], sizes: list[int], day: date, ms,
+                        version: str = "latest") -> np.ndarray:
+        """Time to expiry in years of ``sizes[i]`` consecutive times of each ``cs[i]``: real time
+        with a one-hour floor ("latest"), or a fixed 0.15 day on the expiration day (version "1"),
+        as the Terminal's greeks versions."""
         ms = np.asarray(ms, dtype=np.int64)
-        t = np.maximum(((c.expiration - day).days * DAY_MS + EXPIRY_MS - ms) / YEAR_MS, MIN_T)
-        if version == "1" and c.expiration == day:
-            t = np.full(ms.shape, 0.15 / 365.0)
+        days = np.repeat([(c.expiration - day).days for c in cs], sizes)
+        t = np.maximum((days * DAY_MS + EXPIRY_MS - ms) / YEAR_MS, MIN_T)
+        if version == "1":
+            t = np.where(days == 0, 0.15 / 365.0, t)
         return t
 
     def option_theo(self, c: OptionContract, day: date, ms) -> np.ndarray:
         """The model's fair value (the market value the Terminal reports beside the NBBO)."""
         ms = np.asarray(ms, dtype=np.int64)
         return self.option_state(c, day, ms)["theo"]
+
+    def option_state_many(self, cs: list[OptionContract], sizes: list[int], day: date,
+                          ms: np.ndarray) -> dict[str, np.ndarray]:
+        """:meth:`option_state` of ``sizes[i]`` consecutive times of each ``cs[i]`` in one pass."""
+        return self._state_many(cs, sizes, day, np.asarray(ms, dtype=np.int64))
 
     def grid(self, kind: str) -> int:
         return self.quote_ms if kind == "quote" else self.trade_ms

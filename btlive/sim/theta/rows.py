@@ -67,7 +67,6 @@ def _with_greeks(rows: dict, g: dict, sigma: np.ndarray, spot: np.ndarray,
     return out
 
 
-
 class Rows:
     """Builds rows from a :class:`Market` (or a replayed recording) as of ``clock``."""
 
@@ -217,51 +216,67 @@ class Rows:
         row["ms"] = np.array([close])
         return row
 
-    def greek_rows(self, c: OptionContract, day: date, quotes: dict[str, np.ndarray], q: Query,
-                   which: str) -> dict[str, np.ndarray]:
-        """Greeks at each quote row as the Terminal computes them: the volatility implied by the
-        midpoint (or the market value), the underlying's last trade (or NBBO midpoint) at the
-        quote's tick, the chosen rate and dividend, and the greeks version's time to expiry."""
+    def greek_rows(self, cs: list[OptionContract], sizes: list[int], day: date,
+                   quotes: dict[str, np.ndarray], q: Query, which: str) -> dict[str, np.ndarray]:
+        """Greeks at each quote row (``sizes[i]`` consecutive rows of each ``cs[i]``) as the
+        Terminal computes them: the volatility implied by the midpoint (or the market value),
+        the underlying's last trade (or NBBO midpoint) at the quote's tick, the chosen rate and
+        dividend, and the greeks version's time to expiry. One numpy pass for a whole chain."""
         m = self.market
         p = GreekParams.parse(q)
         tick_ms = quotes.get("tick_ms", quotes["ms"])
-        under, under_ms = m.underlying_price(c.root, day, tick_ms, p.nbbo)
-        if p.stock_price is not None:
-            under = np.full(tick_ms.shape, p.stock_price)
+        under, under_ms = self._underlying(cs, sizes, day, tick_ms, p)
         bid, ask = quotes["bid"], quotes["ask"]
         mid = np.round((bid + ask) / 2.0, 4)
-        price = np.round(m.option_theo(c, day, tick_ms), 2) if p.market_value else mid
-        out = self._greeks(c, day, tick_ms, under, price, p, quotes)
+        state = m.option_state_many(cs, sizes, day, tick_ms)
+        price = np.round(state["theo"], 2) if p.market_value else mid
+        out = self._greeks(cs, sizes, day, tick_ms, under, price, state["sigma"], p, quotes)
         out["underlying_timestamp"] = day_epoch_ms(day) + under_ms
         out["midpoint"] = mid
         if which == "implied_volatility":
-            t = m.years_to_expiry(c, day, tick_ms, p.version)
-            args = (under, c.strike, t, p.rate, _yield(p.dividend, under), c.right == "C")
+            t = m.years_to_expiry(cs, sizes, day, tick_ms, p.version)
+            strike = np.repeat([c.strike for c in cs], sizes)
+            call = np.repeat([c.right == "C" for c in cs], sizes)
+            args = (under, strike, t, p.rate, _yield(p.dividend, under), call)
             out["bid_implied_vol"] = np.round(implied_vol(bid, *args, guess=out["implied_vol"]), 4)
             out["ask_implied_vol"] = np.round(implied_vol(ask, *args, guess=out["implied_vol"]), 4)
         valid = (bid > 0) | (ask > 0)
         _zero_invalid(out, valid, keep=("ms", "tick_ms", "timestamp", "underlying_timestamp"))
         return out
 
-    def _greeks(self, c: OptionContract, day: date, ms: np.ndarray, under: np.ndarray, price: np.ndarray,
-                p: GreekParams, rows: dict) -> dict[str, np.ndarray]:
+    def _underlying(self, cs: list[OptionContract], sizes: list[int], day: date, ms: np.ndarray,
+                    p: GreekParams) -> tuple[np.ndarray, np.ndarray]:
+        """(price, tick ms) of each row's underlying (``stock_price`` overrides the price)."""
+        roots = np.repeat(np.array([c.root for c in cs], dtype=object), sizes)
+        price, at = np.zeros(ms.size), np.zeros(ms.size, np.int64)
+        for root in {c.root for c in cs}:
+            sel = roots == root
+            price[sel], at[sel] = self.market.underlying_price(root, day, ms[sel], p.nbbo)
+        if p.stock_price is not None:
+            price = np.full(ms.size, p.stock_price)
+        return price, at
+
+    def _greeks(self, cs: list[OptionContract], sizes: list[int], day: date, ms: np.ndarray,
+                under: np.ndarray, price: np.ndarray, model: np.ndarray, p: GreekParams,
+                rows: dict) -> dict[str, np.ndarray]:
         """``rows`` plus the greeks at the volatility implied by ``price`` (the model's where none is)."""
-        m = self.market
-        t = m.years_to_expiry(c, day, ms, p.version)
+        t = self.market.years_to_expiry(cs, sizes, day, ms, p.version)
         qy = _yield(p.dividend, under)
-        call = c.right == "C"
-        model = m.option_state(c, day, ms)["sigma"]
-        iv = implied_vol(price, under, c.strike, t, p.rate, qy, call, guess=model)
+        strike = np.repeat([c.strike for c in cs], sizes)
+        call = np.repeat([c.right == "C" for c in cs], sizes)
+        iv = implied_vol(price, under, strike, t, p.rate, qy, call, guess=model)
         sigma = np.where(iv > 0, iv, model)
-        g = black_scholes(under, c.strike, t, p.rate, qy, sigma, call)
+        g = black_scholes(under, strike, t, p.rate, qy, sigma, call)
         return _with_greeks(rows, g, sigma, under, price)
 
     def trade_greek_rows(self, c: OptionContract, day: date, a: int, b: int, q: Query) -> dict:
         """Each trade with greeks at the volatility implied by its price (the model's if none is)."""
         t = self.trade_rows(c, day, a, b)
         p = GreekParams.parse(q)
-        under, under_ms = self.market.underlying_price(c.root, day, t["ms"], p.nbbo)
-        out = self._greeks(c, day, t["ms"], under, t["price"], p, t)
+        one = ([c], [t["ms"].size])
+        under, under_ms = self._underlying(*one, day, t["ms"], p)
+        model = self.market.option_state_many(*one, day, t["ms"])["sigma"]
+        out = self._greeks(*one, day, t["ms"], under, t["price"], model, p, t)
         out["underlying_timestamp"] = day_epoch_ms(day) + under_ms
         return out
 

@@ -84,6 +84,7 @@ MIN_TIER = {
     "index/history/price": "value", "index/history/ohlc": "standard",
     "index/snapshot/price": "standard", "index/snapshot/ohlc": "standard",
     "calendar/on_date": "value", "calendar/year_holidays": "value", "calendar/year": "value",
+    "interest_rate/history/eod": "value",
 }
 
 
@@ -102,7 +103,6 @@ def normalize_tier(tier: str) -> str:
     if t not in TIERS:
         raise ValueError(f"tier {tier!r}: expected one of {', '.join(TIERS)}")
     return t
-
 
 
 def history_columns(kind: str) -> list[str]:

@@ -9,6 +9,7 @@ SETTINGS = {
     "timeframe": (str, "1min"),
     "faults": (str, None), "latency_ms": (float, 0.0), "seed": (int, 0),
     "tick_interval": (float, 0.25), "max_version": (int, 178),
+    "unsubscribed": (str, ""), "account_refresh": (float, 180.0),
 }
 
 
@@ -41,6 +42,11 @@ def register(subparsers) -> None:
     p.add_argument("--always-open", action="store_true", default=None,
                    help="every instrument trades at any hour (friendlier than TWS, which "
                         "follows each instrument's trading hours)")
+    p.add_argument("--unsubscribed", metavar="SYM,...",
+                   help="symbols without an API market-data subscription (10089; delayed data "
+                        "after reqMarketDataType 3)")
+    p.add_argument("--account-refresh", type=float,
+                   help="seconds between account-value updates (default 180, as TWS)")
     p.add_argument("--max-version", type=int, help="highest server version (default 178)")
     p.add_argument("--config", metavar="FILE", help="btlive TOML config (default: "
                    "$BTLIVE_CONFIG or the usual places)")
@@ -109,6 +115,9 @@ def run(args) -> int:
                            latency_ms=opts["latency_ms"], tick_interval=opts["tick_interval"],
                            pacing=opts["pacing"], faults=faults, replay=replay,
                            always_open=opts["always_open"],
+                           unsubscribed=[x.strip() for x in opts["unsubscribed"].split(",")
+                                         if x.strip()],
+                           account_refresh=opts["account_refresh"],
                            max_version=opts["max_version"])
         sim.start()
     except (OSError, ValueError, RuntimeError) as exc:

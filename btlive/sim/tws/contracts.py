@@ -9,6 +9,7 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
 # Market rules: id -> ((lowEdge, increment), ...), as reqMarketRule reports them. The ids are
@@ -109,26 +110,40 @@ class Instrument:
         step = self.increment(price)
         return round(round(price / step) * step, 10)
 
+    @property
+    def follows_nyse(self) -> bool:
+        """US stocks, options and indices keep the NYSE's holidays and early closes."""
+        return self.sec_type in ("STK", "OPT", "IND") and self.currency == "USD"
+
+    def day_hours(self, day: date) -> tuple[tuple[str, str], tuple[str, str]] | None:
+        """(trading hours, liquid hours) of the session of ``day``, None when closed
+        (weekends; NYSE holidays for US equities, whose early closes end 3 hours sooner)."""
+        if day.weekday() >= 5:
+            return None
+        trading, liquid = self.ext_hours, self.hours
+        if self.follows_nyse:
+            kind = nyse_day_type(day)
+            if kind == "full_close":
+                return None
+            if kind == "early_close":
+                trading = (trading[0], _earlier(trading[1], 3))
+                liquid = (liquid[0], _earlier(liquid[1], 3))
+        return trading, liquid
+
     def session(self, ts: float) -> str:
-        """The session at epoch ``ts``: ``regular``, ``extended`` or ``closed``. Weekends are
-        closed; an overnight session belongs to the next weekday (futures, forex)."""
+        """The session at epoch ``ts``: ``regular``, ``extended`` or ``closed``. Weekends and
+        holidays are closed; an overnight session belongs to the next weekday (futures, forex)."""
         if self.always_open:
             return "regular"
         local = datetime.fromtimestamp(ts, ZoneInfo(self.tz))
         hhmm = local.strftime("%H%M")
-        start, end = self.ext_hours
         day = local.date()
-        if start <= end:
-            inside = start <= hhmm < end
-        elif hhmm >= start:
-            inside, day = True, day + timedelta(days=1)
-        else:
-            inside = hhmm < end
-        if not inside or day.weekday() >= 5:
+        if self.ext_hours[0] > self.ext_hours[1] and hhmm >= self.ext_hours[0]:
+            day += timedelta(days=1)
+        hours = self.day_hours(day)
+        if hours is None or not _within(hhmm, *hours[0]):
             return "closed"
-        lo, hi = self.hours
-        regular = lo <= hhmm < hi if lo <= hi else (hhmm >= lo or hhmm < hi)
-        return "regular" if regular else "extended"
+        return "regular" if _within(hhmm, *hours[1]) else "extended"
 
     def next_open(self, ts: float, regular: bool = False, limit_days: int = 8) -> float | None:
         """The first quarter hour after ``ts`` when the session is open (``regular``: in
@@ -145,7 +160,8 @@ class Instrument:
                "MKT,MOC,MTL,NONALGO,OCA,REL,RTH,STP,STPLMT,TRAIL,TRAILLIT,TRAILLMT,TRAILMIT,WHATIF"
 
     def schedule(self, days: int = 7, start: date | None = None) -> tuple[str, str]:
-        """tradingHours and liquidHours strings in TWS's format, local time, weekends CLOSED."""
+        """tradingHours and liquidHours strings in TWS's format, local time, weekends and
+        holidays CLOSED."""
         tz = ZoneInfo(self.tz)
         today = start or datetime.now(tz).date()
         trading, liquid = [], []
@@ -157,14 +173,39 @@ class Instrument:
                 trading.append(session)
                 liquid.append(session)
                 continue
-            if d.weekday() >= 5:
+            hours = self.day_hours(d)
+            if hours is None:
                 trading.append(f"{ds}:CLOSED")
                 liquid.append(f"{ds}:CLOSED")
                 continue
+            (t_start, t_end), (l_start, l_end) = hours
             prev = (d - timedelta(days=1)).strftime("%Y%m%d") if self.overnight else ds
-            trading.append(f"{prev}:{self.ext_hours[0]}-{ds}:{self.ext_hours[1]}")
-            liquid.append(f"{ds}:{self.hours[0]}-{ds}:{self.hours[1]}")
+            trading.append(f"{prev}:{t_start}-{ds}:{t_end}")
+            liquid.append(f"{ds}:{l_start}-{ds}:{l_end}")
         return ";".join(trading), ";".join(liquid)
+
+
+@lru_cache(maxsize=1)
+def _nyse():
+    # one calendar for both simulators: the Theta simulator's (exchange_calendars XNYS)
+    from btlive.sim.theta.calendar import TradingCalendar
+
+    return TradingCalendar()
+
+
+def nyse_day_type(day: date) -> str:
+    """``open``, ``early_close``, ``full_close`` or ``weekend`` by the NYSE calendar (the
+    first call loads it: about a second)."""
+    return _nyse().day_type(day)
+
+
+def _earlier(hhmm: str, hours: int) -> str:
+    return f"{int(hhmm[:2]) - hours:02d}{hhmm[2:]}"
+
+
+def _within(hhmm: str, start: str, end: str) -> bool:
+    """Whether local ``hhmm`` is in [start, end); a start after the end wraps midnight."""
+    return start <= hhmm < end if start <= end else (hhmm >= start or hhmm < end)
 
 
 def _default_rule(inst: Instrument) -> int:
@@ -178,8 +219,6 @@ def _default_rule(inst: Instrument) -> int:
         return 67
     if inst.sec_type == "CASH":
         return 239
-    if inst.sec_type == "CRYPTO" and inst.min_tick == 0.25:
-        return 321
     return 322
 
 
@@ -226,6 +265,7 @@ class Universe:
                             hours=("1715", "1700"), ext_hours=("1715", "1700"), overnight=True))
         self.add(Instrument("BTC", "CRYPTO", "PAXOS", local_symbol="BTC.USD",
                             trading_class="BTC", price=90_000.0, vol=0.6, min_tick=0.25,
+                            market_rule=321,
                             lot=100, long_name="Bitcoin", always_open=True))
         for exp in self._future_expiries(4):
             y, m = exp.year, exp.month

@@ -51,7 +51,6 @@ SYSTEM_MESSAGES = {
     2104: "Market data farm connection is OK:usfarm",
     2105: "HMDS data farm connection is broken:ushmds",
     2106: "HMDS data farm connection is OK:ushmds",
-    2119: "Market data farm is connecting:usfarm",
     2157: "Sec-def data farm connection is broken:secdefnj",
     2158: "Sec-def data farm connection is OK:secdefnj",
 }
@@ -147,8 +146,9 @@ def load_timeline(path: str) -> list[Fault]:
 
 
 class Pacing:
-    """IB's historical-data pacing rules (when enabled): at most 60 requests in 10 minutes,
-    no identical request within 15 s, fewer than 6 requests for one contract in 2 s."""
+    """IB's historical-data pacing rules for bars of 30 s or less and historical ticks (when
+    enabled): at most 60 requests in 10 minutes, no identical request within 15 s, fewer than
+    6 requests for one contract in 2 s; a BID_ASK request counts twice."""
 
     def __init__(self, limit: int = 60, window: float = 600.0, identical: float = 15.0,
                  burst: int = 6, burst_window: float = 2.0, clock=time.monotonic):
@@ -159,12 +159,12 @@ class Pacing:
         self._same: dict[tuple, float] = {}
         self._per_contract: dict[tuple, deque[float]] = {}
 
-    def check(self, key: tuple, contract_key: tuple) -> str | None:
-        """None if allowed (and recorded), else the reason for error 162."""
+    def check(self, key: tuple, contract_key: tuple, weight: int = 1) -> str | None:
+        """None if allowed (and recorded ``weight`` times), else the reason for error 162."""
         now = self.clock()
         while self._all and now - self._all[0] > self.window:
             self._all.popleft()
-        if len(self._all) >= self.limit:
+        if len(self._all) + weight > self.limit:
             return f"more than {self.limit} requests in {self.window:g} s"
         last = self._same.get(key)
         if last is not None and now - last < self.identical:
@@ -172,10 +172,10 @@ class Pacing:
         recent = self._per_contract.setdefault(contract_key, deque())
         while recent and now - recent[0] > self.burst_window:
             recent.popleft()
-        if len(recent) + 1 >= self.burst:
+        if len(recent) + weight >= self.burst:
             return f"{self.burst} or more requests for the same contract within " \
                    f"{self.burst_window:g} s"
-        self._all.append(now)
+        self._all.extend([now] * weight)
         self._same[key] = now
-        recent.append(now)
+        recent.extend([now] * weight)
         return None

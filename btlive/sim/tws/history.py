@@ -44,8 +44,10 @@ class HistoryPart:
         inst = self._resolve(s, req_id, c)
         if inst is None:
             return
+        # IB's pacing rules cover bars of 30 seconds or less; larger bars only have step limits
+        paced = (bar_seconds(bar_size) or 0) <= 30
         err = self._hist_error(s, req_id, inst, what, (c.con_id or c.symbol, end_s, bar_size,
-                                                       duration, rth, what))
+                                                       duration, rth, what), paced)
         if err:
             return
         if inst.sec_type == "CRYPTO" and what not in CRYPTO_HISTORY:
@@ -124,14 +126,14 @@ class HistoryPart:
         return max(1, int(end.timestamp() - start.timestamp()))
 
     def _hist_error(self, s: Session, req_id: int, inst: Instrument, what: str,
-                    key: tuple) -> bool:
+                    key: tuple, paced: bool = True) -> bool:
         if self.pacing_violations > 0:
             self.pacing_violations -= 1
             s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
                                                    "message:Pacing violation"))
             return True
-        if self.pacing is not None:
-            why = self.pacing.check(key, (inst.con_id, what))
+        if self.pacing is not None and paced:
+            why = self.pacing.check(key, (inst.con_id, what), 2 if what == "BID_ASK" else 1)
             if why:
                 s.send(M.error(s.version, req_id, 162, "Historical Market Data Service error "
                                                        f"message:Pacing violation ({why})"))

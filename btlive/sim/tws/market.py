@@ -102,6 +102,8 @@ class SyntheticMarket:
             q.last = q.open = q.high = q.low = q.close = inst.round_price(mid)
             if inst.sec_type == "CASH":
                 q.last = 0.0
+            elif inst.sec_type != "IND":
+                q.last_size = float(max(1, inst.lot // 100))  # the last print had a size
             q.time = now or 0.0
         return q
 

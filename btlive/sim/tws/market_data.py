@@ -24,11 +24,16 @@ GENERIC_RTVOLUME = "233"
 NO_SUBSCRIPTION = ("Requested market data requires additional subscription for API. See link in "
                    "'Market Data Connections dialog' for more details.Delayed market data is "
                    "available.{sym} {exch}/TOP/ALL")
+COMPETING = "No market data during competing live session"
 # live tick type -> its delayed twin (what TWS sends under reqMarketDataType 3/4)
 DELAYED_TICKS = {0: 69, 1: 66, 2: 67, 3: 70, 4: 68, 5: 71, 6: 72, 7: 73, 8: 74, 9: 75, 14: 76,
                  45: 88, 10: 80, 11: 81, 12: 82, 13: 83}
 
 HANDLERS = Handlers()
+
+
+def _no_subscription(inst: Instrument) -> str:
+    return NO_SUBSCRIPTION.format(sym=inst.symbol, exch=inst.primary_exchange or inst.exchange)
 
 
 def _delayed(msg: list) -> list:
@@ -99,11 +104,9 @@ class MarketDataPart:
             return None
         if wanted in (1, 2):
             if sym in self.unsubscribed:
-                s.send(M.error(s.version, req_id, 10089, NO_SUBSCRIPTION.format(
-                    sym=sym, exch=inst.primary_exchange or inst.exchange)))
+                s.send(M.error(s.version, req_id, 10089, _no_subscription(inst)))
             else:
-                s.send(M.error(s.version, req_id, 10197, "No market data during competing "
-                                                         "live session"))
+                s.send(M.error(s.version, req_id, 10197, COMPETING))
             return None
         if sym in self.unsubscribed:
             s.send(M.error(s.version, req_id, 10167, "Requested market data is not subscribed."
@@ -125,11 +128,9 @@ class MarketDataPart:
         if self.has_live_data(inst):
             return False
         if inst.symbol in self.delayed_unavailable or inst.symbol in self.unsubscribed:
-            s.send(M.error(s.version, req_id, 10089, NO_SUBSCRIPTION.format(
-                sym=inst.symbol, exch=inst.primary_exchange or inst.exchange)))
+            s.send(M.error(s.version, req_id, 10089, _no_subscription(inst)))
         else:
-            s.send(M.error(s.version, req_id, 10197, "No market data during competing live "
-                                                     "session"))
+            s.send(M.error(s.version, req_id, 10197, COMPETING))
         return True
 
     def _send_quote(self, s: Session, sub: MktSub, q: Quote, full: bool = False,
@@ -427,8 +428,7 @@ class MarketDataPart:
             for rid, sub in list(s.mkt.items()):
                 if not sub.delayed:
                     del s.mkt[rid]
-                    s.send(M.error(s.version, rid, 10197, "No market data during competing "
-                                                          "live session"))
+                    s.send(M.error(s.version, rid, 10197, COMPETING))
 
     def set_market(self, symbol: str, state: str | None) -> None:
         """Force an instrument's session (``regular``/``open``, ``extended``, ``closed``) or

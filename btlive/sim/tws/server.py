@@ -12,9 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from dataclasses import replace
+from datetime import date
 
 from btlive.runtime import LoopThread
 
+from .contracts import nyse_day_type
 from .faults import ACTIONS, Fault, parse_timeline
 from .protocol import MAX_VERSION
 from .session import TwsServer
@@ -97,6 +99,7 @@ class TwsSimulator:
         replay = self.server.replay
         if replay is not None and not replay.events:
             replay.load(self.server)  # errors (no data, bad library) surface here
+        nyse_day_type(date.today())  # load the holiday calendar here, not on the server's loop
         self._loop.start()
         try:
             self._loop.run(self.server.start(), timeout=10)
