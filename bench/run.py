@@ -27,6 +27,7 @@ MODULES = {
     "cvar": "bench_cvar",
     "audit": "bench_audit",
     "run": "bench_run",
+    "optimize": "bench_optimize",
 }
 
 

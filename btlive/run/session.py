@@ -58,9 +58,15 @@ def _stop_on_interrupt(cerebro, mode: str):
         return
 
     def stop(signum, frame):
-        signal.signal(signal.SIGINT, previous)
-        print("\nstopping (Ctrl-C again to abort)", file=sys.stderr)
-        cerebro.runstop()
+        import os, traceback
+        os.write(2, b"HANDLER\n")
+        try:
+            signal.signal(signal.SIGINT, previous)
+            print("\nstopping (Ctrl-C again to abort)", file=sys.stderr)
+            cerebro.runstop()
+        except BaseException:
+            os.write(2, traceback.format_exc().encode())
+            raise
 
     previous = signal.signal(signal.SIGINT, stop)
     try:

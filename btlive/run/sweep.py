@@ -147,10 +147,12 @@ def run_task(task: Task) -> dict[str, Any]:
                         params=[f"{k}={v}" for k, v in task.params.items()],
                         fromdate=task.fromdate, todate=task.todate)
         ctx = cerebro.btlive
+        ran = time.perf_counter()
         try:
             strat = cerebro.run()[0]
         finally:
             ctx.close()
+        out["run_s"] = time.perf_counter() - ran  # the backtest itself, without the wiring
         summary = summarize(strat, mode="backtest", spec=ctx.spec, params=ctx.params,
                             arctic_versions=ctx.arctic_versions)
         out["metrics"] = {k: summary[k] for k in METRICS} | {"orders": len(summary["orders"])}
@@ -381,7 +383,7 @@ def _crashed(task: Task, exc: BaseException, started: float) -> dict[str, Any]:
 
 def execute(tasks: Sequence[Task], *, workers: int,
             on_result: Callable[[dict[str, Any]], None] | None = None) -> Outcome:
-    """Run ``tasks`` on the current Ray session, at most ``2 * workers`` queued at once.
+    """Run ``tasks`` on the current Ray session, ``workers`` at a time.
 
     Ray reruns a task whose worker process died (up to :data:`MAX_RETRIES` times). Ctrl-C
     cancels what is queued and returns with ``interrupted`` set; ``on_result`` has seen every
@@ -412,7 +414,7 @@ def execute(tasks: Sequence[Task], *, workers: int,
 
     try:
         while queue or pending:
-            while queue and len(pending) < 2 * workers:
+            while queue and len(pending) < workers:
                 task = queue.pop()
                 pending[remote.remote(task)] = (task, time.perf_counter())
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)

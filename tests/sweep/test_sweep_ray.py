@@ -4,6 +4,9 @@ walk-forward and ArcticDB on S3."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import backtrader as bt
@@ -13,11 +16,13 @@ import sqlalchemy as sa
 from btlive.cli import main
 from btlive.run.summary import _sharpe
 from btlive.run.sweep import optimize, param_key
+from tests.helpers import eventually
 from tests.sweep.helpers import SYMBOL, sweep_config, write_toml
 
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
 STRATS = HERE / "sweep_strategies.py"
 GRID = {"fast": [3, 5], "slow": [8, 13]}
 
@@ -214,3 +219,40 @@ def test_workers_read_bars_from_arcticdb_on_s3(s3_uri, db, ray_session):
     assert [r["status"] for r in swept.results] == ["ok", "ok"], swept.results
     assert all(r["versions"] == {SYMBOL: 0} for r in swept.results)
     assert swept.spec.config.data[0].uri == s3_uri
+
+
+def test_ctrl_c_stops_the_command_cleanly_and_resume_finishes(config, db, tmp_path, ray_session):
+    """A real SIGINT to ``btlive optimize`` (which starts its own local Ray): exit 130, what
+    finished is saved, and ``--resume`` runs the rest."""
+    path = write_toml(tmp_path / "btlive.toml", config)
+    grid = ["--grid", "fast=2:21", "--grid", "slow=30,40"]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "btlive", "optimize", "strategies.sma_cross:SmaCross", "--config",
+         path, *grid, "--workers", "2", "--db", db], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        engine = sa.create_engine(db)
+
+        def saved():
+            try:
+                with engine.connect() as conn:
+                    return conn.execute(sa.text("select count(*) from sweep_results")).scalar()
+            except sa.exc.OperationalError:  # the command has not created the table yet
+                return 0
+
+        eventually(saved, timeout=120, interval=0.2, what="a first result row")
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=120)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
+    assert child.returncode == 130, err
+    sweep_id = err.split("--resume ")[1].split()[0]
+    kept = rows(db, sweep_id)
+    assert 1 <= len(kept) < 40 and f"{len(kept)} stored" in out
+    engine.dispose()
+
+    again = optimize(None, None, None, db=db, workers=2, progress=None, resume=sweep_id)
+    assert again.ran == 40 - len(kept) and len(rows(db, sweep_id)) == 40
+    assert len({r["key"] for r in again.results}) == 40

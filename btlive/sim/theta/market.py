@@ -136,7 +136,10 @@ class Market:
     """The seeded synthetic market.
 
     ``quote_ms``/``trade_ms`` set the tick grids: every instrument quotes once per
-    ``quote_ms`` and trades once per ``trade_ms`` (at a per-instrument phase).
+    ``quote_ms`` and trades once per ``trade_ms`` (at a per-instrument phase), inside its
+    session of the ``calendar``. ``today`` (the simulator's clock, ET date) is where the listed
+    expirations' horizons count from: dailies ``daily_weeks``, weeklies ``weekly_weeks``,
+    monthlies ``monthly_days`` ahead.
     """
 
     seed: int = 1
@@ -145,7 +148,7 @@ class Market:
     trade_ms: int = 5000
     rate: float = RATE_TYPES["sofr"]  # the quoting model's rate: the Terminal's default greeks agree
     near_strikes: int = 20  # fine-step strikes beyond the near-term price range, each side
-    far_strikes: int = 8  # then this many at 5x the step
+    far_strikes: int = 8  # 5x-step strikes beyond the contract's whole-life price range, each side
     daily_weeks: int = 4
     weekly_weeks: int = 9
     monthly_days: int = 400

@@ -59,6 +59,7 @@ class Instrument:
     under_sec_type: str = ""
     market_rule: int = 0  # MARKET_RULES id; 0 = derived from the security type
     con_id: int = field(default=0)
+    _tiers: tuple = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not self.local_symbol:
@@ -71,6 +72,7 @@ class Instrument:
             self.con_id = 100_000 + zlib.crc32(key.encode()) % 2_000_000_000
         if not self.market_rule:
             self.market_rule = _default_rule(self)
+        self._tiers = MARKET_RULES.get(self.market_rule) or ((0.0, self.min_tick),)
 
     @property
     def is_option(self) -> bool:
@@ -93,8 +95,12 @@ class Instrument:
 
     def increment(self, price: float) -> float:
         """The price increment that applies at ``price`` (the tier of the market rule)."""
-        step = self.min_tick
-        for low, inc in MARKET_RULES.get(self.market_rule, ()):
+        tiers = self._tiers
+        low, inc = tiers[-1]
+        if price >= low or len(tiers) == 1:  # the hot path: the top tier
+            return inc
+        step = tiers[0][1]
+        for low, inc in tiers:
             if abs(price) >= low:
                 step = inc
         return step

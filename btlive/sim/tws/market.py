@@ -136,8 +136,8 @@ class SyntheticMarket:
             mid = max(mid, tick)
         else:
             half = inst.spread_ticks * tick / 2
-        bid = inst.round_price(mid - half)
-        ask = inst.round_price(mid + half)
+        bid = _round_tick(mid - half, inst.increment(mid - half))
+        ask = _round_tick(mid + half, inst.increment(mid + half))
         if ask <= bid:
             ask = inst.round_price(bid + inst.increment(bid))
         if inst.sec_type == "IND":

@@ -1,0 +1,118 @@
+"""Option fills and costs in backtest: quotes with a spread, IB's per-contract commissions,
+and expiration (a short or long option is closed at its intrinsic value when it expires)."""
+
+from __future__ import annotations
+
+import math
+
+from backtrader.order import BuyOrder, Order, SellOrder
+
+from btlive.run.costs import IBCommission, QuoteBroker
+
+
+class OptionCommission(IBCommission):
+    """IB's fixed option commissions: per contract by premium (``per_contract`` 0.65 from
+    0.10, ``per_contract_low`` 0.50 from 0.05, ``per_contract_min`` 0.25 below), at least
+    ``min_per_order`` (1.00) per order; nothing when an option expires or is settled.
+
+    Params as :class:`btlive.run.costs.IBCommission` plus ``per_contract_low`` (0.50) and
+    ``per_contract_min`` (0.25); ``mult`` (100) and ``option`` (True) are set.
+    """
+
+    params = (
+        ("option", True),
+        ("mult", 100),
+        ("per_contract_low", 0.50),
+        ("per_contract_min", 0.25),
+    )
+
+    settling = False  # set by OptionsBroker while it settles an expiration
+
+    def _getcommission(self, size, price, pseudoexec):
+        size = abs(size)
+        if not size or self.settling:
+            return 0.0
+        premium = abs(price)
+        rate = (self.p.per_contract if premium >= 0.10 else
+                self.p.per_contract_low if premium >= 0.05 else self.p.per_contract_min)
+        return max(size * rate, self.p.min_per_order)
+
+
+class OptionsBroker(QuoteBroker):
+    """QuoteBroker for option legs: market orders fill at the bid when selling and at the ask
+    when buying (``spread_fraction`` 1.0; 0.5 = half-way from the midpoint, 0 = midpoint),
+    on the bar after the decision; a leg whose contract expired with a position is closed at
+    its intrinsic value (no commission) before the strategy sees that bar.
+
+    Params: ``spread_fraction`` (1.0), ``settle`` (True), and BackBroker's.
+    """
+
+    params = (
+        ("spread_fraction", 1.0),
+        ("settle", True),
+    )
+
+    def __init__(self) -> None:
+        super().__init__()
+        if not 0.0 <= self.p.spread_fraction <= 1.0:
+            raise ValueError(f"spread_fraction {self.p.spread_fraction!r}: expected 0..1")
+        self._owners: dict = {}
+        self.settlements: list[dict] = []
+
+    def submit(self, order, check=True):
+        if order.owner is not None:
+            self._owners[order.data] = order.owner
+        return super().submit(order, check)
+
+    def next(self) -> None:
+        if self.p.settle:
+            self._settle_expired()
+        super().next()
+
+    def _settle_expired(self) -> None:
+        for data, pos in list(self.positions.items()):
+            if not pos.size or not getattr(data, "expired", False):
+                continue
+            owner = self._owners.get(data)
+            price = data.settlement_price()
+            if owner is None or not math.isfinite(price):
+                continue
+            for order in list(self.pending):  # a close still working is superseded
+                if order is not None and order.data is data and order.alive():
+                    self.cancel(order)
+            size = -pos.size
+            cls = BuyOrder if size > 0 else SellOrder
+            order = cls(owner=owner, data=data, size=abs(size), price=price,
+                        exectype=Order.Market)
+            order.addinfo(settle=price, reason="expiration")
+            order.submit(self)
+            order.accept(self)
+            self.orders.append(order)
+            self.notify(order)
+            comminfo = self.getcommissioninfo(data)
+            comminfo.settling = True
+            try:
+                self._execute(order, ago=0, price=price)
+            finally:
+                comminfo.settling = False
+            self.settlements.append({"data": data._name, "contract": data.contract.instrument,
+                                     "size": size, "price": price})
+
+    def _try_exec_market(self, order, popen, phigh, plow):
+        data = order.data
+        bid, ask = _line(data, "bid"), _line(data, "ask")
+        if bid is None or ask is None or ask < bid or self.p.coc:
+            return super()._try_exec_market(order, popen, phigh, plow)
+        if data.datetime[0] <= order.created.dt:  # never on the bar that decided it
+            return
+        half = (ask - bid) / 2.0 * self.p.spread_fraction
+        mid = (ask + bid) / 2.0
+        self._execute(order, ago=0, price=mid + half if order.isbuy() else mid - half)
+
+
+def _line(data, name: str) -> float | None:
+    line = getattr(data.lines, name, None)
+    if line is None:
+        return None
+    value = line[0]
+    return value if math.isfinite(value) and value >= 0 else None
