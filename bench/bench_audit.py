@@ -261,25 +261,25 @@ def run(args):
     bars = getattr(args, "bars", None) or (20_000 if quick else 200_000)
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
         ours_rate, ours_us, old_rate, old_us = _writers(tmp, n_ours, getattr(args, "rounds", 3))
+        yield result("audit", "sqlite_events_per_s_vs_old_writer", ours_rate,
+                     "the writer before issue 11 (bench/audit_writer_v1.py)", old_rate, "events/s",
+                     events=n_ours, goal=">= 100000 events/s and >= 4x")
         anchor_rate, anchor_us = _anchor_sqlite(f"{tmp}/seeds.sqlite", n_anchor)
+        yield result("audit", "sqlite_events_per_s", ours_rate, ANCHOR, anchor_rate, "events/s",
+                     events=n_ours, anchor_events=n_anchor)
+        yield result("audit", "sqlite_strategy_thread_us_per_event", ours_us, ANCHOR, anchor_us,
+                     "us", higher_is_better=False, goal="< 20 us")
         notify_us, notify_anchor_us, calls, event_us, event_anchor_us = _analyzer_cost(
             tmp, 1_000 if quick else 10_000)
+        yield result("audit", "analyzer_notify_order_us", notify_us, ANCHOR + " in notify_order",
+                     notify_anchor_us, "us", higher_is_better=False, calls=calls)
+        yield result("audit", "analyzer_us_per_event", event_us, ANCHOR + " in notify_order",
+                     event_anchor_us, "us", higher_is_better=False, goal="< 20 us")
         backtest = _backtest(tmp, bars)
-    yield result("audit", "sqlite_events_per_s_vs_old_writer", ours_rate,
-                 "the writer before issue 11 (bench/audit_writer_v1.py)", old_rate, "events/s",
-                 events=n_ours, goal=">= 100000 events/s and >= 4x")
-    yield result("audit", "sqlite_events_per_s", ours_rate, ANCHOR, anchor_rate, "events/s",
-                 events=n_ours, anchor_events=n_anchor)
-    yield result("audit", "sqlite_strategy_thread_us_per_event", ours_us, ANCHOR, anchor_us, "us",
-                 higher_is_better=False, goal="< 20 us")
-    yield result("audit", "analyzer_notify_order_us", notify_us, ANCHOR + " in notify_order",
-                 notify_anchor_us, "us", higher_is_better=False, calls=calls)
-    yield result("audit", "analyzer_us_per_event", event_us, ANCHOR + " in notify_order",
-                 event_anchor_us, "us", higher_is_better=False, goal="< 20 us")
-    yield result("audit", "backtest_one_order_per_bar_peak_rss_mb", backtest["peak_rss_mb"],
-                 "issue 11's report of the old writer at 200,000 bars (not re-run: it lost 31 % "
-                 "of the events)", 1800.0, "MB", higher_is_better=False,
-                 events_per_s=backtest["events"] / backtest["seconds"], **backtest)
+        yield result("audit", "backtest_one_order_per_bar_peak_rss_mb", backtest["peak_rss_mb"],
+                     "issue 11's report of the old writer at 200,000 bars (not re-run: it lost 31 % "
+                     "of the events)", 1800.0, "MB", higher_is_better=False,
+                     events_per_s=backtest["events"] / backtest["seconds"], **backtest)
     try:
         engine, schema, url = _pg_schema()
     except Exception as exc:  # noqa: BLE001 - no server: report and skip

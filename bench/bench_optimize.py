@@ -76,8 +76,6 @@ def _sweep(config: dict, params: dict, workers: int, db: str) -> tuple[float, li
 def _warm_up() -> int:
     """Start a worker process and import what a task imports (an optstrategy pool forks a
     parent that has imported everything; a cluster's workers stay warm between sweeps)."""
-    import btlive.run.sweep
-    import btlive.run.wiring
     import strategies.sma_cross  # noqa: F401
 
     time.sleep(1.0)  # hold the CPU so that every call lands on its own worker

@@ -26,6 +26,8 @@ from datetime import UTC
 
 import backtrader as bt
 
+from btlive.ops.feeds import feed_name
+
 _EXECTYPES = {bt.Order.Market: "market", bt.Order.Close: "close", bt.Order.Limit: "limit",
               bt.Order.Stop: "stop", bt.Order.StopLimit: "stoplimit",
               bt.Order.StopTrail: "stoptrail", bt.Order.StopTrailLimit: "stoptraillimit"}
@@ -261,7 +263,7 @@ class ExecutionQuality(bt.Analyzer):
         comminfo = getattr(order, "comminfo", None)
         mult = float(getattr(getattr(comminfo, "p", None), "mult", 1.0) or 1.0)
         row = ExecutionRow(
-            ref=order.ref, data=data._name or str(getattr(data.p, "dataname", "")),
+            ref=order.ref, data=feed_name(data),
             side="buy" if order.isbuy() else "sell", size=abs(float(created.size)),
             exectype=_EXECTYPES.get(order.exectype, str(order.exectype)),
             price=_clean(created.price), decided_at=_num2iso(created.dt) if created.dt else None,

@@ -47,12 +47,6 @@ def money_text(value) -> str | None:
     return text[1:] if text[0] == "-" and not d else text
 
 
-def _integer(value) -> int:
-    if type(value) is float and value.is_integer():
-        return int(value)
-    return int(value)
-
-
 def _json_text(value) -> str:
     return json.dumps(value, sort_keys=True, default=str, separators=(",", ":"))
 
@@ -101,7 +95,7 @@ def _column_code(table: str, name: str, kind: str, source: str, required: bool,
     elif kind == "str":
         body = ["if type(v) is not str:", "    v = str(v)", f"ja('{key}:' + _enc(v))", f"{var} = v"]
     elif kind == "int":
-        body = ["if type(v) is not int:", "    v = _integer(v)", f"ja('{key}:' + str(v))",
+        body = ["if type(v) is not int:", "    v = int(v)", f"ja('{key}:' + str(v))",
                 f"{var} = v"]
     elif kind == "bool":
         body = ["v = bool(v)", f"ja('{key}:true' if v else '{key}:false')",
@@ -128,8 +122,8 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
     fields = set(FIELD_NAMES[cls])
     columns = sorted(c.name for c in table.columns if c.name not in ("seq", "row_hash"))
     names = FIELD_NAMES[cls]
-    lines = ["def convert(ev, recorded, _enc=_enc, _money=_money, _integer=_integer, "
-             "_EPOCH=_EPOCH, _td=_td, _get=_get):",
+    lines = ["def convert(ev, recorded, _enc=_enc, _money=_money, _EPOCH=_EPOCH, _td=_td, "
+             "_get=_get):",
              # every field in one C call, into locals
              f"    {', '.join(f'f_{n}' for n in names)}, = _get(ev)",
              "    j = []", "    ja = j.append"]
@@ -148,104 +142,14 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
         lines += _column_code(cls.TABLE, name, kind, source, required, dialect)
     lines.append("    return (" + ", ".join(f"p_{n}" for n in columns) + ",), "
                  "'{' + ','.join(j) + '}'")
-    namespace = {"_enc": encode_basestring, "_integer": _integer, "_money": money_text,
+    namespace = {"_enc": encode_basestring, "_money": money_text,
                  "_json_text": _json_text, "_split": split_exec_id, "_EPOCH": _EPOCH,
                  "_td": timedelta, "_datetime": datetime, "_Decimal": Decimal,
                  "_get": attrgetter(*names)}
     # the code is built above from the schema alone; no input reaches it
     exec(compile("\n".join(lines), f"<audit row converter {cls.__name__}>", "exec"), namespace)
-    return _shaped(cls, dialect, namespace["convert"], namespace), columns
+    return namespace["convert"], columns
 
-
-def _fast_lines(name: str, kind: str, source: str, dialect: str, n: int) -> list[str]:
-    """Code for a column known not to be NULL: sets ``p_<name>`` and ``j<n>`` (the JSON value);
-    returns None from the function for a value that turns out NULL (NaN money)."""
-    var, j = f"p_{name}", f"j{n}"
-    if kind == "datetime":
-        return [f"t = (_EPOCH + _td(microseconds={source} // 1000)).isoformat('T', 'microseconds')",
-                f"{j} = (t[:-7] if t.endswith('.000000') else t) + '+00:00'",
-                f"{var} = " + ("t[:10] + ' ' + t[11:]" if dialect == "sqlite"
-                               else "_datetime.fromisoformat(t + '+00:00')")]
-    if kind == "str":
-        return [f"v = {source}", "if type(v) is not str:", "    v = str(v)",
-                f"{j} = _enc(v)", f"{var} = v"]
-    if kind == "int":
-        return [f"v = {source}", "if type(v) is not int:", "    v = _integer(v)",
-                f"{j} = str(v)", f"{var} = v"]
-    if kind == "bool":
-        return [f"v = bool({source})", f"{j} = 'true' if v else 'false'",
-                f"{var} = " + ("int(v)" if dialect == "sqlite" else "v")]
-    return [f"v = {source}",
-            "if type(v) is not float or 'e' in (t := repr(v)) or 'n' in t or t == '-0.0':",
-            "    t = _money(v)",
-            "    if t is None:",
-            "        return None",  # NaN or infinite: the generic converter leaves it out
-            f"{j} = t", f"{var} = " + ("t" if dialect == "sqlite" else "_Decimal(t)")]
-
-
-def _fast_converter(cls, dialect: str, present: frozenset[str], namespace: dict) -> Callable | None:
-    """A converter for events whose non-None fields are exactly ``present``: no NULL checks,
-    the JSON from one format string. None when the generic converter must handle them (a
-    required column missing: it raises the error)."""
-    table = schema.TABLES[cls.TABLE]
-    fields = set(FIELD_NAMES[cls])
-    names = FIELD_NAMES[cls]
-    lines = ["def fast(vals, recorded):", f"    {', '.join(f'f_{n}' for n in names)}, = vals"]
-    if cls.TABLE == "executions":
-        lines.append("    _base, _rev = _split(f_exec_id)")
-    parts, values, params = [], [], []
-    for name in sorted(c.name for c in table.columns if c.name not in ("seq", "row_hash")):
-        column = table.c[name]
-        kind = _kind(column)
-        if kind == "datetime":
-            field, source = name[:-3] + "_ns", f"f_{name[:-3]}_ns"
-        else:
-            source = _source(cls.TABLE, name, fields)
-            field = source[2:] if source and source.startswith("f_") else None
-        if name in ("params_json", "raw_json"):
-            source = f"_json_text({source})"
-            field = {"params_json": "params", "raw_json": "raw"}[name]
-        if source is None or (field is not None and field not in present):
-            if not column.nullable and name != "recorded_ns":
-                return None
-            params.append("None")
-            continue
-        n = len(values)
-        lines += [f"    {line}" for line in _fast_lines(name, kind, source, dialect, n)]
-        quote = '"' if kind in ("money", "datetime") else ""
-        parts.append(f"{encode_basestring(name)}:{quote}%s{quote}")
-        values.append(f"j{n}")
-        params.append(f"p_{name}")
-    template = "{" + ",".join(parts) + "}"
-    lines.append(f"    return ({', '.join(params)},), {template!r} % ({', '.join(values)},)")
-    scope = dict(namespace)
-    exec(compile("\n".join(lines), f"<audit fast converter {cls.__name__}>", "exec"), scope)
-    return scope["fast"]
-
-
-def _shaped(cls, dialect: str, generic: Callable, namespace: dict) -> Callable:
-    """``convert(event, recorded)``: the fast converter of the event's shape (which fields are
-    None), built on first use, else the generic one."""
-    names = FIELD_NAMES[cls]
-    get = attrgetter(*names)
-    is_none = None.__eq__  # True for None, NotImplemented otherwise: a C-level test
-    cache: dict[tuple, Callable | None] = {}
-
-    def convert(ev, recorded):
-        vals = get(ev)
-        shape = tuple(map(is_none, vals))
-        try:
-            fast = cache[shape]
-        except KeyError:
-            present = frozenset(n for n, v in zip(names, vals, strict=True) if v is not None)
-            fast = cache[shape] = _fast_converter(cls, dialect, present, namespace)
-        if fast is not None:
-            out = fast(vals, recorded)
-            if out is not None:
-                return out
-        return generic(ev, recorded)
-
-    return convert
 
 
 class RowCodec:

@@ -100,7 +100,7 @@ class AuditWriter:
     ``url``: ``sqlite:///audit.db`` or ``postgresql+psycopg://...``. ``batch_size`` bounds a
     transaction; ``queue_size`` the events held in memory; ``overflow`` is ``"block"`` or
     ``"journal"`` (see the module); ``journal_dir`` where journals go (default next to a SQLite
-    file, else ``./btlive_audit_journal``). ``busy_timeout`` is SQLite's own wait for a lock
+    file, else ``$XDG_STATE_HOME/btlive/audit-journal``). ``busy_timeout`` is SQLite's own wait for a lock
     before we back off with ``retry`` (a :class:`~btlive.runtime.Backoff`). ``on_error`` is
     called on the writer thread with each failure; ``progress`` receives close()'s progress lines
     (default: stderr).
@@ -153,7 +153,6 @@ class AuditWriter:
         self._batch_no = 0
         self._seen: dict[str, set] = defaultdict(set)
         self.head: tuple[int, str] = (0, GENESIS)
-        self.submitted = 0
         self.stats = {"committed_rows": 0, "batches": 0, "duplicates": 0, "retries": 0,
                       "rejected": 0, "unwritten": 0, "waits": 0, "spilled": 0, "replayed": 0,
                       "last_error": None}
@@ -168,7 +167,6 @@ class AuditWriter:
 
     def submit(self, event) -> None:
         """Hand one event to the writer: queued, or (queue full) waited for or journaled."""
-        self.submitted += 1
         queue = self._queue
         if len(queue) < self.queue_size and not self._spilling:
             queue.append(event)

@@ -34,7 +34,7 @@ import backtrader as bt
 
 from btlive.alerts.state import Kind
 from btlive.ops.events import OpsAlertEvent, ops_event
-from btlive.ops.feeds import FeedWatch
+from btlive.ops.feeds import FeedWatch, feed_name
 from btlive.ops.hook import LoopHook
 
 log = logging.getLogger("btlive.alerts")
@@ -225,7 +225,8 @@ class OpsAlerts(bt.Analyzer):
                 self._once("trading_halted", "critical", 1, 0, "count",
                            {"reason": reason, "order": order.ref})
             else:
-                context = {"order": order.ref, "data": order.data._name or "", "reason": reason}
+                context = {"order": order.ref, "data": feed_name(order.data),
+                           "reason": reason}
                 if info.get("ib_error"):
                     context["ib error"] = info["ib_error"]
                 self._once("order_rejected", "warning", 1, 0, "count", context)

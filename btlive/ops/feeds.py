@@ -40,7 +40,7 @@ class FeedWatch:
     def __init__(self, datas) -> None:
         now = time.monotonic()
         self.datas = list(datas)
-        self.states = [FeedState(name=_name(d), live=bool(d.islive()), last_change=now)
+        self.states = [FeedState(name=feed_name(d), live=bool(d.islive()), last_change=now)
                        for d in self.datas]
 
     def poll(self) -> list[FeedState]:
@@ -57,8 +57,14 @@ class FeedWatch:
         return self.states
 
 
-def _name(data) -> str:
-    return data._name or str(getattr(data.p, "dataname", "data"))
+def feed_name(data) -> str:
+    """The feed's name: its ``name``, else a string dataname (a symbol), else ``data{id}``.
+
+    Never ``str()`` of the dataname: that may be a whole DataFrame."""
+    if data._name:
+        return data._name
+    dataname = getattr(data.p, "dataname", None)
+    return dataname if isinstance(dataname, str) else f"data{getattr(data, '_id', 0)}"
 
 
 def utcnow_iso() -> str:

@@ -28,6 +28,7 @@ import backtrader as bt
 
 from btlive.alerts.state import Kind
 from btlive.ops.events import ops_event
+from btlive.ops.feeds import feed_name
 from btlive.ops.hook import LoopHook
 from btlive.ops.monitor import guess_mode, run_id_of
 from btlive.ops.runfile import RunFile, default_run_dir
@@ -248,7 +249,7 @@ class KillSwitch(bt.Analyzer):
             size = pos.size
             if not connected:
                 self.report["not_flattened"].append(
-                    {"data": _name(data), "size": size, "why": "the broker connection is down"})
+                    {"data": feed_name(data), "size": size, "why": "the broker connection is down"})
                 continue
             order = self._place[size < 0](self.strategy, data, abs(size),
                                           exectype=bt.Order.Market)
@@ -299,12 +300,9 @@ class KillSwitch(bt.Analyzer):
         return "kill", {"state": self.state, "halted": self.halted, "report": self.report}
 
 
-def _name(data) -> str:
-    return data._name or str(getattr(data.p, "dataname", ""))
-
-
 def _describe(order, why: str | None = None) -> dict:
-    out = {"ref": order.ref, "data": _name(order.data), "side": "buy" if order.isbuy() else "sell",
+    out = {"ref": order.ref, "data": feed_name(order.data),
+           "side": "buy" if order.isbuy() else "sell",
            "size": abs(order.created.size), "type": order.getordername(),
            "status": order.getstatusname()}
     if order.info.get("ib_order_id"):

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 import backtrader as bt
 
 from btlive.ops.board import StateBoard
-from btlive.ops.feeds import FeedWatch, utcnow_iso
+from btlive.ops.feeds import FeedWatch, feed_name, utcnow_iso
 from btlive.ops.hook import LoopHook
 from btlive.ops.risk import utilisation
 
@@ -92,7 +92,7 @@ class Monitor(bt.Analyzer):
     def __init__(self) -> None:
         if self.p.host not in LOOPBACK and not self.p.allow_remote:
             raise ValueError(f"Monitor host={self.p.host!r} is not loopback: set "
-                             "allow_remote=True (config: [monitor] allow_remote = true) to expose it")
+                             "allow_remote=True to expose it")
         self.board = StateBoard()
         self.server = None
         self.url: str | None = None
@@ -146,7 +146,7 @@ class Monitor(bt.Analyzer):
         info = self._orders.get(order.ref)
         if info is None:
             info = self._orders[order.ref] = {
-                "ref": order.ref, "data": order.data._name or "", "side": _SIDE[order.isbuy()],
+                "ref": order.ref, "data": feed_name(order.data), "side": _SIDE[order.isbuy()],
                 "size": abs(float(order.created.size)), "type": order.getordername(),
                 "price": _num(order.created.price)}
         info["status"] = order.getstatusname()
@@ -233,7 +233,7 @@ class Monitor(bt.Analyzer):
             mult = self._mult(data)
             entry = _num(pos.price)
             unreal = (current - entry) * pos.size * mult if None not in (current, entry) else None
-            out.append({"data": data._name or "", "size": float(pos.size), "entry": entry,
+            out.append({"data": feed_name(data), "size": float(pos.size), "entry": entry,
                         "current": current, "unrealized": unreal})
         return out
 

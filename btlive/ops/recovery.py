@@ -19,6 +19,7 @@ import backtrader as bt
 
 from btlive.alerts.state import Kind
 from btlive.ops.events import ops_event
+from btlive.ops.feeds import feed_name
 from btlive.ops.runfile import RunFile, default_run_dir, pid_alive
 
 log = logging.getLogger(__name__)
@@ -80,7 +81,7 @@ class Recovery(bt.Analyzer):
         broker = strategy.broker
         self.report = {"previous_run": prev.run_id if prev else None, "policy": self.p.policy,
                        "orders": [], "cancelled": [], "not_cancelled": [],
-                       "positions": [{"data": d._name or "", "size": broker.getposition(d).size,
+                       "positions": [{"data": feed_name(d), "size": broker.getposition(d).size,
                                       "price": broker.getposition(d).price}
                                      for d in strategy.datas if broker.getposition(d).size]}
         store = getattr(broker, "store", None)

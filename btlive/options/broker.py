@@ -44,12 +44,16 @@ class OptionsBroker(QuoteBroker):
     on the bar after the decision; a leg whose contract expired with a position is closed at
     its intrinsic value (no commission) before the strategy sees that bar.
 
-    Params: ``spread_fraction`` (1.0), ``settle`` (True), and BackBroker's.
+    Params: ``spread_fraction`` (1.0), ``settle`` (True), ``held`` (None: a mapping
+    ``{instrument: (size, price)}`` of positions the account holds from before the run, as
+    after a restart; a leg that switches to such a contract finds them, as IBBroker finds an
+    account's positions by contract), and BackBroker's.
     """
 
     params = (
         ("spread_fraction", 1.0),
         ("settle", True),
+        ("held", None),
     )
 
     def __init__(self) -> None:
@@ -58,6 +62,14 @@ class OptionsBroker(QuoteBroker):
             raise ValueError(f"spread_fraction {self.p.spread_fraction!r}: expected 0..1")
         self._owners: dict = {}
         self.settlements: list[dict] = []
+        self.held = dict(self.p.held or {})
+
+    def getposition(self, data):
+        contract = getattr(data, "contract", None)
+        if contract is not None and contract.instrument in self.held:
+            size, price = self.held.pop(contract.instrument)
+            self.positions[data].set(size, price)
+        return super().getposition(data)
 
     def submit(self, order, check=True):
         if order.owner is not None:
@@ -73,7 +85,7 @@ class OptionsBroker(QuoteBroker):
         for data, pos in list(self.positions.items()):
             if not pos.size or not getattr(data, "expired", False):
                 continue
-            owner = self._owners.get(data)
+            owner = self._owners.get(data) or next(iter(self._owners.values()), None)
             price = data.settlement_price()
             if owner is None or not math.isfinite(price):
                 continue

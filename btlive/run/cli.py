@@ -36,6 +36,5 @@ def run(args) -> int:
     run_session(args.config, args.mode, strategy=args.strategy, params=args.param,
                 fromdate=args.fromdate, todate=args.todate, sim=args.sim, live=args.live,
                 plot=args.plot, summary_json=args.summary_json,
-                status=None if args.quiet else sys.stderr, stop_after=args.stop_after,
-                out=sys.stdout)
+                status=None if args.quiet else sys.stderr, stop_after=args.stop_after)
     return 0

@@ -43,10 +43,6 @@ class OrderRecord:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def decision(self) -> tuple:
-        """What must match between two runs of the same strategy on the same market."""
-        return (self.datetime, self.data, self.side, self.size, self.exectype, self.price)
-
 
 @dataclass(frozen=True)
 class Limits:

@@ -18,13 +18,15 @@ from btlive.run.wiring import build
 
 def run(config, mode: str, *, strategy: str | None = None, params: list[str] | tuple = (),
         fromdate=None, todate=None, sim: bool = False, live: bool = False,
-        plot: str | None = None, summary_json: str | None = None, out: TextIO | None = sys.stdout,
+        plot: str | None = None, summary_json: str | None = None, out: Any = "stdout",
         status: TextIO | None = None, sim_kwargs: dict[str, Any] | None = None,
         stop_after: int | None = None, decide_from=None) -> dict[str, Any]:
     """Run ``strategy`` in ``mode`` and return the summary (also printed to ``out``).
 
-    ``stop_after`` ends a paper/live run after that many bars decided on live data.
+    ``out`` is a stream for the summary table (default: ``sys.stdout`` at call time; None: no
+    table). ``stop_after`` ends a paper/live run after that many bars decided on live data.
     """
+    out = sys.stdout if out == "stdout" else out
     cerebro = build(config, mode, strategy=strategy, params=params, fromdate=fromdate,
                     todate=todate, sim=sim, live=live, plot=plot is not None, status=status,
                     sim_kwargs=sim_kwargs, decide_from=decide_from)
@@ -52,27 +54,24 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
 @contextlib.contextmanager
 def _stop_on_interrupt(cerebro, mode: str):
     """In paper/live, the first Ctrl-C stops the run cleanly (summary printed); a second one
-    interrupts as usual."""
+    interrupts as usual. The handler only sets flags: it may run in the middle of a write."""
     if mode == "backtest" or threading.current_thread() is not threading.main_thread():
         yield
         return
+    stopped = []
 
     def stop(signum, frame):
-        import os, traceback
-        os.write(2, b"HANDLER\n")
-        try:
-            signal.signal(signal.SIGINT, previous)
-            print("\nstopping (Ctrl-C again to abort)", file=sys.stderr)
-            cerebro.runstop()
-        except BaseException:
-            os.write(2, traceback.format_exc().encode())
-            raise
+        signal.signal(signal.SIGINT, previous)
+        stopped.append(signum)
+        cerebro.runstop()
 
     previous = signal.signal(signal.SIGINT, stop)
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+        if stopped:
+            print("\nstopped by Ctrl-C", file=sys.stderr)
 
 
 def save_plot(cerebro, path: str) -> None:

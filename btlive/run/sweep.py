@@ -368,9 +368,7 @@ class RayCluster:
 class Outcome:
     """How a call of :func:`execute` ended."""
 
-    total: int
     ran: int = 0
-    errors: int = 0
     interrupted: bool = False
     results: list[dict[str, Any]] = field(default_factory=list)
 
@@ -395,7 +393,7 @@ def execute(tasks: Sequence[Task], *, workers: int,
     queue = list(tasks)
     queue.reverse()
     pending: dict[Any, tuple[Task, float]] = {}
-    outcome = Outcome(total=len(tasks))
+    outcome = Outcome()
 
     def finish(refs) -> None:
         for ref in refs:
@@ -407,7 +405,6 @@ def execute(tasks: Sequence[Task], *, workers: int,
             except ray.exceptions.RayError as exc:
                 result = _crashed(task, exc, started)
             outcome.ran += 1
-            outcome.errors += result["status"] != "ok"
             outcome.results.append(result)
             if on_result is not None:
                 on_result(result)
@@ -423,9 +420,9 @@ def execute(tasks: Sequence[Task], *, workers: int,
         outcome.interrupted = True
         for ref in pending:
             ray.cancel(ref, force=True)
-        ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
         try:
-            finish(ready)
+            if pending:  # what finished in the meantime is kept too
+                finish(ray.wait(list(pending), num_returns=len(pending), timeout=0)[0])
         except KeyboardInterrupt:
             pass
     return outcome
@@ -434,7 +431,7 @@ def execute(tasks: Sequence[Task], *, workers: int,
 class Progress:
     """One status line on a stream: done/total, errors, elapsed and the time left."""
 
-    def __init__(self, label: str, total: int, done: int = 0, stream: TextIO | None = sys.stderr):
+    def __init__(self, label: str, total: int, done: int, stream: TextIO | None):
         self.label, self.total, self.done, self.stream = label, total, done, stream
         self.errors = 0
         self.ran = 0
@@ -505,7 +502,7 @@ def optimize(config, strategy: str | None, grid: dict[str, list[Any]] | None, *,
             if on_result is not None:
                 on_result(result)
 
-        outcome = Outcome(total=0)
+        outcome = Outcome()
         if tasks:
             with RayCluster(address, workers) as cluster:
                 outcome = execute(tasks, workers=cluster.workers, on_result=record)

@@ -17,9 +17,10 @@ def configure(parser) -> None:
     parser.add_argument("--grid", action="append", metavar="NAME=SPEC",
                         help="a strategy param and its values: START:STOP[:STEP] (STOP included) "
                              "or V1,V2,...; repeat for more params")
-    parser.add_argument("--objective", default="sharpe",
+    parser.add_argument("--objective",
                         choices=["sharpe", "return", "pnl", "max_drawdown", "win_rate", "cvar"],
-                        help="what ranks the combinations (max_drawdown and cvar: lower is better)")
+                        help="what ranks the combinations (default sharpe, or the resumed "
+                             "sweep's; max_drawdown and cvar: lower is better)")
     parser.add_argument("--address", metavar="ADDRESS",
                         help="join this Ray cluster (default: start a local Ray instance)")
     parser.add_argument("--workers", type=int, metavar="N",
@@ -61,16 +62,17 @@ def optimize(args) -> int:
         raise UsageError("no --grid: give at least one, e.g. --grid fast=5:30:5")
     if args.plot and grid is not None:
         heat_axes(grid)
-    outcome = optimize(args.config, args.strategy, grid, objective=args.objective,
+    outcome = optimize(args.config, args.strategy, grid, objective=args.objective or "sharpe",
                        db=args.db or DEFAULT_DB, address=args.address, workers=args.workers,
                        resume=args.resume, fromdate=args.fromdate, todate=args.todate,
                        progress=None if args.quiet else sys.stderr)
     spec = outcome.spec
+    objective = args.objective or spec.objective
     print(f"sweep {spec.sweep_id}: {spec.strategy} on {_versions(spec.versions)}; "
           f"{outcome.ran} run now, {len(outcome.results)} stored")
-    print_ranking(outcome.results, args.objective, sys.stdout, args.top)
+    print_ranking(outcome.results, objective, sys.stdout, args.top)
     if args.plot:
-        heatmap(outcome.results, spec.grid, args.objective, args.plot)
+        heatmap(outcome.results, spec.grid, objective, args.plot)
     if outcome.interrupted:
         print(f"interrupted: resume with btlive optimize --resume {spec.sweep_id}"
               f"{' --db ' + args.db if args.db else ''}", file=sys.stderr)
@@ -86,7 +88,7 @@ def walkforward(args) -> int:
     if not args.grid:
         raise UsageError("no --grid: give at least one, e.g. --grid fast=5:30:5")
     report = walk_forward(args.config, args.strategy, parse_grid(args.grid), train=args.train,
-                          test=args.test, step=args.step, objective=args.objective,
+                          test=args.test, step=args.step, objective=args.objective or "sharpe",
                           db=args.db or DEFAULT_DB, address=args.address, workers=args.workers,
                           fromdate=args.fromdate, todate=args.todate,
                           progress=None if args.quiet else sys.stderr)

@@ -137,5 +137,5 @@ def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path)
             proc.kill()
     reader.join(10)  # stderr drained to its end
     assert proc.returncode == 0, err.decode()
-    assert b"stopping" in err
+    assert b"stopped by Ctrl-C" in err
     assert b"warm-up bars" in out and b"mode" in out

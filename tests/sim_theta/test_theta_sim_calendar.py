@@ -7,7 +7,7 @@ from datetime import date, datetime
 import numpy as np
 import pytest
 
-from btlive.sim.theta.calendar import TradingCalendar
+from btlive.sim.calendar import TradingCalendar
 from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.market import NEW_YORK, Market
 from btlive.sim.theta.spec import ThetaError

@@ -163,3 +163,24 @@ def test_walk_forward_windows_and_stitching():
     curve = stitch([(100.0, [("d1", 100.0), ("d2", 110.0)]), (100.0, [("d3", 100.0), ("d4", 90.0)])])
     assert [d for d, _ in curve] == ["d1", "d2", "d3", "d4"]
     assert [v for _, v in curve] == pytest.approx([100.0, 110.0, 110.0, 99.0])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["optimize", "--grid", "fsat=1,2"], "btlive optimize: error: --grid fsat: SmaCross has no "
+                                         "such param"),
+    (["optimize", "--grid", "fast=9:2"], "btlive optimize: error: --grid fast=9:2: expected"),
+    (["optimize"], "btlive optimize: error: no --grid"),
+    (["optimize", "--grid", "fast=1:3", "--plot", "x.png"],
+     "btlive optimize: error: --plot draws a heat map of a two-parameter grid; 1 params vary"),
+    (["walkforward", "--grid", "fast=1,2", "--train", "6X", "--test", "1M"],
+     "btlive walkforward: error: --train '6X': expected a positive count"),
+])
+def test_command_mistakes_are_one_line_before_any_work(config, tmp_path, capsys, argv, message):
+    from btlive.cli import main
+    from tests.sweep.helpers import write_toml
+
+    path = write_toml(tmp_path / "btlive.toml", config)
+    code = main([argv[0], "strategies.sma_cross:SmaCross", "--config", path,
+                 "--db", f"sqlite:///{tmp_path}/s.db", *argv[1:]])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(message) and err.count("\n") == 1, err

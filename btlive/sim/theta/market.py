@@ -7,7 +7,7 @@ that reconnects can fill its gap from history and find exactly what it missed.
 Time is US/Eastern wall clock: a day is a ``datetime.date`` and a time is
 milliseconds since local midnight (``ms_of_day``), as on the Terminal's wire.
 Instruments tick only inside their session of a trading day (see
-:mod:`btlive.sim.theta.calendar`); ``TradingCalendar(always_open=True)`` makes the market
+:mod:`btlive.sim.calendar`); ``TradingCalendar(always_open=True)`` makes the market
 trade around the clock on every calendar day for tests that need live ticks at any hour.
 """
 
@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from btlive.sim.pricing import bs_price
-from btlive.sim.theta.calendar import TradingCalendar
+from btlive.sim.calendar import TradingCalendar
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_MS = 86_400_000

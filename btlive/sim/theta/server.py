@@ -14,7 +14,7 @@ from dataclasses import replace
 from datetime import datetime
 
 from btlive.runtime import LoopThread
-from btlive.sim.theta.calendar import TradingCalendar
+from btlive.sim.calendar import TradingCalendar
 from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.faults import Faults
 from btlive.sim.theta.market import (

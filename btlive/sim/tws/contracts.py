@@ -194,7 +194,7 @@ class Instrument:
 @lru_cache(maxsize=1)
 def _nyse():
     # one calendar for both simulators: the Theta simulator's (exchange_calendars XNYS)
-    from btlive.sim.theta.calendar import TradingCalendar
+    from btlive.sim.calendar import TradingCalendar
 
     return TradingCalendar()
 
