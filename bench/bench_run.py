@@ -2,6 +2,9 @@
 
     python bench/run.py run --json [--bars N]
 
+Second metric: seconds from ``btlive.build(config, "paper", sim=True)`` to the strategy's first
+live bar, against a bare ib_async client's first 5-second real-time bar from the same simulator.
+
 Ours: ``btlive.build(config, "backtest")`` with SmaCross, ArcticData (preloaded), the
 pre-trade risk checks, the run summary, CVaR and the SQL audit (SQLite). Anchor: plain
 backtrader, SmaCross on ``PandasData`` of the same one-minute bars, no analyzers.
@@ -83,4 +86,78 @@ def run(args):
                  seconds_anchor=round(plain_s, 3))
 
 
-BENCHES = {"run": run}
+def _first_decision(sim_kwargs: dict) -> float:
+    """Seconds from ``build(config, "paper", sim=True)`` to the strategy's first live bar."""
+    import tomllib
+
+    from btlive.ib.store import IBStore
+    from btlive.run import build
+    from btlive.run.examples import SMA
+
+    raw = tomllib.loads(SMA)
+    raw["broker"]["paper"]["port"] = 0
+    marks: dict[str, float] = {}
+
+    class FirstLive(bt.Analyzer):
+        def next(self):
+            if self.data._laststatus == self.data.LIVE:
+                marks["live"] = time.perf_counter()
+                self.strategy.env.runstop()
+
+    start = time.perf_counter()
+    cerebro = build(raw, "paper", sim=True, sim_kwargs=sim_kwargs)
+    cerebro.addanalyzer(FirstLive)
+    try:
+        cerebro.run()
+    finally:
+        cerebro.btlive.close()
+        IBStore.close_all()
+    return marks["live"] - start
+
+
+def _first_bar_bare(sim_kwargs: dict) -> float:
+    """Seconds from starting the same simulator to ib_async's first 5-second real-time bar."""
+    import asyncio
+
+    from ib_async import IB, Stock
+
+    from btlive.sim.tws import TwsSimulator
+
+    async def first_bar(port: int) -> None:
+        ib = IB()
+        await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=10)
+        try:
+            contract = Stock("AAPL", "SMART", "USD")
+            await ib.qualifyContractsAsync(contract)
+            bars = ib.reqRealTimeBars(contract, 5, "TRADES", False)
+            got = asyncio.Event()
+            bars.updateEvent += lambda *_: got.set()
+            await asyncio.wait_for(got.wait(), 30)
+        finally:
+            ib.disconnect()
+
+    start = time.perf_counter()
+    with TwsSimulator(port=0, always_open=True, **sim_kwargs) as sim:
+        asyncio.run(first_bar(sim.port))
+    return time.perf_counter() - start
+
+
+def first_decision(args):
+    import ib_async  # noqa: F401 - imports are start-up, not the run
+
+    import btlive.ib.feed  # noqa: F401
+
+    rounds = 1 if args.quick else 3
+    ours = sorted(_first_decision({}) for _ in range(rounds))[rounds // 2]
+    anchor = sorted(_first_bar_bare({}) for _ in range(rounds))[rounds // 2]
+    yield result("run", "paper_first_live_decision_s", ours,
+                 "bare ib_async: connect + first real-time bar, same simulator", anchor, "s",
+                 higher_is_better=False, rounds=rounds, goal_s=3.0)
+
+
+def run_all(args):
+    yield from run(args)
+    yield from first_decision(args)
+
+
+BENCHES = {"run": run_all}

@@ -40,6 +40,8 @@ COMMANDS: dict[str, tuple[str, list[str]]] = {
                  ["btlive.run.sweep_cli"]),
     "walkforward": ("walk-forward on Ray: fit on each training window, test on the next",
                     ["btlive.run.sweep_cli"]),
+    "kill": ("stop a running run: refuse new orders, cancel its open orders, optionally flatten",
+             ["btlive.ops.cli"]),
 }
 
 

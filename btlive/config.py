@@ -233,13 +233,6 @@ class CvarTable(_Table):
     critical: PositiveNumber | None = Field(None, description="critical alert threshold (fraction)")
 
 
-class AuditTable(_Table):
-    """``[audit]``: the SQL execution audit; the run adds ExecutionAudit when this table exists."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    db: str = Field("sqlite:///btlive_audit.db", description="SQLAlchemy URL of the audit database")
-
-
 class RecordTable(_Table):
     """``[record]``: in paper and live, record the run's own feeds into ArcticDB."""
 
@@ -278,7 +271,8 @@ class SimTable(_Table):
 
 # Tables whose model lives with the code that uses them (and which imports this module, so
 # they are imported when a file is validated, not when this module loads).
-DELEGATED = {"alerts": ("btlive.alerts.config", "AlertsConfig")}
+DELEGATED = {"alerts": ("btlive.alerts.config", "AlertsConfig"),
+             "audit": ("btlive.audit.config", "AuditConfig")}
 
 
 def _delegated_model(table: str) -> type[BaseModel]:
@@ -298,7 +292,8 @@ class RunConfig(_Table):
     cvar: CvarTable = Field(default_factory=CvarTable, description="CVaR analyzer")
     alerts: Any = Field(None, description="alert channels (CVaR alerts are sent when this "
                         "table exists); validated by `btlive.alerts.config.AlertsConfig`")
-    audit: AuditTable | None = Field(None, description="SQL audit")
+    audit: Any = Field(None, description="SQL audit (ExecutionAudit is added when this table "
+                       "exists); validated by `btlive.audit.config.AuditConfig`")
     record: RecordTable = Field(default_factory=RecordTable, description="recording")
     sim: SimTable = Field(default_factory=SimTable, description="simulators")
 
@@ -420,6 +415,7 @@ _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<=", "min_length": "length >
 def _type_name(annotation: Any) -> str:
     text = str(annotation).replace("typing.", "").replace("NoneType", "None")
     text = re.sub(r"<class '(?:[\w.]+\.)?(\w+)'>", r"\1", text)
+    text = re.sub(r"^Optional\[(.*)\]$", r"\1 | None", text)
     text = re.sub(r"Annotated\[(\w+), FieldInfo\([^]]*\]\)\]", r"\1", text)
     return re.sub(r"(?:btlive\.config\.)(\w+)", r"\1", text).replace(" | ", " or ")
 

@@ -67,6 +67,7 @@ class TestStrategy(bt.Strategy):
         self.backfill = [0, None, None]  # bars before LIVE, first and last time
         self.orders: dict[str, int] = {}
         self.notifs: dict[str, int] = {}
+        self.failure = ""  # why a feed disconnected for good (a contract that does not exist, ...)
 
     def say(self, *parts) -> None:
         print(*parts, file=self.p.out or sys.stdout, flush=True)
@@ -85,6 +86,8 @@ class TestStrategy(bt.Strategy):
         if status == data.LIVE:
             self.summarize_backfill()
             self.datastatus = 1
+        elif status in (data.DISCONNECTED, data.NOTSUBSCRIBED):
+            self.failure = f"{data._name or 'data'} {name}{extra}"
 
     def summarize_backfill(self) -> None:
         count, first, last = self.backfill
@@ -257,10 +260,18 @@ def _date(text):
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
+    """Run the sample; any failure ends in one line on stderr, exit code 1 (2: bad input)."""
+    from btlive.cli import run_command
+
+    return run_command("samples/livetest.py", lambda: _main(parse_args(argv)))
+
+
+def _main(args) -> int:
+    from btlive.errors import CommandError, UsageError
+
     if args.port in LIVE_PORTS and not args.live:
-        print(f"port {args.port} is a LIVE trading port: pass --live to confirm, or use 7497 (paper)")
-        return 2
+        raise UsageError(f"--port {args.port} is a LIVE trading port: pass --live to confirm, "
+                         "or use 7497 (paper)")
     sim = None
     if args.sim:
         from btlive.sim.tws import TwsSimulator, load_timeline
@@ -272,16 +283,14 @@ def main(argv=None) -> int:
         try:
             sim = TwsSimulator(**sim_kwargs).start()
         except OSError as exc:
-            print(f"--sim: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-                  "is TWS or another simulator running there? pick another --port")
-            return 2
+            raise UsageError(f"--sim: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                             "is TWS or another simulator running there? pick another --port") from None
         args.port = sim.port
         print(f"TWS simulator listening on {args.host}:{sim.port} (demo: its markets are open "
               "at any hour; a real TWS follows trading hours)")
     elif not port_open(args.host, args.port):
-        print(f"nothing listens on {args.host}:{args.port}: start TWS/IB Gateway with the API enabled "
-              f"on that port, or add --sim to run the bundled simulator")
-        return 2
+        raise CommandError(f"nothing listens on {args.host}:{args.port}: start TWS/IB Gateway with the "
+                           "API enabled on that port, or add --sim to run the bundled simulator")
     try:
         return run(args)
     finally:
@@ -290,6 +299,7 @@ def main(argv=None) -> int:
 
 
 def run(args) -> int:
+    from btlive.errors import CommandError, UsageError
     from btlive.ib.store import IBStore
 
     cerebro = bt.Cerebro(stdstats=False, exactbars=args.exactbars)
@@ -316,8 +326,7 @@ def run(args) -> int:
             data = store.getdata(dataname=name, **datakw)
         except ValueError as exc:  # a contract string that names no contract, a bad option
             store.close()
-            print(f"--data{i} {name!r}: {exc}")
-            return 2
+            raise UsageError(f"--data{i} {name!r}: {exc}") from None
         if args.resample or args.replay:
             rkw = dict(timeframe=timeframe, compression=args.compression, bar2edge=not args.no_bar2edge,
                        adjbartime=not args.no_adjbartime, rightedge=not args.no_rightedge,
@@ -345,9 +354,10 @@ def run(args) -> int:
         if recorder is not None:
             recorder.close()
     if store.gave_up() and not store.connections:
-        print(f"could not connect to TWS at {args.host}:{args.port}")
-        return 1
+        raise CommandError(f"could not connect to TWS at {args.host}:{args.port}")
     summarize(strat, broker, cerebro.datas)
+    if strat.failure and not strat.livebars and not args.historical:
+        raise CommandError(f"no live data: {strat.failure}")
     return 0
 
 

@@ -4,8 +4,8 @@
     python samples/theta_record.py --sim --seconds 10
     python samples/theta_record.py --contracts my_contracts.txt --uri lmdb://./arctic_data
 
-It runs ``btlive record theta`` (the production command) as a subprocess, stops it with
-SIGINT after ``--seconds`` and prints what landed in each symbol.
+It runs ``btlive record theta`` (the production command) as a subprocess for ``--seconds``
+(its ``--duration``) and prints what landed in each symbol.
 """
 
 from __future__ import annotations
@@ -62,12 +62,15 @@ def main(argv=None) -> int:
             Path(contracts).write_text("\n".join(lines) + "\n")
             ThetaStore.close_all()
         cmd = [sys.executable, "-m", "btlive", "record", "theta", "--uri", uri, "--contracts",
-               contracts, "--rest-url", args.rest_url, "--ws-url", args.ws_url, "--greeks"]
+               contracts, "--rest-url", args.rest_url, "--ws-url", args.ws_url, "--greeks",
+               "--duration", str(args.seconds)]
         print("$", " ".join(cmd))
         proc = subprocess.Popen(cmd)
-        time.sleep(args.seconds)
-        proc.send_signal(signal.SIGINT)
-        proc.wait(30)
+        try:
+            proc.wait(args.seconds + 60)  # it stops itself after --duration
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
         lib = get_library(uri, DEFAULT_LIBRARY)
         for sym in sorted(lib.list_symbols()):
             df = lib.read(sym).data

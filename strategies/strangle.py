@@ -60,7 +60,8 @@ class ShortStrangle(bt.Strategy):
 
     Entry (when flat; every rule must hold, the first that fails is counted in
     ``rejections``): both legs two-sided with greeks (``no_quotes``/``no_greeks``); more
-    than ``no_entry_minutes`` before the close of the expiration day (``close_window``);
+    than ``no_entry_minutes`` before the close of the expiration day and before the
+    session's close, where an order would fill only the next morning (``close_window``);
     each |delta| at most ``entry_delta + entry_tolerance`` (``leg_delta``); |net delta| at
     most ``entry_net_delta`` (``net_delta``, below the exit limit so an entry cannot exit
     on the next bar); the credit at the bids pays ``credit_cost_multiple`` times the round
@@ -195,7 +196,8 @@ class ShortStrangle(bt.Strategy):
             return "no_quotes"
         if not (cq.has_greeks and pq.has_greeks):
             return "no_greeks"
-        if self._minutes_to_expiry(cq, now_ns) <= self.p.no_entry_minutes:
+        if (self._minutes_to_expiry(cq, now_ns) <= self.p.no_entry_minutes
+                or self.calendar.minutes_to_close(now_ns) <= 0):
             return "close_window"
         if max(abs(cq.delta), abs(pq.delta)) > self.p.entry_delta + self.p.entry_tolerance:
             return "leg_delta"
@@ -242,6 +244,8 @@ class ShortStrangle(bt.Strategy):
     def start(self) -> None:
         if self.p.records:
             self._restore(Path(self.p.records))
+        for instrument, (size, _) in getattr(self.broker, "held", {}).items():
+            self._say(f"the broker holds {size:+g} {instrument} without a record: left alone")
 
     def notify_data(self, data, status, *args, **kwargs):
         self.notifications.append(f"{data._name}: {data._getstatusname(status)}")
@@ -376,7 +380,7 @@ class ShortStrangle(bt.Strategy):
                 continue
             slot.call.switch(parse_dataname(rec["call"]))
             slot.put.switch(parse_dataname(rec["put"]))
-            if not any(self.getposition(d).size for d in slot.legs):
+            if not any([self.getposition(d).size for d in slot.legs]):  # asks both legs
                 self._say(f"records: {root} {rec['call']} {rec['put']}: the broker holds no "
                           "position (closed while away): dropped")
                 continue

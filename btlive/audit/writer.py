@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 _PG_LOCK_KEY = 7301966
 _SEEN_CAP = 200_000
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=5.0, factor=2.0, jitter=0.5)
+LINGER = 0.005  # seconds a short batch may wait for more events
 
 
 class _Marker:
@@ -362,6 +363,7 @@ class AuditWriter:
         queue = self._queue
         while True:
             if queue:
+                self._linger()
                 n = min(len(queue), self.batch_size)
                 batch = [queue.popleft() for _ in range(n)]
                 if self._waiting:
@@ -385,6 +387,18 @@ class AuditWriter:
             if not queue and not self._spilling and not self._stopping:
                 self._wake.wait(1.0)
             self._idle = False
+
+    def _linger(self) -> None:
+        """Give a producer that is still adding a few milliseconds to fill the batch: a
+        transaction costs about as much as a hundred rows, so many tiny ones would be slower
+        than the producer (and sleeping hands it the GIL)."""
+        queue, deadline = self._queue, time.monotonic() + LINGER
+        while (len(queue) < self.batch_size and not self._stopping and not self._waiting
+               and not isinstance(queue[-1], _Marker) and time.monotonic() < deadline):
+            before = len(queue)
+            time.sleep(0.0005)
+            if len(queue) == before:  # nobody is adding: write what there is
+                return
 
     def _loop(self) -> None:
         while not self._abort.is_set():

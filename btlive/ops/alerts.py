@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import backtrader as bt
 
@@ -110,6 +110,7 @@ class OpsAlerts(bt.Analyzer):
         self.name = self.p.name or type(strategy).__name__
         self.live = any(d.islive() for d in strategy.datas)
         self._dispatcher = self._make_dispatcher(self.p.alerts)
+        self._owns_dispatcher = self.p.alerts == "config"
         self.feeds = FeedWatch(strategy.datas)
         self._conditions = {
             "connection_lost": _Condition("connection_lost", "critical", "seconds",
@@ -122,7 +123,7 @@ class OpsAlerts(bt.Analyzer):
                                           self.p.stale_after or 0.0)
                        for s in self.feeds.states}
         self._down_since: float | None = None
-        self._day: tuple | None = None
+        self._day: date | None = None
         self._day_start_value = strategy.broker.getvalue()
         self._quality = next((a for a in strategy.analyzers
                               if type(a).__name__ == "ExecutionQuality"), None)

@@ -4,6 +4,7 @@ and expiration (a short or long option is closed at its intrinsic value when it 
 from __future__ import annotations
 
 import math
+from datetime import datetime
 
 from backtrader.order import BuyOrder, Order, SellOrder
 
@@ -68,7 +69,9 @@ class OptionsBroker(QuoteBroker):
         contract = getattr(data, "contract", None)
         if contract is not None and contract.instrument in self.held:
             size, price = self.held.pop(contract.instrument)
-            self.positions[data].set(size, price)
+            pos = self.positions[data]
+            pos.set(size, price)
+            pos.datetime = datetime(1970, 1, 1)  # backtrader's interest check reads it
         return super().getposition(data)
 
     def submit(self, order, check=True):
@@ -97,6 +100,7 @@ class OptionsBroker(QuoteBroker):
             order = cls(owner=owner, data=data, size=abs(size), price=price,
                         exectype=Order.Market)
             order.addinfo(settle=price, reason="expiration")
+            self._ocoize(order, None)
             order.submit(self)
             order.accept(self)
             self.orders.append(order)

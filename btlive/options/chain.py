@@ -69,6 +69,13 @@ class LegQuote:
         return max(0.0, spot - k) if self.contract.right == "C" else max(0.0, k - spot)
 
 
+@dataclass(frozen=True, slots=True)
+class _ChainKey:
+    """Names a whole expiration's chain in the store's day cache."""
+
+    instrument: str
+
+
 class _DayChain:
     """One expiration on one day: per contract, its row times and values (arrays)."""
 
@@ -132,7 +139,8 @@ class OptionChain:
     """Expirations, strikes, quotes and greeks of option chains at a given time.
 
     Params:
-      - ``store``: the ThetaStore the data comes from (history in backtest, snapshots live).
+      - ``store``: the ThetaStore the data comes from (history in backtest, snapshots live);
+        a store with ``cache_uri`` keeps each fetched chain-day in its ArcticDB day cache.
       - ``calendar`` (None = the real US calendar): which days trade and when options expire.
       - ``live`` (False): True = ask the Terminal's snapshot endpoints (the time asked for
         is now); False = history at the time asked for.
@@ -222,10 +230,20 @@ class OptionChain:
         if not self.calendar.is_session(day):
             self.say(f"{root}: no chain on {self.calendar.why_closed(day)}: day skipped")
             return _DayChain(root, expiration, None, self.rate)
-        try:
-            frame = self.store.chain_history(root, GREEKS_ORDERS[self.greeks], day, expiration,
-                                             "both", self.interval,
+        order = GREEKS_ORDERS[self.greeks]
+
+        def fetch(_kind, _key, first, _last, interval) -> pd.DataFrame:
+            frame = self.store.chain_history(root, order, first, expiration, "both", interval,
                                              strike_range=self.strike_range)
+            return frame.sort_index(kind="stable") if len(frame) else frame
+
+        try:
+            cache = self.store.cache()
+            if cache is not None:  # the store's ArcticDB day cache, one symbol per chain-day
+                key = _ChainKey(f"{root}_{expiration}_chain{self.strike_range or ''}")
+                frame = cache.fetch(f"chain_{order}", key, self.interval, day, day, fetch)
+            else:
+                frame = fetch(None, None, day, day, self.interval)
         except (ThetaError, ValueError) as exc:
             self.say(f"{root} {expiration}: no chain on {day}: {exc}")
             frame = None

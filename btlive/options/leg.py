@@ -10,7 +10,9 @@ snapshots live). After its expiration's close a leg's close is its intrinsic val
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import queue
 import time
 from datetime import datetime, timedelta
 
@@ -38,6 +40,9 @@ class OptionLeg(bt.feed.DataBase):
       - ``fromdate`` / ``todate``: the backtest window (naive = UTC, as ThetaData);
         live: ``todate`` None runs until stopped.
       - ``qcheck`` (0.5 s): live wait for the next bar per call.
+      - ``stream`` (True): live, stream the contract's quotes from the Terminal's WebSocket
+        (a new subscription at every switch, the old one ended): a bar's bid and ask are the
+        last streamed quote, its greeks the Terminal's snapshot. False: snapshots only.
     """
 
     lines = QUOTE_LINES
@@ -48,6 +53,7 @@ class OptionLeg(bt.feed.DataBase):
         ("right", "C"),
         ("bar_seconds", 300),
         ("qcheck", 0.5),
+        ("stream", True),
     )
 
     def __init__(self) -> None:
@@ -67,6 +73,10 @@ class OptionLeg(bt.feed.DataBase):
         self._next_day = None
         self._last_close = 0.0
         self._last_underlying = math.nan
+        self.channel = None  # the live quote subscription of the current contract
+        self._ticks: queue.Queue = queue.Queue()
+        self._streamed: tuple[int, float, float] | None = None  # (ts, bid, ask)
+        self.streamed_quotes = 0  # of the current subscription
 
     # ------------------------------------------------------------------ strategy API
 
@@ -85,6 +95,40 @@ class OptionLeg(bt.feed.DataBase):
             self.contract, self.quote = contract, None
             self._last_underlying = math.nan
             self.switches += 1
+            if self._streaming():
+                self._resubscribe()
+
+    def _streaming(self) -> bool:
+        return self.chain.live and self.p.stream and getattr(self, "_lo", None) is not None
+
+    def _resubscribe(self) -> None:
+        """End the old contract's subscription, start the new one's (a fresh queue, so no
+        tick of the old contract reaches the new one's bars)."""
+        store = self.chain.store
+        if self.channel is not None:
+            store.close_channel(self.channel)
+        self.channel, self._streamed = None, None
+        self._ticks = queue.Queue()
+        self.streamed_quotes = 0
+        if self.contract is not None:
+            self.channel = store.open_channel(self.contract, ["QUOTE"], self._ticks)
+
+    def _drain(self) -> None:
+        """Take the streamed quotes and statuses of the current subscription."""
+        while True:
+            try:
+                item = self._ticks.get_nowait()
+            except queue.Empty:
+                return
+            if item[0] == "status":
+                if item[1] == "NOTSUBSCRIBED":
+                    self.chain.say(f"{self.contract.instrument}: not streamed: {item[2]}")
+                continue
+            _, kind, ts, values, _tag = item
+            bid, ask = values.get("bid"), values.get("ask")
+            if kind == "QUOTE" and bid is not None and ask is not None and ask >= bid >= 0:
+                self._streamed = (ts, float(bid), float(ask))
+                self.streamed_quotes += 1
 
     @property
     def expired(self) -> bool:
@@ -115,6 +159,14 @@ class OptionLeg(bt.feed.DataBase):
         self._next_day = et_datetime(self._lo).date()
         if self.chain.live:
             self.put_notification(self.LIVE)
+            if self._streaming() and self.contract is not None:
+                self._resubscribe()
+
+    def stop(self) -> None:
+        if self.channel is not None:
+            self.chain.store.close_channel(self.channel)
+            self.channel = None
+        super().stop()
 
     def _load(self):
         if self.chain.live:
@@ -149,6 +201,8 @@ class OptionLeg(bt.feed.DataBase):
         if self.contract is not None and ts_ns <= self.calendar.expiry_close_ns(
                 self.contract.expiration):
             q = self.chain.quote(self.contract, ts_ns)
+            if self.channel is not None:
+                q = self._with_streamed(q)
         self.quote = q
         lines = self.lines
         lines.datetime[0] = bt.date2num(EPOCH + timedelta(microseconds=ts_ns // 1000))
@@ -168,6 +222,19 @@ class OptionLeg(bt.feed.DataBase):
         lines.openinterest[0] = 0.0
         for name in QUOTE_LINES:
             getattr(lines, name)[0] = getattr(q, name) if q is not None else math.nan
+
+
+    def _with_streamed(self, q: LegQuote | None) -> LegQuote | None:
+        self._drain()
+        if self._streamed is None:
+            return q
+        ts, bid, ask = self._streamed
+        if q is None:
+            nan = math.nan
+            return LegQuote(self.contract, ts, bid, ask, nan, nan, nan, nan, nan, nan)
+        if ts < q.ts_ns:  # the snapshot is newer than the last streamed quote
+            return q
+        return dataclasses.replace(q, ts_ns=ts, bid=bid, ask=ask)
 
 
 def add_legs(cerebro: bt.Cerebro, chain: OptionChain, roots, **kwargs) -> dict:

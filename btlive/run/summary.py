@@ -21,11 +21,12 @@ class RunSummary(bt.Analyzer):
 
     Params: ``gate`` (the run's :class:`OrderGate`), ``status`` (None or a stream for a
     status line), ``every`` (seconds between status lines, 2.0), ``label`` (''),
-    ``decide_from`` (None: a backtrader date number before which bars are warm-up).
+    ``decide_from`` (None: a backtrader date number before which bars are warm-up), ``total``
+    (None: bars expected, for a percentage in the status line).
     """
 
     params = (("gate", None), ("status", None), ("every", 2.0), ("label", ""),
-              ("decide_from", None))
+              ("decide_from", None), ("total", None))
 
     def start(self):
         self.gate: OrderGate = self.p.gate
@@ -81,7 +82,8 @@ class RunSummary(bt.Analyzer):
                               for d in self.datas)
         feeds = ",".join(d._getstatusname(d._laststatus) for d in self.datas)
         orders = len(self.gate.orders)
-        print(f"\r{self.p.label} {_iso(self.last)} bars {self.bars} orders {orders} "
+        done = f"/{self.p.total} ({self.bars / self.p.total:.0%})" if self.p.total else ""
+        print(f"\r{self.p.label} {_iso(self.last)} bars {self.bars}{done} orders {orders} "
               f"[{positions}] pnl {value - self.start_value:,.2f} feeds {feeds}   ",
               end="", file=self.p.status, flush=True)
 

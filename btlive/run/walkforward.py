@@ -155,6 +155,9 @@ def walk_forward(config, strategy: str | None, grid: dict[str, list[Any]], *, tr
     pinned, spec, versions = sweep.pin_config(config, strategy)
     sweep.check_params(pinned, spec, grid)
     start, end = data_span(pinned, fromdate, todate)
+    if start + spans[2] < start + spans[1]:
+        raise UsageError(f"--step {step} is shorter than --test {test}: the test windows would "
+                         "overlap and the out-of-sample curve would count days twice")
     plan = windows(start, end, *spans)
     if not plan:
         raise UsageError(f"--train {train}: the data ({start:%Y-%m-%d %H:%M} .. "

@@ -45,6 +45,7 @@ class RunContext:
     gate: OrderGate
     config: RunConfig
     arctic_versions: dict[str, int] = field(default_factory=dict)
+    total_bars: int | None = None  # bars of datas[0] when known in advance (progress)
     sim: Any = None
     closers: list[Any] = field(default_factory=list)
 
@@ -135,7 +136,7 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
         cls = decide_when_live(cls, from_num)
     cerebro.addstrategy(cls, **kwargs)
     cerebro.addanalyzer(RunSummary, _name="btlive_summary", gate=gate, status=status,
-                        label=mode, decide_from=from_num)
+                        label=mode, decide_from=from_num, total=ctx.total_bars)
     return cerebro
 
 
@@ -212,6 +213,7 @@ def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
     from btlive.arctic.feed import ArcticData
     from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, get_library
 
+    empty: dict[tuple[str, str], bool] = {}  # stores without any symbol when the run started
     for spec in ctx.config.data:
         if spec.source == "theta":
             raise UsageError(f"[[data]] {spec.name}: source \"theta\" is not wired into btlive run "
@@ -220,24 +222,28 @@ def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
         symbol = spec.arctic_symbol()
         uri, library = spec.uri or DEFAULT_URI, spec.library or DEFAULT_LIBRARY
         lib = get_library(uri, library)
+        if (uri, library) not in empty:
+            empty[uri, library] = not lib.list_symbols()
         if not lib.has_symbol(symbol, as_of=spec.as_of):
-            _sample_or_fail(lib, spec, symbol, uri)
+            _sample_or_fail(lib, spec, symbol, uri, empty[uri, library])
         version = lib.read_metadata(symbol, as_of=spec.as_of).version
         ctx.arctic_versions[symbol] = version
+        if ctx.total_bars is None and fromdate is None and todate is None and spec.resample is None:
+            ctx.total_bars = lib.get_description(symbol, as_of=version).row_count
         feed = ArcticData(uri=uri, library=library, symbol=symbol, as_of=version,
                           timeframe=TIMEFRAMES[spec.timeframe], compression=spec.compression,
                           fromdate=fromdate, todate=todate)
         _add(cerebro, feed, spec)
 
 
-def _sample_or_fail(lib, spec: DataTable, symbol: str, uri: str) -> None:
+def _sample_or_fail(lib, spec: DataTable, symbol: str, uri: str, empty: bool) -> None:
     """An empty store gets synthetic sample bars (and says so); a missing symbol is an error."""
     import pandas as pd
 
     from btlive.arctic.library import redact_uri
     from btlive.arctic.sampledata import daily_bars, minute_bars
 
-    if lib.list_symbols() or spec.as_of is not None or spec.timeframe not in SAMPLE_BARS:
+    if not empty or spec.as_of is not None or spec.timeframe not in SAMPLE_BARS:
         raise UsageError(f"[[data]] {spec.name}: symbol {symbol!r} is not in {redact_uri(uri)}"
                          " (btlive arctic ls lists what is there)")
     n = SAMPLE_BARS[spec.timeframe]
@@ -339,7 +345,8 @@ def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
     if cfg.audit is not None:
         from btlive.analyzers.audit import ExecutionAudit
 
-        cerebro.addanalyzer(ExecutionAudit, _name="audit", db=cfg.audit.db, mode=mode)
+        cerebro.addanalyzer(ExecutionAudit, _name="audit", mode=mode,
+                            **cfg.audit.analyzer_kwargs())
     if plot:
         cerebro.addobserver(bt.observers.Value)
         cerebro.addobserver(bt.observers.BuySell)

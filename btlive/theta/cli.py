@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -185,15 +186,36 @@ async def _check_contracts(store, contracts, session: Session) -> None:
 
 
 def run(args) -> int:
+    subs = _subscriptions(args) if args.contracts else []
+    if args.finalize_seconds <= 0 or args.give_up_after <= 0:
+        raise UsageError("--finalize-seconds and --give-up-after must be > 0")
+    stop = threading.Event()
+    with _stop_on_signals(stop):  # from here on, a signal is a clean stop
+        failure = _record(args, subs, stop)
+    if failure:
+        raise CommandError(failure)
+    return 0
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: threading.Event):
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _record(args, subs: list, stop: threading.Event) -> str | None:
+    """Record until stopped; returns why it could not go on, if it could not."""
     from btlive.arctic.library import DEFAULT_LIBRARY
     from btlive.arctic.recorder import ArcticRecorder
     from btlive.theta.record import StreamRecorder
     from btlive.theta.store import ThetaStore
 
-    subs = _subscriptions(args) if args.contracts else []
     contracts = list(dict.fromkeys(c for _, c in subs))
-    if args.finalize_seconds <= 0 or args.give_up_after <= 0:
-        raise UsageError("--finalize-seconds and --give-up-after must be > 0")
     recorder = ArcticRecorder(args.uri, args.library or DEFAULT_LIBRARY,
                               flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
                               finalize_seconds=args.finalize_seconds)
@@ -203,24 +225,16 @@ def run(args) -> int:
     sink = StreamRecorder(recorder, layout, args.greeks_interval if args.greeks else None,
                           args.rate, reorder=args.reorder_seconds)
     session = Session(args.give_up_after, len(contracts))
-    stop = threading.Event()
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    failure = stream = None
+    stream = None
     try:
         store.add_event_sink(session.on_event)
         store.add_batch_sink(sink, full_trade_stream=args.full_trade_stream, subscriptions=subs)
         stream = store.stream  # its counters outlive store.close() for the final line
         if contracts:
             store.submit(_check_contracts(store, contracts, session))
-        failure = _loop(args, store, recorder, sink, session, stop)
+        return _loop(args, store, recorder, sink, session, stop)
     finally:
         _finish(args, store, recorder, sink, session, stream)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if failure:
-        raise CommandError(failure)
-    return 0
 
 
 def _loop(args, store, recorder, sink, session: Session, stop: threading.Event) -> str | None:

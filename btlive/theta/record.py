@@ -16,8 +16,9 @@ Order: one ``root`` symbol mixes many contracts, and the Terminal does not send 
 order (the full trade stream repeats a contract's last NBBO quote before each trade). Rows
 are therefore held for ``reorder`` seconds behind the newest time seen for their symbol and
 only then handed to ArcticRecorder (which sorts each batch), so the main symbol gets them in
-order instead of the recorder's ``late/`` sidecar. Only a row older than that window when it arrives still goes to
-``late/<symbol>`` (counted in ``late_rows``); readers needing every row read both.
+order instead of the recorder's ``late/`` sidecar. Only a row older than that window when it
+arrives still goes to ``late/<symbol>`` (counted in ``late_rows``); readers needing every
+row read both.
 Everything runs on the store's loop thread; ``flush`` must be called there too.
 """
 

@@ -40,8 +40,8 @@ BREAKING = frozenset({"DISCONNECTED", "STALLED", "TERMINAL_DISCONNECTED"})
 #: StreamEvent kinds after which ticks may be missing: fill the gap from REST.
 GAP = frozenset({"RECONNECTED", "RESUMED", "TERMINAL_CONNECTED"})
 REJECTED = frozenset({"MAX_STREAMS_REACHED", "INVALID_PERMS", "ERROR"})
-#: Greeks endpoints by order (history and snapshot).
-GREEKS_ORDERS = ("first_order", "second_order", "third_order", "all", "implied_volatility")
+#: Seconds a list endpoint's answer is trusted by the contract check.
+LIST_TTL = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +204,7 @@ class ThetaStore(LiveStore):
         self._batch_sinks: list[Callable[[FrameBatch, int], None]] = []
         self._event_sinks: list[Callable[[StreamEvent], None]] = []
         self._contracts: dict[tuple, Contract] = {}
-        self._known: dict[tuple, frozenset] = {}  # list-endpoint answers, per query
+        self._known: dict[tuple, tuple[float, frozenset]] = {}  # list answers: (when, values)
         self._tasks: set[asyncio.Task] = set()  # strong references until they finish
 
     def getdata(self, *args, **kwargs):
@@ -434,9 +434,10 @@ class ThetaStore(LiveStore):
         return None
 
     async def _listed(self, path: str, column: str, **params: str) -> frozenset:
+        """A list endpoint's values, asked again after an hour (new listings appear daily)."""
         key = (path, tuple(sorted(params.items())))
-        known = self._known.get(key)
-        if known is None:
+        when, known = self._known.get(key, (0.0, None))
+        if known is None or time.monotonic() - when > LIST_TTL:
             df = await self.rest().get(path, params or None)
             values = df[column] if column in df.columns else []
             if column == "strike":
@@ -444,7 +445,7 @@ class ThetaStore(LiveStore):
             else:
                 known = frozenset(str(v).replace("-", "") if column == "expiration" else str(v)
                                   for v in values)
-            self._known[key] = known
+            self._known[key] = (time.monotonic(), known)
         return known
 
     # ------------------------------------------------------------------ streaming
@@ -500,7 +501,7 @@ class ThetaStore(LiveStore):
                 self._spawn(self._backfill(ch, backfill_from_ns))
             elif stream.connected.is_set():
                 ch.status("LIVE")
-            if self.p.check_contracts and self.p.history == "rest":
+            if self.p.check_contracts:  # streaming means a Terminal: its lists answer
                 self._spawn(self._verify_channel(ch))
 
         self.run_sync(open_(), 10)

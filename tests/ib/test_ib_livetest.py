@@ -55,22 +55,42 @@ def test_sim_flag_runs_by_itself(capsys):
     IBStore.close_all()
 
 
+def one_error_line(captured) -> str:
+    """The single ``samples/livetest.py: error: ...`` line on stderr (and no traceback anywhere)."""
+    assert "Traceback" not in captured.out + captured.err
+    (line,) = captured.err.splitlines()
+    assert line.startswith("samples/livetest.py: error: ")
+    return line.removeprefix("samples/livetest.py: error: ")
+
+
 def test_refuses_live_port_and_explains_missing_tws(unused_port, capsys):
     livetest = load_sample()
     assert livetest.main(["--port", "7496"]) == 2
-    assert livetest.main(["--port", str(unused_port)]) == 2
-    out = capsys.readouterr().out.splitlines()
-    assert "--live" in out[0]
-    assert out[1].startswith(f"nothing listens on 127.0.0.1:{unused_port}") and "--sim" in out[1]
+    assert "--live" in one_error_line(capsys.readouterr())
+    assert livetest.main(["--port", str(unused_port)]) == 1
+    line = one_error_line(capsys.readouterr())
+    assert line.startswith(f"nothing listens on 127.0.0.1:{unused_port}") and "--sim" in line
+
+
+def test_bad_sim_port_is_one_line_exit_2(capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "99999", "--sim"]) == 2
+    assert "port 99999" in one_error_line(capsys.readouterr())
 
 
 def test_bad_contract_string_is_one_line_exit_2(capsys):
     livetest = load_sample()
     assert livetest.main(["--port", "0", "--sim", "--data0", "AAPL-XYZ-FOO"]) == 2
-    captured = capsys.readouterr()
-    (line,) = [ln for ln in captured.out.splitlines() if "AAPL-XYZ-FOO" in ln]
+    line = one_error_line(capsys.readouterr())
     assert line.startswith("--data0 'AAPL-XYZ-FOO': ") and "'XYZ'" in line
-    assert "Traceback" not in captured.out + captured.err
+
+
+def test_contract_that_does_not_exist_fails_with_exit_1(capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "0", "--sim", "--data0", "NOPE-STK-SMART-USD", "--stopafter", "3"]) == 1
+    line = one_error_line(capsys.readouterr())
+    assert line.startswith("no live data: data0 DISCONNECTED") and "NOPE-STK-SMART-USD" in line
+    IBStore.close_all()
 
 
 @pytest.mark.parametrize("exectype", ["Limit", "Stop", "StopLimit"])

@@ -155,3 +155,13 @@ def test_paper_with_ibbroker_measures_wall_clock_latency(sim, run_bounded):
     totals = result["totals"]
     assert totals["limit_fill_rate"] == 1.0 and totals["clock"] == "wall"
     assert totals["latency_fill_s"]["count"] == 2
+
+
+def test_an_unnamed_feed_is_named_without_printing_its_dataframe():
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame([100, 100, 100, 100])))
+    cerebro.addstrategy(Plan, plan={2: lambda s: s.buy(size=1)})
+    cerebro.addanalyzer(ExecutionQuality, _name="eq")
+    (strat,) = cerebro.run()
+    (row,) = strat.analyzers.eq.get_analysis()["orders"]
+    assert row["data"] == "data1"  # backtrader numbers feeds from 1

@@ -106,8 +106,12 @@ def test_restart_takes_up_the_open_strangles(store, run_strangle, tmp_path):
     assert second.restored == ["SPY"], second.events
     assert second.slots["SPY"].call.contract.instrument == rec["call"]
     assert second.entries == 0  # it managed what it had, it did not open another
+    assert not any("without a record" in e for e in second.events)
     # without the positions at the broker the record is dropped, and it trades anew
     third, _, _ = run_strangle(store, dt.date(2024, 11, 5), dt.date(2024, 11, 5), dte=3,
-                               records=str(records))
+                               records=str(records),
+                               broker=OptionsBroker(cash=100_000,
+                                                    held={"SPY_20241108_C600": (-2, 0.5)}))
     assert third.restored == []
     assert any("holds no position" in e for e in third.events), third.events
+    assert any("-2 SPY_20241108_C600 without a record" in e for e in third.events)

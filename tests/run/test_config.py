@@ -155,3 +155,8 @@ def test_run_refuses_an_invalid_config_before_anything_connects(tmp_path, capsys
 def test_committed_reference_is_generated_from_the_schema():
     committed = (ROOT / "docs" / "config.md").read_text()
     assert committed == reference_markdown(), "regenerate: btlive config reference > docs/config.md"
+
+
+def test_typo_in_audit_is_caught(tmp_path):
+    out = problems('[audit]\ndb = "sqlite:///x.db"\nqueue = 5\n', tmp_path)
+    assert len(out) == 1 and "[audit] queue: unknown key" in out[0]

@@ -127,3 +127,18 @@ def test_no_limits_refuse_nothing():
 def test_ib_commission_schedule(size, price, option, expected):
     comm = IBCommission(option=option)
     assert comm.getcommission(size, price) == pytest.approx(expected)
+
+
+def test_status_line_shows_progress_against_the_expected_bars():
+    import io
+
+    stream = io.StringIO()
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(bt.feeds.PandasData(dataname=frame([100.0] * 4)), name="X")
+    gate = OrderGate(RiskChecks(Limits()))
+    cerebro.addstrategy(Script)
+    cerebro.addanalyzer(RunSummary, _name="btlive_summary", gate=gate, status=stream, every=0,
+                        total=4, label="backtest")
+    cerebro.run()
+    lines = stream.getvalue().split("\r")
+    assert "bars 2/4 (50%)" in lines[2] and "feeds" in lines[2]

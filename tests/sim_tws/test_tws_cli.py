@@ -96,3 +96,33 @@ def test_simulator_arguments_are_checked(kwargs, match):
     from btlive.sim.tws import TwsSimulator
     with pytest.raises(ValueError, match=match):
         TwsSimulator(**kwargs)
+
+
+@pytest.fixture
+def busy_port():
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("argv, code, expected", [
+    (["--port", "{busy}"], 1, "cannot listen on --host 127.0.0.1 --port {busy}: "),
+    (["--host", "nonexist.invalid", "--port", "0"], 1, "cannot listen on --host nonexist.invalid"),
+    (["--port", "0", "--faults", "/nonexistent/faults.txt"], 2, "--faults /nonexistent/faults.txt: "),
+    (["--port", "0", "--replay", "./plain"], 2, "--replay: arctic uri './plain' has no scheme"),
+    (["--port", "0", "--replay", "lmdb:///nonexistent/btlive-qa"], 1,
+     "--replay: no ArcticDB store at lmdb:///nonexistent/btlive-qa"),
+    (["--port", "0", "--replay", "s3://127.0.0.1:bkt?port=9&access=AKIAFAKE&secret=S3SECRET"], 1,
+     "--replay: cannot reach S3 at 127.0.0.1:9"),
+])
+def test_cli_failures_are_one_line_naming_the_option(argv, code, expected, busy_port, capsys):
+    from btlive.cli import main
+    argv = [a.format(busy=busy_port) for a in argv]
+    assert main(["sim", "tws", *argv]) == code
+    out, err = capsys.readouterr()
+    [line] = err.splitlines()
+    assert out == "" and line.startswith("btlive sim tws: error: " + expected.format(busy=busy_port))
+    assert "S3SECRET" not in line and "AKIAFAKE" not in line
+    assert not os.path.exists("/nonexistent/btlive-qa")

@@ -174,6 +174,11 @@ def test_walk_forward_windows_and_stitching():
      "btlive optimize: error: --plot draws a heat map of a two-parameter grid; 1 params vary"),
     (["walkforward", "--grid", "fast=1,2", "--train", "6X", "--test", "1M"],
      "btlive walkforward: error: --train '6X': expected a positive count"),
+    (["walkforward", "--grid", "fast=1,2", "--train", "1D", "--test", "2D", "--step", "1D"],
+     "btlive walkforward: error: --step 1D is shorter than --test 2D"),
+    (["walkforward", "--grid", "fast=1,2", "--train", "1Y", "--test", "1M"],
+     "btlive walkforward: error: --train 1Y: the data (2024-03-07 14:30 .. 2024-03-12 19:59) is "
+     "shorter than one training window"),
 ])
 def test_command_mistakes_are_one_line_before_any_work(config, tmp_path, capsys, argv, message):
     from btlive.cli import main

@@ -5,15 +5,26 @@ from __future__ import annotations
 import argparse
 
 
+def _port(text: str) -> int:
+    """A TCP port, 0 for a free one (argparse names the option in its one-line error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port}: must be 0..65535 (0 picks a free port)")
+    return port
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "theta", help="serve the Theta Terminal simulator (REST v3, WebSocket, gRPC)",
         description="Serve a local Theta Terminal: v3 REST (+ auth stub), the /v1/events "
                     "WebSocket and the MDDS gRPC service the thetadata package calls. "
                     "Prints one 'ready ...' line naming every URL, stops on SIGINT/SIGTERM.")
-    p.add_argument("--rest-port", type=int, default=25503, help="REST v3 and auth port (25503)")
-    p.add_argument("--ws-port", type=int, default=25520, help="WebSocket port (25520)")
-    p.add_argument("--grpc-port", type=int, default=25590, help="gRPC MDDS port (25590)")
+    p.add_argument("--rest-port", type=_port, default=25503, help="REST v3 and auth port (25503)")
+    p.add_argument("--ws-port", type=_port, default=25520, help="WebSocket port (25520)")
+    p.add_argument("--grpc-port", type=_port, default=25590, help="gRPC MDDS port (25590)")
     p.add_argument("--tier", default="pro", choices=["free", "value", "standard", "pro"],
                    help="subscription tier: permissions, concurrency, stream caps (pro)")
     p.add_argument("--seed", type=int, default=1, help="synthetic market seed (1)")
@@ -42,28 +53,24 @@ def _run(args: argparse.Namespace) -> int:
     import signal
     import threading
 
+    from btlive.errors import CommandError
     from btlive.sim.theta import ThetaSimulator
 
     symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] or None
-    try:
-        sim = ThetaSimulator(rest_port=args.rest_port, ws_port=args.ws_port, grpc_port=args.grpc_port,
-                             tier=args.tier, seed=args.seed, symbols=symbols, replay_uri=args.replay,
-                             replay_library=args.library, speed=args.speed, quote_ms=args.quote_ms,
-                             trade_ms=args.trade_ms, firehose=args.firehose or args.rate is not None,
-                             rate=args.rate, page_rows=args.page_rows, concurrency=args.concurrency,
-                             requests_per_minute=args.requests_per_minute, max_rows=args.max_rows,
-                             always_open=args.always_open)
-    except ValueError as exc:
-        print(f"error: {exc}")
-        return 2
+    sim = ThetaSimulator(rest_port=args.rest_port, ws_port=args.ws_port, grpc_port=args.grpc_port,
+                         tier=args.tier, seed=args.seed, symbols=symbols, replay_uri=args.replay,
+                         replay_library=args.library, speed=args.speed, quote_ms=args.quote_ms,
+                         trade_ms=args.trade_ms, firehose=args.firehose or args.rate is not None,
+                         rate=args.rate, page_rows=args.page_rows, concurrency=args.concurrency,
+                         requests_per_minute=args.requests_per_minute, max_rows=args.max_rows,
+                         always_open=args.always_open)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     try:
         sim.start()
     except OSError as exc:
-        print(f"error: cannot start the simulator: {exc}")
-        return 1
+        raise CommandError(f"cannot start the simulator: {exc.strerror or exc}") from None
     try:
         print(sim.ready_line(), flush=True)
         while not stop.wait(0.5):

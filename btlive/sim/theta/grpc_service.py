@@ -8,6 +8,7 @@ holding ``DataTable``s, zstd-compressed or not, each under gRPC's 4 MiB message 
 
 from __future__ import annotations
 
+import errno
 import itertools
 import logging
 import re
@@ -140,10 +141,10 @@ class GrpcServer:
         endpoints_pb2_grpc.add_BetaThetaTerminalServicer_to_server(servicer, self.server)
         try:
             self.port = self.server.add_insecure_port(f"{host}:{port}")
-        except RuntimeError as exc:  # grpc's way of saying the address is in use
-            raise OSError(f"cannot bind gRPC on {host}:{port}: {exc}") from None
+        except RuntimeError:  # grpc's way of saying the address is in use
+            raise OSError(errno.EADDRINUSE, "cannot bind (address already in use?)") from None
         if not self.port:
-            raise OSError(f"cannot bind gRPC on {host}:{port}")
+            raise OSError(errno.EADDRINUSE, "cannot bind (address already in use?)")
         self.servicer = servicer
 
     def start(self) -> None:

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from btlive.sim.pricing import bs_price
 from btlive.sim.calendar import TradingCalendar
+from btlive.sim.pricing import bs_price
 
 NEW_YORK = ZoneInfo("America/New_York")
 DAY_MS = 86_400_000

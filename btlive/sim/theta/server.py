@@ -9,6 +9,7 @@ their own modules: ``rest`` (HTTP v3 + auth), ``ws`` (the stream), ``grpc_servic
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from datetime import datetime
@@ -93,6 +94,9 @@ class ThetaSimulator:
             raise ValueError(f"heartbeat {heartbeat!r}: seconds must be > 0")
         if max_streams is not None and max_streams < 0:
             raise ValueError(f"max_streams {max_streams!r}: must be >= 0")
+        for name, port in (("rest_port", rest_port), ("ws_port", ws_port), ("grpc_port", grpc_port)):
+            if not 0 <= port <= 65535:
+                raise ValueError(f"{name} {port!r}: must be 0..65535 (0 picks a free port)")
         self.tier = normalize_tier(tier)
         self.host = "127.0.0.1" if host == "localhost" else host
         clock = clock or (lambda: datetime.now(NEW_YORK))
@@ -120,6 +124,7 @@ class ThetaSimulator:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> ThetaSimulator:
+        """Bind and serve; an address in use raises OSError naming the server and its port."""
         rest_port, ws_port, grpc_port = self._ports
         try:
             self._loop.start()
@@ -127,15 +132,18 @@ class ThetaSimulator:
                                        **self._ws_args)
             if self.replay is not None:
                 self.replay.attach(self.stream, self.endpoints)
-            self._call(self.stream.start())
+            with _binding("WebSocket", self.host, ws_port):
+                self._call(self.stream.start())
             app = RestApp(self.endpoints, self.faults, self.sessions, fpss_status=lambda: self.stream.fpss,
                           **self._rest_args)
-            self.rest = RestServer(app, self.host, rest_port)
+            with _binding("REST", self.host, rest_port):
+                self.rest = RestServer(app, self.host, rest_port)
             self.rest.start()
             from btlive.sim.theta.grpc_service import GrpcServer, build_servicer
 
             servicer = build_servicer(self.endpoints, self.faults, self.sessions, **self._grpc_args)
-            self.grpc = GrpcServer(servicer, self.host, grpc_port)
+            with _binding("gRPC", self.host, grpc_port):
+                self.grpc = GrpcServer(servicer, self.host, grpc_port)
             self.grpc.start()
         except BaseException:
             self.stop()
@@ -261,3 +269,13 @@ class ThetaSimulator:
 
     def ws_stats(self) -> dict:
         return self._on_loop(self.stream.stats)
+
+
+@contextmanager
+def _binding(server: str, host: str, port: int):
+    """Name the server and the port when its socket cannot be bound (the bare errno does not)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {host}:{port} ({server}): "
+                                 f"{exc.strerror or exc}") from None

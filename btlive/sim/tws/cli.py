@@ -90,25 +90,26 @@ def run(args) -> int:
     import threading
 
     from btlive.config import load_config
+    from btlive.errors import CommandError, UsageError
 
     from . import TwsSimulator
     from .faults import load_timeline
 
+    opts = resolve(args, load_config(args.config))
     try:
-        opts = resolve(args, load_config(args.config))
         faults = load_timeline(opts["faults"]) if opts["faults"] else []
-    except (OSError, ValueError) as exc:
-        print(f"btlive sim tws: {exc}", file=sys.stderr)
-        return 2
+    except OSError as exc:
+        raise UsageError(f"--faults {opts['faults']}: {exc.strerror or exc}") from None
     replay = None
     if opts["replay"]:
         from .replay import ArcticReplay
         try:
             replay = ArcticReplay(opts["replay"], library=opts["library"], speed=opts["speed"],
                                   timeframe=opts["timeframe"])
-        except (OSError, ValueError, RuntimeError) as exc:
-            print(f"--replay {opts['replay']}: {exc}", file=sys.stderr)
-            return 2
+        except ValueError as exc:
+            raise UsageError(f"--replay: {exc}") from None
+        except (OSError, RuntimeError) as exc:
+            raise CommandError(f"--replay: {exc}") from None
     try:
         sim = TwsSimulator(opts["host"], opts["port"], accounts=opts["accounts"].split(","),
                            symbols=opts["symbols"], seed=opts["seed"],
@@ -120,9 +121,9 @@ def run(args) -> int:
                            account_refresh=opts["account_refresh"],
                            max_version=opts["max_version"])
         sim.start()
-    except (OSError, ValueError, RuntimeError) as exc:
-        print(f"btlive sim tws: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ValueError) else 1
+    except OSError as exc:
+        raise CommandError(f"cannot listen on --host {opts['host']} --port {opts['port']}: "
+                           f"{exc.strerror or exc}") from None
     if sim.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"btlive sim tws: warning: listening on {sim.host}, not loopback; anyone who "
               "can reach this port can trade the simulated account", file=sys.stderr)

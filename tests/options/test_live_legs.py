@@ -1,0 +1,63 @@
+"""Live legs stream their contract's quotes from the Terminal simulator's WebSocket and
+resubscribe when the strategy switches the contract (the old subscription ends)."""
+
+from __future__ import annotations
+
+import math
+
+import backtrader as bt
+import pytest
+
+from btlive.options import MarketCalendar, OptionChain, OptionsBroker, add_legs
+from btlive.theta.store import ThetaStore
+
+pytestmark = pytest.mark.slow
+
+
+class SwitchTwice(bt.Strategy):
+    """Switch the flat call leg to the 0.3-delta call, then to the 0.2-delta call."""
+
+    def __init__(self):
+        self.leg = self.getdatabyname("SPY_call")
+        self.channels, self.seen = [], []
+
+    def next(self):
+        leg, n = self.leg, len(self.leg)
+        chain = leg.chain
+        if n in (1, 4):
+            exp = chain.pick_expiration("SPY", leg.now_ns, 7)
+            q = chain.pick_by_delta("SPY", exp, leg.now_ns, 0.3 if n == 1 else 0.2, "C")
+            leg.switch(q.contract, self.broker)
+            self.channels.append(leg.channel)
+        elif leg.channel is not None:
+            self.seen.append((leg.contract, leg.streamed_quotes, leg.bid[0], leg.ask[0],
+                              leg.delta[0]))
+        done = n > 4 and self.seen and self.seen[-1][1] > 0
+        if done or n >= 40:  # bounded: 40 one-second bars
+            self.env.runstop()
+
+
+def test_live_leg_streams_and_resubscribes_on_switch():
+    from btlive.sim.theta import ThetaSimulator
+
+    with ThetaSimulator(tier="pro", always_open=True) as sim:
+        store = ThetaStore(rest_url=sim.rest_url, ws_url=sim.ws_url, tier="pro",
+                           reconnect_backoff=0.05, reconnect_max=0.5)
+        try:
+            chain = OptionChain(store, calendar=MarketCalendar(always_open=True), live=True,
+                                strike_range=10)
+            cerebro = bt.Cerebro(stdstats=False)
+            cerebro.broker = OptionsBroker(cash=100_000)
+            add_legs(cerebro, chain, ["SPY"], bar_seconds=1)
+            cerebro.addstrategy(SwitchTwice)
+            strat = cerebro.run()[0]
+        finally:
+            ThetaStore.close_all()
+    first, second = strat.channels
+    assert first.contract != second.contract
+    assert first.closed  # the old contract's subscription ended at the switch
+    assert strat.leg.channel is None  # and the last one when the run stopped
+    after = [s for s in strat.seen if s[0] == second.contract]
+    assert after and after[-1][1] > 0, strat.seen  # quotes streamed for the new contract
+    _, _, bid, ask, delta = after[-1]
+    assert 0 < bid <= ask and math.isfinite(delta)
