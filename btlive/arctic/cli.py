@@ -267,8 +267,12 @@ def cmd_import(args) -> int:
     import arcticdb
 
     path = args.csv
+    if os.path.isdir(path):
+        raise UsageError(f"{path}: is a directory; give the path of an OHLCV CSV")
     if not os.path.isfile(path):
         raise UsageError(f"{path}: no such file; give the path of an OHLCV CSV")
+    if not args.symbol.strip():
+        raise UsageError(f"--symbol {args.symbol!r}: give a symbol name, e.g. bars/1d/AAPL")
     if args.chunk_rows < 1:
         raise UsageError(f"--chunk-rows {args.chunk_rows}: must be >= 1")
     progress = _Progress(os.path.getsize(path), enabled=not args.quiet)
@@ -334,6 +338,8 @@ def cmd_snapshot(args) -> int:
 def cmd_compact(args) -> int:
     from btlive.arctic.maintenance import compact
 
+    if args.rows_per_segment is not None and args.rows_per_segment < 1:
+        raise UsageError(f"--rows-per-segment {args.rows_per_segment}: must be >= 1")
     report = compact(args.uri, args.library, symbols=args.symbol,
                      rows_per_segment=args.rows_per_segment)
     return _print_report("compacted", report)

@@ -51,8 +51,9 @@ def et_ns(day: date, at: time) -> int:
 class MarketCalendar:
     """Trading days and option sessions of the US market.
 
-    ``always_open`` (False) makes every day a 09:30-16:00 session: only for tests against a
-    simulator started with the same switch. Expirations follow the real calendar anyway.
+    ``always_open`` (False) makes every day a 24-hour session: only for tests against a
+    simulator started with the same switch. Expirations follow the real calendar anyway
+    (16:00 ET).
     """
 
     def __init__(self, always_open: bool = False, first_year: int = 2012,
@@ -85,12 +86,31 @@ class MarketCalendar:
         return f"{as_date(day)} is {names[kind]}" if kind in names else ""
 
     def open_ns(self, day) -> int:
-        return et_ns(as_date(day), OPEN)
+        day = as_date(day)
+        return et_ns(day, time(0) if self.always_open else OPEN)
 
     def close_ns(self, day) -> int:
         """UTC ns of the options close on ``day`` (13:00 ET on early closes)."""
         day = as_date(day)
+        if self.always_open:
+            return et_ns(day + timedelta(days=1), time(0))
         return et_ns(day, EARLY_CLOSE if self.day_type(day) == "early_close" else CLOSE)
+
+    def in_session(self, now_ns: int) -> bool:
+        """True while the options market trades (``now_ns`` between the open and the close)."""
+        day = et_datetime(now_ns).date()
+        return self.is_session(day) and self.open_ns(day) < now_ns <= self.close_ns(day)
+
+    def why_no_session(self, now_ns: int) -> str:
+        """Why the market does not trade at ``now_ns`` (one line), or empty while it does."""
+        when = et_datetime(now_ns)
+        if self.in_session(now_ns):
+            return ""
+        closed = self.why_closed(when.date())
+        if closed:
+            return f"{closed}; next session {self.next_session(when.date())}"
+        side = "before the open" if now_ns <= self.open_ns(when.date()) else "after the close"
+        return f"{when:%Y-%m-%d} {side}"
 
     def sessions(self, first, last) -> list[date]:
         """Trading days from ``first`` to ``last`` inclusive."""
@@ -123,7 +143,8 @@ class MarketCalendar:
         return out
 
     def expiry_close_ns(self, expiration) -> int:
-        """When an option expiring on ``expiration`` stops trading (its day's close)."""
+        """When an option expiring on ``expiration`` stops trading (its day's close by the
+        real calendar, whatever ``always_open``)."""
         day = as_date(expiration)
         if self.always_open:
             return et_ns(day, CLOSE)

@@ -43,6 +43,7 @@ class OptionLeg(bt.feed.DataBase):
       - ``stream`` (True): live, stream the contract's quotes from the Terminal's WebSocket
         (a new subscription at every switch, the old one ended): a bar's bid and ask are the
         last streamed quote, its greeks the Terminal's snapshot. False: snapshots only.
+      - ``clock`` (None = ``time.time_ns``): live, the wall clock in UTC ns (tests set it).
     """
 
     lines = QUOTE_LINES
@@ -54,6 +55,7 @@ class OptionLeg(bt.feed.DataBase):
         ("bar_seconds", 300),
         ("qcheck", 0.5),
         ("stream", True),
+        ("clock", None),
     )
 
     def __init__(self) -> None:
@@ -154,7 +156,8 @@ class OptionLeg(bt.feed.DataBase):
 
     def start(self) -> None:
         super().start()
-        self._lo = to_utc_ns(self.p.fromdate, self.p.tz) if self.p.fromdate else time.time_ns()
+        self._lo = (to_utc_ns(self.p.fromdate, self.p.tz) if self.p.fromdate
+                    else (self.p.clock or time.time_ns)())
         self._hi = to_utc_ns(self.p.todate, self.p.tz) if self.p.todate else None
         self._next_day = et_datetime(self._lo).date()
         if self.chain.live:
@@ -185,7 +188,11 @@ class OptionLeg(bt.feed.DataBase):
 
     def _load_live(self):
         step = self.p.bar_seconds * NS
-        now = time.time_ns()
+        now = (self.p.clock or time.time_ns)()
+        if not self.calendar.in_session(now):  # no bars while the market is closed
+            self.chain.say(f"market closed: {self.calendar.why_no_session(now)}: no bars")
+            time.sleep(self.p.qcheck)
+            return None
         due = (now // step) * step
         if due <= self.now_ns:  # this period's bar is out: wait (bounded) for the next
             time.sleep(min(self.p.qcheck, (due + step - now) / NS))
@@ -222,7 +229,6 @@ class OptionLeg(bt.feed.DataBase):
         lines.openinterest[0] = 0.0
         for name in QUOTE_LINES:
             getattr(lines, name)[0] = getattr(q, name) if q is not None else math.nan
-
 
     def _with_streamed(self, q: LegQuote | None) -> LegQuote | None:
         self._drain()

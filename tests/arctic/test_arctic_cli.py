@@ -95,6 +95,20 @@ def test_missing_file_and_library(tmp_path, uri, capsys):
     assert "library 'other' does not exist" in capsys.readouterr().err
 
 
+def test_bad_arguments_are_usage_errors_before_any_work(tmp_path, uri, capsys):
+    csv = write_csv(tmp_path / "x.csv", daily_bars(3))
+    cases = [(["import", str(tmp_path), "--symbol", "s"], f"{tmp_path}: is a directory"),
+             (["import", str(csv), "--symbol", " "], "--symbol ' ': give a symbol name"),
+             (["compact", "--rows-per-segment", "0"], "--rows-per-segment 0: must be >= 1")]
+    get_library(uri).write("s", daily_bars(3))
+    for argv, message in cases:
+        assert main(["arctic", *argv, "--uri", uri]) == 2, argv
+        out, err = capsys.readouterr()
+        [line] = err.splitlines()
+        assert line.startswith(f"btlive arctic {argv[0]}: error: {message}") and "compacted" not in out
+    assert get_library(uri).list_symbols() == ["s"]
+
+
 def test_snapshot_compact_finalize(uri, capsys):
     lib = get_library(uri)
     frame = daily_bars(30)

@@ -61,3 +61,49 @@ def test_live_leg_streams_and_resubscribes_on_switch():
     assert after and after[-1][1] > 0, strat.seen  # quotes streamed for the new contract
     _, _, bid, ask, delta = after[-1]
     assert 0 < bid <= ask and math.isfinite(delta)
+
+
+def _et_ns(text: str) -> int:
+    import pandas as pd
+
+    return int(pd.Timestamp(text, tz="America/New_York").tz_convert("UTC").value)
+
+
+class CountBars(bt.Strategy):
+    def __init__(self):
+        self.bars = 0
+
+    def next(self):
+        self.bars += 1
+
+
+@pytest.mark.parametrize("now, message", [
+    ("2024-11-28 10:00", "market closed: 2024-11-28 is a market holiday; next session "
+                         "2024-11-29: no bars"),
+    ("2024-11-30 10:00", "market closed: 2024-11-30 is a weekend; next session 2024-12-02: "
+                         "no bars"),
+    ("2024-11-29 13:30", "market closed: 2024-11-29 after the close: no bars"),  # early close
+])
+def test_live_legs_make_no_bars_while_the_market_is_closed(sim, store, now, message):
+    import threading
+
+    from tests.helpers import eventually
+
+    chain = OptionChain(store, live=True, strike_range=5)
+    cerebro = bt.Cerebro(stdstats=False)
+    clock = _et_ns(now)
+    add_legs(cerebro, chain, ["SPY"], bar_seconds=1, qcheck=0.05, clock=lambda: clock)
+    cerebro.addstrategy(CountBars)
+
+    def stop_when_said():
+        try:
+            eventually(lambda: message in chain.messages, timeout=30, what=message)
+        finally:
+            cerebro.runstop()
+
+    stopper = threading.Thread(target=stop_when_said, daemon=True)
+    stopper.start()
+    strat = cerebro.run()[0]
+    stopper.join(5)
+    assert message in chain.messages, chain.messages
+    assert strat.bars == 0
