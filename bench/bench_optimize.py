@@ -11,6 +11,7 @@ same sweep with one worker. Both sides must end every combination at the same va
 Reported: wall times, the speed-up against optstrategy, the parallel efficiency (speed-up over
 one worker divided by workers) and the engine overhead per task (the one-worker wall time per
 task minus the time the task itself took in its worker: scheduling, transfer, the SQL write).
+``cpu_share``: CPU time over wall time of the tasks (1.0: every worker had a core to itself).
 Ray's start-up and the workers' first imports are measured apart (a cluster starts once
 for many sweeps).
 """
@@ -82,6 +83,12 @@ def _warm_up() -> int:
     return os.getpid()
 
 
+def _cpu_share(tasks: list[dict]) -> float:
+    """CPU time over wall time of the tasks in their workers: 1.0 when each had a core to itself
+    (the machine's other load shows here, not in the engine)."""
+    return sum(t["cpu_s"] for t in tasks) / sum(t["duration_s"] for t in tasks)
+
+
 def run(args):
     import ray
 
@@ -132,7 +139,8 @@ def run(args):
                  higher_is_better=False, ray_start_s=ray_start_s, wall_s_one_worker=wall_1,
                  **common)
     yield result("optimize", "parallel_efficiency", speedup_1 / workers, "ideal", 1.0, "",
-                 speedup_vs_one_worker=speedup_1, **common)
+                 speedup_vs_one_worker=speedup_1, cpu_share_n_workers=_cpu_share(tasks_n),
+                 cpu_share_one_worker=_cpu_share(tasks_1), **common)
     yield result("optimize", "engine_overhead_ms_per_task", overhead_ms, "goal", 50.0, "ms",
                  higher_is_better=False, **common)
     yield result("optimize", "task_s", task_s, f"optstrategy s per combination x {workers} cores",

@@ -17,6 +17,7 @@ import os
 import re
 import tomllib
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -241,6 +242,36 @@ class RecordTable(_Table):
     library: str = Field("btlive", description="ArcticDB library")
 
 
+LOOPBACK_HOSTS = ("127.0.0.1", "::1", "localhost")
+
+
+class _ServerTable(_Table):
+    allow_remote: bool = Field(False, description="allow a non-loopback `host`")  # before host
+    host: str = Field("127.0.0.1", description="address to bind; anything but loopback needs "
+                      "`allow_remote = true`")
+
+    @field_validator("host")
+    @classmethod
+    def _loopback(cls, value: str, info) -> str:
+        if value not in LOOPBACK_HOSTS and not info.data.get("allow_remote"):
+            raise ValueError(f"{value!r} is not loopback: set allow_remote = true to expose it")
+        return value
+
+
+class MonitorTable(_ServerTable):
+    """``[monitor]``: the monitoring page of a run (`--monitor-port` wins); off unless `port`."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="port of the page and of "
+                             "`/api/state` (0: any free port; unset: no page)")
+
+
+class MetricsTable(_ServerTable):
+    """``[metrics]``: the Prometheus endpoint of a run (`--metrics-port` wins); off unless `port`."""
+
+    port: int | None = Field(None, ge=0, le=65535, description="port of `/metrics` (0: any "
+                             "free port; unset: no endpoint)")
+
+
 class SimTwsTable(_Table):
     """``[sim.tws]``: defaults of `btlive sim tws` and of `btlive run --sim`."""
 
@@ -262,11 +293,46 @@ class SimTwsTable(_Table):
     symbols: list[str] | str = Field(default_factory=list, description="extra symbols")
 
 
+class SimThetaTable(_Table):
+    """``[sim.theta]``: what `btlive run --sim` starts for `theta` feeds."""
+
+    tier: str = Field("pro", description="subscription tier the simulator grants")
+    seed: int = Field(1, description="random-walk seed")
+    always_open: bool = Field(False, description="friendlier than real: every day trades "
+                              "00:00-24:00 (default: the NYSE calendar and sessions)")
+    quote_ms: int = Field(1000, ge=1, description="ms between quotes on the stream")
+    trade_ms: int = Field(5000, ge=1, description="ms between trades on the stream")
+    symbols: list[str] | None = Field(None, description="underlyings (default: the bundled ones)")
+    replay_uri: str | None = Field(None, description="replay this ArcticDB recording")
+    replay_library: str | None = Field(None, description="ArcticDB library for `replay_uri`")
+    speed: PositiveNumber = Field(1.0, description="replay speed")
+
+
 class SimTable(_Table):
     """``[sim]``: the bundled simulators."""
 
     tws: SimTwsTable = Field(default_factory=SimTwsTable, description="the TWS simulator")
-    theta: dict[str, Any] = Field(default_factory=dict, description="the Theta Terminal simulator")
+    theta: SimThetaTable = Field(default_factory=SimThetaTable,
+                                 description="the Theta Terminal simulator")
+
+
+class ThetaTable(_Table):
+    """``[theta]``: the Theta Terminal that `theta` feeds read (ThetaStore)."""
+
+    rest_url: str = Field("http://127.0.0.1:25503", description="the Terminal's REST API")
+    ws_url: str = Field("ws://127.0.0.1:25520/v1/events", description="the Terminal's stream")
+    cache_uri: str | None = Field(None, description="ArcticDB URI of the history cache "
+                                  "(downloaded days are read from it next time)")
+    cache_library: str = Field("theta_cache", description="ArcticDB library of the cache")
+
+
+class BacktestTable(_Table):
+    """``[backtest]``: the period of a backtest (`--from` and `--to` win)."""
+
+    from_: date | datetime | None = Field(None, alias="from", description="first bar (a TOML "
+                                          "date or date-time, UTC)")
+    to: date | datetime | None = Field(None, description="last bar (a date means its "
+                                       "midnight, as `--to`)")
 
 
 # Tables whose model lives with the code that uses them (and which imports this module, so
@@ -295,6 +361,10 @@ class RunConfig(_Table):
     audit: Any = Field(None, description="SQL audit (ExecutionAudit is added when this table "
                        "exists); validated by `btlive.audit.config.AuditConfig`")
     record: RecordTable = Field(default_factory=RecordTable, description="recording")
+    backtest: BacktestTable = Field(default_factory=BacktestTable, description="backtest period")
+    theta: ThetaTable = Field(default_factory=ThetaTable, description="the Theta Terminal")
+    monitor: MonitorTable = Field(default_factory=MonitorTable, description="monitoring page")
+    metrics: MetricsTable = Field(default_factory=MetricsTable, description="Prometheus metrics")
     sim: SimTable = Field(default_factory=SimTable, description="simulators")
 
     @field_validator("data")

@@ -70,11 +70,12 @@ def parse_args(argv=None):
 def prepare(args) -> int:
     """Import the CSV, or generate sample bars when the symbol does not exist yet."""
     if args.csv:
-        from btlive.cli import main as btlive_main
+        from btlive.cli import build_parser
 
-        return btlive_main(["arctic", "import", args.csv, "--symbol", args.symbol,
-                            "--uri", args.uri, "--library", args.library, "--tz", args.tz,
-                            "--replace"])
+        cmd = build_parser(["arctic"]).parse_args(
+            ["arctic", "import", args.csv, "--symbol", args.symbol, "--uri", args.uri,
+             "--library", args.library, "--tz", args.tz, "--replace"])
+        return cmd.func(cmd)  # its errors end in this sample's one line
     lib = get_library(args.uri, args.library)
     if not lib.has_symbol(args.symbol):
         from btlive.arctic.sampledata import daily_bars
@@ -105,11 +106,14 @@ def run(args) -> int:
                         log=args.log)
     cerebro.addanalyzer(bt.analyzers.TradeAnalyzer, _name="trades")
     start = cerebro.broker.getvalue()
-    strat = cerebro.run(preload=not args.live, exactbars=0)[0]
+    # bar by bar (runonce=False): backtrader's vectorised mode fails on fewer bars than --slow
+    strat = cerebro.run(preload=not args.live, runonce=False, exactbars=0)[0]
     trades = strat.analyzers.trades.get_analysis()
     closed = trades.get("total", {}).get("closed", 0) if trades else 0
     print(f"{args.symbol}: {len(data)} bars, {closed} closed trades, "
           f"value {start:,.2f} -> {cerebro.broker.getvalue():,.2f}")
+    if len(data) <= args.slow:
+        print(f"note: {len(data)} bars are not more than --slow {args.slow}: the strategy never traded")
     return 0
 
 

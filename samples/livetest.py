@@ -152,6 +152,8 @@ class TestStrategy(bt.Strategy):
             self.trade()
 
     def count_backfill(self) -> None:
+        if not len(self.data0):  # data1 delivered first
+            return
         when = f"{self.data0.datetime.datetime(0).isoformat()}"
         self.backfill[0] += 1
         self.backfill[1] = self.backfill[1] or when
@@ -159,6 +161,8 @@ class TestStrategy(bt.Strategy):
 
     def print_bars(self) -> None:
         for i, data in enumerate(self.datas):
+            if not len(data):  # the other feed delivered first
+                continue
             sma = self.smas[i][0] if len(self.smas[i]) else float("nan")
             self.say(", ".join(str(x) for x in (
                 f"Data{i}", len(data), f"{data.datetime.datetime(0).isoformat()} {tzname(data)}",
@@ -247,7 +251,9 @@ def parse_args(argv=None):
     p.add_argument("--stopafter", type=int, default=0, help="stop after n bars of LIVE data")
     p.add_argument("--record", default=None, metavar="URI", help="record ticks/bars to ArcticDB")
     p.add_argument("--audit", default=None, metavar="DB", help="SQL execution audit (SQLAlchemy URL)")
-    p.add_argument("--exactbars", type=int, default=1)
+    p.add_argument("--exactbars", type=int, default=None,
+                   help="backtrader's exactbars (default 1; 0 with --data1: at 1 backtrader "
+                        "cannot rewind a feed, which cerebro does to align two live feeds)")
     p.add_argument("-v", "--verbose", action="store_true", help="print every backfilled bar too")
     return p.parse_args(argv)
 
@@ -279,7 +285,11 @@ def _main(args) -> int:
         sim_kwargs = {"port": args.port, "host": args.host, "tick_interval": 0.1,
                       "always_open": True}  # the real TWS follows market hours
         if args.sim_faults:
-            sim_kwargs["faults"] = load_timeline(args.sim_faults)
+            try:
+                sim_kwargs["faults"] = load_timeline(args.sim_faults)
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"--sim-faults {args.sim_faults}: "
+                                 f"{getattr(exc, 'strerror', None) or exc}") from None
         try:
             sim = TwsSimulator(**sim_kwargs).start()
         except OSError as exc:
@@ -302,7 +312,11 @@ def run(args) -> int:
     from btlive.errors import CommandError, UsageError
     from btlive.ib.store import IBStore
 
-    cerebro = bt.Cerebro(stdstats=False, exactbars=args.exactbars)
+    exactbars = args.exactbars if args.exactbars is not None else 0 if args.data1 else 1
+    if args.data1 and exactbars >= 1:
+        raise UsageError(f"--exactbars {exactbars} with --data1: backtrader cannot rewind a feed "
+                         "kept at exactbars >= 1, which two live feeds need; use --exactbars 0 or -1")
+    cerebro = bt.Cerebro(stdstats=False, exactbars=exactbars)
     store = IBStore(host=args.host, port=args.port, clientId=args.clientId, reconnect=args.reconnect,
                     timeout=args.timeout, timeoffset=not args.no_timeoffset, notifyall=args.notifyall)
     recorder = None

@@ -22,7 +22,7 @@ from pathlib import Path
 import backtrader as bt
 
 from btlive.options.calendar import NS, MarketCalendar
-from btlive.options.chain import LegQuote
+from btlive.options.chain import LegQuote, ns_of
 from btlive.options.leg import OptionLeg
 
 ENTRY_RULES = ("no_quotes", "no_greeks", "close_window", "leg_delta", "net_delta",
@@ -151,7 +151,7 @@ class ShortStrangle(bt.Strategy):
     # ------------------------------------------------------------------ helpers
 
     def _now_ns(self) -> int:
-        return int(self.datas[0].datetime.datetime(0).replace(tzinfo=UTC).timestamp() * NS)
+        return ns_of(self.datas[0].datetime.datetime(0))  # naive UTC
 
     def _say(self, text: str) -> None:
         when = self.datas[0].datetime.datetime(0) if len(self.datas[0]) else "-"
@@ -276,7 +276,8 @@ class ShortStrangle(bt.Strategy):
             self._save()
 
     def _slot_of(self, data) -> Strangle | None:
-        return next((s for s in self.slots.values() if data in s.legs), None)
+        # identity: backtrader's == on feeds builds a line operation (always truthy)
+        return next((s for s in self.slots.values() if any(data is d for d in s.legs)), None)
 
     def next(self) -> None:
         now = self._now_ns()

@@ -281,6 +281,10 @@ class ExecutionAudit(bt.Analyzer):
         if self._record_bits:
             for bit in order.executed.iterpending():
                 self._record_bit(order, key, bit)
+        if not order.alive():  # its last notification: keep no state per finished order
+            self._keys.pop(ref, None)
+            self._bits.pop(ref, None)
+            self._cum.pop(ref, None)
 
     def _status_event(self, order, key) -> OrderStatusEvent:
         status = order.getstatusname()

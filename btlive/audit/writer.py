@@ -56,7 +56,7 @@ from btlive.runtime import Backoff
 log = logging.getLogger(__name__)
 
 _PG_LOCK_KEY = 7301966
-_SEEN_CAP = 200_000
+_SEEN_CAP = 20_000  # keys remembered per table (bounds memory; the database has the rest)
 DEFAULT_RETRY = Backoff(initial=0.05, maximum=5.0, factor=2.0, jitter=0.5)
 LINGER = 0.005  # seconds a short batch may wait for more events
 

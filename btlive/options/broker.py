@@ -118,6 +118,8 @@ class OptionsBroker(QuoteBroker):
         data = order.data
         bid, ask = _line(data, "bid"), _line(data, "ask")
         if bid is None or ask is None or ask < bid or self.p.coc:
+            if getattr(data, "contract", None) is not None and hasattr(data, "expired"):
+                return None  # an option leg without a quote on this bar: wait for one
             return super()._try_exec_market(order, popen, phigh, plow)
         if data.datetime[0] <= order.created.dt:  # never on the bar that decided it
             return

@@ -11,16 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from btlive.options.calendar import NS, MarketCalendar, as_date, et_datetime
+from btlive.options.calendar import MarketCalendar, as_date, et_datetime
 from btlive.theta.greeks import YEAR_SECONDS, greeks
 from btlive.theta.parse import Contract
-from btlive.theta.rest import ThetaError
+from btlive.theta.rest import ThetaError, ThetaPermissionError
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +63,6 @@ class LegQuote:
     @property
     def has_greeks(self) -> bool:
         return all(math.isfinite(v) for v in (self.delta, self.gamma, self.theta, self.vega))
-
-    def intrinsic(self, spot: float | None = None) -> float:
-        spot = self.underlying if spot is None else spot
-        k = self.contract.strike
-        return max(0.0, spot - k) if self.contract.right == "C" else max(0.0, k - spot)
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,24 +222,39 @@ class OptionChain:
             chain = self._days[key] = self._load_day(root, expiration, day)
         return chain
 
+    def _ask(self, request: Callable[[str], pd.DataFrame]) -> pd.DataFrame:
+        """``request(order)``; when the tier refuses ``greeks/all``, first-order greeks from
+        then on (gamma from the Terminal's IV), said once."""
+        try:
+            return request(GREEKS_ORDERS[self.greeks])
+        except ThetaPermissionError as exc:
+            if self.greeks != "all":
+                raise
+            self.say(f"greeks/all refused ({exc.server_message}): first-order greeks, gamma "
+                     "computed from the Terminal's IV")
+            self.greeks = "first_order"
+            return request(GREEKS_ORDERS[self.greeks])
+
     def _load_day(self, root: str, expiration: str, day) -> _DayChain:
         if not self.calendar.is_session(day):
             self.say(f"{root}: no chain on {self.calendar.why_closed(day)}: day skipped")
             return _DayChain(root, expiration, None, self.rate)
-        order = GREEKS_ORDERS[self.greeks]
 
-        def fetch(_kind, _key, first, _last, interval) -> pd.DataFrame:
-            frame = self.store.chain_history(root, order, first, expiration, "both", interval,
-                                             strike_range=self.strike_range)
-            return frame.sort_index(kind="stable") if len(frame) else frame
+        def request(order: str) -> pd.DataFrame:
+            def fetch(_kind, _key, first, _last, interval) -> pd.DataFrame:
+                frame = self.store.chain_history(root, order, first, expiration, "both",
+                                                 interval, strike_range=self.strike_range)
+                return frame.sort_index(kind="stable") if len(frame) else frame
+
+            cache = self.store.cache()
+            if cache is None:
+                return fetch(None, None, day, day, self.interval)
+            # the store's ArcticDB day cache: one symbol per chain and day
+            key = _ChainKey(f"{root}_{expiration}_chain{self.strike_range or ''}")
+            return cache.fetch(f"chain_{order}", key, self.interval, day, day, fetch)
 
         try:
-            cache = self.store.cache()
-            if cache is not None:  # the store's ArcticDB day cache, one symbol per chain-day
-                key = _ChainKey(f"{root}_{expiration}_chain{self.strike_range or ''}")
-                frame = cache.fetch(f"chain_{order}", key, self.interval, day, day, fetch)
-            else:
-                frame = fetch(None, None, day, day, self.interval)
+            frame = self._ask(request)
         except (ThetaError, ValueError) as exc:
             self.say(f"{root} {expiration}: no chain on {day}: {exc}")
             frame = None
@@ -259,8 +270,8 @@ class OptionChain:
         if cached is not None and now - cached[0] < self.snapshot_ttl:
             return cached[1]
         try:
-            frame = self.store.chain_snapshot(root, GREEKS_ORDERS[self.greeks], expiration,
-                                              "both", strike_range=self.strike_range)
+            frame = self._ask(lambda order: self.store.chain_snapshot(
+                root, order, expiration, "both", strike_range=self.strike_range))
         except (ThetaError, ValueError) as exc:
             self.say(f"{root} {expiration}: no snapshot: {exc}")
             frame = None
@@ -287,15 +298,14 @@ class OptionChain:
         chain = None if self.live else self._days.get(key)
         if chain is None:
             extra: dict[str, Any] = {"strike": f"{contract.strike:.3f}"}
+            c = contract
             try:
                 if self.live:
-                    frame = self.store.chain_snapshot(contract.root, GREEKS_ORDERS[self.greeks],
-                                                      contract.expiration, contract.right,
-                                                      **extra)
+                    frame = self._ask(lambda order: self.store.chain_snapshot(
+                        c.root, order, c.expiration, c.right, **extra))
                 elif self.calendar.is_session(day):
-                    frame = self.store.chain_history(contract.root, GREEKS_ORDERS[self.greeks],
-                                                     day, contract.expiration, contract.right,
-                                                     self.interval, **extra)
+                    frame = self._ask(lambda order: self.store.chain_history(
+                        c.root, order, day, c.expiration, c.right, self.interval, **extra))
                 else:
                     frame = None
             except (ThetaError, ValueError) as exc:
@@ -334,4 +344,7 @@ def ns_of(value) -> int:
     return int(ts.value)
 
 
-__all__ = ["NS", "LegQuote", "OptionChain", "ns_of"]
+
+def intrinsic_value(right: str, strike: float, spot: float) -> float:
+    """What an option is worth at expiration with the underlying at ``spot``."""
+    return max(0.0, spot - strike) if right == "C" else max(0.0, strike - spot)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta
 import backtrader as bt
 
 from btlive.options.calendar import NS, et_datetime
-from btlive.options.chain import LegQuote, OptionChain
+from btlive.options.chain import LegQuote, OptionChain, intrinsic_value
 from btlive.theta.feed import to_utc_ns
 from btlive.theta.parse import Contract
 
@@ -113,7 +113,10 @@ class OptionLeg(bt.feed.DataBase):
         self._ticks = queue.Queue()
         self.streamed_quotes = 0
         if self.contract is not None:
-            self.channel = store.open_channel(self.contract, ["QUOTE"], self._ticks)
+            try:
+                self.channel = store.open_channel(self.contract, ["QUOTE"], self._ticks)
+            except (TimeoutError, RuntimeError, OSError) as exc:  # snapshots still answer
+                self.chain.say(f"{self.contract.instrument}: no stream ({exc}): snapshots only")
 
     def _drain(self) -> None:
         """Take the streamed quotes and statuses of the current subscription."""
@@ -142,8 +145,7 @@ class OptionLeg(bt.feed.DataBase):
         """Intrinsic value at the last underlying price seen up to the expiration's close."""
         if self.contract is None or not math.isfinite(self._last_underlying):
             return math.nan
-        spot, k = self._last_underlying, self.contract.strike
-        return max(0.0, spot - k) if self.right == "C" else max(0.0, k - spot)
+        return intrinsic_value(self.right, self.contract.strike, self._last_underlying)
 
     # ------------------------------------------------------------------ backtrader hooks
 

@@ -60,27 +60,42 @@ always_open = true                # trade at any hour, weekends too (a real TWS 
 STRANGLE = '''\
 # btlive.toml: ShortStrangle on SPY options from ThetaData. Reference: docs/config.md
 #
-# Validates as is. `btlive run` does not wire ThetaData feeds yet (see docs/modes.md):
-# until it does, run samples/theta_backtest.py for this strategy.
+#   btlive run --sim                     backtest 2024-03-14 on the bundled Theta Terminal simulator
+#   btlive run --mode paper --sim        the stream (local broker): first set both contracts
+#                                        to an expiration that trades today (expired ones end
+#                                        the feed as NOTSUBSCRIBED)
+# Without --sim the feeds read the Theta Terminal at [theta] rest_url / ws_url.
 
 [strategy]
 class = "strategies.strangle:ShortStrangle"
-params = { size = 1, entry_delta = 0.35, take_profit = 0.5, stop_loss = 1.0 }
+params = { size = 1, entry_delta = 0.20 }
 
 [[data]]
 name = "call"
 source = "theta"
-contract = "SPY 20240315 C 520"
+contract = "SPY_20240315_C570"    # ROOT_YYYYMMDD_{C|P}STRIKE (about 0.20 delta on 2024-03-14)
 timeframe = "minutes"
 
 [[data]]
 name = "put"
 source = "theta"
-contract = "SPY 20240315 P 500"
+contract = "SPY_20240315_P561"
 timeframe = "minutes"
+
+[backtest]
+from = 2024-03-14                 # --from / --to win
+to = 2024-03-15
+
+[theta]
+rest_url = "http://127.0.0.1:25503"
+ws_url = "ws://127.0.0.1:25520/v1/events"
+# cache_uri = "lmdb://./theta_cache"   # keep downloaded history in ArcticDB
 
 [broker]
 cash = 100000.0
+
+[broker.paper]
+broker = "local"                  # ThetaData has no broker: paper fills on its quotes
 
 [broker.commission]
 per_contract = 0.65               # IB options, per contract
@@ -93,6 +108,9 @@ max_daily_loss = 5000
 
 [cvar]
 window = 250
+
+[sim.theta]                       # what --sim starts
+always_open = true                # trade at any hour, weekends too (the real Terminal follows NYSE)
 '''
 
 EXAMPLES = {"sma": SMA, "strangle": STRANGLE}

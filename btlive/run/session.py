@@ -20,16 +20,19 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
         fromdate=None, todate=None, sim: bool = False, live: bool = False,
         plot: str | None = None, summary_json: str | None = None, out: Any = "stdout",
         status: TextIO | None = None, sim_kwargs: dict[str, Any] | None = None,
-        stop_after: int | None = None, decide_from=None) -> dict[str, Any]:
+        stop_after: int | None = None, decide_from=None, monitor_port: int | None = None,
+        metrics_port: int | None = None, run_id: str | None = None) -> dict[str, Any]:
     """Run ``strategy`` in ``mode`` and return the summary (also printed to ``out``).
 
     ``out`` is a stream for the summary table (default: ``sys.stdout`` at call time; None: no
     table). ``stop_after`` ends a paper/live run after that many bars decided on live data.
+    ``run_id`` names the run (default: a new id).
     """
     out = sys.stdout if out == "stdout" else out
     cerebro = build(config, mode, strategy=strategy, params=params, fromdate=fromdate,
                     todate=todate, sim=sim, live=live, plot=plot is not None, status=status,
-                    sim_kwargs=sim_kwargs, decide_from=decide_from)
+                    sim_kwargs=sim_kwargs, decide_from=decide_from, monitor_port=monitor_port,
+                    metrics_port=metrics_port, run_id=run_id)
     ctx = cerebro.btlive
     if stop_after:
         cerebro.addanalyzer(_StopAfter, bars=stop_after)
@@ -40,8 +43,11 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
         ctx.close()
     if status is not None:
         print(file=status)
+    _say_ended_feeds(strat)
     summary = summarize(strat, mode=mode, spec=ctx.spec, params=ctx.params,
-                        arctic_versions=ctx.arctic_versions)
+                        arctic_versions=ctx.arctic_versions, **provenance(ctx),
+                        period={"from": _text(fromdate), "to": _text(todate)})
+    _save_record(summary)
     if out is not None:
         print_table(summary, out)
     if summary_json:
@@ -49,6 +55,40 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
     if plot:
         save_plot(cerebro, plot)
     return summary
+
+
+def _say_ended_feeds(strat) -> None:
+    """A live feed that ended (not subscribed, disconnected) says so: the summary alone would
+    show a run that stopped with fewer bars than expected."""
+    for data in strat.datas:
+        status = getattr(data, "_laststatus", None)
+        if status in (data.NOTSUBSCRIBED, data.DISCONNECTED):
+            print(f"feed {data._name} ended: {data._getstatusname(status)} (an expired or "
+                  "unlisted contract cannot stream)", file=sys.stderr)
+
+
+def _text(value) -> str | None:
+    return value if value is None or isinstance(value, str) else value.isoformat()
+
+
+def _save_record(summary: dict[str, Any]) -> None:
+    from btlive.run.records import save_record
+
+    try:
+        save_record(summary)
+    except OSError as exc:  # the run is done; only --reproduce loses it
+        print(f"could not write the run record: {exc}", file=sys.stderr)
+
+
+def provenance(ctx) -> dict[str, Any]:
+    """Which run, code and config made the summary: the run id, the strategy's code version
+    (git commit and dirty flag, or the file's hash), the config's hash, and the config."""
+    from btlive.ops import code_version, config_hash
+    from btlive.run.records import redacted
+
+    config = ctx.config.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return {"run_id": ctx.run_id, "code_version": code_version(ctx.strategy),
+            "config_hash": config_hash(ctx.config), "config": redacted(config)}
 
 
 @contextlib.contextmanager

@@ -102,8 +102,10 @@ def _sharpe(daily: dict, start_value: float) -> float | None:
 
 
 def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, Any],
-              arctic_versions: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The summary object (``--summary-json``) of a finished run."""
+              arctic_versions: dict[str, Any] | None = None,
+              **extra: Any) -> dict[str, Any]:
+    """The summary object (``--summary-json``) of a finished run; ``extra`` keys are added
+    (the runner's ``run_id``, ``code_version``, ``config_hash``, ``config``)."""
     s: RunSummary = strategy.analyzers.btlive_summary
     end_value = strategy.broker.getvalue()
     orders = [o.as_dict() for o in s.gate.orders.values()]
@@ -115,6 +117,8 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
     if audit is not None:
         audit_rows = sum(v for k, v in audit.get_analysis().items()
                          if k != "unwritten" and isinstance(v, int))
+    execution = getattr(strategy.analyzers, "execution", None)
+    kill = getattr(strategy.analyzers, "killswitch", None)
     return {
         "mode": mode, "strategy": spec, "params": {k: _plain(v) for k, v in params.items()},
         "start": _iso(s.first), "end": _iso(s.last),
@@ -129,6 +133,9 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
         "audit_rows": audit_rows,
         "risk_rejections": s.gate.checks.rejections,
         "arctic_versions": arctic_versions or {},
+        "execution": execution.totals() if execution is not None else None,
+        "kill": kill.report if kill is not None else None,
+        **extra,
         "orders": orders,
     }
 
@@ -159,12 +166,36 @@ def print_table(summary: dict[str, Any], out: TextIO = sys.stdout) -> None:
             ("commissions", summary["commissions"]), ("CVaR", summary["cvar"]),
             ("alerts sent", summary["alerts_sent"]), ("audit rows", summary["audit_rows"]),
             ("risk rejections", summary["risk_rejections"]),
-            ("arctic versions read", summary["arctic_versions"])]
+            ("arctic versions read", summary["arctic_versions"]),
+            *_execution_rows(summary.get("execution")),
+            ("run id", summary.get("run_id")), ("code version", _code(summary.get("code_version"))),
+            ("config hash", (summary.get("config_hash") or "")[:12] or None)]
+    if summary.get("kill"):
+        kill = summary["kill"]
+        rows.append(("kill switch", f"{kill.get('reason')}: cancelled {len(kill.get('cancelled', []))}"
+                     f", NOT cancelled {len(kill.get('not_cancelled', []))}"
+                     f"{'' if kill.get('ok') else ' (INCOMPLETE)'}"))
     width = max(len(name) for name, _ in rows)
     print("-" * (width + 30), file=out)
     for name, value in rows:
         print(f"{name:<{width}}  {_fmt(value)}", file=out)
     print("-" * (width + 30), file=out)
+
+
+def _execution_rows(totals: dict | None) -> list[tuple[str, Any]]:
+    if not totals:
+        return []
+    return [("slippage bps (cash-weighted)", totals.get("slippage_bps")),
+            ("implementation shortfall", totals.get("shortfall")),
+            ("limit fill rate", totals.get("limit_fill_rate"))]
+
+
+def _code(version: dict | None) -> str | None:
+    if not version:
+        return None
+    if version.get("git_commit"):
+        return version["git_commit"][:12] + (" (dirty)" if version.get("git_dirty") else "")
+    return f"sha256 {version['sha256'][:12]}"
 
 
 def _iso(num: float | None) -> str | None:

@@ -139,7 +139,7 @@ def run_task(task: Task) -> dict[str, Any]:
     from btlive.run.summary import summarize
     from btlive.run.wiring import build
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     out: dict[str, Any] = {"key": task.key, "params": task.params, "worker": worker_id(),
                            "status": "ok", "metrics": None, "versions": None, "error": None}
     try:
@@ -163,6 +163,7 @@ def run_task(task: Task) -> dict[str, Any]:
     except Exception as exc:  # noqa: BLE001 - a combination that fails is a result, the sweep goes on
         out["status"], out["error"] = "error", error_line(exc)
     out["duration_s"] = time.perf_counter() - started
+    out["cpu_s"] = time.process_time() - cpu  # below duration_s when the worker waited for a core
     return out
 
 

@@ -7,9 +7,11 @@ gets exactly the same feeds, broker, risk checks and analyzers and can add to th
 from __future__ import annotations
 
 import os
+import re
 import sys
+import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TextIO
 
 import backtrader as bt
@@ -48,6 +50,9 @@ class RunContext:
     total_bars: int | None = None  # bars of datas[0] when known in advance (progress)
     sim: Any = None
     closers: list[Any] = field(default_factory=list)
+    run_id: str = ""
+    strategy: Any = None  # the strategy class as loaded (for its code version)
+    alerts: Any = None  # the run's alert dispatcher ([alerts]), shared by CVaR and OpsAlerts
 
     def close(self) -> None:
         """Stop what the run started (the alert dispatcher, the simulator of ``--sim``)."""
@@ -58,6 +63,11 @@ class RunContext:
             self.sim = None
 
 
+def new_run_id() -> str:
+    """A run id (UTC start time + random), as the audit and the ops components make them."""
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}"
+
+
 def as_config(config: RunConfig | dict | str | os.PathLike | None) -> RunConfig:
     if isinstance(config, RunConfig):
         return config
@@ -66,9 +76,11 @@ def as_config(config: RunConfig | dict | str | os.PathLike | None) -> RunConfig:
     return load_run_config(config)[0]
 
 
-def _date(value: str | datetime | None, what: str) -> datetime | None:
+def _date(value: str | date | datetime | None, what: str) -> datetime | None:
     if value is None or isinstance(value, datetime):
         return value
+    if isinstance(value, date):
+        return datetime.combine(value, time())
     try:
         return datetime.fromisoformat(value)
     except ValueError:
@@ -80,13 +92,16 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
           fromdate: str | datetime | None = None, todate: str | datetime | None = None,
           sim: bool = False, live: bool = False, plot: bool = False, status: TextIO | None = None,
           sim_kwargs: dict[str, Any] | None = None,
-          decide_from: datetime | None = None) -> bt.Cerebro:
+          decide_from: datetime | None = None, monitor_port: int | None = None,
+          metrics_port: int | None = None, run_id: str | None = None) -> bt.Cerebro:
     """A Cerebro wired for ``mode`` from ``config`` (a RunConfig, a dict or a file path).
 
     ``strategy`` overrides ``[strategy] class``; ``params`` are ``k=v`` overrides. ``sim``
     starts the bundled TWS simulator (paper/live) on the configured port (0: any free port).
     ``live`` is the explicit opt-in that live mode requires. ``decide_from`` (UTC) makes the
-    bars before it warm-up only, as backfilled bars are in paper (parity). The result carries a
+    bars before it warm-up only, as backfilled bars are in paper (parity). ``monitor_port`` and
+    ``metrics_port`` override ``[monitor] port`` and ``[metrics] port``; ``run_id`` names the
+    run in the audit, the ops components and the summary (default: a new id). The result carries a
     :class:`RunContext` as ``cerebro.btlive``; call its ``close()`` after the run.
     """
     cfg = as_config(config)
@@ -106,16 +121,19 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
 
     cerebro = bt.Cerebro(stdstats=False)
     gate = OrderGate(RiskChecks(Limits(**cfg.risk.model_dump())))
-    ctx = RunContext(mode=mode, spec=spec, params=kwargs, gate=gate, config=cfg)
+    ctx = RunContext(mode=mode, spec=spec, params=kwargs, gate=gate, config=cfg, strategy=cls)
     cerebro.btlive = ctx
+    # one id for the audit, the ops components and the summary
+    ctx.run_id = cerebro._btlive_audit_run_id = run_id or new_run_id()
     try:
         if mode == "backtest":
-            _backtest_feeds(cerebro, ctx, _date(fromdate, "--from"), _date(todate, "--to"))
+            _backtest_feeds(cerebro, ctx, _date(fromdate or cfg.backtest.from_, "--from"),
+                            _date(todate or cfg.backtest.to, "--to"), sim)
         else:
             store = None
             if broker_cfg["broker"] == "ib" or any(d.source == "ib" for d in cfg.data):
                 store = _ib_store(ctx, broker_cfg, sim, sim_kwargs or {})
-            _live_feeds(cerebro, ctx, store, _date(fromdate, "--from"))
+            _live_feeds(cerebro, ctx, store, _date(fromdate, "--from"), sim)
         if broker_cfg["broker"] == "ib" and mode != "backtest":
             from btlive.ib.broker import IBBroker
 
@@ -124,6 +142,7 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
             cerebro.setbroker(_local_broker(cfg, broker_cfg))
         gate.install(cerebro.broker)
         _analyzers(cerebro, cfg, mode, plot)
+        _ops(cerebro, ctx, monitor_port, metrics_port)
     except BaseException:
         ctx.close()
         raise
@@ -164,10 +183,12 @@ def _refuse_unsafe(cfg: RunConfig, mode: str, live: bool, broker_cfg: dict) -> N
         if not cfg.risk.has_limits():
             raise UsageError("live mode needs risk limits: add a [risk] table "
                              "(max_order_size, max_position, max_daily_loss, ...)")
-    if mode != "backtest" and broker_cfg["broker"] == "ib" and \
-            any(d.source == "arctic" for d in cfg.data):
-        raise UsageError(f"[broker.{mode}] broker = \"ib\" cannot trade an ArcticDB feed: set "
-                         "broker = \"local\" for a paper run on ArcticDB rows")
+    other = next((d for d in cfg.data if d.source != "ib"), None)
+    if mode != "backtest" and broker_cfg["broker"] == "ib" and other is not None:
+        what = {"arctic": "ArcticDB", "theta": "ThetaData"}[other.source]
+        raise UsageError(f"[broker.{mode}] broker = \"ib\" cannot trade a {what} feed "
+                         f"([[data]] {other.name}): set broker = \"local\" for a paper run on "
+                         f"{what} data")
     if mode == "paper" and broker_cfg["broker"] == "ib" and broker_cfg["port"] in LIVE_PORTS \
             and not live:
         raise UsageError(f"port {broker_cfg['port']} is a LIVE trading port: use 7497 for paper, "
@@ -182,11 +203,22 @@ def _local_broker(cfg: RunConfig, broker_cfg: dict) -> bt.BrokerBase:
     broker.addcommissioninfo(IBCommission(**schedule))
     for spec in cfg.data:  # options pay per contract and carry their multiplier
         contract = _ib_contract(spec)
-        if contract is not None and contract.secType in ("OPT", "FOP"):
-            mult = float(contract.multiplier or 100)
+        if _theta_option(spec) or contract is not None and contract.secType in ("OPT", "FOP"):
+            mult = float(getattr(contract, "multiplier", None) or 100)
             broker.addcommissioninfo(IBCommission(option=True, mult=mult, **schedule),
                                      name=spec.name)
     return broker
+
+
+def _theta_option(spec: DataTable) -> bool:
+    if spec.source != "theta":
+        return False
+    from btlive.theta.feed import parse_dataname
+
+    try:
+        return parse_dataname(spec.contract or spec.symbol).sec_type == "OPTION"
+    except ValueError:
+        return False
 
 
 def _ib_contract(spec: DataTable):
@@ -209,16 +241,22 @@ def _add(cerebro: bt.Cerebro, feed, spec: DataTable) -> None:
         cerebro.adddata(feed, name=spec.name)
 
 
-def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate) -> None:
+def _backtest_feeds(cerebro, ctx: RunContext, fromdate, todate, sim: bool) -> None:
     from btlive.arctic.feed import ArcticData
     from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI, get_library
 
     empty: dict[tuple[str, str], bool] = {}  # stores without any symbol when the run started
+    theta = None
     for spec in ctx.config.data:
         if spec.source == "theta":
-            raise UsageError(f"[[data]] {spec.name}: source \"theta\" is not wired into btlive run "
-                             "yet; record it into ArcticDB (btlive record theta) and read the "
-                             "recording with source \"arctic\"")
+            if fromdate is None:
+                raise UsageError(f"[[data]] {spec.name}: a ThetaData backtest needs a period: "
+                                 "--from DATE (or [backtest] from)")
+            theta = theta or _theta_store(ctx, sim)
+            feed = _theta_feed(theta, spec, historical=True, fromdate=fromdate,
+                               todate=todate or fromdate + timedelta(days=1))
+            _add(cerebro, feed, spec)
+            continue
         symbol = spec.arctic_symbol()
         uri, library = spec.uri or DEFAULT_URI, spec.library or DEFAULT_LIBRARY
         lib = get_library(uri, library)
@@ -297,19 +335,20 @@ def start_tws_sim(cfg: RunConfig, host: str, port: int, extra: dict):
     return TwsSimulator(host, port, **kwargs).start()
 
 
-def _live_feeds(cerebro, ctx: RunContext, store, fromdate) -> None:
-    from btlive.arctic.feed import ArcticData
-    from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
-
+def _live_feeds(cerebro, ctx: RunContext, store, fromdate, sim: bool) -> None:
     recorder = None
     if ctx.config.record.enabled:
         from btlive.arctic.recorder import ArcticRecorder
 
         recorder = ArcticRecorder(uri=ctx.config.record.uri, library=ctx.config.record.library)
         ctx.closers.append(recorder.close)
+    theta = None
     for spec in ctx.config.data:
         tf = TIMEFRAMES[spec.timeframe]
         if spec.source == "arctic":  # a local paper run on rows another process appends
+            from btlive.arctic.feed import ArcticData  # here: pandas and arcticdb load slowly
+            from btlive.arctic.library import DEFAULT_LIBRARY, DEFAULT_URI
+
             feed = ArcticData(uri=spec.uri or DEFAULT_URI, library=spec.library or DEFAULT_LIBRARY,
                               symbol=spec.symbol, live=True, timeframe=tf,
                               compression=spec.compression, fromdate=fromdate)
@@ -319,21 +358,63 @@ def _live_feeds(cerebro, ctx: RunContext, store, fromdate) -> None:
                                  rtbar=rtbar, backfill_start=spec.backfill, fromdate=fromdate,
                                  recorder=recorder)
         else:
-            raise UsageError(f"[[data]] {spec.name}: source \"theta\" has no live stream in btlive "
-                             "run yet; paper and live read source \"ib\" or \"arctic\"")
+            theta = theta or _theta_store(ctx, sim)
+            feed = _theta_feed(theta, spec, historical=False, fromdate=fromdate)
         _add(cerebro, feed, spec)
 
 
+def _theta_store(ctx: RunContext, sim: bool):
+    """The ThetaStore of ``[theta]``; with ``--sim`` the bundled Theta Terminal simulator
+    (``[sim.theta]``) is started and read instead."""
+    from btlive.theta.store import ThetaStore
+
+    table = ctx.config.theta
+    rest_url, ws_url = table.rest_url, table.ws_url
+    if sim:
+        from btlive.sim.theta import ThetaSimulator
+
+        theta_sim = ThetaSimulator(**ctx.config.sim.theta.model_dump(exclude_none=True)).start()
+        ctx.closers.insert(0, theta_sim.stop)  # closers run last-in first: the store goes first
+        rest_url, ws_url = theta_sim.rest_url, theta_sim.ws_url
+    store = ThetaStore(rest_url=rest_url, ws_url=ws_url, cache_uri=table.cache_uri,
+                       cache_library=table.cache_library)
+    ctx.closers.append(store.close)
+    return store
+
+
+def _theta_feed(store, spec: DataTable, *, historical: bool, fromdate, todate=None):
+    from btlive.theta.feed import ThetaData, parse_dataname
+
+    name = spec.contract or spec.symbol
+    try:
+        contract = parse_dataname(name)
+    except ValueError as exc:
+        raise UsageError(f"[[data]] {spec.name}: {exc}") from None
+    if contract.sec_type != "OPTION" and not re.fullmatch(r"[A-Z0-9.^/]+", contract.root):
+        raise UsageError(f"[[data]] {spec.name} contract {name!r}: expected a ticker (SPY), "
+                         "ROOT_YYYYMMDD_{C|P}STRIKE (SPY_20240315_C520) or an OCC symbol")
+    kwargs = {"fromdate": fromdate} if fromdate is not None else {}
+    if todate is not None:
+        kwargs["todate"] = todate
+    try:
+        return ThetaData(dataname=contract, store=store,
+                         historical=historical, timeframe=TIMEFRAMES[spec.timeframe],
+                         compression=spec.compression, **kwargs)
+    except ValueError as exc:
+        raise UsageError(f"[[data]] {spec.name}: {exc}") from None
+
+
 def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
+    ctx: RunContext = cerebro.btlive
+    if cfg.alerts is not None:
+        from btlive.alerts.config import dispatcher_from_config
+
+        ctx.alerts = dispatcher_from_config(cfg, source="[alerts]")
+        ctx.closers.append(ctx.alerts.close)
     if cfg.cvar.enabled:
         from btlive.analyzers.cvar import CVaR
 
-        alerts = None
-        if cfg.alerts is not None and (cfg.cvar.warning or cfg.cvar.critical):
-            from btlive.alerts.config import dispatcher_from_config
-
-            alerts = dispatcher_from_config(cfg, source="[alerts]")
-            cerebro.btlive.closers.append(alerts.close)
+        alerts = ctx.alerts if cfg.cvar.warning or cfg.cvar.critical else None
         kwargs = {"window": cfg.cvar.window, "confidence": cfg.cvar.confidence,
                   "method": cfg.cvar.method, "warning": cfg.cvar.warning,
                   "critical": cfg.cvar.critical, "alerts": alerts}
@@ -353,3 +434,31 @@ def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
         cerebro.addobserver(bt.observers.Trades)
 
 
+
+
+def _ops(cerebro, ctx: RunContext, monitor_port: int | None, metrics_port: int | None) -> None:
+    """Issue 17's components: execution quality (every mode), operational alerts, the kill
+    switch (paper/live), the monitoring page and the metrics endpoint (when asked for).
+
+    ExecutionQuality goes first: the others read its rows. The kill switch wraps
+    ``broker.buy/sell`` at start, outside the risk gate, so a halted run refuses first.
+    """
+    from btlive.analyzers.execution import ExecutionQuality
+    from btlive.ops import KillSwitch, Metrics, Monitor, OpsAlerts
+
+    cfg, checks = ctx.config, ctx.gate.checks
+    cerebro.addanalyzer(ExecutionQuality, _name="execution")
+    cerebro.addanalyzer(OpsAlerts, _name="opsalerts", alerts=ctx.alerts,
+                        daily_loss_limit=cfg.risk.max_daily_loss)
+    monitor_port = cfg.monitor.port if monitor_port is None else monitor_port
+    if monitor_port is not None:
+        cerebro.addanalyzer(Monitor, _name="monitor", port=monitor_port, host=cfg.monitor.host,
+                            allow_remote=cfg.monitor.allow_remote, run_id=ctx.run_id,
+                            mode=ctx.mode, risk=checks)  # it logs its URL
+    metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
+    if metrics_port is not None:
+        cerebro.addanalyzer(Metrics, _name="metrics", port=metrics_port, host=cfg.metrics.host,
+                            allow_remote=cfg.metrics.allow_remote, run_id=ctx.run_id,
+                            mode=ctx.mode, risk=checks)
+    if ctx.mode != "backtest":
+        cerebro.addanalyzer(KillSwitch, _name="killswitch", run_id=ctx.run_id)

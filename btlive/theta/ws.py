@@ -4,9 +4,9 @@ Runs on the store's asyncio loop. The Terminal accepts a single client, so every
 QUOTE/TRADE subscription (and the full trade stream) is multiplexed on one socket.
 Supervision: a heartbeat watchdog (the Terminal sends STATUS every second; silence for
 ``heartbeat_timeout`` means a stalled stream), reconnect with :class:`btlive.runtime.Backoff`,
-re-subscription with fresh increasing ids, and a hook the store uses to fill the gap through
-REST - after a reconnect, and after a shorter silence (``gap_after``) during which the
-Terminal, like the real one, may have dropped ticks.
+re-subscription with fresh increasing ids, and the events the store fills gaps through REST
+on: RECONNECTED, TERMINAL_CONNECTED, and RESUMED after a silence shorter than a stall but
+longer than ``gap_after``, during which the Terminal may have dropped ticks.
 """
 
 from __future__ import annotations

@@ -17,13 +17,18 @@ FIELDS = ["open", "high", "low", "close", "volume"]
 
 
 class Tail(bt.Strategy):
-    params = (("expect", 0), ("deadline", 0.0))
+    params = (("expect", 0), ("deadline", 0.0), ("went_live", None))
 
     def __init__(self):
         self.closes, self.notes, self.live_flags = [], [], []
+        self.bars_at_live = None
 
     def notify_data(self, data, status, *args, **kwargs):
         self.notes.append(data._getstatusname(status))
+        if status == data.LIVE:
+            self.bars_at_live = len(self.closes)
+            if self.p.went_live is not None:
+                self.p.went_live.set()
 
     def next(self):
         self.closes.append(self.data.close[0])
@@ -32,10 +37,10 @@ class Tail(bt.Strategy):
             self.env.runstop()
 
 
-def run_tail(data, expect):
+def run_tail(data, expect, went_live=None):
     cerebro = bt.Cerebro(stdstats=False)
     cerebro.adddata(data)
-    cerebro.addstrategy(Tail, expect=expect, deadline=time.monotonic() + 60)
+    cerebro.addstrategy(Tail, expect=expect, deadline=time.monotonic() + 60, went_live=went_live)
     return cerebro.run()[0]
 
 
@@ -45,13 +50,14 @@ def test_backtest_to_now_then_follow_the_recorder(uri, chunk):
     frame = minute_bars(80)
     history, fresh = frame.iloc[:50], frame.iloc[50:]
     rec = ArcticRecorder(uri, flush_rows=1_000, flush_seconds=0.02, finalize_seconds=0.05)
-    stop = threading.Event()
+    stop, went_live = threading.Event(), threading.Event()
     try:
         rec.record_batch(SYM, history.index.asi8, {c: history[c].to_numpy() for c in FIELDS})
         rec.finalize()
 
-        def writer():
-            time.sleep(0.3)
+        def writer():  # the new rows come once the feed has caught up and gone live
+            if not went_live.wait(60):
+                return
             for ts, row in fresh.iterrows():
                 if stop.is_set():
                     return
@@ -62,10 +68,11 @@ def test_backtest_to_now_then_follow_the_recorder(uri, chunk):
         thread.start()
         data = ArcticData(uri=uri, symbol=SYM, live=True, poll=0.02, qcheck=0.05, chunk=chunk,
                           idle_timeout=10, timeframe=bt.TimeFrame.Minutes)
-        strat = run_tail(data, expect=80)
+        strat = run_tail(data, expect=80, went_live=went_live)
     finally:
         stop.set()
         rec.close()
+    assert strat.bars_at_live == 50  # the history, then the rows written while following
     assert strat.closes == frame["close"].tolist()
     assert all(strat.live_flags)
     assert strat.notes[:2] == ["DELAYED", "LIVE"]

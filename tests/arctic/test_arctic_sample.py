@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from btlive.arctic.library import get_library
 from btlive.arctic.sampledata import daily_bars
 
 SAMPLE = Path(__file__).resolve().parents[2] / "samples" / "backtest.py"
@@ -74,3 +75,16 @@ def test_sample_fails_in_one_line(tmp_path, capsys, monkeypatch):
     assert sample.main(["--uri", "./plainpath"]) == 2
     assert "has no scheme" in capsys.readouterr().err
     assert not (tmp_path / "plainpath").exists()
+
+
+def test_sample_bad_csv_and_short_symbol(tmp_path, uri, capsys):
+    sample = load_sample()
+    assert sample.main(["--uri", uri, "--csv", str(tmp_path / "nope.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == [f"samples/backtest.py: error: {tmp_path / 'nope.csv'}: no such file; "
+                                "give the path of an OHLCV CSV"]
+    get_library(uri).write("bars/1d/SHORT", daily_bars(5))
+    assert sample.main(["--uri", uri, "--symbol", "bars/1d/SHORT"]) == 0  # fewer bars than --slow
+    out, err = capsys.readouterr()
+    assert "bars/1d/SHORT: 5 bars, 0 closed trades" in out and "not more than --slow 30" in out
+    assert err == ""

@@ -29,6 +29,8 @@ pytestmark = pytest.mark.slow
      "--stopafter", "5", "--no-backfill_start"],
     ["--data0", "AAPL", "--broker", "--trade", "--traillimit", "--trailamount", "0.5",
      "--limitoffset", "0.1", "--stopafter", "5", "--no-backfill_start"],
+    # a second live feed: backtrader's exactbars=1 cannot rewind a feed (docs/ib.md)
+    ["--data0", "AAPL", "--data1", "EUR.USD-CASH-IDEALPRO", "--exactbars", "0", "--stopafter", "3"],
 ])
 def test_ibtest_runs_unchanged(sim, capsys, options):
     argv = ["--port", str(sim.port), "--timeout", "1", "--debug", *options]
@@ -42,6 +44,9 @@ def test_ibtest_runs_unchanged(sim, capsys, options):
     (store,) = stores  # one store per process, as in backtrader
     assert store.p.port == sim.port and store.p._debug and not IBStore.instances()
     assert re.search(r"^Data0, \d{4}, ", out, re.M)
+    if "--data1" in options:
+        assert len(strat.datas) == 2 and re.search(r"^Data1, \d{4}, ", out, re.M)
+        assert out.count("DATA NOTIF: LIVE") >= 1
     if "--historical" in options:
         assert "DATA NOTIF: DISCONNECTED" in out
     else:

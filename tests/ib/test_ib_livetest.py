@@ -72,10 +72,15 @@ def test_refuses_live_port_and_explains_missing_tws(unused_port, capsys):
     assert line.startswith(f"nothing listens on 127.0.0.1:{unused_port}") and "--sim" in line
 
 
-def test_bad_sim_port_is_one_line_exit_2(capsys):
+def test_bad_sim_port_and_fault_file_are_one_line_exit_2(capsys, tmp_path):
     livetest = load_sample()
     assert livetest.main(["--port", "99999", "--sim"]) == 2
     assert "port 99999" in one_error_line(capsys.readouterr())
+    assert livetest.main(["--port", "0", "--sim", "--sim-faults", str(tmp_path / "nope.txt")]) == 2
+    assert one_error_line(capsys.readouterr()) == f"--sim-faults {tmp_path / 'nope.txt'}: No such file or directory"
+    (tmp_path / "bad.txt").write_text("at 1s: explode\n")
+    assert livetest.main(["--port", "0", "--sim", "--sim-faults", str(tmp_path / "bad.txt")]) == 2
+    assert one_error_line(capsys.readouterr()).startswith(f"--sim-faults {tmp_path / 'bad.txt'}: line 1: ")
 
 
 def test_bad_contract_string_is_one_line_exit_2(capsys):

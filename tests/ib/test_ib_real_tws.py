@@ -107,20 +107,46 @@ def test_prices_go_out_on_the_grid_and_fill(sim, run_bounded, exectype):
     assert sent.m_orderId == o.info["ib_order_id"]
 
 
+@pytest.mark.parametrize("roundprice", ["passive", None])
+def test_modify_puts_the_new_price_on_the_grid(sim, run_bounded, roundprice):
+    orders = {}
+
+    def script(s):
+        px = s.data.close[0]
+        orders["o"] = o = s.buy(size=2, exectype=bt.Order.Limit, price=round(px * 0.8, 2))
+        yield from wait(lambda: o.status == o.Accepted)
+        s.broker.modify(o, price=px * 1.2 + 0.00321)  # marketable, off AAPL's 0.01 grid
+        yield from wait(lambda: not o.alive() or "ib_modify_error" in o.info)
+        if o.alive():
+            s.cancel(o)
+            yield from wait(lambda: not o.alive())
+
+    strat, _ = run_script(sim, run_bounded, script, clientId=108, roundprice=roundprice)
+    o = orders["o"]
+    if roundprice is None:  # TWS refuses the off-grid modify (110) and keeps the order as it was
+        assert o.info["ib_modify_error"] == 110 and strat.statuses(o)[-1] == "Canceled"
+    else:
+        assert strat.statuses(o)[-1] == "Completed" and "ib_modify_error" not in o.info
+        price = o.info["ib_order"].lmtPrice
+        assert abs(price * 100 - round(price * 100)) < 1e-6
+
+
 def test_cash_moves_with_the_fill_before_tws_account_values(make_sim, run_bounded):
     sim = make_sim(account_refresh=600.0)  # TWS's values will not come during the test
     seen = {}
 
     def script(s):
-        seen["cash0"] = s.broker.getcash()
+        seen["cash0"], seen["value0"] = s.broker.getcash(), s.broker.getvalue()
         seen["o"] = o = s.buy(size=10)
         yield from wait(lambda: not o.alive())
-        seen["cash1"] = s.broker.getcash()
+        seen["cash1"], seen["value1"] = s.broker.getcash(), s.broker.getvalue()
 
     run_script(sim, run_bounded, script, clientId=104)
     o = seen["o"]
+    assert o.executed.comm > 0
     spent = o.executed.size * o.executed.price + o.executed.comm
     assert seen["cash0"] - seen["cash1"] == pytest.approx(spent, abs=0.01)
+    assert seen["value0"] - seen["value1"] == pytest.approx(o.executed.comm, abs=0.01)  # bought at value
 
 
 def test_daily_restart_with_lingering_session_is_survived(sim, run_bounded):

@@ -100,3 +100,51 @@ def test_backtest_chains_come_from_the_arcticdb_day_cache(sim, tmp_path):
     again = OptionChain(store, strike_range=5).pick_by_delta("SPY", "20241108", at, 0.2, "C")
     assert cache.hits == 1 and cache.misses == 1
     assert again == first
+
+
+def test_a_tier_without_greeks_all_gets_first_order_greeks_and_gamma_from_iv(store):
+    from btlive.sim.theta import ThetaSimulator
+    from btlive.theta.store import ThetaStore
+
+    with ThetaSimulator(tier="standard") as sim:
+        standard = ThetaStore(rest_url=sim.rest_url, ws_url=sim.ws_url, tier="standard")
+        try:
+            chain = OptionChain(standard, strike_range=5)
+            at = _ns("2024-11-05 10:00")
+            q = chain.pick_by_delta("SPY", "20241108", at, 0.2, "P")
+        finally:
+            standard.close()
+    assert chain.greeks == "first_order"
+    assert any("greeks/all refused" in m for m in chain.messages), chain.messages
+    assert q is not None and q.gamma > 0 and -0.3 < q.delta < -0.1
+    pro = OptionChain(store, strike_range=5)
+    terminal = pro.quote(q.contract, at)  # pro: greeks/all
+    assert terminal is not None, pro.messages
+    assert q.delta == terminal.delta
+    assert q.gamma == pytest.approx(terminal.gamma, rel=0.02)
+
+
+@pytest.mark.parametrize("root, dte", [("SPX", 10), ("SPXW", 2), ("NDX", 5)])
+def test_index_option_chains_have_finite_greeks_on_the_index_level(store, root, dte):
+    import math
+
+    chain = OptionChain(store, strike_range=8)
+    at = _ns("2024-11-05 11:00")
+    exp = chain.pick_expiration(root, at, dte)
+    assert exp is not None, chain.messages
+    for right in ("C", "P"):
+        q = chain.pick_by_delta(root, exp, at, 0.2, right)
+        assert q is not None, chain.messages
+        assert all(math.isfinite(v) for v in (q.delta, q.gamma, q.theta, q.vega, q.iv))
+        assert q.underlying > 1000 and q.two_sided
+
+
+def test_a_refused_chain_request_is_a_message_and_the_next_day_works(sim, store):
+    """570 LARGE_REQUEST is not retried: that day's chain is empty with the reason said."""
+    chain = OptionChain(store, strike_range=5)
+    sim.inject_rest(570, path_prefix="/v3/option/history/greeks")
+    day1, day2 = _ns("2024-11-05 10:00"), _ns("2024-11-06 10:00")
+    assert chain.pick_by_delta("SPY", "20241108", day1, 0.2, "C") is None
+    assert any("no chain on 2024-11-05" in m and "570" in m for m in chain.messages), \
+        chain.messages
+    assert chain.pick_by_delta("SPY", "20241108", day2, 0.2, "C") is not None

@@ -4,6 +4,7 @@ resubscribe when the strategy switches the contract (the old subscription ends).
 from __future__ import annotations
 
 import math
+import time
 
 import backtrader as bt
 import pytest
@@ -107,3 +108,38 @@ def test_live_legs_make_no_bars_while_the_market_is_closed(sim, store, now, mess
     stopper.join(5)
     assert message in chain.messages, chain.messages
     assert strat.bars == 0
+
+
+class SwitchToUnlisted(bt.Strategy):
+    params = (("contract", None),)
+
+    def next(self):
+        leg = self.getdatabyname("SPY_call")
+        if leg.contract is None:
+            leg.switch(self.p.contract, self.broker)
+        elif any("not streamed" in m for m in leg.chain.messages) or len(leg) >= 40:
+            self.env.runstop()
+
+
+def test_a_leg_switched_to_an_unlisted_contract_says_so_and_the_run_goes_on():
+    from btlive.sim.theta import ThetaSimulator
+    from btlive.theta.parse import Contract
+
+    with ThetaSimulator(tier="pro", always_open=True) as sim:
+        store = ThetaStore(rest_url=sim.rest_url, ws_url=sim.ws_url, tier="pro")
+        try:
+            chain = OptionChain(store, calendar=MarketCalendar(always_open=True), live=True,
+                                strike_range=5)
+            now = time.time_ns()
+            exp = chain.pick_expiration("SPY", now, 7)
+            bogus = Contract.option("SPY", exp, 9999, "C")
+            cerebro = bt.Cerebro(stdstats=False)
+            legs = add_legs(cerebro, chain, ["SPY"], bar_seconds=1)
+            cerebro.addstrategy(SwitchToUnlisted, contract=bogus)
+            cerebro.run()
+        finally:
+            ThetaStore.close_all()
+    call, _ = legs["SPY"]
+    said = [m for m in chain.messages if "not streamed" in m]
+    assert said and "SPY_" in said[0] and "9999" in said[0], chain.messages
+    assert call.quote is None and math.isnan(call.bid[0])

@@ -41,6 +41,10 @@ def test_rolls_and_enters_only_when_every_rule_holds(thanksgiving):
         assert entry["call"].contract.expiration >= dt.datetime.fromtimestamp(
             entry["now"] / 1e9, dt.UTC).strftime("%Y%m%d")
     assert strat.rejections["net_delta"] > 0  # it waited for the rule, then entered
+    for root, slot in strat.slots.items():  # each strangle's credit from its own fills
+        assert set(slot.fills) <= {f"{root}_call", f"{root}_put"}, (root, slot.fills)
+        for leg in slot.legs:
+            assert strat._slot_of(leg) is slot
     assert set(strat.exits) <= {"expiry", "take_profit", "stop_loss", "max_leg_delta",
                                 "max_net_delta", "expiration"}
     # each re-entry picked a later cycle than the strangle it replaced
@@ -71,9 +75,8 @@ def test_fills_at_the_bid_and_ask_with_ib_commissions(thanksgiving):
     done = [o for o in strat.orders if o.status == o.Completed]
     assert done
     for order in done:  # sells at the bid, buys at the ask of the bar after the decision
-        q = chain.quote(parse_dataname(order.info["contract"]), ns_of(order.executed.dt and
-                                                                     order.data.num2date(
-                                                                         order.executed.dt)))
+        q = chain.quote(parse_dataname(order.info["contract"]),
+                        ns_of(order.data.num2date(order.executed.dt)))
         assert order.executed.price == pytest.approx(q.bid if order.issell() else q.ask)
         assert order.executed.dt > order.created.dt
     for order in done:
@@ -115,3 +118,13 @@ def test_restart_takes_up_the_open_strangles(store, run_strangle, tmp_path):
     assert third.restored == []
     assert any("holds no position" in e for e in third.events), third.events
     assert any("-2 SPY_20241108_C600 without a record" in e for e in third.events)
+
+
+def test_unreadable_records_start_flat_with_a_message(store, run_strangle, tmp_path):
+    records = tmp_path / "strangles.json"
+    records.write_text("{not json")
+    strat, _, _ = run_strangle(store, dt.date(2024, 11, 4), dt.date(2024, 11, 4), dte=3,
+                               records=str(records))
+    assert any("unreadable" in e and "starting flat" in e for e in strat.events), strat.events
+    assert strat.entries >= 1
+    assert set(json.loads(records.read_text())["open"]) <= {"SPY"}  # rewritten, valid again

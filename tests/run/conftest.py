@@ -13,6 +13,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True)
+def run_dir(tmp_path, monkeypatch):
+    """Run files and run records of the tests' runs go under tmp_path, not ~/.btlive."""
+    path = tmp_path / "runs"
+    monkeypatch.setenv("BTLIVE_RUN_DIR", str(path))
+    return path
+
+
 @pytest.fixture
 def sma_config(tmp_path, monkeypatch):
     """The `btlive config init` example as a dict, reading an ArcticDB under tmp_path."""

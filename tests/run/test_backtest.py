@@ -126,9 +126,9 @@ def test_paper_on_a_live_port_is_refused(sma_config):
         build(sma_config, "paper")
 
 
-def test_theta_source_is_refused_with_a_way_out(sma_config):
-    sma_config["data"][0] = {"name": "c", "source": "theta", "contract": "SPY 20240315 C 520"}
-    with pytest.raises(UsageError, match="source \"theta\" is not wired"):
+def test_theta_source_needs_a_period_in_a_backtest(sma_config):
+    sma_config["data"][0] = {"name": "c", "source": "theta", "contract": "SPY_20240315_C520"}
+    with pytest.raises(UsageError, match=r"\[\[data\]\] c: a ThetaData backtest needs a period"):
         build(sma_config, "backtest")
 
 

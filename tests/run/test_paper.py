@@ -131,7 +131,8 @@ def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path)
                    what="a status line with the feed LIVE")
         assert proc.poll() is None, err.decode()
         proc.send_signal(signal.SIGINT)
-        out, _ = proc.communicate(timeout=60)
+        proc.wait(timeout=60)  # not communicate(): it would race the reader for stderr
+        out = proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()

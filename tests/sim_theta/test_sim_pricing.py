@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 
 from btlive.sim.pricing import black_scholes, bs_price, implied_vol, norm_cdf
-
-
-def _textbook(s, k, t, r, sigma, call):
-    n = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
-    d1 = (math.log(s / k) + (r + 0.5 * sigma * sigma) * t) / (sigma * math.sqrt(t))
-    d2 = d1 - sigma * math.sqrt(t)
-    if call:
-        return s * n(d1) - k * math.exp(-r * t) * n(d2), n(d1)
-    return k * math.exp(-r * t) * n(-d2) - s * n(-d1), n(d1) - 1.0
+from tests.sim_theta.textbook import textbook_bs
 
 
 @pytest.mark.parametrize("call", [True, False])
-def test_scalars_give_floats_that_match_the_textbook(call):
+def test_scalars_give_floats_that_match_thetextbook_bs(call):
     g = black_scholes(500.0, 510.0, 30 / 365, 0.05, 0.0, 0.2, call)
     assert all(type(v) is float for v in g.values())
-    price, delta = _textbook(500.0, 510.0, 30 / 365, 0.05, 0.2, call)
+    price, delta = textbook_bs(500.0, 510.0, 30 / 365, 0.05, 0.2, call)
     assert g["price"] == pytest.approx(price, abs=1e-5)
     assert g["delta"] == pytest.approx(delta, abs=1e-6)
     assert type(bs_price(500.0, 510.0, 30 / 365, 0.05, 0.0, 0.2, call)) is float

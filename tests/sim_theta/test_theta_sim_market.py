@@ -13,18 +13,9 @@ from btlive.sim.theta.endpoints import Endpoints
 from btlive.sim.theta.market import Market, OptionContract
 from btlive.sim.theta.spec import ThetaError
 from btlive.sim.theta.tables import to_csv
+from tests.sim_theta.textbook import textbook_bs
 
 DAY = date(2024, 11, 4)
-
-
-def _ref_bs(s, k, t, r, sigma, call):
-    """Independent textbook Black-Scholes with math.erf."""
-    n = lambda x: 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))  # noqa: E731
-    d1 = (math.log(s / k) + (r + 0.5 * sigma * sigma) * t) / (sigma * math.sqrt(t))
-    d2 = d1 - sigma * math.sqrt(t)
-    if call:
-        return s * n(d1) - k * math.exp(-r * t) * n(d2), n(d1)
-    return k * math.exp(-r * t) * n(-d2) - s * n(-d1), n(d1) - 1.0
 
 
 def test_norm_cdf_matches_erf_and_is_symmetric():
@@ -38,7 +29,7 @@ def test_norm_cdf_matches_erf_and_is_symmetric():
 def test_black_scholes_matches_textbook_and_finite_differences(call):
     s, k, t, r, sigma = 101.3, 100.0, 0.25, 0.05, 0.22
     g = black_scholes(s, k, t, r, 0.0, sigma, call)
-    price, delta = _ref_bs(s, k, t, r, sigma, call)
+    price, delta = textbook_bs(s, k, t, r, sigma, call)
     assert float(g["price"]) == pytest.approx(price, abs=1e-5)
     assert float(g["delta"]) == pytest.approx(delta, abs=1e-6)
     model = float(g["price"])
@@ -120,7 +111,7 @@ def test_greeks_endpoint_recomputes_from_its_own_columns():
             ut = int(d["underlying_timestamp"][i])
             ms = ut % 86_400_000
             t = ((exp - DAY).days * 86_400_000 + 16 * 3_600_000 - ms) / (365 * 86_400_000)
-            ref_price, ref_delta = _ref_bs(float(d["underlying_price"][i]), c["strike"], t, m.rate,
+            ref_price, ref_delta = textbook_bs(float(d["underlying_price"][i]), c["strike"], t, m.rate,
                                            float(d["implied_vol"][i]), call)
             assert float(d["delta"][i]) == pytest.approx(ref_delta, abs=2e-4)
             mid = (d["bid"][i] + d["ask"][i]) / 2

@@ -108,7 +108,8 @@ def test_quotes_trades_and_ohlc_match_rest(sim, live_contract):
     with connect(sim.ws_url) as ws:
         sub(ws, 1, contract=contract)
         sub(ws, 2, sec="STOCK", req="TRADE", contract={"root": "AAPL"}, literal=True)
-        got = frames(ws, 2.5)
+        got = until(ws, lambda fs: sum(kind(f) == "QUOTE" for f in fs) >= 8
+                    and any(kind(f) == "TRADE" for f in fs[:-1]), what="8 quotes and a trade with its OHLC")
     assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED"}
     quotes = [f for f in got if kind(f) == "QUOTE"]
     assert len(quotes) >= 8
@@ -151,7 +152,9 @@ def test_a_live_stream_goes_on_across_midnight_et():
             connect(s.ws_url) as ws:
         t0[0] = time.monotonic()  # 0.7 s before midnight from here, however slow the start
         sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
-        got = [f["quote"] for f in frames(ws, 1.6) if kind(f) == "QUOTE"]
+        got = [f["quote"] for f in until(ws, lambda fs: sum(kind(f) == "QUOTE" and f["quote"]["date"] == 20251120
+                                                              for f in fs) >= 3, what="quotes of the new day")
+               if kind(f) == "QUOTE"]
     dates = [q["date"] for q in got]
     assert dates[0] == 20251119 and dates[-1] == 20251120, dates
     ms = [q["ms_of_day"] for q in got]
@@ -163,7 +166,7 @@ def test_unknown_contracts_are_subscribed_but_silent(sim, live_contract):
     with connect(sim.ws_url) as ws:
         sub(ws, 1, contract={"root": "SPY", "expiration": exp, "strike": strike + 1, "right": "C"})
         sub(ws, 2, sec="STOCK", contract={"root": "NOPE"})
-        got = frames(ws, 1.0)
+        got = until(ws, lambda fs: len(responses(fs)) == 2) + frames(ws, 1.0)
     assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED"} and not data(got)
 
 
@@ -175,7 +178,7 @@ def test_bad_requests_get_error(sim):
                             "contract": {"root": "X"}}))
         ws.send(json.dumps({"msg_type": "STREAM", "sec_type": "OPTION", "req_type": "QUOTE", "id": 9,
                             "contract": {"root": "SPY", "expiration": "soon", "strike": 1, "right": "C"}}))
-        got = frames(ws, 0.8)
+        got = until(ws, lambda fs: len(responses(fs)) == 4, what="four answers")
     assert responses(got) == {-1: "ERROR", 7: "ERROR", 8: "ERROR", 9: "ERROR"}
 
 
@@ -308,7 +311,8 @@ def test_full_trade_stream_order():
             connect(s.ws_url) as ws:
         ws.send(json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type": "TRADE",
                             "add": True, "id": 3}))
-        got = frames(ws, 3.5)
+        got = until(ws, lambda fs: sum(kind(f) == "TRADE" for f in fs) > 50 and kind(fs[-1]) == "QUOTE",
+                    what="50 trades")
         assert responses(got) == {3: "SUBSCRIBED"}
         body = data(got)
         trades = [i for i, f in enumerate(body) if kind(f) == "TRADE"]
@@ -436,14 +440,21 @@ def _hms(ms: int) -> str:
     return f"{ms // 3_600_000:02d}:{ms // 60_000 % 60:02d}:{ms // 1000 % 60:02d}.{ms % 1000:03d}"
 
 
+def _gap_then(fs, n: int) -> bool:
+    """A gap of at least 800 ms between two quotes, then ``n`` quotes more."""
+    ms = [f["quote"]["ms_of_day"] for f in fs if kind(f) == "QUOTE"]
+    gap = next((i for i, (a, b) in enumerate(zip(ms, ms[1:], strict=False)) if b - a >= 800), None)
+    return gap is not None and len(ms) - gap - 2 >= n
+
+
 @pytest.mark.slow
 def test_a_stall_drops_ticks_that_rest_history_still_has(sim):
     with connect(sim.ws_url) as ws:
         sub(ws, 1, sec="STOCK", contract={"root": "QQQ"})
-        before = [f["quote"] for f in frames(ws, 0.8) if kind(f) == "QUOTE"]
+        seen = until(ws, lambda fs: len(data(fs)) >= 3)
         sim.stall_ws(1.2)
-        after = [f["quote"] for f in frames(ws, 2.5) if kind(f) == "QUOTE"]
-    got = before + after
+        seen += until(ws, lambda fs: _gap_then(seen + fs, 3), what="quotes after the stall")
+    got = [f["quote"] for f in seen if kind(f) == "QUOTE"]
     gaps = [(a, b) for a, b in zip(got, got[1:], strict=False)
             if a["date"] == b["date"] and b["ms_of_day"] - a["ms_of_day"] > 200]
     assert len(gaps) == 1, gaps  # the ticks of the stall were never sent, not sent late
@@ -461,7 +472,8 @@ def test_indices_stream_as_index_trades_only(sim):
         sub(ws, 2, sec="STOCK", req="QUOTE", contract={"root": "SPX"})
         sub(ws, 3, sec="INDEX", req="QUOTE", contract={"root": "NDX"})
         sub(ws, 4, sec="STOCK", req="TRADE", contract={"root": "NDX"})
-        got = frames(ws, 2.5)
+        got = until(ws, lambda fs: len(responses(fs)) == 4 and len(data(fs)) >= 2, what="index prints")
+        got += frames(ws, 1.0)  # and nothing for the other three
     assert responses(got) == {1: "SUBSCRIBED", 2: "SUBSCRIBED", 3: "SUBSCRIBED", 4: "SUBSCRIBED"}
     body = data(got)
     assert body and {kind(f) for f in body} == {"TRADE"}
@@ -484,7 +496,7 @@ def test_a_closed_market_streams_nothing():
     saturday = datetime(2024, 11, 2, 11, 0, tzinfo=NEW_YORK)
     with ThetaSimulator(seed=3, quote_ms=100, clock=lambda: saturday) as s, connect(s.ws_url) as ws:
         sub(ws, 1, sec="STOCK", contract={"root": "SPY"})
-        got = frames(ws, 1.5)
+        got = until(ws, lambda fs: responses(fs) and kind(fs[-1]) == "STATUS") + frames(ws, 1.0)
         assert responses(got) == {1: "SUBSCRIBED"} and not data(got)
         assert any(kind(f) == "STATUS" for f in got)
         today = httpx.get(s.rest_url + "/v3/calendar/today").text
@@ -502,7 +514,9 @@ def test_an_early_close_ends_the_option_stream_at_13_00():
         sub(ws, 1, contract={"root": "SPY", "expiration": 20241129, "strike": strikes[len(strikes) // 2],
                              "right": "C"})
         sub(ws, 2, sec="STOCK", contract={"root": "SPY"})
-        got = frames(ws, 2.5)
+        got = until(ws, lambda fs: any(kind(f) == "QUOTE" and f["contract"]["security_type"] == "STOCK"
+                                       and f["quote"]["ms_of_day"] > 13 * 3_600_000 + 500 for f in fs),
+                    what="stock quotes after 13:00")
     options = [f["quote"]["ms_of_day"] for f in got if kind(f) == "QUOTE" and f["contract"]["security_type"] == "OPTION"]
     stocks = [f["quote"]["ms_of_day"] for f in got if kind(f) == "QUOTE" and f["contract"]["security_type"] == "STOCK"]
     assert options and max(options) <= 13 * 3_600_000  # options close at 13:00 on the day after Thanksgiving

@@ -111,18 +111,21 @@ def busy_port():
     (["--port", "{busy}"], 1, "cannot listen on --host 127.0.0.1 --port {busy}: "),
     (["--host", "nonexist.invalid", "--port", "0"], 1, "cannot listen on --host nonexist.invalid"),
     (["--port", "0", "--faults", "/nonexistent/faults.txt"], 2, "--faults /nonexistent/faults.txt: "),
+    (["--port", "0", "--faults", "{bad_timeline}"], 2, "--faults {bad_timeline}: line 1: unknown action 'explode'"),
     (["--port", "0", "--replay", "./plain"], 2, "--replay: arctic uri './plain' has no scheme"),
     (["--port", "0", "--replay", "lmdb:///nonexistent/btlive-qa"], 1,
      "--replay: no ArcticDB store at lmdb:///nonexistent/btlive-qa"),
     (["--port", "0", "--replay", "s3://127.0.0.1:bkt?port=9&access=AKIAFAKE&secret=S3SECRET"], 1,
      "--replay: cannot reach S3 at 127.0.0.1:9"),
 ])
-def test_cli_failures_are_one_line_naming_the_option(argv, code, expected, busy_port, capsys):
+def test_cli_failures_are_one_line_naming_the_option(argv, code, expected, busy_port, capsys, tmp_path):
     from btlive.cli import main
-    argv = [a.format(busy=busy_port) for a in argv]
-    assert main(["sim", "tws", *argv]) == code
+    timeline = tmp_path / "faults.txt"
+    timeline.write_text("at 1s: explode\n")
+    names = {"busy": busy_port, "bad_timeline": timeline}
+    assert main(["sim", "tws", *[a.format(**names) for a in argv]]) == code
     out, err = capsys.readouterr()
     [line] = err.splitlines()
-    assert out == "" and line.startswith("btlive sim tws: error: " + expected.format(busy=busy_port))
+    assert out == "" and line.startswith("btlive sim tws: error: " + expected.format(**names))
     assert "S3SECRET" not in line and "AKIAFAKE" not in line
     assert not os.path.exists("/nonexistent/btlive-qa")

@@ -4,9 +4,11 @@ walk-forward and ArcticDB on S3."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import backtrader as bt
@@ -256,3 +258,45 @@ def test_ctrl_c_stops_the_command_cleanly_and_resume_finishes(config, db, tmp_pa
     again = optimize(None, None, None, db=db, workers=2, progress=None, resume=sweep_id)
     assert again.ran == 40 - len(kept) and len(rows(db, sweep_id)) == 40
     assert len({r["key"] for r in again.results}) == 40
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A separate Ray cluster (``ray start --head``) on 127.0.0.1, stopped by its process group."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    log = tmp_path / "head.log"
+    env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    with open(log, "w") as out:
+        head = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+             f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"],
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        eventually(lambda: "will now block" in log.read_text() or head.poll() is not None,
+                   timeout=120, interval=0.5, what="ray start --head")
+        assert head.poll() is None, log.read_text()
+        yield f"127.0.0.1:{port}", env
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+
+
+def test_optimize_joins_a_cluster_by_address(config, db, tmp_path, ray_head):
+    address, env = ray_head  # the cluster's token is in env, as an operator would set it
+    path = write_toml(tmp_path / "btlive.toml", config)
+    done = subprocess.run(
+        [sys.executable, "-m", "btlive", "optimize", "strategies.sma_cross:SmaCross", "--config",
+         path, "--grid", "fast=3,5", "--grid", "slow=13", "--address", address, "--db", db, "-q"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    sweep_id = done.stdout.split()[1].rstrip(":")
+    stored = rows(db, sweep_id)
+    assert [r["status"] for r in stored] == ["ok", "ok"]
+    assert "ranked by sharpe (2 results)" in done.stdout

@@ -111,3 +111,35 @@ def test_live_resampled_stock_with_a_plain_option_feed_runs(sim, store_for, opti
     cerebro.addstrategy(Mixed)
     cerebro.run()  # backtrader alone: ValueError: min() iterable argument is empty
     assert len(seen) >= 6 and all(math.isfinite(b) and b > 0 for _, b in seen), seen
+
+
+def test_without_tick_history_quote_bars_come_from_snapshots_and_say_so(sim, store_for,
+                                                                        monkeypatch):
+    from btlive.theta.rest import ThetaPermissionError
+
+    store = store_for(sim)
+    real = store.history
+
+    def no_ticks(kind, contract, start, end=None, interval="1m", **extra):
+        if interval == "tick":  # as a VALUE account: 1-minute granularity only
+            raise ThetaPermissionError(471, "tick history needs a STANDARD subscription")
+        return real(kind, contract, start, end, interval, **extra)
+
+    monkeypatch.setattr(store, "history", no_ticks)
+    day = yesterday()
+    data = ThetaData(dataname="SPY", store=store, historical=True,
+                     timeframe=bt.TimeFrame.Minutes, compression=15, **_session(day))
+    notes = []
+
+    class Notes(bt.Strategy):
+        def notify_store(self, msg, *args, **kwargs):
+            notes.append(msg)
+
+    cerebro = bt.Cerebro(stdstats=False)
+    cerebro.adddata(data)
+    cerebro.addstrategy(Notes)
+    cerebro.run()
+    assert len(data) == 27  # 09:30 .. 16:00 snapshots, both edges
+    assert all(h == lo for h, lo in zip(data.high.array, data.low.array, strict=True))
+    fallback = [n for n in notes if n.kind == "QUOTE_BARS_FROM_SNAPSHOTS"]
+    assert len(fallback) == 1 and "STANDARD" in fallback[0].text and "15m" in fallback[0].text

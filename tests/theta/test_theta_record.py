@@ -153,7 +153,7 @@ def test_full_trade_stream_records_per_underlying_with_contract_columns(make_sim
 def test_full_trade_stream_quotes_land_in_order_in_the_main_symbol(make_sim, tmp_path):
     # the modelled stream: each trade comes after its contract's last NBBO quote (older than
     # quotes of other contracts already sent) and before the next two quotes
-    sim = make_sim(trade_ms=300)
+    sim = make_sim()
     with _recording(sim, tmp_path, None, "--quiet") as (proc, uri, stats):
         _wait_stats(proc, stats, lambda s: s["acked_rows"] >= 2_000, timeout=60)
         err = _stop(proc, signal.SIGINT)

@@ -16,10 +16,6 @@ from tests.helpers import eventually
 pytestmark = pytest.mark.slow
 
 
-def wait_for(pred, timeout=10.0):
-    return eventually(pred, timeout, interval=0.02)
-
-
 def drain(q: queue.Queue) -> list:
     out = []
     while True:
@@ -41,18 +37,18 @@ def test_subscription_verification_is_reported(make_sim, store_for, option_of):
     a, b = option_of(store, offset=0), option_of(store, offset=1)
     qa, qb = queue.Queue(), queue.Queue()
     store.open_channel(a, ["QUOTE"], qa)
-    assert wait_for(lambda: "SUBSCRIBED" in kinds(events))
+    assert eventually(lambda: "SUBSCRIBED" in kinds(events))
     store.open_channel(b, ["QUOTE"], qb)
-    assert wait_for(lambda: "MAX_STREAMS_REACHED" in kinds(events))
-    assert wait_for(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qb.queue)))
+    assert eventually(lambda: "MAX_STREAMS_REACHED" in kinds(events))
+    assert eventually(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qb.queue)))
     notes = [n[0] for n in store.get_notifications()]
     assert any(n.kind == "MAX_STREAMS_REACHED" and n.instrument == b.instrument for n in notes)
     assert ("QUOTE", b) not in store.stream.subscriptions
     sim.deny_perms(True)
     qc = queue.Queue()
     store.open_channel(Contract.stock("QQQ"), ["TRADE"], qc)
-    assert wait_for(lambda: "INVALID_PERMS" in kinds(events))
-    assert wait_for(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qc.queue)))
+    assert eventually(lambda: "INVALID_PERMS" in kinds(events))
+    assert eventually(lambda: any(i[:2] == ("status", "NOTSUBSCRIBED") for i in list(qc.queue)))
 
 
 def _ticks(items, kind="QUOTE"):
@@ -98,7 +94,7 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
     q = queue.Queue()
     store.open_channel(spy, ["QUOTE"], q, backfill_from_ns=time.time_ns() - 3_000_000_000)
     items = []
-    assert wait_for(lambda: items.extend(drain(q)) or ("status", "LIVE", "", None) in items)
+    assert eventually(lambda: items.extend(drain(q)) or ("status", "LIVE", "", None) in items)
     if fault == "drop":
         assert sim.drop_ws()
         expect = ["DISCONNECTED", "RECONNECTED"]
@@ -112,7 +108,7 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
         eventually(lambda: _history_after(store, spy, t0) >= 2, 15, interval=0.2)
         sim.fpss_reconnect()
         expect = ["TERMINAL_DISCONNECTED", "TERMINAL_CONNECTED"]
-    assert wait_for(lambda: all(k in kinds(events) for k in expect), timeout=15), kinds(events)
+    assert eventually(lambda: all(k in kinds(events) for k in expect), timeout=15), kinds(events)
     _collect_until_live_ticks(q, items, 2)  # a couple of live ticks after the gap
     statuses = [i[1] for i in items if i[0] == "status"]
     assert statuses[0] == "DELAYED" and "CONNBROKEN" in statuses and statuses[-1] == "LIVE"
@@ -166,10 +162,10 @@ def test_unknown_contracts_end_alone_with_notsubscribed(sim, store_for, option_o
         seen[name].extend(drain(queues[name]))
         return next((i for i in seen[name] if i[:2] == ("status", "NOTSUBSCRIBED")), None)
 
-    assert "unknown stock symbol 'ZZZZ'" in wait_for(lambda: rejected("ZZZZ"))[2]
-    assert "not listed" in wait_for(lambda: rejected("unlisted"))[2]
+    assert "unknown stock symbol 'ZZZZ'" in eventually(lambda: rejected("ZZZZ"))[2]
+    assert "not listed" in eventually(lambda: rejected("unlisted"))[2]
     spy = []
-    wait_for(lambda: spy.extend(drain(queues["SPY"])) or
+    eventually(lambda: spy.extend(drain(queues["SPY"])) or
              sum(1 for i in spy if i[0] == "tick") >= 2)
     assert not any(i[:2] == ("status", "NOTSUBSCRIBED") for i in spy)
     notes = [n[0] for n in store.get_notifications()]
@@ -211,7 +207,7 @@ def test_malformed_and_bad_frames_never_crash_the_stream(sim, store_for):
     spy = Contract.stock("SPY")
     q = queue.Queue()
     store.open_channel(spy, ["QUOTE"], q)
-    assert wait_for(lambda: "SUBSCRIBED" in kinds(events))
+    assert eventually(lambda: "SUBSCRIBED" in kinds(events))
     good = {"header": {"type": "QUOTE", "status": "CONNECTED"},
             "contract": {"security_type": "STOCK", "root": "SPY"},
             "quote": {"ms_of_day": 1, "bid_size": 1, "bid_exchange": 1, "bid": 10.0,
@@ -221,9 +217,9 @@ def test_malformed_and_bad_frames_never_crash_the_stream(sim, store_for):
     crossed = dict(good, quote=dict(good["quote"], ms_of_day=3, bid=11.0))
     sim.send_ws_raw(["{not json", "[1,2", json.dumps({"header": 5}), str(literal),
                      json.dumps(crossed), '{"header":{"type":"QUOTE"},"contract":{},"quote":{}}'])
-    assert wait_for(lambda: store.stream.stats["malformed"] >= 4)
+    assert eventually(lambda: store.stream.stats["malformed"] >= 4)
     got = []
-    assert wait_for(lambda: got.extend(drain(q)) or
+    assert eventually(lambda: got.extend(drain(q)) or
                     sum(1 for i in got if i[0] == "tick" and i[2] < 1.7e18) >= 2)
     raw = [i for i in got if i[0] == "tick" and i[2] < 1.7e18]
     assert [i[3]["bid"] for i in raw] == [10.0, 11.0]  # the literal frame parsed; crossed passed on
@@ -237,6 +233,6 @@ def test_a_refused_upgrade_is_reported_and_bounded(sim, store_for):
     store.add_event_sink(events.append)
     q = queue.Queue()
     store.open_channel(Contract.stock("SPY"), ["QUOTE"], q)
-    assert wait_for(lambda: "CLOSED" in kinds(events))
+    assert eventually(lambda: "CLOSED" in kinds(events))
     assert any("404" in e.detail for e in events if e.kind == "DISCONNECTED")
-    assert wait_for(lambda: ("status", "DISCONNECTED") in [i[:2] for i in list(q.queue)])
+    assert eventually(lambda: ("status", "DISCONNECTED") in [i[:2] for i in list(q.queue)])

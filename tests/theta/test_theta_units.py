@@ -183,3 +183,44 @@ def test_rest_pagination_that_loops_is_an_error_not_a_hang():
     with pytest.raises(ThetaError, match="already fetched"):
         asyncio.run(fetch())
     assert len(calls) == 2  # the first page and the second, which points to itself
+
+
+def test_stream_recorder_writes_each_symbol_in_time_order():
+    """Quotes of many contracts in one root symbol, sent out of time order across reads (as
+    the full trade stream does), reach the recorder in order: no batch older than the last."""
+    import json
+
+    from btlive.theta.parse import group_frames
+    from btlive.theta.record import StreamRecorder
+
+    def quote(strike, ms):
+        return json.dumps({"header": {"type": "QUOTE", "status": "CONNECTED"},
+                           "contract": {"security_type": "OPTION", "root": "SPY",
+                                        "expiration": 20261218, "strike": strike * 1000,
+                                        "right": "C"},
+                           "quote": {"ms_of_day": ms, "bid_size": 1, "bid_exchange": 1,
+                                     "bid": 1.0, "bid_condition": 0, "ask_size": 1,
+                                     "ask_exchange": 1, "ask": 1.1, "ask_condition": 0,
+                                     "date": 20261204}}).encode()
+
+    class Recorder:
+        def __init__(self):
+            self.batches = []
+
+        def record_batch(self, symbol, ts, cols):
+            self.batches.append((symbol, sorted(ts.tolist())))
+
+    rec = Recorder()
+    sink = StreamRecorder(rec, "root", window=0.0, reorder=1.0)
+    base = 36_000_000  # 10:00 ET
+    reads = [[quote(500, base + 2000), quote(501, base + 1500)],  # 501's older quote comes late
+             [quote(502, base + 1200), quote(500, base + 2600)],
+             [quote(503, base + 3900), quote(501, base + 2100)],
+             [quote(502, base + 5000)]]
+    for frames in reads:
+        sink(group_frames(frames), 0)
+    sink.flush(final=True)
+    rows = [t for _, ts in rec.batches for t in ts]
+    assert len(rows) == 7 and {s for s, _ in rec.batches} == {"ticks/quote/SPY_options"}
+    assert rows == sorted(rows), "a later batch held an older row: it would go to late/"
+    assert len(rec.batches) >= 2  # released as the window moved, not only at the end

@@ -9,8 +9,8 @@ their own modules: ``rest`` (HTTP v3 + auth), ``ws`` (the stream), ``grpc_servic
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
 from collections.abc import Callable, Iterable
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import datetime
 

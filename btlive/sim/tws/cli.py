@@ -100,6 +100,8 @@ def run(args) -> int:
         faults = load_timeline(opts["faults"]) if opts["faults"] else []
     except OSError as exc:
         raise UsageError(f"--faults {opts['faults']}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"--faults {opts['faults']}: {exc}") from None
     replay = None
     if opts["replay"]:
         from .replay import ArcticReplay
