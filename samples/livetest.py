@@ -141,14 +141,14 @@ class TestStrategy(bt.Strategy):
         if not self.datastatus:
             return
         self.livebars += 1
-        settled = self.orderid is None and (not self.p.trade or self.sold or self.p.donotsell
-                                            or not self.bought)
+        settled = self.orderid is None and (not self.p.trade or self.bought_at is not None and (
+            self.sold or self.p.donotsell or not self.bought))
         if self.p.stopafter and self.livebars >= self.p.stopafter and \
                 (settled or self.livebars >= 3 * self.p.stopafter + 20):
             self.say("stopafter reached: stopping")
             self.env.runstop()
             return
-        if self.p.trade:
+        if self.p.trade and len(self.data0):
             self.trade()
 
     def count_backfill(self) -> None:
@@ -293,8 +293,8 @@ def _main(args) -> int:
         try:
             sim = TwsSimulator(**sim_kwargs).start()
         except OSError as exc:
-            raise UsageError(f"--sim: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
-                             "is TWS or another simulator running there? pick another --port") from None
+            raise CommandError(f"--sim: cannot listen on {args.host}:{args.port} ({exc.strerror or exc}); "
+                               "is TWS or another simulator running there? pick another --port") from None
         args.port = sim.port
         print(f"TWS simulator listening on {args.host}:{sim.port} (demo: its markets are open "
               "at any hour; a real TWS follows trading hours)")

@@ -27,8 +27,8 @@ from btlive.options.leg import OptionLeg
 
 ENTRY_RULES = ("no_quotes", "no_greeks", "close_window", "leg_delta", "net_delta",
                "min_credit")
-EXIT_RULES = ("expiry", "take_profit", "stop_loss", "max_leg_delta", "max_net_delta",
-              "max_gamma", "max_vega", "min_theta")
+EXIT_RULES = ("partial", "expiry", "take_profit", "stop_loss", "max_leg_delta",
+              "max_net_delta", "max_gamma", "max_vega", "min_theta")
 
 
 @dataclass
@@ -70,7 +70,7 @@ class ShortStrangle(bt.Strategy):
     ``dte_mode``) and the strikes nearest ``entry_delta``, at the bar's time.
 
     Exits (first match wins; greeks per strangle, i.e. summed over the two legs):
-    ``expiry`` (``exit_minutes`` before the expiration's close), ``take_profit`` (cost to
+    ``partial`` (only one leg is held, e.g. after a restart or a rejected order), ``expiry`` (``exit_minutes`` before the expiration's close), ``take_profit`` (cost to
     close at midpoints down to (1 - take_profit) x credit), ``stop_loss`` (up to
     (1 + stop_loss) x credit), ``max_leg_delta``, ``max_net_delta``, ``max_gamma`` (gamma
     above), ``max_vega`` (vega per 1.00 of volatility above), ``min_theta`` (daily decay
@@ -293,7 +293,8 @@ class ShortStrangle(bt.Strategy):
         cq, pq = self._line_quote(slot.call), self._line_quote(slot.put)
         if cq.has_greeks and pq.has_greeks:
             self.greeks_seen += 1
-        reason = self.exit_reason(slot, cq, pq, now)
+        legs_held = sum(1 for d in slot.legs if self.getposition(d).size)
+        reason = "partial" if legs_held == 1 else self.exit_reason(slot, cq, pq, now)
         if reason is None:
             return
         slot.orders = [self.close(data=d, contract=_name(d)) for d in slot.legs

@@ -103,7 +103,17 @@ def _test(args) -> int:
 
 
 def _pending(args) -> int:
-    outbox = _outbox(args, _setup(args)[0])
+    from btlive import sql
+    from btlive.alerts.config import outbox_url
+
+    config = _setup(args)[0]
+    url = args.outbox or outbox_url(config)
+    try:
+        sql.open_existing(url, "alerts outbox").dispose()
+    except sql.DatabaseMissing:  # only looking: create nothing
+        print(f"0 pending deliveries ({sql.redact_url(url)} does not exist yet)")
+        return 0
+    outbox = _outbox(args, config)
     try:
         rows = outbox.pending()
         for item in rows:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import sys
+import threading
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
@@ -53,6 +54,7 @@ class RunContext:
     run_id: str = ""
     strategy: Any = None  # the strategy class as loaded (for its code version)
     alerts: Any = None  # the run's alert dispatcher ([alerts]), shared by CVaR and OpsAlerts
+    connecting: Any = None  # the thread connecting the IB store during build
 
     def close(self) -> None:
         """Stop what the run started (the alert dispatcher, the simulator of ``--sim``)."""
@@ -143,7 +145,11 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
         gate.install(cerebro.broker)
         _analyzers(cerebro, cfg, mode, plot)
         _ops(cerebro, ctx, monitor_port, metrics_port)
+        if ctx.connecting is not None:
+            ctx.connecting.join()
     except BaseException:
+        if ctx.connecting is not None:
+            ctx.connecting.join()  # then close() stops a store that is no longer connecting
         ctx.close()
         raise
     from_num = None
@@ -309,8 +315,14 @@ def _ib_store(ctx: RunContext, broker_cfg: dict, sim: bool, sim_kwargs: dict):
     elif port == 0:
         raise UsageError("[broker] port 0 means \"any free port\" and only works with --sim")
     account = broker_cfg["account"] or os.environ.get("BTLIVE_IB_ACCOUNT", "")
-    return IBStore(host=broker_cfg["host"], port=port, clientId=broker_cfg["clientId"],
-                   account=account)
+    store = IBStore(host=broker_cfg["host"], port=port, clientId=broker_cfg["clientId"],
+                    account=account)
+    # connect while the rest of the run is wired (build waits for it at the end): the feeds and
+    # the broker then find the store open. This early start is one more user: close() stops it.
+    ctx.connecting = threading.Thread(target=store.start, name="btlive-connect", daemon=True)
+    ctx.connecting.start()
+    ctx.closers.append(store.stop)
+    return store
 
 
 def start_tws_sim(cfg: RunConfig, host: str, port: int, extra: dict):

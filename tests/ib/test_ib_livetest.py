@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import socket
 import sys
 from pathlib import Path
 
@@ -76,6 +77,12 @@ def test_bad_sim_port_and_fault_file_are_one_line_exit_2(capsys, tmp_path):
     livetest = load_sample()
     assert livetest.main(["--port", "99999", "--sim"]) == 2
     assert "port 99999" in one_error_line(capsys.readouterr())
+    with socket.socket() as busy:  # a failure (exit 1), as `btlive sim tws` on a busy port
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert livetest.main(["--port", str(port), "--sim"]) == 1
+    assert one_error_line(capsys.readouterr()).startswith(f"--sim: cannot listen on 127.0.0.1:{port} ")
     assert livetest.main(["--port", "0", "--sim", "--sim-faults", str(tmp_path / "nope.txt")]) == 2
     assert one_error_line(capsys.readouterr()) == f"--sim-faults {tmp_path / 'nope.txt'}: No such file or directory"
     (tmp_path / "bad.txt").write_text("at 1s: explode\n")
@@ -119,3 +126,25 @@ def test_trade_with_a_position_already_held_and_prices_on_the_grid(sim, capsys, 
     assert "US/Eastern" in backfill and "Summary at " in out and "UTC" in out
     bars = [ln for ln in out.splitlines() if ln.startswith("Data0, ")]
     assert bars and all(" US/Eastern," in ln for ln in bars)
+
+
+@pytest.mark.parametrize("backfill", [[], ["--no-backfill_start"]])
+def test_a_second_live_feed_trades_and_prints_both(capsys, backfill):
+    livetest = load_sample()
+    # the forex feed usually delivers first without a backfill: data0 has no bar yet then
+    assert livetest.main(["--port", "0", "--sim", "--trade", "--data1", "EUR.USD-CASH-IDEALPRO",
+                          "--stopafter", "5", "--holdbars", "1", *backfill]) == 0
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.err == ""
+    lines = captured.out.splitlines()
+    assert any(ln.startswith("Data0, ") for ln in lines) and any(ln.startswith("Data1, ") for ln in lines)
+    assert "Orders ended: Completed 2" in captured.out and "Final position data1: 0 " in captured.out
+    IBStore.close_all()
+
+
+def test_a_second_live_feed_refuses_exactbars_1(capsys):
+    livetest = load_sample()
+    assert livetest.main(["--port", "0", "--sim", "--data1", "EUR.USD-CASH-IDEALPRO",
+                          "--exactbars", "1"]) == 2
+    assert one_error_line(capsys.readouterr()).startswith("--exactbars 1 with --data1: ")
+    IBStore.close_all()

@@ -128,3 +128,18 @@ def test_unreadable_records_start_flat_with_a_message(store, run_strangle, tmp_p
     assert any("unreadable" in e and "starting flat" in e for e in strat.events), strat.events
     assert strat.entries >= 1
     assert set(json.loads(records.read_text())["open"]) <= {"SPY"}  # rewritten, valid again
+
+
+def test_a_restored_strangle_missing_a_leg_is_closed(store, run_strangle, tmp_path):
+    records = tmp_path / "strangles.json"
+    call, put = "SPY_20241108_C560", "SPY_20241108_P530"
+    records.write_text(json.dumps({"version": 1, "open": {"SPY": {
+        "call": call, "put": put, "sizes": [-1, -1], "credit": 3.0,
+        "opened": "2024-11-04T15:00:00+00:00"}}}))
+    broker = OptionsBroker(cash=100_000, held={call: (-1, 1.5)})  # the put is gone
+    strat, _, _ = run_strangle(store, dt.date(2024, 11, 5), dt.date(2024, 11, 5), dte=3,
+                               broker=broker, records=str(records), reenter=False)
+    assert strat.restored == ["SPY"]
+    assert strat.exits[0] == "partial", strat.events
+    assert not any(strat.getposition(d).size for d in strat.datas)
+    assert json.loads(records.read_text())["open"] == {}

@@ -51,6 +51,12 @@ def test_test_command_sends_through_every_channel(tmp_path, smtp_server, capsys)
     assert message["X-Btlive-Dedup-Key"] == "clitest:btlive-test:test:critical"
 
 
+def test_pending_without_an_outbox_creates_none(tmp_path, capsys):
+    assert btlive_main(["alerts", "pending", "--outbox", f"sqlite:///{tmp_path / 'o.db'}"]) == 0
+    assert "0 pending deliveries" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_test_command_without_email_or_sms_says_so_and_fails(tmp_path, capsys):
     assert btlive_main(["alerts", "test", "--outbox", f"sqlite:///{tmp_path / 'o.db'}"]) == 1
     captured = capsys.readouterr()
