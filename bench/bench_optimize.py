@@ -111,7 +111,7 @@ def run(args):
                             "uri": uri, "timeframe": "minutes"}],
                   "cvar": {"enabled": False}}
         started = time.perf_counter()
-        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False,
+        ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False,
                  configure_logging=False, object_store_memory=96 * 1024 * 1024)
         try:
             _warm = ray.remote(num_cpus=1)(_warm_up)

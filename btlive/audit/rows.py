@@ -1,10 +1,11 @@
 """Events to rows, fast: one generated converter per event class and dialect.
 
 For each event the converter returns the driver parameters of its INSERT (every column but
-``seq`` and ``row_hash``, in sorted column order) and the canonical JSON that the hash chain
+``seq`` and ``row_hash``, in sorted column order), the canonical JSON that the hash chain
 covers (:func:`btlive.audit.chain.canonical_json` of the row as the database gives it back),
-built in the same pass. Generating straight-line code per class keeps the per-event cost to a
-few attribute reads and appends: the writer's speed is this function's speed.
+built in the same pass, and the row's unique key (None for tables without one). Generating
+straight-line code per class keeps the per-event cost to a few attribute reads and appends:
+the writer's speed is largely this function's speed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from btlive.audit import schema
 from btlive.audit.events import EVENT_TYPES, FIELD_NAMES, split_exec_id
 
 _RENAMED = {"params": "params_json", "raw": "raw_json"}
-#: Unique keys per table (``ON CONFLICT DO NOTHING``), in the order ``event.key()`` gives them.
+#: Unique keys per table (``ON CONFLICT DO NOTHING``), in the order ``event.key()`` gives them;
+#: the converters return them as the driver values (what the database compares).
 KEY_COLUMNS = {
     "runs": ("run_id", "event"),
     "orders": ("order_key", "source"),
@@ -45,6 +47,17 @@ def money_text(value) -> str | None:
         return None
     text = format(d, "f")
     return text[1:] if text[0] == "-" and not d else text
+
+
+_SECONDS: dict[int, str] = {}
+
+
+def _second_text(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of whole seconds since the epoch, UTC (cached, bounded)."""
+    if len(_SECONDS) >= 4096:
+        _SECONDS.clear()
+    text = _SECONDS[seconds] = (_EPOCH + timedelta(seconds=seconds)).isoformat()
+    return text
 
 
 def _json_text(value) -> str:
@@ -83,14 +96,14 @@ def _column_code(table: str, name: str, kind: str, source: str, required: bool,
     JSON fragment (``"name":value``) when the value is not NULL."""
     var, key = f"p_{name}", encode_basestring(name)
     if kind == "datetime":
-        # one isoformat for both forms; the canonical one drops a zero fraction as isoformat() does
-        body = ["t = (_EPOCH + _td(microseconds=v // 1000)).isoformat('T', 'microseconds')",
-                "if t.endswith('.000000'):",
-                f"    ja('{key}:\"' + t[:-7] + '+00:00\"')",
-                "else:",
-                f"    ja('{key}:\"' + t + '+00:00\"')",
-                f"{var} = " + ("t[:10] + ' ' + t[11:]" if dialect == "sqlite"
-                               else "_datetime.fromisoformat(t + '+00:00')")]
+        # the whole-second text is cached (events come in bursts within a second); the canonical
+        # form drops a zero fraction as isoformat() does, the driver value always has one
+        body = ["s, us = divmod(v // 1000, 1_000_000)",
+                "t = _seconds.get(s) or _second_text(s)",
+                "f = '.%06d' % us",
+                f"ja('{key}:\"' + t + (f + '+00:00\"' if us else '+00:00\"'))",
+                f"{var} = " + ("t[:10] + ' ' + t[11:] + f" if dialect == "sqlite"
+                               else "_datetime.fromisoformat(t + f + '+00:00')")]
         source = f"f_{name[:-3]}_ns"
     elif kind == "str":
         body = ["if type(v) is not str:", "    v = str(v)", f"ja('{key}:' + _enc(v))", f"{var} = v"]
@@ -122,8 +135,8 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
     fields = set(FIELD_NAMES[cls])
     columns = sorted(c.name for c in table.columns if c.name not in ("seq", "row_hash"))
     names = FIELD_NAMES[cls]
-    lines = ["def convert(ev, recorded, _enc=_enc, _money=_money, _EPOCH=_EPOCH, _td=_td, "
-             "_get=_get):",
+    lines = ["def convert(ev, recorded, _enc=_enc, _money=_money, _seconds=_SECONDS, "
+             "_second_text=_second_text, _get=_get):",
              # every field in one C call, into locals
              f"    {', '.join(f'f_{n}' for n in names)}, = _get(ev)",
              "    j = []", "    ja = j.append"]
@@ -140,11 +153,13 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
             source = f"(None if {source} is None else _json_text({source}))"
         required = not column.nullable and name not in ("recorded_ns",)
         lines += _column_code(cls.TABLE, name, kind, source, required, dialect)
+    key_columns = KEY_COLUMNS.get(cls.TABLE)
+    key = "(" + "".join(f"p_{n}, " for n in key_columns) + ")" if key_columns else "None"
     lines.append("    return (" + ", ".join(f"p_{n}" for n in columns) + ",), "
-                 "'{' + ','.join(j) + '}'")
-    namespace = {"_enc": encode_basestring, "_money": money_text,
-                 "_json_text": _json_text, "_split": split_exec_id, "_EPOCH": _EPOCH,
-                 "_td": timedelta, "_datetime": datetime, "_Decimal": Decimal,
+                 f"'{{' + ','.join(j) + '}}', {key}")
+    namespace = {"_enc": encode_basestring, "_money": money_text, "_SECONDS": _SECONDS,
+                 "_second_text": _second_text, "_json_text": _json_text, "_split": split_exec_id,
+                 "_datetime": datetime, "_Decimal": Decimal,
                  "_get": attrgetter(*names)}
     # the code is built above from the schema alone; no input reaches it
     exec(compile("\n".join(lines), f"<audit row converter {cls.__name__}>", "exec"), namespace)
@@ -153,7 +168,7 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
 
 
 class RowCodec:
-    """Per dialect: ``convert(event, recorded_ns) -> (params, canonical_json)`` and the INSERT
+    """Per dialect: ``convert(event, recorded_ns) -> (params, canonical_json, key)`` and the INSERT
     statement (columns ``seq, row_hash, *sorted others``) of every audited table."""
 
     def __init__(self, dialect: str) -> None:

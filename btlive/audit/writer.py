@@ -90,11 +90,6 @@ def is_row_error(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
 
 
-def _key(ev) -> tuple | None:
-    key = ev.key()
-    return key if key is None or isinstance(key, tuple) else (key,)
-
-
 class AuditWriter:
     """The one writer of an audit database.
 
@@ -520,14 +515,13 @@ class AuditWriter:
         converters = self._codec.converters
         recorded = time.time_ns()
         rows = []
+        append = rows.append
         for ev in events:
             try:
-                params, text = converters[type(ev)](ev, recorded)
+                append((ev, ev.TABLE, *converters[type(ev)](ev, recorded)))
             except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
                 self.stats["rejected"] += 1
                 log.error("audit writer: rejected %r: %s", ev, exc)
-                continue
-            rows.append((ev, ev.TABLE, _key(ev), params, text))
         if not rows:
             return
         attempt = [0]
@@ -595,7 +589,7 @@ class AuditWriter:
             seq = head_seq
             sha = hashlib.sha256
             duplicates = 0
-            for _ev, table, key, params, text in rows:
+            for _ev, table, params, text, key in rows:
                 if key is not None:
                     if key in seen[table] or key in existing[table] or key in new_keys[table]:
                         duplicates += 1
@@ -627,7 +621,7 @@ class AuditWriter:
 
     def _existing_keys(self, conn: sa.Connection, rows: list) -> dict[str, set]:
         wanted: dict[str, set] = defaultdict(set)
-        for _ev, table, key, _params, _text in rows:
+        for _ev, table, _params, _text, key in rows:
             if key is not None and key not in self._seen[table]:
                 wanted[table].add(key)
         existing: dict[str, set] = defaultdict(set)

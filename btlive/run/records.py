@@ -73,8 +73,10 @@ def reproduction(record: dict[str, Any]) -> tuple[RunConfig, dict[str, Any]]:
     raw["strategy"] = {**raw.get("strategy", {}), "class": record["strategy"],
                        "params": record["params"]}
     cfg = validate_config(raw, f"run record {record.get('run_id')}")
-    for spec in raw.get("data", []):
-        symbol = cfg.data[[d.name for d in cfg.data].index(spec["name"])].arctic_symbol()
+    for spec, table in zip(raw.get("data", []), cfg.data, strict=True):
+        if table.source == "theta":
+            continue  # ThetaData history does not change (read from the Terminal or its cache)
+        symbol = table.arctic_symbol()
         if symbol not in versions:
             raise UsageError(f"--reproduce: the record has no ArcticDB version of {symbol!r} "
                              f"([[data]] {spec['name']})")

@@ -43,7 +43,8 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
         ctx.close()
     if status is not None:
         print(file=status)
-    _say_ended_feeds(strat)
+    if mode != "backtest":  # history ends as it should
+        _say_ended_feeds(strat)
     summary = summarize(strat, mode=mode, spec=ctx.spec, params=ctx.params,
                         arctic_versions=ctx.arctic_versions, **provenance(ctx),
                         period={"from": _text(fromdate), "to": _text(todate)})
@@ -63,8 +64,11 @@ def _say_ended_feeds(strat) -> None:
     for data in strat.datas:
         status = getattr(data, "_laststatus", None)
         if status in (data.NOTSUBSCRIBED, data.DISCONNECTED):
-            print(f"feed {data._name} ended: {data._getstatusname(status)} (an expired or "
-                  "unlisted contract cannot stream)", file=sys.stderr)
+            why = getattr(data, "error", None) or (
+                "an expired or unlisted contract cannot stream" if status == data.NOTSUBSCRIBED
+                else "the connection was lost")
+            print(f"feed {data._name} ended: {data._getstatusname(status)}: {why}",
+                  file=sys.stderr)
 
 
 def _text(value) -> str | None:

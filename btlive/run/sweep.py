@@ -350,8 +350,8 @@ class RayCluster:
                                       "configure_logging": False}
             if self.address:
                 ray.init(address=self.address, **kwargs)
-            else:
-                ray.init(num_cpus=self.workers or os.cpu_count() or 1,
+            else:  # "local": never attach to whatever `ray start` left on this machine
+                ray.init(address="local", num_cpus=self.workers or os.cpu_count() or 1,
                          object_store_memory=96 * 1024 * 1024, **kwargs)
             self.started = True
         if self.workers is None:

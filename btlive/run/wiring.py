@@ -24,7 +24,7 @@ from btlive.config import (
     load_run_config,
     validate_config,
 )
-from btlive.errors import UsageError
+from btlive.errors import CommandError, UsageError
 from btlive.run.costs import IBCommission, QuoteBroker
 from btlive.run.risk import Limits, OrderGate, RiskChecks
 from btlive.run.strategy import load_strategy, strategy_params
@@ -147,6 +147,10 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
         _ops(cerebro, ctx, monitor_port, metrics_port)
         if ctx.connecting is not None:
             ctx.connecting.join()
+            if not store.connected():  # fail here, in one line, not with a run of no bars
+                raise CommandError(f"cannot connect to TWS / IB Gateway at {store.p.host}:"
+                                   f"{store.p.port}: start it, or pass --sim for the bundled "
+                                   "simulator")
     except BaseException:
         if ctx.connecting is not None:
             ctx.connecting.join()  # then close() stops a store that is no longer connecting

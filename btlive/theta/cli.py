@@ -5,7 +5,9 @@ Every QUOTE, TRADE and OHLC frame goes through ArcticRecorder as columnar batche
 ``--greeks``, Black-Scholes greeks of each option are sampled from its quotes and the
 underlying's (``ticks/greeks/<instrument>``). A status line on stderr shows messages/s,
 symbols, lag, flushes, the acknowledged (durable) row count and the connection; connection
-failures, rejected or unknown contracts are printed on their own lines. ``--stats-file``
+failures, rejected or unknown contracts are printed on their own lines. The Terminal serves
+one streaming client: next to a trading run whose store has ``fanout_port`` set, the recorder
+connects to that run's local fan-out (named in its run file) instead of the Terminal. ``--stats-file``
 holds the same numbers as JSON, rewritten atomically every interval. Without a connection
 for ``--give-up-after`` seconds the command exits 1.
 """
@@ -219,7 +221,7 @@ def _record(args, subs: list, stop: threading.Event) -> str | None:
     recorder = ArcticRecorder(args.uri, args.library or DEFAULT_LIBRARY,
                               flush_rows=args.flush_rows, flush_seconds=args.flush_seconds,
                               finalize_seconds=args.finalize_seconds)
-    store = ThetaStore(rest_url=args.rest_url, ws_url=args.ws_url,
+    store = ThetaStore(rest_url=args.rest_url, ws_url=_stream_url(args.ws_url),
                        heartbeat_timeout=args.heartbeat_timeout, retries=2)
     layout = args.layout or ("root" if args.full_trade_stream else "contract")
     sink = StreamRecorder(recorder, layout, args.greeks_interval if args.greeks else None,
@@ -235,6 +237,19 @@ def _record(args, subs: list, stop: threading.Event) -> str | None:
         return _loop(args, store, recorder, sink, session, stop)
     finally:
         _finish(args, store, recorder, sink, session, stream)
+
+
+def _stream_url(ws_url: str) -> str:
+    """The Terminal serves one streaming client: while a trading run's fan-out relays
+    ``ws_url``, record through it instead of throwing the trading run off."""
+    from btlive.theta.fanout import find_fanout
+
+    advert = find_fanout(ws_url)
+    if advert is None:
+        return ws_url
+    print(f"a trading run (pid {advert.pid}) holds the Terminal stream at {ws_url}; "
+          f"recording through its fan-out {advert.url}", file=sys.stderr, flush=True)
+    return advert.url
 
 
 def _loop(args, store, recorder, sink, session: Session, stop: threading.Event) -> str | None:

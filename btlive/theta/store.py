@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from btlive.runtime import LiveStore, LoopThread
+from btlive.theta.fanout import FanoutServer, find_fanout
 from btlive.theta.parse import (
     NEW_YORK,
     TICK_FIELDS,
@@ -51,7 +52,7 @@ class ThetaMessage:
     kind: REST_RETRY, GREEKS_FALLBACK, GREEKS_UNAVAILABLE, BAD_DATA, NO_DATA, UNKNOWN_CONTRACT,
     GAP_FILLED, BACKFILL_FAILED, or a stream event kind (CONNECTED, RECONNECTED, STALLED,
     DISCONNECTED, TERMINAL_DISCONNECTED, TERMINAL_CONNECTED, MAX_STREAMS_REACHED,
-    INVALID_PERMS, TIMED_OUT, ERROR, MALFORMED, CLOSED).
+    INVALID_PERMS, TIMED_OUT, ERROR, MALFORMED, CLOSED), FANOUT (local fan-out of the stream).
     ``info`` holds the numbers (status, attempt, delay, counts, ...).
     """
 
@@ -155,6 +156,10 @@ class ThetaStore(LiveStore):
       - ``check_contracts`` (True): check live contracts against the list endpoints (the
         Terminal answers SUBSCRIBED for anything) and end unknown ones with NOTSUBSCRIBED.
       - ``rate`` (0.0): risk-free rate for live greeks; ``dividend`` (0.0): yield.
+      - ``fanout_port`` (None = off): serve this store's Terminal stream to other local
+        processes (``btlive record theta``) on 127.0.0.1 at this port (0 = any free port),
+        advertised in a run file; the Terminal serves one streaming client. A store without
+        it connects to an advertised fan-out of its ``ws_url`` instead of the Terminal.
     """
 
     params = (
@@ -184,6 +189,7 @@ class ThetaStore(LiveStore):
         ("check_contracts", True),
         ("rate", 0.0),
         ("dividend", 0.0),
+        ("fanout_port", None),
     )
 
     def __init__(self) -> None:
@@ -199,6 +205,7 @@ class ThetaStore(LiveStore):
         self._cache = None
         self._stream: ThetaStream | None = None
         self._stream_task: asyncio.Task | None = None
+        self.fanout: FanoutServer | None = None
         # keyed by instrument name: a stock and an index frame differ only in security_type
         self._channels: dict[str, list[Channel]] = {}
         self._batch_sinks: list[Callable[[FrameBatch, int], None]] = []
@@ -226,7 +233,7 @@ class ThetaStore(LiveStore):
         if grpc_history is not None:  # used without the loop too (history is synchronous)
             grpc_history.close()
         super().close()
-        self._stream = self._stream_task = self._rest = None
+        self._stream = self._stream_task = self._rest = self.fanout = None
         self._channels.clear()
         self._batch_sinks.clear()
         self._event_sinks.clear()
@@ -240,6 +247,8 @@ class ThetaStore(LiveStore):
     async def _shutdown(self) -> None:
         for task in list(self._tasks):
             task.cancel()
+        if self.fanout is not None:
+            await self.fanout.stop()
         if self._stream is not None:
             await self._stream.stop()
         if self._stream_task is not None:
@@ -453,12 +462,37 @@ class ThetaStore(LiveStore):
     def _ensure_stream(self) -> ThetaStream:
         """Create and start the WebSocket session (call on the loop thread)."""
         if self._stream is None:
+            url = self.p.ws_url
+            advert = find_fanout(url) if self.p.fanout_port is None else None
+            if advert is not None:
+                url = advert.url
+                self.notify("FANOUT", f"process {advert.pid} holds the Terminal stream at "
+                            f"{self.p.ws_url}: streaming through its fan-out {url}")
             self._stream = ThetaStream(
-                self.p.ws_url, self._on_batch, self._on_event, heartbeat_timeout=self.p.heartbeat_timeout, gap_after=self.p.gap_after,
+                url, self._on_batch, self._on_event, heartbeat_timeout=self.p.heartbeat_timeout, gap_after=self.p.gap_after,
                 backoff_initial=self.p.reconnect_backoff, backoff_max=self.p.reconnect_max,
                 max_retries=self.p.max_reconnects, verify_timeout=self.p.verify_timeout)
             self._stream_task = asyncio.get_running_loop().create_task(self._stream.run())
+            if self.p.fanout_port is not None:
+                self.fanout = FanoutServer(self._stream, int(self.p.fanout_port),
+                                           upstream=self.p.ws_url, in_use=self._in_use)
+                self._event_sinks.append(self.fanout.on_event)
+                self._spawn(self._start_fanout())
         return self._stream
+
+    async def _start_fanout(self) -> None:
+        try:
+            await self.fanout.start()
+        except OSError as exc:  # port taken: trading goes on, the recorder cannot join
+            log.error("theta fan-out on 127.0.0.1:%s failed: %s", self.p.fanout_port, exc)
+            self.notify("FANOUT", f"cannot serve the stream on 127.0.0.1:"
+                                  f"{self.p.fanout_port}: {exc}")
+
+    def _in_use(self, key: tuple) -> bool:
+        """Whether a feed of this store streams ``(req_type, contract)`` (the fan-out asks)."""
+        contract = key[1]
+        return contract is not None and any(
+            key[0] in ch.kinds for ch in self._channels.get(contract.instrument, []))
 
     @property
     def stream(self) -> ThetaStream | None:

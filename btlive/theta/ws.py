@@ -93,6 +93,8 @@ class ThetaStream:
         self.max_retries = max_retries
         self.read_size = read_size
         self.subscriptions: dict[SubKey, int] = {}
+        #: called with every read's raw message payloads, in order (the local fan-out)
+        self.raw_sinks: list[Callable[[list[bytes]], None]] = []
         self._pending: dict[int, tuple[SubKey, float]] = {}
         self._next_id = 0
         self._writer: asyncio.StreamWriter | None = None
@@ -256,6 +258,8 @@ class ThetaStream:
                 return "close frame from the Terminal"
         if messages:
             self.stats["frames"] += len(messages)
+            for sink in self.raw_sinks:
+                sink(messages)
             batch = group_frames(messages)
             if batch.malformed:
                 self.stats["malformed"] += batch.malformed

@@ -140,3 +140,70 @@ def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path)
     assert proc.returncode == 0, err.decode()
     assert b"stopped by Ctrl-C" in err
     assert b"warm-up bars" in out and b"mode" in out
+
+
+def test_build_connects_while_wiring_and_close_disconnects(paper_config):
+    cerebro = build(paper_config, "paper", sim=True, sim_kwargs=FAST_SIM)
+    store = cerebro.datas[0].ib
+    try:
+        assert store.connected(), "build returns with the store connected"
+    finally:
+        cerebro.btlive.close()
+    assert not store.connected()
+
+
+def test_no_tws_is_one_line_error_at_build(paper_config):
+    import socket
+
+    from btlive.errors import CommandError
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    paper_config["broker"]["paper"]["port"] = port
+    with pytest.raises(CommandError, match=f"cannot connect to TWS / IB Gateway at "
+                                           f"127.0.0.1:{port}: start it, or pass --sim"):
+        build(paper_config, "paper")
+
+
+def test_sigterm_kills_a_paper_run_through_its_kill_switch(paper_config, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.helpers import eventually
+    from tests.run.test_backtest import write
+
+    path = write(tmp_path, paper_config)
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    proc = subprocess.Popen([sys.executable, "-m", "btlive", "run", "strategies.sma_cross:SmaCross",
+                             "--mode", "paper", "--sim", "--config", path,
+                             "--summary-json", str(tmp_path / "s.json")],
+                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "BTLIVE_RUN_DIR": str(tmp_path / "runs")})
+    err = bytearray()
+
+    def read():
+        for byte in iter(lambda: proc.stderr.read(1), b""):
+            err.extend(byte)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        eventually(lambda: b"feeds LIVE" in err or proc.poll() is not None, timeout=90,
+                   what="a status line with the feed LIVE")
+        assert proc.poll() is None, err.decode()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        out = proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    reader.join(10)
+    assert proc.returncode == 0, err.decode()
+    assert b"kill switch" in out and b"SIGTERM" in out
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["kill"]["reason"] == "SIGTERM" and summary["kill"]["ok"]
+    left = [p.name for p in (tmp_path / "runs").glob("*.json")]
+    assert left == [f"{summary['run_id']}.kill.json"], "the run file is removed at stop"

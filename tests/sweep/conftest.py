@@ -46,7 +46,7 @@ def db(tmp_path) -> str:
 def ray_session():
     """One local Ray with two workers for every Ray test of the session."""
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False,
              object_store_memory=80 * 1024 * 1024)
     yield ray
     ray.shutdown()

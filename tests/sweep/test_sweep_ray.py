@@ -27,6 +27,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 STRATS = HERE / "sweep_strategies.py"
 GRID = {"fast": [3, 5], "slow": [8, 13]}
+CURRENT_CLUSTER = Path("/tmp/ray/ray_current_cluster")
 
 
 def rows(db: str, sweep_id: str) -> list[dict]:
@@ -268,6 +269,7 @@ def ray_head(tmp_path):
     port = free_port()
     log = tmp_path / "head.log"
     env = os.environ | {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": uuid.uuid4().hex}
+    had_current = CURRENT_CLUSTER.exists()
     with open(log, "w") as out:
         head = subprocess.Popen(
             [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
@@ -286,6 +288,8 @@ def ray_head(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
             head.wait(timeout=30)
+        if not had_current:  # `ray start` leaves the address of a cluster now gone
+            CURRENT_CLUSTER.unlink(missing_ok=True)
 
 
 def test_optimize_joins_a_cluster_by_address(config, db, tmp_path, ray_head):
