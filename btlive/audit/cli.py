@@ -67,7 +67,7 @@ def _verify(args) -> int:
     with _reading(args.db):
         result = verify(args.db, expect_head=head)
     counts = " ".join(f"{k}={v}" for k, v in result.counts.items())
-    print(f"rows={result.rows} heads={result.heads_checked} runs={result.runs} {counts}")
+    print(f"rows={result.rows} heads={result.heads_checked} run_ids={result.runs} {counts}")
     print(f"head {result.head_seq}:{result.head_hash}")
     if result.chain_ok:
         print(f"chain OK: all {result.rows} rows verify (a valid chain up to seq {result.head_seq})")

@@ -20,7 +20,8 @@ def configure(parser) -> None:
     parser.add_argument("--plot", metavar="FILE.png", help="save backtrader's plot (headless)")
     parser.add_argument("--summary-json", metavar="PATH", help="write the summary as JSON")
     parser.add_argument("--sim", action="store_true",
-                        help="paper/live: start the bundled TWS simulator on the broker's port")
+                        help="start the bundled simulators the config points at: TWS on the "
+                             "broker's port (paper/live), the Theta Terminal for theta feeds")
     parser.add_argument("--live", action="store_true", help="confirm live trading")
     parser.add_argument("--stop-after", type=int, metavar="N",
                         help="paper/live: stop after N bars of live data")

@@ -99,8 +99,8 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
     """A Cerebro wired for ``mode`` from ``config`` (a RunConfig, a dict or a file path).
 
     ``strategy`` overrides ``[strategy] class``; ``params`` are ``k=v`` overrides. ``sim``
-    starts the bundled TWS simulator (paper/live) on the configured port (0: any free port).
-    ``live`` is the explicit opt-in that live mode requires. ``decide_from`` (UTC) makes the
+    starts the bundled simulators: TWS (paper/live) on the configured port (0: any free port)
+    and the Theta Terminal (``[sim.theta]``) for theta feeds. ``live`` is the explicit opt-in that live mode requires. ``decide_from`` (UTC) makes the
     bars before it warm-up only, as backfilled bars are in paper (parity). ``monitor_port`` and
     ``metrics_port`` override ``[monitor] port`` and ``[metrics] port``; ``run_id`` names the
     run in the audit, the ops components and the summary (default: a new id). The result carries a
@@ -375,8 +375,25 @@ def _live_feeds(cerebro, ctx: RunContext, store, fromdate, sim: bool) -> None:
                                  recorder=recorder)
         else:
             theta = theta or _theta_store(ctx, sim)
-            feed = _theta_feed(theta, spec, historical=False, fromdate=fromdate)
+            start, back = fromdate, theta_backfill(spec)
+            if start is None and spec.backfill and back is not None:
+                start = datetime.now(UTC).replace(tzinfo=None) - back
+            feed = _theta_feed(theta, spec, historical=False, fromdate=start)
         _add(cerebro, feed, spec)
+
+
+THETA_BACKFILL_BARS = 100
+INTRADAY_SECONDS = {"ticks": 0.6, "seconds": 1, "minutes": 60}
+
+
+def theta_backfill(spec: DataTable) -> timedelta | None:
+    """How far back a live intraday ThetaData feed backfills for warm-up without ``--from``:
+    the last ``THETA_BACKFILL_BARS`` bars of its size (ticks: a minute). Daily and longer bars
+    would pull days of tick history: they backfill only from ``--from``."""
+    unit = INTRADAY_SECONDS.get(spec.timeframe)
+    if unit is None:
+        return None
+    return timedelta(seconds=THETA_BACKFILL_BARS * unit * spec.compression)
 
 
 def _theta_store(ctx: RunContext, sim: bool):

@@ -151,7 +151,6 @@ class FanoutServer:
         self.heartbeat = heartbeat
         self.clients: list[_Client] = []
         self.connections = 0
-        self.frames_sent = 0
         self.advert: Path | None = None
         self._added: set[SubKey] = set()  # upstream subscriptions made for clients
         self._contracts: dict[tuple, Contract] = {}
@@ -183,7 +182,7 @@ class FanoutServer:
         for task in list(self._tasks):
             task.cancel()
         for client in list(self.clients):
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(TimeoutError, OSError, ConnectionClosed):
                 await asyncio.wait_for(client.ws.close(1001, "trading run stopping"), 1.0)
         if self._server is not None:
             self._server.close(close_connections=False)
@@ -231,12 +230,15 @@ class FanoutServer:
         finally:
             if client in self.clients:
                 self.clients.remove(client)
-            for key in list(client.subs):
-                del client.subs[key]
-                self._release(key)
+            self._forget(client)
+
+    def _forget(self, client: _Client) -> None:
+        """Drop every subscription of ``client`` (STOP, or it left)."""
+        for key in list(client.subs):
+            del client.subs[key]
+            self._release(key)
 
     def _put(self, client: _Client, frames: list[bytes]) -> None:
-        self.frames_sent += len(frames)
         if not client.write(frames) and client in self.clients:
             log.warning("fan-out client %s is more than %d MiB behind: closing it",
                         client.ws.remote_address, MAX_BUFFER >> 20)
@@ -251,9 +253,7 @@ class FanoutServer:
                 raise FrameError(f"request {msg!r:.80}: expected an object")
             kind = str(msg.get("msg_type", "")).upper()
             if kind == "STOP":
-                for key in list(client.subs):
-                    del client.subs[key]
-                    self._release(key)
+                self._forget(client)
                 return
             req_id = int(msg.get("id", -1))
             add = msg.get("add", True)

@@ -12,6 +12,7 @@ from btlive.cli import main
 from btlive.errors import UsageError
 from btlive.run import build, run
 from btlive.run.examples import STRANGLE
+from btlive.run.wiring import THETA_BACKFILL_BARS
 from btlive.theta.store import ThetaStore
 from tests.run.test_backtest import BuyThenSell
 
@@ -67,11 +68,21 @@ def theta_paper_config():
 def test_paper_on_the_theta_stream_with_the_local_broker(capsys):
     raw = theta_paper_config()
     raw["strategy"]["params"] = {}
+    raw["data"][0]["backfill"] = False  # BuyThenSell counts bars from the first one
     summary = run(raw, "paper", strategy=BuyThenSell, sim=True, stop_after=6, out=None)
     assert summary["mode"] == "paper" and summary["bars"] == 6  # live bars (no backfill)
     done = [o for o in summary["orders"] if o["status"] == "Completed"]
     assert [o["side"] for o in done][:2] == ["buy", "sell"]
     assert all(o["contract"] == "SPY" and o["avg_price"] > 0 for o in done)
+
+
+@pytest.mark.slow
+def test_paper_on_the_theta_stream_warms_up_from_history():
+    summary = run(theta_paper_config(), "paper", sim=True, stop_after=5, out=None)
+    # about THETA_BACKFILL_BARS one-second bars of history, none decided on
+    assert summary["warmup_bars"] >= THETA_BACKFILL_BARS * 0.9
+    assert summary["bars"] >= summary["warmup_bars"] + 1
+    assert all(o["datetime"] >= summary["decisions_from"] for o in summary["orders"])
 
 
 @pytest.mark.slow
