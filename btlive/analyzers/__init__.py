@@ -7,7 +7,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {"CVaR": "btlive.analyzers.cvar", "ExecutionAudit": "btlive.analyzers.audit",
-            "RecordFeeds": "btlive.analyzers.record"}
+            "RecordFeeds": "btlive.analyzers.record", "ExecutionQuality": "btlive.analyzers.execution"}
 __all__ = list(_EXPORTS)
 
 
