@@ -504,9 +504,12 @@ def optimize(config, strategy: str | None, grid: dict[str, list[Any]] | None, *,
                 on_result(result)
 
         outcome = Outcome()
-        if tasks:
-            with RayCluster(address, workers) as cluster:
-                outcome = execute(tasks, workers=cluster.workers, on_result=record)
+        try:
+            if tasks:
+                with RayCluster(address, workers) as cluster:
+                    outcome = execute(tasks, workers=cluster.workers, on_result=record)
+        except KeyboardInterrupt:  # while Ray started or stopped: what finished is stored
+            outcome.interrupted = True
         bar.close()
         return SweepResult(spec=spec, results=store.results(spec.sweep_id), ran=outcome.ran,
                            interrupted=outcome.interrupted)

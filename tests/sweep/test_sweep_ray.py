@@ -250,7 +250,7 @@ def test_ctrl_c_stops_the_command_cleanly_and_resume_finishes(config, db, tmp_pa
         if child.poll() is None:
             child.kill()
             child.communicate()
-    assert child.returncode == 130, err
+    assert child.returncode == 130 and "--resume " in err, (child.returncode, out, err)
     sweep_id = err.split("--resume ")[1].split()[0]
     kept = rows(db, sweep_id)
     assert 1 <= len(kept) < 40 and f"{len(kept)} stored" in out
