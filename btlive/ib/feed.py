@@ -504,8 +504,20 @@ class IBData(DataBase):
                 return False
             self._state = self._ST_LIVE
             return "continue"
+        if not self.p.historical and isinstance(msg, LiveBar) and self._forming(msg):
+            return "continue"
         self._record(msg, history=True)
         return True if self._load_msg(msg) else "continue"
+
+    def _forming(self, bar: LiveBar) -> bool:
+        """With 5-second real-time bars, a backfilled 5-second bar that ends after TWS's now is
+        still forming: its OHLC is not final, and the live stream delivers the finished bar under
+        the same timestamp, which would then be dropped as a repeat. So such a backfill ends at the
+        last finished bar, and the first live bar is delivered."""
+        if self.live_mode() != "rtbar" or bar_size(self._timeframe, self._compression).seconds != 5:
+            return False
+        now = dt.datetime.now(dt.UTC).replace(tzinfo=None) + self.ib.timeoffset()
+        return bar.time + dt.timedelta(seconds=5) > now
 
     def _load_msg(self, msg: LiveBar | LiveTick) -> bool:
         """Fill the lines from a bar or a tick; False if it is late (a bar at the last bar's

@@ -124,6 +124,7 @@ class OpsAlerts(bt.Analyzer):
                        for s in self.feeds.states}
         self._down_since: float | None = None
         self._day: date | None = None
+        self._day_key: object = None  # the day as cheaply compared: a date number's integer part
         self._day_start_value = strategy.broker.getvalue()
         self._quality = next((a for a in strategy.analyzers
                               if type(a).__name__ == "ExecutionQuality"), None)
@@ -131,11 +132,13 @@ class OpsAlerts(bt.Analyzer):
         self._to_check: set[int] = set()  # orders with new fills, scored after every analyzer
         self._notify_store = strategy.notify_store
         strategy.notify_store = self._on_store  # analyzers are not told of store messages
-        self._hook = LoopHook.attach(strategy.env, self._tick)
+        # the loop's clocks matter to live feeds only; a backtest's next() checks slippage
+        self._hook = LoopHook.attach(strategy.env, self._tick) if self.live else None
 
     def stop(self) -> None:
         self.strategy.notify_store = self._notify_store
-        self._hook.detach(self.strategy.env)
+        if self._hook is not None:
+            self._hook.detach(self.strategy.env)
         if self._owns_dispatcher and self._dispatcher is not None:
             self._dispatcher.close()
 
@@ -271,20 +274,21 @@ class OpsAlerts(bt.Analyzer):
         if not limit:
             return
         value = self.strategy.broker.getvalue()
-        now = self._now()
-        day = now.date()
-        if self._day != day:
-            self._day, self._day_start_value = day, value
+        # every bar of a backtest comes here: the day is the date number's integer part, and
+        # the condition is only consulted when it is or turns bad (else it has nothing to say)
+        key = datetime.now(UTC).date() if self.live else int(self.strategy.datetime[0])
+        if self._day_key != key:
+            self._day_key, self._day, self._day_start_value = key, self._now().date(), value
         loss = self._day_start_value - value
-        self._state(self._conditions["daily_loss"], loss > limit * self.p.daily_loss_fraction,
-                    loss, {"limit": limit, "day": day.isoformat()})
+        bad = loss > limit * self.p.daily_loss_fraction
+        cond = self._conditions["daily_loss"]
+        if bad or cond.firing:
+            self._state(cond, bad, loss, {"limit": limit, "day": self._day.isoformat()})
 
     def _tick(self) -> None:
-        """Every pass of cerebro's loop: the clocks of the connection and of the feeds."""
+        """Every pass of cerebro's loop (live runs): the clocks of the connection and feeds."""
         if self._to_check:
             self._check_slippage()
-        if not self.live:
-            return
         store = getattr(self.strategy.broker, "store", None)
         if self.p.connection_lost is not None and store is not None \
                 and hasattr(store, "connected"):

@@ -385,8 +385,8 @@ def execute(tasks: Sequence[Task], *, workers: int,
     """Run ``tasks`` on the current Ray session, ``workers`` at a time.
 
     Ray reruns a task whose worker process died (up to :data:`MAX_RETRIES` times). Ctrl-C
-    cancels what is queued and returns with ``interrupted`` set; ``on_result`` has seen every
-    result that finished.
+    stops submitting and returns with ``interrupted`` set; ``on_result`` has seen every result
+    that finished.
     """
     import ray
 
@@ -419,8 +419,9 @@ def execute(tasks: Sequence[Task], *, workers: int,
             finish(ready)
     except KeyboardInterrupt:
         outcome.interrupted = True
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        # No ray.cancel: in Ray 2.60 cancelling a task that is finishing can abort the driver
+        # ("Tried to complete task that was not pending"). A local Ray stops with the sweep; on
+        # a cluster the running tasks end on their own and their results are not stored.
         try:
             if pending:  # what finished in the meantime is kept too
                 finish(ray.wait(list(pending), num_returns=len(pending), timeout=0)[0])
@@ -470,7 +471,7 @@ class SweepResult:
 def optimize(config, strategy: str | None, grid: dict[str, list[Any]] | None, *,
              objective: str = "sharpe", db: str = DEFAULT_DB, address: str | None = None,
              workers: int | None = None, resume: str | None = None, fromdate: str | None = None,
-             todate: str | None = None, progress: TextIO | None = sys.stderr,
+             todate: str | None = None, progress: TextIO | None = None,
              on_result: Callable[[dict[str, Any]], None] | None = None,
              sweep_id: str | None = None) -> SweepResult:
     """Run (or ``resume``) a sweep and return every stored result of it."""

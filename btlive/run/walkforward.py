@@ -147,7 +147,7 @@ def walk_forward(config, strategy: str | None, grid: dict[str, list[Any]], *, tr
                  test: str, step: str | None = None, objective: str = "sharpe",
                  db: str = sweep.DEFAULT_DB, address: str | None = None,
                  workers: int | None = None, fromdate: str | None = None,
-                 todate: str | None = None, progress: TextIO | None = sys.stderr
+                 todate: str | None = None, progress: TextIO | None = None
                  ) -> WalkForwardReport:
     """Run every window (training sweep, then a test run with its best params)."""
     sweep.objective_of(objective)

@@ -157,6 +157,21 @@ def test_live_ticks_with_backfill_sequence(sim, run_bounded):
     assert delayed[-1][0] <= live[0][0]
 
 
+def test_rtbar_backfill_ends_at_the_last_finished_bar(sim, run_bounded):
+    """A backfilled 5-s bar still forming would hide the finished live bar of the same time."""
+    start = eastern_now().replace(tzinfo=None) - dt.timedelta(minutes=2)
+    cerebro, _, _ = cerebro_for(sim, dataname="EUR.USD-CASH-IDEALPRO", rtbar=True, what="MIDPOINT",
+                                timeframe=bt.TimeFrame.Seconds, compression=5, fromdate=start,
+                                strategy_kwargs={"livebars": 2})
+    (strat,), fired = run_bounded(cerebro, 40)
+    assert not fired
+    delayed = [b for b in strat.bars if b[3] == ["DELAYED"]]
+    live = [b for b in strat.bars if b[3] == ["LIVE"]]
+    assert delayed and live
+    assert all(b[5].timestamp() + 5 <= b[4] + 0.5 for b in delayed), "a forming bar was backfilled"
+    assert live[0][5] - delayed[-1][5] == dt.timedelta(seconds=5)
+
+
 def test_rtbar_forex_midpoint(sim, run_bounded):
     cerebro, data, _ = cerebro_for(sim, dataname="EUR.USD-CASH-IDEALPRO", rtbar=True, what="MIDPOINT",
                                    timeframe=bt.TimeFrame.Seconds, compression=5, backfill_start=False,
