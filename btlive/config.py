@@ -324,6 +324,9 @@ class ThetaTable(_Table):
     cache_uri: str | None = Field(None, description="ArcticDB URI of the history cache "
                                   "(downloaded days are read from it next time)")
     cache_library: str = Field("theta_cache", description="ArcticDB library of the cache")
+    fanout_port: int | None = Field(None, ge=0, le=65535, description="serve this run's Terminal "
+                                    "stream to `btlive record theta` on 127.0.0.1 (0: any free "
+                                    "port; the Terminal serves one streaming client)")
 
 
 class BacktestTable(_Table):

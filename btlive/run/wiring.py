@@ -410,7 +410,7 @@ def _theta_store(ctx: RunContext, sim: bool):
         ctx.closers.insert(0, theta_sim.stop)  # closers run last-in first: the store goes first
         rest_url, ws_url = theta_sim.rest_url, theta_sim.ws_url
     store = ThetaStore(rest_url=rest_url, ws_url=ws_url, cache_uri=table.cache_uri,
-                       cache_library=table.cache_library)
+                       cache_library=table.cache_library, fanout_port=table.fanout_port)
     ctx.closers.append(store.close)
     return store
 
