@@ -151,6 +151,9 @@ class ExecutionAudit(bt.Analyzer):
         written: ``"raise"`` :class:`AuditIncomplete` (the run exits non-zero, saying how many
         events and where they are) or ``"log"`` (an ERROR line; ``committed`` is False)
       - ``writer`` (default None): dict of extra ``AuditWriter`` keyword arguments
+      - ``run_info`` (default None): dict recorded in the run's start row as ``params["_run"]``
+        (``btlive run`` puts the strategy's code version, the config's hash and the ArcticDB
+        version of every symbol read there, so any trade traces back to code and data)
     """
 
     params = (
@@ -163,6 +166,7 @@ class ExecutionAudit(bt.Analyzer):
         ("overflow", None),
         ("on_incomplete", "raise"),
         ("writer", None),
+        ("run_info", None),
     )
 
     def start(self):
@@ -200,6 +204,8 @@ class ExecutionAudit(bt.Analyzer):
         bt_exec = self.p.bt_executions
         self._record_bits = (self._capture is None) if bt_exec is None else bool(bt_exec)
         params = dict(strategy.params._getkwargs())
+        if self.p.run_info:
+            params["_run"] = dict(self.p.run_info)
         account = None
         if self._ib is not None:
             try:

@@ -458,8 +458,12 @@ def _analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
             cerebro.addobserver(CVaRObserver, **kwargs)
     if cfg.audit is not None:
         from btlive.analyzers.audit import ExecutionAudit
+        from btlive.ops import code_version, config_hash
 
-        cerebro.addanalyzer(ExecutionAudit, _name="audit", mode=mode,
+        ctx = cerebro.btlive
+        run_info = {"code_version": code_version(ctx.strategy), "config_hash": config_hash(cfg),
+                    "arctic_versions": dict(ctx.arctic_versions)}
+        cerebro.addanalyzer(ExecutionAudit, _name="audit", mode=mode, run_info=run_info,
                             **cfg.audit.analyzer_kwargs())
     if plot:
         cerebro.addobserver(bt.observers.Value)

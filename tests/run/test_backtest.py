@@ -183,8 +183,12 @@ def test_alerts_and_audit_tables_wire_cvar_alerts_and_the_sql_audit(sma_config, 
     with engine.connect() as conn:
         rows = conn.execute(sa.text("select count(*) from order_events where status = 'rejected'"
                                     )).scalar()
+        start = conn.execute(sa.text("select params_json from runs where event = 'start'")).scalar()
     engine.dispose()
     assert rows > 0, "refused orders appear in the audit"
+    run = json.loads(start)["_run"]  # the trade traces back to code, config and data versions
+    assert run["arctic_versions"] == cerebro.btlive.arctic_versions and run["config_hash"]
+    assert run["code_version"]
     summary = summarize(strat, mode="backtest", spec="x", params={})
     assert summary["audit_rows"] >= rows and summary["alerts_sent"] == 0
 
