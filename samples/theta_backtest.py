@@ -88,7 +88,7 @@ def main(argv=None) -> int:
                                                             dt.time(0)))
             cerebro.adddata(data, name=name)
         cerebro.broker.setcommission(commission=0.65, mult=100)
-        cerebro.addstrategy(ShortStrangle, log=True)
+        cerebro.addstrategy(ShortStrangle, log=True, entry_delta=args.delta)
         if args.live:
             deadline = time.monotonic() + args.seconds
 
