@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -39,3 +40,22 @@ async def eventually_async(predicate: Callable[[], Any | Awaitable[Any]], timeou
         if time.monotonic() >= deadline:
             raise AssertionError(f"not true within {timeout} s: {what or predicate}")
         await asyncio.sleep(interval)
+
+
+def run_bounded(cerebro, limit: float = 30.0) -> tuple[Any, bool]:
+    """Run a cerebro with a watchdog that stops it after ``limit`` seconds; returns the
+    strategies and whether the watchdog fired."""
+    fired = threading.Event()
+
+    def stop():
+        fired.set()
+        cerebro.runstop()
+
+    timer = threading.Timer(limit, stop)
+    timer.daemon = True
+    timer.start()
+    try:
+        result = cerebro.run()
+    finally:
+        timer.cancel()
+    return result, fired.is_set()

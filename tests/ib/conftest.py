@@ -10,6 +10,7 @@ from ib_async import IB
 
 from btlive.ib.store import IBStore
 from btlive.sim.tws import TwsSimulator
+from tests import helpers
 
 
 @pytest.fixture
@@ -42,22 +43,7 @@ def make_sim():
 @pytest.fixture
 def run_bounded():
     """Run a cerebro with a watchdog that stops it after ``limit`` seconds."""
-    def run(cerebro, limit: float = 30.0):
-        fired = threading.Event()
-
-        def stop():
-            fired.set()
-            cerebro.runstop()
-
-        timer = threading.Timer(limit, stop)
-        timer.daemon = True
-        timer.start()
-        try:
-            result = cerebro.run()
-        finally:
-            timer.cancel()
-        return result, fired.is_set()
-    return run
+    return lambda cerebro, limit=30.0: helpers.run_bounded(cerebro, limit)
 
 
 @pytest.fixture(autouse=True)

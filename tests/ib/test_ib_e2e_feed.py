@@ -157,8 +157,9 @@ def test_live_ticks_with_backfill_sequence(sim, run_bounded):
     assert delayed[-1][0] <= live[0][0]
 
 
-def test_rtbar_backfill_ends_at_the_last_finished_bar(sim, run_bounded):
+def test_rtbar_backfill_ends_at_the_last_finished_bar(make_sim, run_bounded):
     """A backfilled 5-s bar still forming would hide the finished live bar of the same time."""
+    sim = make_sim(bar_interval=5.0)  # real-time bars every 5 s, as TWS sends them
     start = eastern_now().replace(tzinfo=None) - dt.timedelta(minutes=2)
     cerebro, _, _ = cerebro_for(sim, dataname="EUR.USD-CASH-IDEALPRO", rtbar=True, what="MIDPOINT",
                                 timeframe=bt.TimeFrame.Seconds, compression=5, fromdate=start,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-
 import backtrader as bt
 import pandas as pd
 import pytest
 
 from btlive.ib.store import IBStore
 from btlive.sim.tws import TwsSimulator
+from tests import helpers
 
 
 class QuoteData(bt.feeds.PandasData):
@@ -49,22 +48,7 @@ def sim():
 @pytest.fixture
 def run_bounded():
     """Run a cerebro with a watchdog that stops it after ``limit`` seconds."""
-    def run(cerebro, limit: float = 60.0):
-        fired = threading.Event()
-
-        def stop():
-            fired.set()
-            cerebro.runstop()
-
-        timer = threading.Timer(limit, stop)
-        timer.daemon = True
-        timer.start()
-        try:
-            result = cerebro.run()
-        finally:
-            timer.cancel()
-        return result, fired.is_set()
-    return run
+    return lambda cerebro, limit=60.0: helpers.run_bounded(cerebro, limit)
 
 
 @pytest.fixture(autouse=True)
