@@ -94,7 +94,7 @@ def test_cli_live_with_flag_and_limits_runs_against_the_simulator(paper_config, 
     from tests.run.test_backtest import write
 
     path = write(tmp_path, paper_config)
-    monkeypatch.setattr("btlive.run.wiring.SIM_DEFAULTS", FAST_SIM)
+    monkeypatch.setattr("btlive.run.feeds.SIM_DEFAULTS", FAST_SIM)
     code = bounded(lambda: main(["run", "strategies.sma_cross:SmaCross", "--mode", "live", "--live",
                                  "--sim", "--config", path, "--stop-after", "4", "-q",
                                  "--summary-json", str(tmp_path / "live.json")]))

@@ -91,7 +91,7 @@ def test_cli_parity_json_and_exit_code(tmp_path, monkeypatch, capsys):
     path = tmp_path / "btlive.toml"
     path.write_text(SMA.replace("params = { fast = 10, slow = 30, stake = 10 }",
                                 "params = { fast = 2, slow = 3, stake = 10 }"))
-    monkeypatch.setattr("btlive.run.wiring.SIM_DEFAULTS", FAST_SIM)
+    monkeypatch.setattr("btlive.run.feeds.SIM_DEFAULTS", FAST_SIM)
     try:
         code = main(["parity", "strategies.sma_cross:SmaCross", "--config", str(path),
                      "--bars", "8", "--json"])

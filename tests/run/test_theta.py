@@ -12,7 +12,7 @@ from btlive.cli import main
 from btlive.errors import UsageError
 from btlive.run import build, run
 from btlive.run.examples import STRANGLE
-from btlive.run.wiring import THETA_BACKFILL_BARS
+from btlive.run.feeds import THETA_BACKFILL_BARS
 from btlive.theta.store import ThetaStore
 from tests.run.test_backtest import BuyThenSell
 

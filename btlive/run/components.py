@@ -1,0 +1,75 @@
+"""The analyzers and operations components every run gets: CVaR, the audit, execution
+quality, operational alerts, the kill switch, the monitoring page and the metrics endpoint."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import backtrader as bt
+
+from btlive.config import RunConfig
+
+if TYPE_CHECKING:
+    from btlive.run.wiring import RunContext
+
+
+def add_analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
+    ctx: RunContext = cerebro.btlive
+    if cfg.alerts is not None:
+        from btlive.alerts.config import dispatcher_from_config
+
+        ctx.alerts = dispatcher_from_config(cfg, source="[alerts]")
+        ctx.closers.append(ctx.alerts.close)
+    if cfg.cvar.enabled:
+        from btlive.analyzers.cvar import CVaR
+
+        alerts = ctx.alerts if cfg.cvar.warning or cfg.cvar.critical else None
+        kwargs = {"window": cfg.cvar.window, "confidence": cfg.cvar.confidence,
+                  "method": cfg.cvar.method, "warning": cfg.cvar.warning,
+                  "critical": cfg.cvar.critical, "alerts": alerts}
+        cerebro.addanalyzer(CVaR, _name="cvar", keep_series=False, **kwargs)
+        if plot:
+            from btlive.observers.cvar import CVaR as CVaRObserver
+
+            cerebro.addobserver(CVaRObserver, **kwargs)
+    if cfg.audit is not None:
+        from btlive.analyzers.audit import ExecutionAudit
+        from btlive.ops import code_version, config_hash
+
+        ctx = cerebro.btlive
+        run_info = {"code_version": code_version(ctx.strategy), "config_hash": config_hash(cfg),
+                    "arctic_versions": dict(ctx.arctic_versions)}
+        cerebro.addanalyzer(ExecutionAudit, _name="audit", mode=mode, run_info=run_info,
+                            **cfg.audit.analyzer_kwargs())
+    if plot:
+        cerebro.addobserver(bt.observers.Value)
+        cerebro.addobserver(bt.observers.BuySell)
+        cerebro.addobserver(bt.observers.Trades)
+
+
+def add_ops(cerebro, ctx: RunContext, monitor_port: int | None, metrics_port: int | None) -> None:
+    """Issue 17's components: execution quality (every mode), operational alerts, the kill
+    switch (paper/live), the monitoring page and the metrics endpoint (when asked for).
+
+    ExecutionQuality goes first: the others read its rows. The kill switch wraps
+    ``broker.buy/sell`` at start, outside the risk gate, so a halted run refuses first.
+    """
+    from btlive.analyzers.execution import ExecutionQuality
+    from btlive.ops import KillSwitch, Metrics, Monitor, OpsAlerts
+
+    cfg, checks = ctx.config, ctx.gate.checks
+    cerebro.addanalyzer(ExecutionQuality, _name="execution")
+    cerebro.addanalyzer(OpsAlerts, _name="opsalerts", alerts=ctx.alerts,
+                        daily_loss_limit=cfg.risk.max_daily_loss)
+    monitor_port = cfg.monitor.port if monitor_port is None else monitor_port
+    if monitor_port is not None:
+        cerebro.addanalyzer(Monitor, _name="monitor", port=monitor_port, host=cfg.monitor.host,
+                            allow_remote=cfg.monitor.allow_remote, run_id=ctx.run_id,
+                            mode=ctx.mode, risk=checks)  # it logs its URL
+    metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
+    if metrics_port is not None:
+        cerebro.addanalyzer(Metrics, _name="metrics", port=metrics_port, host=cfg.metrics.host,
+                            allow_remote=cfg.metrics.allow_remote, run_id=ctx.run_id,
+                            mode=ctx.mode, risk=checks)
+    if ctx.mode != "backtest":
+        cerebro.addanalyzer(KillSwitch, _name="killswitch", run_id=ctx.run_id)
