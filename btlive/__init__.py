@@ -6,8 +6,7 @@ a missing optional piece (say, a broker you never use) cannot break the rest.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from btlive.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -25,13 +24,4 @@ _SUBPACKAGES = ("analyzers", "observers", "risk", "alerts", "audit", "arctic", "
 
 __all__ = [*_EXPORTS, *_SUBPACKAGES, "__version__"]
 
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    elif name in _SUBPACKAGES:
-        value = importlib.import_module(f"btlive.{name}")
-    else:
-        raise AttributeError(f"module 'btlive' has no attribute {name!r}")
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS, _SUBPACKAGES)

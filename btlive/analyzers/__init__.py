@@ -3,17 +3,10 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from btlive.lazy import lazy_exports
 
 _EXPORTS = {"CVaR": "btlive.analyzers.cvar", "ExecutionAudit": "btlive.analyzers.audit",
             "RecordFeeds": "btlive.analyzers.record", "ExecutionQuality": "btlive.analyzers.execution"}
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'btlive.analyzers' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)

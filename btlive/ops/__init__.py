@@ -8,8 +8,7 @@ backtrader's thread only publishes snapshots and counters.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from btlive.lazy import lazy_exports
 
 _EXPORTS = {
     "Monitor": "btlive.ops.monitor",
@@ -26,10 +25,4 @@ _EXPORTS = {
 }
 __all__ = list(_EXPORTS)
 
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'btlive.ops' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_exports(__name__, _EXPORTS)
