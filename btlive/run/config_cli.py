@@ -4,6 +4,8 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
+    from btlive.run.examples import EXAMPLES
+
     p = subparsers.add_parser("check", help="validate a config file; print every problem",
                               description="Validate FILE against the schema; print every problem "
                                           "(file, table, key) and exit 1 if there is one.")
@@ -12,7 +14,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("init", help="print a commented config that runs as is",
                               description="Print a commented btlive.toml that runs as is against "
                                           "the bundled simulators and sample data.")
-    p.add_argument("--example", choices=["sma", "strangle"], default="sma")
+    p.add_argument("--example", choices=sorted(EXAMPLES), default="sma")
     p.add_argument("--output", "-o", metavar="FILE", help="write to FILE (refuses to overwrite)")
     p.set_defaults(func=init)
     p = subparsers.add_parser("reference", help="print the configuration reference (markdown)")
