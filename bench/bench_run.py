@@ -1,6 +1,6 @@
 """The whole runner stack against plain backtrader on the same bars, in the same process.
 
-    python bench/run.py run --json [--bars N]
+    python bench/run.py run --json [--bars N] [--progress] [--backtest-only]
 
 Second metric: seconds from ``btlive.build(config, "paper", sim=True)`` to the strategy's first
 live bar, against a bare ib_async client's first 5-second real-time bar from the same simulator.
@@ -28,6 +28,28 @@ QUICK_BARS = 50_000
 def add_arguments(parser, name: str) -> None:
     parser.add_argument("--bars", type=int, default=None,
                         help=f"one-minute bars (default {DEFAULT_BARS:,}; --quick {QUICK_BARS:,})")
+    parser.add_argument("--progress", action="store_true",
+                        help="also run the whole stack with its progress bar drawn on a "
+                             "terminal-like sink: the cost of progress, against the run without")
+    parser.add_argument("--backtest-only", action="store_true",
+                        help="skip the paper first-decision metric")
+
+
+class _Terminal:
+    """A terminal that discards what it is sent: tqdm draws as it would on stderr."""
+
+    def __init__(self) -> None:
+        self.chars = 0
+
+    def write(self, text: str) -> int:
+        self.chars += len(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return True
 
 
 def _plain(frame) -> tuple[float, int]:
@@ -41,7 +63,7 @@ def _plain(frame) -> tuple[float, int]:
     return time.perf_counter() - start, len(strat.decisions)
 
 
-def _ours(folder: Path, uri: str) -> tuple[float, int, dict]:
+def _ours(folder: Path, uri: str, status=None) -> tuple[float, int, dict]:
     import btlive.analyzers.audit
     import btlive.analyzers.cvar  # noqa: F401 - imports are start-up, not the run
     from btlive.run import build
@@ -57,7 +79,7 @@ def _ours(folder: Path, uri: str) -> tuple[float, int, dict]:
         "audit": {"db": f"sqlite:///{folder / 'audit.db'}"},
     }
     start = time.perf_counter()
-    cerebro = build(config, "backtest")
+    cerebro = build(config, "backtest", status=status)
     strat = cerebro.run()[0]
     elapsed = time.perf_counter() - start
     summary = summarize(strat, mode="backtest", spec="bench", params={},
@@ -78,12 +100,22 @@ def run(args):
         get_library(uri, "btlive").write("bars/1min/BENCH", frame)
         plain_s, plain_orders = _plain(frame)
         ours_s, ours_orders, summary = _ours(folder, uri)
+        if args.progress:
+            terminal = _Terminal()
+            bar_s, bar_orders, _ = _ours(folder, uri, status=terminal)
     if ours_orders != plain_orders:
         raise SystemExit(f"the two runs decided differently: {ours_orders} vs {plain_orders} orders")
     yield result("run", "bars_per_s_whole_stack", n / ours_s, "backtrader PandasData, no analyzers",
                  n / plain_s, "bars/s", bars=n, orders=ours_orders,
                  risk_rejections=summary["risk_rejections"], seconds_ours=round(ours_s, 3),
                  seconds_anchor=round(plain_s, 3))
+    if args.progress:
+        if bar_orders != ours_orders or not terminal.chars:
+            raise SystemExit("the run with a progress bar decided differently or drew nothing")
+        yield result("run", "bars_per_s_with_progress_bar", n / bar_s,
+                     "the whole stack without progress, same run", n / ours_s, "bars/s", bars=n,
+                     seconds_ours=round(bar_s, 3), seconds_anchor=round(ours_s, 3),
+                     drawn_chars=terminal.chars)
 
 
 def _first_decision(sim_kwargs: dict) -> float:
@@ -157,7 +189,8 @@ def first_decision(args):
 
 def run_all(args):
     yield from run(args)
-    yield from first_decision(args)
+    if not args.backtest_only:
+        yield from first_decision(args)
 
 
 BENCHES = {"run": run_all}

@@ -1,7 +1,7 @@
 """Benchmark ``theta``: the ThetaData stream end to end.
 
 1. ``ws_to_arctic``: messages/s from the simulator's WebSocket (full trade stream in
-   firehose mode, a separate process) through our RFC 6455 decoder, the batched JSON
+   firehose mode, a separate process) through the stream client (picows), the batched JSON
    parser and StreamRecorder into ArcticRecorder on LMDB. Every row is read back and
    counted after the run. Anchors: the seed's requirement (1,000 msg/s peak) and the
    seed's naive recipe (``json.loads``, a one-row DataFrame and ``lib.update(...,
@@ -9,9 +9,12 @@
 2. ``quote_to_next``: latency from the socket read that delivered a quote to the
    strategy's ``next()`` (ThetaData, Ticks, live), p50 and p99. Anchor: the seed's
    10 ms data-ingestion target.
-3. ``ws_client``: our sans-IO WebSocket client (btlive.theta.wire) against picows on the
-   same firehose from the same simulator process, in the same run: messages/s and messages
-   per client CPU second (each client in turn, twice, the better run of each counts).
+3. ``ws_stream`` and ``ws_transport``: the stream client (``ThetaStream`` on picows) against
+   the sans-IO client it replaced (``theta_ws_v1.py`` on ``theta_wire_v1.py``, kept as the
+   anchor), on the same firehose from the same simulator process, in the same run:
+   messages/s and client CPU microseconds per message, for the whole session (frames to
+   parsed batches) and for the transport alone (frames to payloads). Clients alternate,
+   twice each; the better run of each counts.
 4. ``chain_greeks``: a whole chain's first-order greeks snapshot through the store into one
    DataFrame (one request) against one request per contract (as many in flight as the
    tier allows), contracts/s, same simulator, same run.
@@ -43,6 +46,8 @@ def add_arguments(parser, name: str) -> None:
                         help="messages written the naive way (default 300, quick 60)")
     parser.add_argument("--latency-ticks", type=int, default=None,
                         help="quotes timed into next() (default 1000, quick 150)")
+    parser.add_argument("--only", default=None,
+                        help="comma list of parts to run: arctic, ws, chain, latency (default all)")
 
 
 def _free_port() -> int:
@@ -176,9 +181,9 @@ _BULK = json.dumps({"msg_type": "STREAM_BULK", "sec_type": "OPTION", "req_type":
                     "add": True, "id": 0}).encode()
 
 
-async def _ours_client(ws_url: str, seconds: float) -> tuple[int, float, float]:
-    """(messages, wall, client CPU) with our codec on a plain asyncio stream."""
-    from btlive.theta.wire import (
+async def _v1_transport(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    """(messages, wall, client CPU): the old sans-IO codec on a plain asyncio stream."""
+    from theta_wire_v1 import (
         OP_TEXT,
         FrameDecoder,
         check_handshake_response,
@@ -207,7 +212,8 @@ async def _ours_client(ws_url: str, seconds: float) -> tuple[int, float, float]:
     return n, wall, cpu
 
 
-async def _picows_client(ws_url: str, seconds: float) -> tuple[int, float, float]:
+async def _picows_transport(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    """The same with picows: payloads collected per socket read, as ThetaStream does."""
     from picows import WSListener, WSMsgType, ws_connect
 
     class Counter(WSListener):
@@ -215,16 +221,15 @@ async def _picows_client(ws_url: str, seconds: float) -> tuple[int, float, float
             self.n, self.got = 0, []
 
         def on_ws_frame(self, transport, frame):
-            if frame.msg_type == WSMsgType.TEXT:
+            if frame.msg_type is WSMsgType.TEXT:
                 self.got.append(frame.get_payload_as_bytes())
-                self.n += 1
-                if len(self.got) >= 4096:
-                    self.got.clear()
+            if frame.last_in_buffer:
+                self.n += len(self.got)
+                self.got = []
 
     transport, listener = await ws_connect(Counter, ws_url, max_frame_size=1 << 24)
     transport.send(WSMsgType.TEXT, _BULK)
-    while listener.n < 1000:
-        await asyncio.sleep(0.01)
+    await _until(lambda: listener.n >= 1000)
     n0, t0, c0 = listener.n, time.perf_counter(), _cpu()
     await asyncio.sleep(seconds)
     n, wall, cpu = listener.n - n0, time.perf_counter() - t0, _cpu() - c0
@@ -232,15 +237,58 @@ async def _picows_client(ws_url: str, seconds: float) -> tuple[int, float, float
     return n, wall, cpu
 
 
-def measure_ws_clients(ws_url: str, seconds: float) -> dict:
-    """Both clients on the same firehose, alternating, twice each: the better run of each."""
+async def _until(predicate, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the firehose did not start")
+        await asyncio.sleep(0.01)
+
+
+async def _session(stream_cls, ws_url: str, seconds: float) -> tuple[int, float, float]:
+    """(messages, wall, client CPU) of a whole stream session: frames to parsed batches."""
+    n = [0]
+
+    def on_batch(batch, recv_ns):
+        n[0] += batch.data_frames
+
+    stream = stream_cls(ws_url, on_batch, lambda event: None, heartbeat_timeout=10.0,
+                        gap_after=None)
+    stream.subscribe("TRADE", None)
+    task = asyncio.ensure_future(stream.run())
+    try:
+        await _until(lambda: n[0] >= 1000)
+        n0, t0, c0 = n[0], time.perf_counter(), _cpu()
+        await asyncio.sleep(seconds)
+        count, wall, cpu = n[0] - n0, time.perf_counter() - t0, _cpu() - c0
+    finally:
+        await stream.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    return count, wall, cpu
+
+
+async def _picows_session(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    from btlive.theta.ws import ThetaStream
+
+    return await _session(ThetaStream, ws_url, seconds)
+
+
+async def _v1_session(ws_url: str, seconds: float) -> tuple[int, float, float]:
+    from theta_ws_v1 import ThetaStream
+
+    return await _session(ThetaStream, ws_url, seconds)
+
+
+def measure_ws_clients(ws_url: str, seconds: float, clients: dict) -> dict:
+    """Clients on the same firehose, alternating, twice each: (msg/s, CPU µs/msg) of the
+    better run of each."""
     best: dict[str, tuple[float, float]] = {}
-    for name in ("ours", "picows", "ours", "picows"):
-        client = _ours_client if name == "ours" else _picows_client
-        n, wall, cpu = asyncio.run(client(ws_url, seconds))
-        rate, per_cpu = n / wall, n / max(cpu, 1e-9)
+    for name in [*clients, *clients]:
+        n, wall, cpu = asyncio.run(clients[name](ws_url, seconds))
+        rate, us = n / wall, cpu / max(n, 1) * 1e6
         if rate > best.get(name, (0.0, 0.0))[0]:
-            best[name] = (rate, per_cpu)
+            best[name] = (rate, us)
         time.sleep(0.5)  # the simulator notices the old socket is gone
     return best
 
@@ -274,63 +322,85 @@ def measure_chain_greeks(rest_url: str, ws_url: str, contracts_cap: int) -> dict
 
 
 def _ws_clients(quick: bool):
-    try:
-        import picows  # noqa: F401 - only this comparison needs it
-    except ImportError:
-        print("picows is not installed: skipping the WebSocket client comparison",
-              file=sys.stderr)
-        return
+    seconds = 2.0 if quick else 5.0
+    anchors = {"stream": "the sans-IO session btlive ran before (bench/theta_ws_v1.py)",
+               "transport": "the sans-IO codec btlive ran before (bench/theta_wire_v1.py)"}
     with simulator("--firehose") as (_, ws_url):
-        clients = measure_ws_clients(ws_url, 2.0 if quick else 5.0)
-    (ours_rate, ours_cpu), (pw_rate, pw_cpu) = clients["ours"], clients["picows"]
-    both = {"ours_msgs_per_cpu_s": round(ours_cpu), "picows_msgs_per_cpu_s": round(pw_cpu),
-            "ours_msgs_per_s": round(ours_rate), "picows_msgs_per_s": round(pw_rate)}
-    yield result("theta", "ws_client_msgs_per_s", ours_rate,
-                 "picows 2.3 on the same firehose, same run", pw_rate, "msg/s", **both)
-    yield result("theta", "ws_client_msgs_per_cpu_s", ours_cpu,
-                 "picows 2.3 on the same firehose, same run", pw_cpu, "msg/cpu-s", **both)
+        stream = measure_ws_clients(ws_url, seconds, {"picows": _picows_session,
+                                                      "v1": _v1_session})
+        transport = measure_ws_clients(ws_url, seconds, {"picows": _picows_transport,
+                                                         "v1": _v1_transport})
+    for part, best in (("stream", stream), ("transport", transport)):
+        (rate, us), (v1_rate, v1_us) = best["picows"], best["v1"]
+        extra = {"picows_msgs_per_s": round(rate), "v1_msgs_per_s": round(v1_rate),
+                 "picows_cpu_us_per_msg": round(us, 3), "v1_cpu_us_per_msg": round(v1_us, 3),
+                 "window_s": seconds}
+        anchor = f"{anchors[part]}, same firehose, same run"
+        yield result("theta", f"ws_{part}_msgs_per_s", rate, anchor, v1_rate, "msg/s", **extra)
+        yield result("theta", f"ws_{part}_cpu_us_per_msg", us, anchor, v1_us, "us/msg",
+                     higher_is_better=False, **extra)
 
 
-def run(args):
-    quick = getattr(args, "quick", False)
-    seconds = args.seconds or (3.0 if quick else 20.0)
-    naive_n = args.naive_count or (60 if quick else 300)
-    lat_n = args.latency_ticks or (150 if quick else 1000)
+def _arctic(seconds: float, naive_n: int):
     tmp = tempfile.mkdtemp(prefix="bench_theta_")
     try:
         with simulator("--firehose") as (rest_url, ws_url):
             thr = measure_throughput(rest_url, ws_url, seconds, tmp)
             frames = capture_frames(ws_url, naive_n)
         naive = measure_naive(frames, tmp)
-        extra = {"acked_rows_per_s": round(thr["acked_per_s"]),
-                 "cpu_seconds_per_second": round(thr["cpu_per_wall"], 2),
-                 "msgs_per_cpu_second": round(thr["msgs_per_s"] / max(thr["cpu_per_wall"], 1e-9)),
-                 "messages": thr["messages"], "rows_read_back": thr["stored_rows"],
-                 "all_rows_stored": thr["stored_rows"] == thr["messages"],
-                 "window_s": seconds, "layout": "root"}
-        ours = thr["msgs_per_s"]
-        yield result("theta", "ws_to_arctic_msgs_per_s", ours, "seed requirement: 1,000 msg/s peak",
-                     SEED_PEAK_MSGS, "msg/s", **extra)
-        yield result("theta", "ws_to_arctic_vs_naive", ours,
-                     f"seed recipe: DataFrame + lib.update per message ({len(frames)} msgs)",
-                     naive, "msg/s", **extra)
-        yield from _ws_clients(quick)
-        with simulator() as (rest_url, ws_url):
-            chain = measure_chain_greeks(rest_url, ws_url, 200 if quick else 1000)
-        yield result("theta", "chain_greeks_snapshot_contracts_per_s", chain["bulk_per_s"],
-                     "one snapshot request per contract (tier concurrency), same run",
-                     chain["each_per_s"], "contracts/s", **{k: v for k, v in chain.items()
-                                                             if not k.endswith("_per_s")})
-        with simulator("--quote-ms", "10", "--symbols", "SPY") as (rest_url, ws_url):
-            lat = measure_latency(rest_url, ws_url, lat_n)
-        common = {"samples": lat["n"], "exchange_stamp_to_next_p50_ms": round(lat["stamp_p50"], 3),
-                  "exchange_stamp_to_next_p99_ms": round(lat["stamp_p99"], 3)}
-        yield result("theta", "quote_to_next_p99_ms", lat["p99"], "seed: 10 ms data ingestion",
-                     SEED_INGEST_MS, "ms", higher_is_better=False, **common)
-        yield result("theta", "quote_to_next_p50_ms", lat["p50"], "seed: 10 ms data ingestion",
-                     SEED_INGEST_MS, "ms", higher_is_better=False, **common)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    extra = {"acked_rows_per_s": round(thr["acked_per_s"]),
+             "cpu_seconds_per_second": round(thr["cpu_per_wall"], 2),
+             "msgs_per_cpu_second": round(thr["msgs_per_s"] / max(thr["cpu_per_wall"], 1e-9)),
+             "messages": thr["messages"], "rows_read_back": thr["stored_rows"],
+             "all_rows_stored": thr["stored_rows"] == thr["messages"],
+             "window_s": seconds, "layout": "root"}
+    ours = thr["msgs_per_s"]
+    yield result("theta", "ws_to_arctic_msgs_per_s", ours, "seed requirement: 1,000 msg/s peak",
+                 SEED_PEAK_MSGS, "msg/s", **extra)
+    yield result("theta", "ws_to_arctic_vs_naive", ours,
+                 f"seed recipe: DataFrame + lib.update per message ({len(frames)} msgs)",
+                 naive, "msg/s", **extra)
+
+
+def _chain(quick: bool):
+    with simulator() as (rest_url, ws_url):
+        chain = measure_chain_greeks(rest_url, ws_url, 200 if quick else 1000)
+    yield result("theta", "chain_greeks_snapshot_contracts_per_s", chain["bulk_per_s"],
+                 "one snapshot request per contract (tier concurrency), same run",
+                 chain["each_per_s"], "contracts/s", **{k: v for k, v in chain.items()
+                                                         if not k.endswith("_per_s")})
+
+
+def _latency(lat_n: int):
+    with simulator("--quote-ms", "10", "--symbols", "SPY") as (rest_url, ws_url):
+        lat = measure_latency(rest_url, ws_url, lat_n)
+    common = {"samples": lat["n"], "exchange_stamp_to_next_p50_ms": round(lat["stamp_p50"], 3),
+              "exchange_stamp_to_next_p99_ms": round(lat["stamp_p99"], 3)}
+    yield result("theta", "quote_to_next_p99_ms", lat["p99"], "seed: 10 ms data ingestion",
+                 SEED_INGEST_MS, "ms", higher_is_better=False, **common)
+    yield result("theta", "quote_to_next_p50_ms", lat["p50"], "seed: 10 ms data ingestion",
+                 SEED_INGEST_MS, "ms", higher_is_better=False, **common)
+
+
+PARTS = ("arctic", "ws", "chain", "latency")
+
+
+def run(args):
+    quick = getattr(args, "quick", False)
+    seconds = args.seconds or (3.0 if quick else 20.0)
+    only = set(args.only.split(",")) if args.only else set(PARTS)
+    if only - set(PARTS):
+        raise SystemExit(f"--only {args.only!r}: expected a comma list of {', '.join(PARTS)}")
+    if "arctic" in only:
+        yield from _arctic(seconds, args.naive_count or (60 if quick else 300))
+    if "ws" in only:
+        yield from _ws_clients(quick)
+    if "chain" in only:
+        yield from _chain(quick)
+    if "latency" in only:
+        yield from _latency(args.latency_ticks or (150 if quick else 1000))
 
 
 BENCHES = {"theta": run}

@@ -28,6 +28,7 @@ MODULES = {
     "audit": "bench_audit",
     "run": "bench_run",
     "optimize": "bench_optimize",
+    "options": "bench_options",
 }
 
 

@@ -127,6 +127,28 @@ class DataTable(_Table):
     as_of: int | str | None = Field(None, description="ArcticDB version or snapshot to read")
     backfill: bool = Field(True, description="paper/live: warm up from history before the "
                            "first live bar")
+    legs: list[Literal["call", "put"]] | None = Field(None, description="`theta` only: option "
+                                                      "legs on the underlying `symbol` whose "
+                                                      "contracts the strategy picks during the "
+                                                      "run (feeds `{name}_call`, `{name}_put`; "
+                                                      "bars of `timeframe` seconds or minutes; "
+                                                      "no feed of the underlying itself); see "
+                                                      "docs/options.md and `[options]`")
+
+    @model_validator(mode="after")
+    def _legs(self) -> DataTable:
+        if self.legs is None:
+            return self
+        if self.source != "theta" or not self.symbol or self.contract:
+            raise ValueError("`legs` needs source \"theta\" and the underlying as `symbol` "
+                             "(e.g. symbol = \"SPY\"), no `contract`")
+        if not self.legs or len(set(self.legs)) != len(self.legs):
+            raise ValueError(f"legs {self.legs!r}: expected [\"call\", \"put\"], "
+                             "[\"call\"] or [\"put\"]")
+        if self.timeframe not in ("seconds", "minutes") or self.resample is not None:
+            raise ValueError(f"legs: timeframe {self.timeframe!r}: option legs make bars of "
+                             "seconds or minutes, without [data.resample]")
+        return self
 
     @model_validator(mode="after")
     def _instrument(self) -> DataTable:
@@ -237,7 +259,8 @@ class CvarTable(_Table):
 class RecordTable(_Table):
     """``[record]``: in paper and live, record the run's own feeds into ArcticDB."""
 
-    enabled: bool = Field(False, description="record ticks and bars of every IB feed")
+    enabled: bool = Field(False, description="record the run's feeds: ticks and bars of every "
+                          "IB feed through its connection, bars of every ThetaData feed")
     uri: str = Field("lmdb://./arctic_data", description="ArcticDB URI")
     library: str = Field("btlive", description="ArcticDB library")
 
@@ -270,6 +293,15 @@ class MetricsTable(_ServerTable):
 
     port: int | None = Field(None, ge=0, le=65535, description="port of `/metrics` (0: any "
                              "free port; unset: no endpoint)")
+
+
+class RecoveryTable(_Table):
+    """``[recovery]``: paper and live runs on IB: the orders a previous session of this clientId
+    left working at TWS (after a crash or SIGKILL; `btlive run --resume RUN_ID`)."""
+
+    policy: Literal["report", "cancel", "adopt"] = Field(
+        "report", description="`report` leaves them working, `cancel` cancels them before the "
+        "first bar, `adopt` makes them orders of the strategy (see docs/operations.md)")
 
 
 class SimTwsTable(_Table):
@@ -329,6 +361,18 @@ class ThetaTable(_Table):
                                     "port; the Terminal serves one streaming client)")
 
 
+class OptionsTable(_Table):
+    """``[options]``: the option chain and the fills of `[[data]]` entries with `legs`."""
+
+    greeks: Literal["all", "first_order"] = Field("all", description="the Terminal's greeks: "
+                                                  "`all` (pro tier) or `first_order` (gamma "
+                                                  "computed from its IV)")
+    strike_range: int = Field(30, ge=1, description="strikes each side of the money the chain "
+                              "fetches per expiration")
+    spread_fraction: float = Field(1.0, ge=0, le=1, description="local fills: 1 at the bid "
+                                   "(sell) / ask (buy), 0 at the midpoint")
+
+
 class BacktestTable(_Table):
     """``[backtest]``: the period of a backtest (`--from` and `--to` win)."""
 
@@ -366,8 +410,11 @@ class RunConfig(_Table):
     record: RecordTable = Field(default_factory=RecordTable, description="recording")
     backtest: BacktestTable = Field(default_factory=BacktestTable, description="backtest period")
     theta: ThetaTable = Field(default_factory=ThetaTable, description="the Theta Terminal")
+    options: OptionsTable = Field(default_factory=OptionsTable, description="option legs")
     monitor: MonitorTable = Field(default_factory=MonitorTable, description="monitoring page")
     metrics: MetricsTable = Field(default_factory=MetricsTable, description="Prometheus metrics")
+    recovery: RecoveryTable = Field(default_factory=RecoveryTable,
+                                    description="orders left by a previous session")
     sim: SimTable = Field(default_factory=SimTable, description="simulators")
 
     @field_validator("data")

@@ -138,6 +138,7 @@ class ShortStrangle(bt.Strategy):
             contract = getattr(self.datas[0], "contract", None)
             root = contract.root if contract is not None else "strangle"
             self.slots[root] = Strangle(root, self.datas[0], self.datas[1])
+        self.clock = legs[0] if legs else self.datas[0]  # other feeds (an underlying) may tick apart
         self.entries = self.rolls = 0
         self.exits: list[str] = []
         self.rejections: Counter = Counter()
@@ -151,10 +152,10 @@ class ShortStrangle(bt.Strategy):
     # ------------------------------------------------------------------ helpers
 
     def _now_ns(self) -> int:
-        return ns_of(self.datas[0].datetime.datetime(0))  # naive UTC
+        return ns_of(self.clock.datetime.datetime(0))  # naive UTC
 
     def _say(self, text: str) -> None:
-        when = self.datas[0].datetime.datetime(0) if len(self.datas[0]) else "-"
+        when = self.clock.datetime.datetime(0) if len(self.clock) else "-"
         self.events.append(f"{when} {text}")
         if self.p.log:
             print(f"{when} {text}")

@@ -60,3 +60,11 @@ def pg_url(pg_server_url: str):
     with engine.connect() as conn:
         conn.execute(sa.text(f'drop schema "{schema}" cascade'))
     engine.dispose()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist (``-n``), the sweep tests share one Ray cluster per session: keep them
+    on one worker (``--dist loadgroup``)."""
+    for item in items:
+        if "sweep" in item.path.parts:
+            item.add_marker(pytest.mark.xdist_group("ray"))

@@ -31,7 +31,9 @@ from btlive.audit.events import (
     QuoteEvent,
     RunEvent,
 )
+from btlive.audit.runs import COUNTED, open_database, run_state, segment_events
 from btlive.audit.writer import acquire_writer, release_writer
+from btlive.errors import CommandError, UsageError
 from btlive.ib.capture import IBCapture, ib_order_key
 from btlive.sql import redact_url
 
@@ -43,9 +45,6 @@ BT_STATUS = {
     "Rejected": "rejected",
 }
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
-
-#: What a stop row counts: the rows this analyzer wrote (source "bt"), per table.
-COUNTED = ("orders", "order_events", "executions", "commissions")
 
 _captures: dict[int, tuple[IBCapture, int]] = {}
 _captures_lock = threading.Lock()
@@ -134,7 +133,14 @@ class ExecutionAudit(bt.Analyzer):
 
       - ``db`` (default ``sqlite:///btlive_audit.db``): SQLAlchemy URL of the audit database
       - ``run_id`` (default None): id of this run; generated (UTC time + random) when None.
-        With several strategies in one cerebro, ``.<index>`` is appended per strategy.
+        With several strategies in one cerebro, ``.<index>`` is appended per strategy. A run id
+        already in the database is an error (:class:`~btlive.errors.UsageError`) unless
+        ``resume`` is set
+      - ``resume`` (default False): continue ``run_id`` after a crash or a stop: the run gets a
+        ``resume:N`` row (N = 2, 3... its segment) instead of a second ``start``, its order keys
+        and execution ids carry ``:sN`` (backtrader's order refs restart at 1), and its stop row
+        (``stop:N``) counts the rows of the whole run, all segments together. A ``run_id`` not in
+        the database is an error (:class:`~btlive.errors.UsageError`)
       - ``mode`` (default None): ``backtest``/``paper``/``live``; None guesses from the data
         (``live`` if any data is live, else ``backtest``)
       - ``capture_ib`` (default True): if the broker has ``store.ib`` (IBBroker), also record
@@ -154,6 +160,11 @@ class ExecutionAudit(bt.Analyzer):
       - ``run_info`` (default None): dict recorded in the run's start row as ``params["_run"]``
         (``btlive run`` puts the strategy's code version, the config's hash and the ArcticDB
         version of every symbol read there, so any trade traces back to code and data)
+
+    At ``start()``, before the strategy can place an order, the database is opened (tables
+    created if missing) and the run id looked up: a database that cannot be reached is a
+    :class:`~btlive.errors.CommandError` in one line, with the URL redacted. ``segment`` is then
+    1 for a new run, N for the Nth segment of a resumed one.
     """
 
     params = (
@@ -167,6 +178,7 @@ class ExecutionAudit(bt.Analyzer):
         ("on_incomplete", "raise"),
         ("writer", None),
         ("run_info", None),
+        ("resume", False),
     )
 
     def start(self):
@@ -187,7 +199,10 @@ class ExecutionAudit(bt.Analyzer):
             raise ValueError(f"on_incomplete={self.p.on_incomplete!r} must be 'raise' or 'log'")
         options = {"overflow": self.p.overflow or ("journal" if self.live else "block"),
                    **(self.p.writer or {})}
-        self._writer = acquire_writer(self.p.db, **options)
+        state = self._open_run(options)
+        self.segment = state.segments + 1
+        opened, self._stop_event = segment_events(self.segment)
+        self._bt_key = f"bt:{self.run_id}" if self.segment == 1 else f"bt:{self.run_id}:s{self.segment}"
         self._submit = self._writer.submit
         self._keys: dict[int, str] = {}
         self._pending: dict[int, list] = {}
@@ -195,7 +210,7 @@ class ExecutionAudit(bt.Analyzer):
         self._cum: dict[int, float] = {}
         self._instruments: dict[int, str | None] = {}
         self._open_comm: dict[int, Decimal] = {}  # per data: commissions of the open position
-        self._counts = dict.fromkeys(COUNTED, 0)
+        self._counts = {table: state.counts.get(table, 0) for table in COUNTED}
         broker = strategy.broker
         ib = getattr(getattr(broker, "store", None), "ib", None)
         self._ib_broker = ib is not None
@@ -213,10 +228,33 @@ class ExecutionAudit(bt.Analyzer):
             except (ConnectionError, RuntimeError, AttributeError):
                 pass  # not connected yet: the account is in every execution anyway
         self._submit(RunEvent(
-            run_id=self.run_id, event="start",
+            run_id=self.run_id, event=opened,
             mode=self.p.mode or ("live" if self.live else "backtest"),
             broker=type(broker).__name__, strategy=type(strategy).__name__, account=account,
             params=params, event_ns=time.time_ns()))
+
+    def _open_run(self, options: dict):
+        """Open the database and the writer; the run id's recorded state (resume or not)."""
+        db = self.p.db
+        open_database(db)
+        self._writer = writer = acquire_writer(db, **options)
+        try:
+            # a resumed run counts its rows: what an earlier process left in a journal first
+            if self.p.resume and not writer.flush(self.p.close_timeout):
+                raise CommandError(f"audit database {redact_url(db)}: cannot write to it "
+                                   f"({writer.stats['last_error'] or 'the writer stopped'})")
+            state = run_state(db, self.run_id)
+            if state.segments and not self.p.resume:
+                raise UsageError(f"audit run id {self.run_id!r} already exists in "
+                                 f"{redact_url(db)}: resume it (resume=True, btlive run "
+                                 "--resume) or choose a new run id")
+            if self.p.resume and not state.segments:
+                raise UsageError(f"cannot resume audit run {self.run_id!r}: no such run in "
+                                 f"{redact_url(db)}")
+        except Exception:
+            release_writer(writer, self.p.close_timeout)
+            raise
+        return state
 
     def _attach_capture(self, ib) -> IBCapture | None:
         with _captures_lock:
@@ -266,7 +304,7 @@ class ExecutionAudit(bt.Analyzer):
         ib_id = info.get("ib_order_id") if info else None
         if ib_id:
             return ib_order_key(info.get("ib_client_id"), ib_id, info.get("ib_perm_id"))
-        return f"bt:{self.run_id}:{order.ref}"
+        return f"{self._bt_key}:{order.ref}"
 
     def notify_order(self, order):
         ref = order.ref
@@ -340,7 +378,7 @@ class ExecutionAudit(bt.Analyzer):
         ref = order.ref
         n = self._bits[ref] = self._bits.get(ref, 0) + 1
         cum = self._cum[ref] = self._cum.get(ref, 0.0) + abs(bit.size)
-        exec_id = f"bt:{self.run_id}:{ref}:{n}"
+        exec_id = f"{self._bt_key}:{ref}:{n}"
         ns = _num2ns(bit.dt) or self._now_ns()
         data = order.data
         symbol = self._instrument(data)
@@ -378,12 +416,12 @@ class ExecutionAudit(bt.Analyzer):
 
     def stop(self):
         for ref, events in self._pending.items():  # never placed with IB: keep backtrader's ref
-            key = self._keys[ref] = f"bt:{self.run_id}:{ref}"
+            key = self._keys[ref] = f"{self._bt_key}:{ref}"
             for event in events:
                 event.order_key = key
                 self._submit(event)
         self._pending.clear()
-        self._submit(RunEvent(run_id=self.run_id, event="stop", event_ns=time.time_ns(),
+        self._submit(RunEvent(run_id=self.run_id, event=self._stop_event, event_ns=time.time_ns(),
                               params={"counts": dict(self._counts)}))
         if self._capture is not None:
             self._detach_capture()

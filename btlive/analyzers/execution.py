@@ -197,6 +197,8 @@ class ExecutionQuality(bt.Analyzer):
         self.clock = "wall" if self.wall else "data"
         broker = self.strategy.broker
         self._start_value = broker.getvalue()
+        if not self._children:  # backtrader's wrapper loops over child analyzers first
+            self._notify_cashvalue = self.notify_cashvalue
         ib = getattr(getattr(broker, "store", None), "ib", None)
         if ib is not None and self.wall:
             # connected before any order exists, so no event can be missed or raced

@@ -19,6 +19,7 @@ class RecordFeeds(bt.Analyzer):
       - ``recorder``: an :class:`ArcticRecorder` to use (not closed at the end);
         when None one is created from ``uri``/``library`` and closed at stop
       - ``uri``, ``library``: where to write when no recorder is given
+      - ``feeds``: names of the feeds to record; None (default) records every feed
       - ``symbols``: dict data name -> symbol; default ``bars/{tf}/{name}``
         with ``tf`` from :func:`btlive.arctic.symbols.timeframe_name` (``1min``,
         ``1h`` for 60 minutes: the one naming every writer and reader uses)
@@ -30,7 +31,7 @@ class RecordFeeds(bt.Analyzer):
     """
 
     params = (("recorder", None), ("uri", DEFAULT_URI), ("library", DEFAULT_LIBRARY),
-              ("symbols", None), ("flush_rows", 10_000), ("flush_seconds", 1.0),
+              ("feeds", None), ("symbols", None), ("flush_rows", 10_000), ("flush_seconds", 1.0),
               ("finalize_seconds", DEFAULT_FINALIZE_SECONDS))
 
     def start(self):
@@ -43,6 +44,8 @@ class RecordFeeds(bt.Analyzer):
         for i, data in enumerate(self.datas):
             name = data._name or (data.p.dataname if isinstance(data.p.dataname, str)
                                   else f"data{i}")
+            if self.p.feeds is not None and name not in self.p.feeds:
+                continue
             symbol = names.get(name) or bar_symbol(
                 timeframe_name(data._timeframe, data._compression), name.replace("/", "_"))
             self._feeds.append([data, symbol, 0])

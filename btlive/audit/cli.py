@@ -17,7 +17,9 @@ def register(subparsers) -> None:
         "verify", help="recompute the audit hash chain; exit 1 on any break or unfinished run",
         description="Recompute every row's hash in seq order, check that seqs are contiguous, that "
                     "the committed chain heads match, that every run has a stop row and that its "
-                    "counts match the rows. Exit 0 if all verify, 1 otherwise.")
+                    "counts match the rows. A resumed run's earlier segment without a stop row is "
+                    "a NOTE (did not stop cleanly, resumed at T), not a failure. Exit 0 if all "
+                    "verify, 1 otherwise.")
     verify.add_argument("--db", required=True, help="SQLAlchemy URL, e.g. sqlite:///audit.db")
     verify.add_argument("--head", metavar="SEQ:HASH",
                         help="a head exported earlier (printed by a previous verify); must still match")
@@ -71,6 +73,8 @@ def _verify(args) -> int:
     print(f"head {result.head_seq}:{result.head_hash}")
     if result.chain_ok:
         print(f"chain OK: all {result.rows} rows verify (a valid chain up to seq {result.head_seq})")
+    for note in result.notes:
+        print(f"NOTE: {note}")
     for problem in result.problems:
         print(f"BREAK: {problem}")
     print("OK" if result.ok else f"FAILED: {len(result.problems)} problem(s)")

@@ -169,7 +169,8 @@ def _converter(cls, dialect: str) -> tuple[Callable, list[str]]:
 
 class RowCodec:
     """Per dialect: ``convert(event, recorded_ns) -> (params, canonical_json, key)`` and the INSERT
-    statement (columns ``seq, row_hash, *sorted others``) of every audited table."""
+    statement (columns ``*sorted others, seq, row_hash``: the params with the chain's two values
+    appended) of every audited table."""
 
     def __init__(self, dialect: str) -> None:
         self.dialect = dialect
@@ -179,7 +180,7 @@ class RowCodec:
         for cls in EVENT_TYPES:
             convert, columns = _converter(cls, dialect)
             self.converters[cls] = convert
-            names = ["seq", "row_hash", *columns]
+            names = [*columns, "seq", "row_hash"]
             sql = (f"INSERT INTO {cls.TABLE} ({', '.join(names)}) "
                    f"VALUES ({', '.join([mark] * len(names))})")
             if cls.TABLE in KEY_COLUMNS:

@@ -111,13 +111,22 @@ def ns_to_datetime(ns: int | None) -> datetime | None:
     return _EPOCH + timedelta(microseconds=ns // 1000)
 
 
+#: ``seq``: BIGINT, but INTEGER on SQLite, where an INTEGER PRIMARY KEY is the table's own rowid
+#: instead of a second B-tree to update on every insert (databases made before keep their BIGINT).
+Seq = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
 def _chain_columns() -> list[sa.Column]:
     return [
-        sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+        sa.Column("seq", Seq, primary_key=True, autoincrement=False),
         sa.Column("row_hash", sa.String(64), nullable=False),
         sa.Column("recorded_ns", sa.BigInteger, nullable=False),
     ]
 
+
+#: A run's segments: ``start`` [``stop``], then per resumed segment N (2, 3...) ``resume:N``
+#: [``stop:N``]; unique per run id, so a replayed event is still recognised as a duplicate.
+RUN_EVENTS_CHECK = "event IN ('start', 'stop') OR event LIKE 'resume:%' OR event LIKE 'stop:%'"
 
 runs = sa.Table(
     "runs", metadata,
@@ -132,7 +141,7 @@ runs = sa.Table(
     sa.Column("event_ns", sa.BigInteger, nullable=False),
     sa.Column("event_at", UtcDateTime),
     sa.UniqueConstraint("run_id", "event", name="uq_runs_run_event"),
-    sa.CheckConstraint("event in ('start', 'stop')", name="ck_runs_event"),
+    sa.CheckConstraint(RUN_EVENTS_CHECK, name="ck_runs_event"),
 )
 
 orders = sa.Table(
@@ -230,8 +239,8 @@ executions = sa.Table(
     sa.Column("recv_ns", sa.BigInteger),
     sa.Column("raw_json", sa.Text),
     sa.UniqueConstraint("exec_id", name="uq_executions_exec_id"),
-    sa.Index("ix_executions_order_ns", "order_key", "exec_ns"),
-    sa.Index("ix_executions_base", "base_exec_id"),
+    # no secondary index: each one doubled the cost of an insert, the heaviest of the audit, and
+    # the reports scan the table anyway (SQLite builds a transient index for their joins)
 )
 
 commissions = sa.Table(
@@ -265,7 +274,7 @@ quotes = sa.Table(
 
 chain_heads = sa.Table(
     "chain_heads", metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("seq", Seq, primary_key=True, autoincrement=False),
     sa.Column("row_hash", sa.String(64), nullable=False),
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("writer_id", sa.String, nullable=False),
@@ -303,4 +312,30 @@ def create_schema(engine: sa.Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({sql.PG_DDL_LOCK})")
         metadata.create_all(conn)
+        _upgrade_run_events(conn)
         install_append_only(conn)
+
+
+def _upgrade_run_events(conn: sa.Connection) -> None:
+    """Let a database made before resumable runs take ``resume:N``/``stop:N`` rows: its
+    ``runs`` check allowed only start and stop. The rows, their seqs and hashes are unchanged."""
+    if conn.dialect.name == "postgresql":
+        found = conn.exec_driver_sql(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conname = 'ck_runs_event' AND conrelid = 'runs'::regclass").scalar()
+        if found is not None and "resume" not in found:
+            conn.exec_driver_sql(
+                "ALTER TABLE runs DROP CONSTRAINT ck_runs_event, ADD CONSTRAINT ck_runs_event "
+                f"CHECK ({RUN_EVENTS_CHECK})".replace("%", "%%"))
+        return
+    found = conn.exec_driver_sql(
+        "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'runs'").scalar()
+    if found is None or "resume" in found:
+        return
+    # SQLite cannot change a check in place: copy the (small) table into one made today
+    ddl = str(sa.schema.CreateTable(runs).compile(dialect=conn.dialect)).strip()
+    columns = ", ".join(c.name for c in runs.columns)
+    conn.exec_driver_sql(ddl.replace("CREATE TABLE runs (", "CREATE TABLE runs_upgrade (", 1))
+    conn.exec_driver_sql(f"INSERT INTO runs_upgrade ({columns}) SELECT {columns} FROM runs")
+    conn.exec_driver_sql("DROP TABLE runs")  # its triggers go with it; the caller re-creates them
+    conn.exec_driver_sql("ALTER TABLE runs_upgrade RENAME TO runs")

@@ -1,9 +1,11 @@
 """Recompute the hash chain from the stored rows and compare it with the recorded heads; check
-that every run stopped and that its stop row's counts match the rows it wrote."""
+that every run stopped and that its stop rows' counts match the rows it wrote (a run resumed
+after a crash: its earlier segments may lack a stop row, which is a note, not a failure)."""
 
 from __future__ import annotations
 
 import heapq
+import itertools
 import json
 from dataclasses import dataclass, field
 
@@ -12,6 +14,7 @@ import sqlalchemy as sa
 from btlive import sql
 from btlive.audit import schema
 from btlive.audit.chain import ChainVerifier
+from btlive.audit.runs import counts_by_run, opens_segment
 
 
 class NotAnAuditDatabase(LookupError):
@@ -30,6 +33,7 @@ class VerifyResult:
     chain_ok: bool = True
     runs: int = 0
     unstopped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # e.g. a segment resumed after a crash
 
 
 def _stream(conn: sa.Connection, table: sa.Table):
@@ -69,50 +73,87 @@ def verify_connection(conn: sa.Connection, expect_head: tuple[int, str] | None =
             problems.append(f"expected head seq {seq} hash {h[:16]}..., found "
                             f"{(checker.hash_at.get(seq) or 'no such row')[:16]}...")
     chain_ok = not problems
-    runs, unstopped, run_problems = check_runs(conn)
+    runs, unstopped, run_problems, notes = check_runs(conn)
     problems += run_problems
     return VerifyResult(ok=not problems, rows=checker.rows, head_seq=checker.seq,
                         head_hash=checker.hash, counts=counts, heads_checked=len(heads),
-                        problems=problems, chain_ok=chain_ok, runs=runs, unstopped=unstopped)
+                        problems=problems, chain_ok=chain_ok, runs=runs, unstopped=unstopped,
+                        notes=notes)
 
 
-#: Rows a run's analyzer wrote (source "bt"), per table, by run id.
-_RUN_COUNTS = {
-    "orders": "SELECT run_id, COUNT(*) FROM orders WHERE source = 'bt' GROUP BY run_id",
-    "order_events": "SELECT run_id, COUNT(*) FROM order_events WHERE source = 'bt' GROUP BY run_id",
-    "executions": "SELECT run_id, COUNT(*) FROM executions WHERE source = 'bt' GROUP BY run_id",
-    "commissions": "SELECT e.run_id, COUNT(*) FROM commissions c JOIN executions e "
-                   "ON e.exec_id = c.exec_id WHERE c.source = 'bt' GROUP BY e.run_id",
-}
+@dataclass
+class _Segment:
+    opened: str  # "start" or "resume:N"
+    at: object  # when it opened (a datetime, or None)
+    stop: tuple | None = None  # (params_json, seq) of its stop row
 
 
-def check_runs(conn: sa.Connection) -> tuple[int, list[str], list[str]]:
-    """(runs, runs without a stop row, problems): a run that did not stop was killed, crashed or
-    is still running; a stop row's counts that differ from the rows mean rows are missing."""
-    started, stopped = {}, {}
+def check_runs(conn: sa.Connection) -> tuple[int, list[str], list[str], list[str]]:
+    """(run ids, runs whose last segment has no stop row, problems, notes).
+
+    A run's last segment without a stop row was killed, crashed or is still running: a problem.
+    An earlier segment without one was resumed after a crash: a note, not a failure. Every stop
+    row's counts (the run's rows up to that stop, all its segments together) must match the rows
+    found before it; fewer means rows are missing.
+    """
     r = schema.runs
-    for run_id, event, params, at in conn.execute(
-            sa.select(r.c.run_id, r.c.event, r.c.params_json, r.c.event_at).order_by(r.c.seq)):
-        (started if event == "start" else stopped)[run_id] = (params, at)
-    found = {table: dict(conn.exec_driver_sql(q).all()) for table, q in _RUN_COUNTS.items()}
-    problems = []
-    unstopped = [run for run in started if run not in stopped]
-    for run in unstopped:
-        at = started[run][1]
-        when = f" (started {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
-        problems.append(f"run {run}{when} has no stop row: it did not stop cleanly (killed or "
-                        "crashed), or is still running")
-    for run, (params, _at) in stopped.items():
-        try:
-            counts = (json.loads(params) if params else {}).get("counts") or {}
-        except (ValueError, AttributeError):
-            counts = {}
-        wrong = [f"{table} {found[table].get(run, 0)} of {n}" for table, n in counts.items()
-                 if table in found and found[table].get(run, 0) != n]
-        if wrong:
-            problems.append(f"run {run}: its stop row counts differ from the rows found: "
-                            + ", ".join(wrong) + " (rows missing)")
-    return len(started), unstopped, problems
+    runs: dict[str, list[_Segment]] = {}
+    problems, notes = [], []
+    for run_id, event, params, at, seq in conn.execute(
+            sa.select(r.c.run_id, r.c.event, r.c.params_json, r.c.event_at, r.c.seq)
+            .order_by(r.c.seq)):
+        segments = runs.setdefault(run_id, [])
+        if opens_segment(event):
+            segments.append(_Segment(event, at))
+        elif segments and segments[-1].stop is None:
+            segments[-1].stop = (params, seq)
+        else:
+            problems.append(f"run {run_id}: {event} row (seq {seq}) stops no open segment")
+    found = counts_by_run(conn)
+    unstopped = []
+    for run_id, segments in runs.items():
+        if segments and segments[0].opened != "start":
+            problems.append(f"run {run_id}: {segments[0].opened} row but no start row")
+        for n, (seg, after) in enumerate(itertools.pairwise(segments), 1):
+            if seg.stop is None:
+                notes.append(f"run {run_id}: segment {n}{_since(seg.at)} did not stop cleanly, "
+                             f"resumed at {_when(after.at)}")
+        last = segments[-1] if segments else None
+        if last is not None and last.stop is None:
+            unstopped.append(run_id)
+            what = f"run {run_id}{_since(last.at, 'started')}" if len(segments) == 1 else (
+                f"run {run_id}: its segment {len(segments)} (resumed at {_when(last.at)})")
+            problems.append(f"{what} has no stop row: it did not stop cleanly (killed or "
+                            "crashed), or is still running")
+        for n, seg in enumerate(segments, 1):
+            wrong = _wrong_counts(conn, run_id, seg, last, found) if seg.stop else None
+            if wrong:
+                which = "its" if len(segments) == 1 else f"its segment {n}"
+                problems.append(f"run {run_id}: {which} stop row counts differ from the rows "
+                                "found: " + ", ".join(wrong) + " (rows missing)")
+    return len(runs), unstopped, problems, notes
+
+
+def _wrong_counts(conn, run_id: str, seg: _Segment, last: _Segment, found: dict) -> list[str]:
+    params, seq = seg.stop
+    try:
+        counts = (json.loads(params) if params else {}).get("counts") or {}
+    except (ValueError, AttributeError):
+        counts = {}
+    if not counts:
+        return []
+    if seg is not last:  # a stop before a resume covers the rows written until then
+        found = counts_by_run(conn, run_id, before_seq=seq)
+    return [f"{table} {found[table].get(run_id, 0)} of {n}" for table, n in counts.items()
+            if table in found and found[table].get(run_id, 0) != n]
+
+
+def _when(at) -> str:
+    return f"{at:%Y-%m-%d %H:%M:%S} UTC" if at else "an unknown time"
+
+
+def _since(at, word: str = "from") -> str:
+    return f" ({word} {at:%Y-%m-%d %H:%M:%S} UTC)" if at else ""
 
 
 def verify(url: str, expect_head: tuple[int, str] | None = None) -> VerifyResult:

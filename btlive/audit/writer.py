@@ -519,7 +519,7 @@ class AuditWriter:
         for ev in events:
             try:
                 append((ev, ev.TABLE, *converters[type(ev)](ev, recorded)))
-            except (ValueError, TypeError, ArithmeticError, KeyError) as exc:
+            except (ValueError, TypeError, ArithmeticError, KeyError, AttributeError) as exc:
                 self.stats["rejected"] += 1
                 log.error("audit writer: rejected %r: %s", ev, exc)
         if not rows:
@@ -597,7 +597,7 @@ class AuditWriter:
                     new_keys[table].add(key)
                 seq += 1  # seq and row_hash are rewritten on every attempt
                 h = sha(f"{h}|{table}|{seq}|{text}".encode()).hexdigest()
-                by_table[table].append((seq, h, *params))
+                by_table[table].append(params + (seq, h))
             if seq > head_seq:
                 inserted = 0
                 for table, params in by_table.items():

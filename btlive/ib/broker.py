@@ -34,6 +34,7 @@ from btlive.ib.orders import (
     Action,
     FillBook,
     OrderSpecError,
+    adopted_order_spec,
     build_ib_order,
     error_action,
     round_prices,
@@ -75,6 +76,7 @@ class _Rec:
     deferred: tuple | None = None  # (action, code, text): a cancel waiting for in-flight fills
     modifying: tuple | None = None  # (ib fields, created prices) before a re-send TWS has not acked
     refused_code: int = 0  # ib_async reports a refused modification twice (status, then error)
+    filled_before: float = 0.0  # adopted: executed before this session (in its start positions)
 
 
 #: Warnings that answer a re-sent order by refusing the change: can't modify a filled order,
@@ -141,6 +143,7 @@ class IBBroker(bt.BrokerBase):
         self._link_up = False
         self._acct: dict[tuple[str, str], float] = {}
         self._exec_contract: dict[str, Contract] = {}
+        self._filled_before: dict[int, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self):
@@ -157,17 +160,25 @@ class IBBroker(bt.BrokerBase):
         self.startingcash, self.startingvalue = self.cash, self.value
 
     async def _snapshot(self):
-        # ib_async synced positions and account values during connect
+        # ib_async synced positions, account values, open orders and executions during connect
         ib = self.ib
-        return list(ib.positions()), list(ib.accountValues()), set(ib.wrapper.fills)
+        fills = list(ib.wrapper.fills.values())
+        ours = self.store.clientId
+        filled = {t.order.permId: max(float(t.orderStatus.filled),
+                                      sum(float(f.execution.shares) for f in fills
+                                          if f.execution.permId == t.order.permId))
+                  for t in ib.openTrades() if t.order.clientId == ours and t.order.permId}
+        return (list(ib.positions()), list(ib.accountValues()),
+                {f.execution.execId for f in fills}, filled)
 
-    def _apply_snapshot(self, positions, values, exec_ids) -> None:
+    def _apply_snapshot(self, positions, values, exec_ids, filled) -> None:
         self.positions.clear()
         for pos in positions:
             self._set_position(pos)
         for value in values:
             self._apply(_account_event(value))
         self._fills.seen.update(exec_ids)  # executions before this run are not ours to apply
+        self._filled_before = filled  # per permId: what adopt() leaves out of an order
 
     def _set_position(self, pos) -> None:
         mult = _mult(pos.contract)
@@ -323,6 +334,41 @@ class IBBroker(bt.BrokerBase):
             rec.order_id = oid
             self._oid2ref[oid] = rec.order.ref
         self._inbox.put(ev.Placed(rec.order.ref, oid))  # order.info is the strategy thread's
+
+    def adopt(self, trade, data, owner) -> bt.Order:
+        """Make an order an earlier session of this clientId left working at TWS (``trade``,
+        an ib_async Trade) a backtrader order of this run, trading ``data`` for ``owner``.
+
+        Call it on backtrader's thread before the first bar (``Recovery(policy="adopt")``):
+        the order is notified Submitted then Accepted, appears in ``get_orders_open``, and its
+        later fills, cancels and modifications go through this broker like any other order.
+        Its size is what was left to fill when this session connected (executions before
+        that are in the positions the broker started with, and are skipped by their cumQty
+        if they arrive late); ``order.info.adopted`` holds the
+        IB orderRef it was placed with. Raises ``OrderSpecError`` if nothing is left to fill.
+        """
+        ib_order, contract = trade.order, trade.contract
+        filled = self._filled_before.get(ib_order.permId, float(trade.orderStatus.filled))
+        spec = adopted_order_spec(ib_order, filled)
+        cls = bt.BuyOrder if ib_order.action.upper() == "BUY" else bt.SellOrder
+        # simulated: made before the data's first bar (it reads no price or time from it)
+        order = cls(owner=owner, data=data, simulated=True, **spec)
+        order.p.simulated = False  # from now on an order like any other (notified, traded)
+        order.addcomminfo(self.getcommissioninfo(data))
+        order.addinfo(ib_order=with_ibpy_aliases(ib_order), ib_order_id=ib_order.orderId,
+                      ib_client_id=self.store.clientId, adopted=ib_order.orderRef,
+                      ib_filled_before=filled)
+        rec = _Rec(order, ib_order, contract, order_id=ib_order.orderId, sent=True,
+                   has_expiry=ib_order.tif in ("DAY", "GTD"), filled_before=filled)
+        self._recs[order.ref] = rec
+        with self._lock:
+            self._oid2ref[ib_order.orderId] = order.ref
+        self._learn_perm(rec, ib_order.permId)
+        order.submit(self)
+        self.notify(order)
+        if trade.orderStatus.status in ("Submitted", "PreSubmitted"):
+            self._act(rec, Action.ACCEPT, 0, "")
+        return order
 
     def cancel(self, order):
         rec = self._recs.get(order.ref)
@@ -708,6 +754,8 @@ class IBBroker(bt.BrokerBase):
         order = rec.order
         if order.status in (order.Completed, order.Rejected, order.Margin):
             return
+        if fill.cum_qty and fill.cum_qty <= rec.filled_before + 1e-9:
+            return  # adopted: an execution TWS had counted before this session (late to arrive)
         if order.status == order.Submitted:  # TWS may report the fill before any "Submitted"
             order.accept(self)
             self.notify(order)

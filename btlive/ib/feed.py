@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 import queue
+import sys
 
 import backtrader as bt
 from backtrader.feed import DataBase
@@ -83,7 +85,9 @@ class IBData(DataBase):
     Without store params the feed uses the IBStore that exists already (the broker's, say),
     as backtrader's one-per-process store does. ``contract``/``contractdetails`` also answer
     IbPy's read-only ``m_`` names (``data.contractdetails.m_timeZoneId``).
-    Forex volume is 0, live and backfilled, as in backtrader.
+    Forex volume is 0, live and backfilled, as in backtrader. A long history download or backfill
+    shows a progress bar on stderr when it is a terminal, or when asked for
+    (``BTLIVE_PROGRESS=bar|line``, ``btlive.run.progress.set_mode``).
     """
 
     params = (
@@ -131,6 +135,7 @@ class IBData(DataBase):
         self.tradecontract = self.tradecontractdetails = None
         self.tickrule = TickRule()
         self.error: str | None = None
+        self._progress = None  # of a history download, when shown
 
     @staticmethod
     def _parse(spec, defaults: ContractDefaults, name: str) -> Contract:
@@ -332,6 +337,7 @@ class IBData(DataBase):
 
     def stop(self):
         super().stop()
+        self._end_progress()
         if self._state == self._ST_FROM:
             self.p.backfill_from.stop()
         self._recorder = None  # the loop thread stops recording before the recorder closes
@@ -363,6 +369,31 @@ class IBData(DataBase):
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
                                      self.history_what(), bool(self.p.useRTH), self._daily_time)
         self._state = self._ST_HISTORBACK
+        self._end_progress()
+        self._progress = self._history_progress(begin, end)
+
+    def _history_progress(self, begin, end):
+        """A progress bar on stderr for a history download, on a terminal or when asked for
+        (``$BTLIVE_PROGRESS``, ``progress.set_mode``); it shows only when the download takes
+        long. Its total is an estimate: a closed market has fewer bars than the span."""
+        tty = sys.stderr.isatty()
+        if not (tty or "BTLIVE_PROGRESS" in os.environ or "btlive.run.progress" in sys.modules):
+            return None  # not asked for: no need to import the runner's package
+        from btlive.run.progress import Progress, current_mode
+
+        mode = current_mode()
+        if mode == "off" or (mode == "auto" and not tty):
+            return None
+        size = bar_size(self._timeframe, self._compression)
+        end = end or dt.datetime.now(dt.UTC).replace(tzinfo=None) + self.ib.timeoffset()
+        span = (end - begin).total_seconds() if begin is not None else size.max_duration
+        return Progress(total=max(1, int(span // size.seconds)), unit="bars",
+                        desc=f"IB history {contract_label(self.contract)} {size.setting}")
+
+    def _end_progress(self) -> None:
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.close()
 
     def _daily_time(self, day: dt.date) -> dt.datetime:
         """Daily bars carry a date: stamp them at the session end in the contract's time zone,
@@ -476,10 +507,15 @@ class IBData(DataBase):
             msg = self.qhist.get(timeout=timeout)
         except queue.Empty:
             if self.p.historical:
+                self._end_progress()
                 self.put_notification(self.DISCONNECTED, "historical download timed out")
                 self._state = self._ST_OVER
                 return False
             return None
+        if not isinstance(msg, LiveBar):
+            self._end_progress()
+        elif self._progress is not None:
+            self._progress.update()
         if msg is msgs.CONN_BROKEN:
             if self.p.historical:
                 self.put_notification(self.DISCONNECTED, "connection lost during historical download")

@@ -120,6 +120,41 @@ def build_ib_order(*, isbuy: bool, size: float, exectype: int | None, price: flo
     return order
 
 
+#: IB order types back to backtrader's; another type (say 'LIT') is adopted as it works at IB,
+#: with backtrader's exectype Limit if it has a limit price, else Market.
+EXEC_TYPES = {name: exectype for exectype, name in ORDER_TYPES.items() if exectype is not None}
+
+
+def adopted_order_spec(order: Any, filled: float) -> dict[str, Any]:
+    """backtrader ``Order`` keyword arguments for an IB order placed by an earlier session,
+    of which ``filled`` was executed before this session (so only the rest is adopted)."""
+    size = float(order.totalQuantity) - filled
+    if size <= 0:
+        raise OrderSpecError(f"order {order.orderId} has nothing left to fill "
+                             f"({filled:g} of {float(order.totalQuantity):g})")
+    exectype = EXEC_TYPES.get(order.orderType)
+    if exectype is None:
+        exectype = bt.Order.Limit if _is_set(order.lmtPrice) else bt.Order.Market
+    price = pricelimit = trailamount = trailpercent = None
+    lmt = order.lmtPrice if _is_set(order.lmtPrice) else None
+    aux = order.auxPrice if _is_set(order.auxPrice) else None
+    if exectype == bt.Order.Limit:
+        price = lmt
+    elif exectype == bt.Order.Stop:
+        price = aux
+    elif exectype == bt.Order.StopLimit:
+        price, pricelimit = aux, lmt
+    elif exectype in (bt.Order.StopTrail, bt.Order.StopTrailLimit):
+        pct = order.trailingPercent if _is_set(order.trailingPercent) else None
+        trailamount, trailpercent = (None, pct / 100.0) if pct else (aux, None)
+        stop = order.trailStopPrice if _is_set(order.trailStopPrice) else None
+        offset = order.lmtPriceOffset if _is_set(order.lmtPriceOffset) else 0.0
+        price = stop or 0.0  # backtrader derives the limit offset from price - pricelimit
+        pricelimit = price - offset if exectype == bt.Order.StopTrailLimit else price
+    return {"size": size, "exectype": exectype, "price": price, "pricelimit": pricelimit,
+            "trailamount": trailamount, "trailpercent": trailpercent}
+
+
 def round_prices(order: IBOrder, rule: TickRule, policy: str | None, isbuy: bool) -> dict[str, float]:
     """Put ``order``'s prices on ``rule``'s grid (see :mod:`btlive.ib.ticks` for ``policy``);
     returns the fields changed, with their new values. ``None`` leaves the order as it is."""

@@ -134,6 +134,9 @@ class OpsAlerts(bt.Analyzer):
         strategy.notify_store = self._on_store  # analyzers are not told of store messages
         # the loop's clocks matter to live feeds only; a backtest's next() checks slippage
         self._hook = LoopHook.attach(strategy.env, self._tick) if self.live else None
+        self._broker, self._dt = strategy.broker, strategy.datetime
+        if not self._children:  # backtrader's wrappers loop over child analyzers first
+            self._next = self._prenext = self.next
 
     def stop(self) -> None:
         self.strategy.notify_store = self._notify_store
@@ -267,16 +270,15 @@ class OpsAlerts(bt.Analyzer):
     def next(self) -> None:
         if self._to_check:
             self._check_slippage()
-        self._check_daily_loss()
+        if self.p.daily_loss_limit:
+            self._check_daily_loss()
 
     def _check_daily_loss(self) -> None:
         limit = self.p.daily_loss_limit
-        if not limit:
-            return
-        value = self.strategy.broker.getvalue()
+        value = self._broker.getvalue()
         # every bar of a backtest comes here: the day is the date number's integer part, and
         # the condition is only consulted when it is or turns bad (else it has nothing to say)
-        key = datetime.now(UTC).date() if self.live else int(self.strategy.datetime[0])
+        key = datetime.now(UTC).date() if self.live else int(self._dt[0])
         if self._day_key != key:
             self._day_key, self._day, self._day_start_value = key, self._now().date(), value
         loss = self._day_start_value - value

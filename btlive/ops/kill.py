@@ -123,7 +123,9 @@ class KillSwitch(bt.Analyzer):
             self._runfile = RunFile(
                 run_id=self.run_id, pid=os.getpid(), port=self._control.server_address[1],
                 token=self.token, strategy=type(strategy).__name__, mode=guess_mode(strategy),
-                started=datetime.now(UTC).isoformat()).write(run_dir)
+                started=datetime.now(UTC).isoformat(),
+                client_id=int(getattr(getattr(broker, "store", None), "clientId", 0) or 0),
+            ).write(run_dir)
         if self.p.signals and threading.current_thread() is threading.main_thread():
             self._old_signal = signal.signal(signal.SIGTERM, self._on_signal)
 

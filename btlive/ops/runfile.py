@@ -30,6 +30,7 @@ class RunFile:
     strategy: str = ""
     mode: str = ""
     started: str = ""
+    client_id: int = 0  # the IB clientId: a resumed run needs it to find its orders at TWS
 
     def write(self, run_dir: Path) -> Path:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -1,5 +1,7 @@
 """Option fills and costs in backtest: quotes with a spread, IB's per-contract commissions,
-and expiration (a short or long option is closed at its intrinsic value when it expires)."""
+and expiration: an index option is cash-settled at its intrinsic value; an equity option in
+the money is exercised or assigned into 100 shares a contract at the strike when the run has
+a feed of its underlying (cash-settled otherwise, and the settlement says why)."""
 
 from __future__ import annotations
 
@@ -42,10 +44,16 @@ class OptionCommission(IBCommission):
 class OptionsBroker(QuoteBroker):
     """QuoteBroker for option legs: market orders fill at the bid when selling and at the ask
     when buying (``spread_fraction`` 1.0; 0.5 = half-way from the midpoint, 0 = midpoint),
-    on the bar after the decision; a leg whose contract expired with a position is closed at
-    its intrinsic value (no commission) before the strategy sees that bar.
+    on the bar after the decision; a leg whose contract expired with a position is settled
+    (no option commission) before the strategy sees that bar: index options in cash at
+    intrinsic value; equity options in the money by delivery (``deliver``) when a feed of
+    the underlying is in the run (named as the root, or a stock feed of it): the option
+    closes at 0 and the underlying's position changes by ``mult`` shares a contract at the
+    strike (a short put or a long call buys, a short call or a long put sells; the stock's
+    commission applies), order info ``reason='assignment'``. Out of the money: closed at 0.
 
-    Params: ``spread_fraction`` (1.0), ``settle`` (True), ``held`` (None: a mapping
+    Params: ``spread_fraction`` (1.0), ``settle`` (True), ``deliver`` (True: physical
+    delivery of equity options; False: every option cash-settled), ``held`` (None: a mapping
     ``{instrument: (size, price)}`` of positions the account holds from before the run, as
     after a restart; a leg that switches to such a contract finds them, as IBBroker finds an
     account's positions by contract), and BackBroker's.
@@ -54,6 +62,7 @@ class OptionsBroker(QuoteBroker):
     params = (
         ("spread_fraction", 1.0),
         ("settle", True),
+        ("deliver", True),
         ("held", None),
     )
 
@@ -95,24 +104,55 @@ class OptionsBroker(QuoteBroker):
             for order in list(self.pending):  # a close still working is superseded
                 if order is not None and order.data is data and order.alive():
                     self.cancel(order)
-            size = -pos.size
-            cls = BuyOrder if size > 0 else SellOrder
-            order = cls(owner=owner, data=data, size=abs(size), price=price,
-                        exectype=Order.Market)
-            order.addinfo(settle=price, reason="expiration")
-            self._ocoize(order, None)
-            order.submit(self)
-            order.accept(self)
-            self.orders.append(order)
-            self.notify(order)
-            comminfo = self.getcommissioninfo(data)
+            held, contract = pos.size, data.contract
+            stock, why = self._delivery_feed(owner, contract) if price > 0 else (None, "")
+            record = {"data": data._name, "contract": contract.instrument, "size": -held,
+                      "price": 0.0 if stock is not None else price}
+            self._settle(owner, data, -held, record["price"], "expiration", free=True)
+            if stock is not None:
+                shares = held * self.getcommissioninfo(data).p.mult * (
+                    1 if contract.right == "C" else -1)
+                self._settle(owner, stock, shares, contract.strike, "assignment")
+                record["delivery"] = {"data": stock._name, "size": shares,
+                                      "price": contract.strike}
+            elif why:
+                record["cash"] = why
+            self.settlements.append(record)
+
+    def _delivery_feed(self, owner, contract):
+        """(the feed of an equity option's underlying, "") or (None, why it is cash)."""
+        from btlive.theta.feed import INDEX_ROOTS
+
+        if contract.root in INDEX_ROOTS:
+            return None, "index option: cash-settled"
+        if not self.p.deliver:
+            return None, "deliver=False: cash-settled"
+        for d in owner.datas:
+            c = getattr(d, "contract", None)
+            if getattr(d, "expired", None) is None and (
+                    d._name == contract.root or c is not None and not c.is_option
+                    and c.root == contract.root):
+                return d, ""
+        return None, f"no feed of {contract.root} in the run: cash-settled at intrinsic value"
+
+    def _settle(self, owner, data, size: float, price: float, reason: str,
+                free: bool = False) -> None:
+        cls = BuyOrder if size > 0 else SellOrder
+        order = cls(owner=owner, data=data, size=abs(size), price=price, exectype=Order.Market)
+        order.addinfo(settle=price, reason=reason)
+        self._ocoize(order, None)
+        order.submit(self)
+        order.accept(self)
+        self.orders.append(order)
+        self.notify(order)
+        comminfo = self.getcommissioninfo(data)
+        if free:  # OptionCommission charges nothing while settling
             comminfo.settling = True
-            try:
-                self._execute(order, ago=0, price=price)
-            finally:
+        try:
+            self._execute(order, ago=0, price=price)
+        finally:
+            if free:
                 comminfo.settling = False
-            self.settlements.append({"data": data._name, "contract": data.contract.instrument,
-                                     "size": size, "price": price})
 
     def _try_exec_market(self, order, popen, phigh, plow):
         data = order.data

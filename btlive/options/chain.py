@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 FIELDS = {"bid": "bid", "ask": "ask", "delta": "delta", "gamma": "gamma", "theta": "theta",
           "vega": "vega", "iv": "implied_vol", "underlying": "underlying_price"}
 GREEKS_ORDERS = {"all": "greeks_all", "first_order": "greeks"}
+EXPIRATIONS_AHEAD = 60  # days a cached expiration list must reach past a backtest's day
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,11 +147,14 @@ class OptionChain:
       - ``strike_range`` (30): strikes each side of the money fetched per expiration.
       - ``rate`` (0.0433): only to compute gamma from IV with ``greeks='first_order'``.
       - ``snapshot_ttl`` (1.0 s): live snapshots younger than this are reused.
+      - ``times`` (None): ``(start_time, end_time)`` ET of each day's history request
+        (``"00:00:00"``, ``"23:59:59"``); None = the Terminal's default, 09:30-16:00.
     """
 
     def __init__(self, store, calendar: MarketCalendar | None = None, live: bool = False,
                  interval: str = "5m", greeks: str = "all", strike_range: int = 30,
-                 rate: float = 0.0433, snapshot_ttl: float = 1.0) -> None:
+                 rate: float = 0.0433, snapshot_ttl: float = 1.0,
+                 times: tuple[str, str] | None = None) -> None:
         if greeks not in GREEKS_ORDERS:
             raise ValueError(f"greeks {greeks!r}: expected one of {sorted(GREEKS_ORDERS)}")
         self.store = store
@@ -161,6 +165,7 @@ class OptionChain:
         self.strike_range = strike_range
         self.rate = rate
         self.snapshot_ttl = snapshot_ttl
+        self.times = {"start_time": times[0], "end_time": times[1]} if times else {}
         self.messages: list[str] = []
         self._said: set[str] = set()
         self._expirations: dict[str, list[str]] = {}
@@ -182,14 +187,44 @@ class OptionChain:
         """Expirations of ``root`` still trading at ``at_ns`` (before their close)."""
         exps = self._expirations.get(root)
         if exps is None:
+            exps = self._cached_expirations(root, at_ns)
+        if exps is None:
             try:
                 exps = sorted(self.store.expirations(root))
             except (ThetaError, ValueError) as exc:
                 self.say(f"no expirations for {root}: {exc}")
                 return []
+            self._cache_expirations(root, exps)
             self._expirations[root] = exps
         today = et_datetime(at_ns).strftime("%Y%m%d")
         return [e for e in exps if e >= today and self.calendar.expiry_close_ns(e) > at_ns]
+
+    def _cache_lib(self):
+        cache = None if self.live else self.store.cache()
+        return None if cache is None else cache.lib
+
+    def _cached_expirations(self, root: str, at_ns: int) -> list[str] | None:
+        """A backtest's expirations from the store's ArcticDB cache when the list cached
+        there reaches past ``at_ns`` by ``EXPIRATIONS_AHEAD`` days (a rerun needs no
+        Terminal); None: ask the Terminal."""
+        lib = self._cache_lib()
+        symbol = f"chain_expirations/{root}"
+        if lib is None or not lib.has_symbol(symbol):
+            return None
+        exps = sorted(lib.read(symbol).data["expiration"].astype(str))
+        ahead = (et_datetime(at_ns) + pd.Timedelta(days=EXPIRATIONS_AHEAD)).strftime("%Y%m%d")
+        if not exps or exps[-1] < ahead:
+            return None
+        self._expirations[root] = exps
+        return exps
+
+    def _cache_expirations(self, root: str, exps: list[str]) -> None:
+        lib = self._cache_lib()
+        if lib is not None and exps:
+            try:
+                lib.write(f"chain_expirations/{root}", pd.DataFrame({"expiration": exps}))
+            except Exception as exc:  # noqa: BLE001 - a cache must never fail the run
+                log.warning("cannot cache the expirations of %s: %s", root, exc)
 
     def pick_expiration(self, root: str, at_ns: int, dte: int,
                         mode: str = "atleast") -> str | None:
@@ -243,14 +278,16 @@ class OptionChain:
         def request(order: str) -> pd.DataFrame:
             def fetch(_kind, _key, first, _last, interval) -> pd.DataFrame:
                 frame = self.store.chain_history(root, order, first, expiration, "both",
-                                                 interval, strike_range=self.strike_range)
+                                                 interval, strike_range=self.strike_range,
+                                                 **self.times)
                 return frame.sort_index(kind="stable") if len(frame) else frame
 
             cache = self.store.cache()
             if cache is None:
                 return fetch(None, None, day, day, self.interval)
             # the store's ArcticDB day cache: one symbol per chain and day
-            key = _ChainKey(f"{root}_{expiration}_chain{self.strike_range or ''}")
+            hours = "_".join(["", *self.times.values()]).replace(":", "")
+            key = _ChainKey(f"{root}_{expiration}_chain{self.strike_range or ''}{hours}")
             return cache.fetch(f"chain_{order}", key, self.interval, day, day, fetch)
 
         try:
@@ -305,7 +342,8 @@ class OptionChain:
                         c.root, order, c.expiration, c.right, **extra))
                 elif self.calendar.is_session(day):
                     frame = self._ask(lambda order: self.store.chain_history(
-                        c.root, order, day, c.expiration, c.right, self.interval, **extra))
+                        c.root, order, day, c.expiration, c.right, self.interval, **extra,
+                        **self.times))
                 else:
                     frame = None
             except (ThetaError, ValueError) as exc:

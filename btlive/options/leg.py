@@ -136,6 +136,13 @@ class OptionLeg(bt.feed.DataBase):
                 self.streamed_quotes += 1
 
     @property
+    def btlive_contract(self) -> str:
+        """The instrument an order on this leg trades now (the runner's order records)."""
+        if self.contract is None:
+            return f"{self.root} {'call' if self.right == 'C' else 'put'} leg (no contract)"
+        return self.contract.instrument
+
+    @property
     def expired(self) -> bool:
         """The current contract stopped trading (its expiration's close is past)."""
         return (self.contract is not None and self.now_ns >=
@@ -162,10 +169,11 @@ class OptionLeg(bt.feed.DataBase):
                     else (self.p.clock or time.time_ns)())
         self._hi = to_utc_ns(self.p.todate, self.p.tz) if self.p.todate else None
         self._next_day = et_datetime(self._lo).date()
-        if self.chain.live:
-            self.put_notification(self.LIVE)
-            if self._streaming() and self.contract is not None:
-                self._resubscribe()
+        # LIVE in backtest too: islive() only keeps backtrader from preloading (contracts
+        # are picked during the run); every bar is one to decide on, none is warm-up
+        self.put_notification(self.LIVE)
+        if self._streaming() and self.contract is not None:
+            self._resubscribe()
 
     def stop(self) -> None:
         if self.channel is not None:

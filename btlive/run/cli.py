@@ -25,6 +25,10 @@ def configure(parser) -> None:
     parser.add_argument("--live", action="store_true", help="confirm live trading")
     parser.add_argument("--stop-after", type=int, metavar="N",
                         help="paper/live: stop after N bars of live data")
+    parser.add_argument("--resume", metavar="RUN_ID",
+                        help="paper/live: continue RUN_ID after a crash or a kill, with the same "
+                             "run id in the audit; the orders it left working at TWS are "
+                             "handled by [recovery] policy (report, cancel or adopt)")
     parser.add_argument("--reproduce", metavar="RUN_ID",
                         help="rerun a recorded backtest (run id or summary JSON) on exactly "
                              "the ArcticDB versions it read")
@@ -46,7 +50,12 @@ def run(args) -> int:
     from btlive.run.session import run as run_session
     from btlive.run.wiring import new_run_id
 
-    run_id = new_run_id()
+    if args.resume and args.reproduce:
+        from btlive.errors import UsageError
+
+        raise UsageError("--resume continues a paper/live run, --reproduce reruns a backtest: "
+                         "give one of them")
+    run_id = args.resume or new_run_id()
     if args.log_format:  # before anything logs, with the run id on every line
         from btlive.ops import configure_logging
 
@@ -63,12 +72,20 @@ def run(args) -> int:
                              "--from, --to, --mode")
         config, period = reproduction(load_record(args.reproduce))
         fromdate, todate = period["fromdate"], period["todate"]
-    summary = run_session(config, args.mode, strategy=strategy, params=params,
-                          fromdate=fromdate, todate=todate, sim=args.sim,
-                          live=args.live, plot=args.plot, summary_json=args.summary_json,
-                          status=None if args.quiet else sys.stderr,
-                          stop_after=args.stop_after, monitor_port=args.monitor_port,
-                          metrics_port=args.metrics_port, run_id=run_id)
+    from btlive.run import progress
+
+    if args.quiet:  # the download and backfill bars too, not only the status line
+        progress.set_mode("off")
+    try:
+        summary = run_session(config, args.mode, strategy=strategy, params=params,
+                              fromdate=fromdate, todate=todate, sim=args.sim,
+                              live=args.live, plot=args.plot, summary_json=args.summary_json,
+                              status=None if args.quiet else sys.stderr,
+                              stop_after=args.stop_after, monitor_port=args.monitor_port,
+                              metrics_port=args.metrics_port, run_id=run_id,
+                              resume=bool(args.resume))
+    finally:
+        progress.set_mode(None)
     return exit_code(summary)
 
 

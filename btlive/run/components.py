@@ -3,9 +3,11 @@ quality, operational alerts, the kill switch, the monitoring page and the metric
 
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING
 
 import backtrader as bt
+from backtrader.metabase import ItemCollection
 
 from btlive.config import RunConfig
 
@@ -36,11 +38,10 @@ def add_analyzers(cerebro, cfg: RunConfig, mode: str, plot: bool) -> None:
         from btlive.analyzers.audit import ExecutionAudit
         from btlive.ops import code_version, config_hash
 
-        ctx = cerebro.btlive
         run_info = {"code_version": code_version(ctx.strategy), "config_hash": config_hash(cfg),
                     "arctic_versions": dict(ctx.arctic_versions)}
         cerebro.addanalyzer(ExecutionAudit, _name="audit", mode=mode, run_info=run_info,
-                            **cfg.audit.analyzer_kwargs())
+                            resume=ctx.resume, **cfg.audit.analyzer_kwargs())
     if plot:
         cerebro.addobserver(bt.observers.Value)
         cerebro.addobserver(bt.observers.BuySell)
@@ -73,3 +74,46 @@ def add_ops(cerebro, ctx: RunContext, monitor_port: int | None, metrics_port: in
                             mode=ctx.mode, risk=checks)
     if ctx.mode != "backtest":
         cerebro.addanalyzer(KillSwitch, _name="killswitch", run_id=ctx.run_id)
+
+
+# backtrader calls these hooks of every analyzer on every bar, each through a wrapper that
+# first loops over the analyzer's children; the base versions do nothing (prenext and
+# nextstart call next)
+_BAR_HOOKS = (("next", "_next"), ("prenext", "_prenext"), ("nextstart", "_nextstart"),
+              ("notify_cashvalue", "_notify_cashvalue"), ("notify_fund", "_notify_fund"))
+
+
+def ignore(*args) -> None:
+    """An analyzer's per-bar hook with nothing to do."""
+
+
+class _Analyzers(ItemCollection):
+    """The strategy's analyzers, iterated as the list they are: backtrader's ItemCollection
+    is iterated through ``__getitem__`` until IndexError, an exception on every bar."""
+
+    def __iter__(self):
+        return iter(self._items)
+
+
+def streamline(strategy: bt.Strategy) -> None:
+    """Cut backtrader's per-bar dispatch to ``strategy``'s analyzers, without changing what
+    any of them sees: iterate the collection as a list, and call a plain no-op for the hooks
+    an analyzer (without children) leaves to the base class. Call it once every analyzer has
+    started (the first bar): an analyzer may set its hooks in ``start``."""
+    if type(strategy.analyzers) is ItemCollection:
+        strategy.analyzers.__class__ = _Analyzers
+    for analyzer in itertools.chain(strategy.analyzers, strategy._slave_analyzers):
+        if analyzer._children:
+            continue
+        next_idle = _idle(analyzer, "next", "_next")
+        for hook, wrapper in _BAR_HOOKS:
+            # prenext and nextstart call next: idle only when next is
+            if _idle(analyzer, hook, wrapper) and (next_idle or hook.startswith("notify")):
+                setattr(analyzer, wrapper, ignore)
+
+
+def _idle(analyzer: bt.Analyzer, hook: str, wrapper: str) -> bool:
+    """``hook`` and its ``wrapper`` are backtrader's own, on the class and the instance."""
+    cls, own, base = type(analyzer), vars(analyzer), bt.Analyzer
+    return (getattr(cls, hook) is getattr(base, hook) and hook not in own
+            and getattr(cls, wrapper) is getattr(base, wrapper) and wrapper not in own)

@@ -58,33 +58,44 @@ always_open = true                # trade at any hour, weekends too (a real TWS 
 '''
 
 STRANGLE = '''\
-# btlive.toml: ShortStrangle on SPY options from ThetaData. Reference: docs/config.md
+# btlive.toml: ShortStrangle on SPY and QQQ options from ThetaData, strikes picked from the
+# option chain during the run (docs/options.md). Reference: docs/config.md
 #
-#   btlive run --sim                     backtest 2024-03-14 on the bundled Theta Terminal simulator
-#   btlive run --mode paper --sim        the stream (local broker): first set both contracts
-#                                        to an expiration that trades today (expired ones end
-#                                        the feed as NOTSUBSCRIBED)
-# Without --sim the feeds read the Theta Terminal at [theta] rest_url / ws_url.
+#   btlive run --sim                  backtest Thanksgiving week 2024 (a holiday, an early
+#                                     close) on the bundled Theta Terminal simulator: picks,
+#                                     manages and rolls both strangles
+#   btlive run --mode paper --sim     the same strategy on the simulator's live data (local
+#                                     broker); the market's hours apply (see [sim.theta])
+# Without --sim the legs read the Theta Terminal at [theta] rest_url / ws_url.
 
 [strategy]
 class = "strategies.strangle:ShortStrangle"
-params = { size = 1, entry_delta = 0.20 }
+params = { size = 1, dte = 2, entry_delta = 0.20, entry_net_delta = 0.05, take_profit = 0.3, stop_loss = 0.5 }
+
+[[data]]                          # one strangle per underlying: feeds SPY_call and SPY_put
+name = "SPY"
+source = "theta"
+symbol = "SPY"                    # the underlying; contracts are picked by the strategy
+legs = ["call", "put"]
+timeframe = "minutes"             # leg bars: 5 minutes
+compression = 5
 
 [[data]]
-name = "call"
+name = "QQQ"
 source = "theta"
-contract = "SPY_20240315_C570"    # ROOT_YYYYMMDD_{C|P}STRIKE (about 0.20 delta on 2024-03-14)
+symbol = "QQQ"
+legs = ["call", "put"]
 timeframe = "minutes"
+compression = 5
 
-[[data]]
-name = "put"
-source = "theta"
-contract = "SPY_20240315_P561"
-timeframe = "minutes"
+[options]
+greeks = "all"                    # the Terminal's greeks (pro tier; "first_order" otherwise)
+strike_range = 20                 # strikes each side of the money per expiration
+spread_fraction = 1.0             # sell at the bid, buy at the ask
 
 [backtest]
-from = 2024-03-14                 # --from / --to win
-to = 2024-03-15
+from = 2024-11-25                 # --from / --to win
+to = 2024-11-30
 
 [theta]
 rest_url = "http://127.0.0.1:25503"
@@ -110,7 +121,17 @@ max_daily_loss = 5000
 window = 250
 
 [sim.theta]                       # what --sim starts
-always_open = true                # trade at any hour, weekends too (the real Terminal follows NYSE)
+# always_open = true              # paper on a weekend: trade at any hour (the real Terminal
+                                  # follows NYSE; a backtest then has 24-hour sessions too)
 '''
 
-EXAMPLES = {"sma": SMA, "strangle": STRANGLE}
+IBTEST = SMA.replace(
+    "# btlive.toml: SmaCross on 5-second bars of AAPL. Reference: docs/config.md",
+    "# btlive.toml: the IB test strategy (backtrader's ibtest.py) on 5-second bars of AAPL: it\n"
+    "# prints every bar and notification, buys `stake` once live and sells it `holdbars` bars\n"
+    "# later. Reference: docs/config.md",
+).replace("strategies.sma_cross:SmaCross", "strategies.ib_test:TestStrategy").replace(
+    "params = { fast = 10, slow = 30, stake = 10 }",
+    "params = { trade = true, stake = 10, holdbars = 3 }")
+
+EXAMPLES = {"sma": SMA, "strangle": STRANGLE, "ibtest": IBTEST}

@@ -68,6 +68,12 @@ def backtest_feeds(cerebro, ctx: RunContext, fromdate, todate, sim: bool) -> Non
                 raise UsageError(f"[[data]] {spec.name}: a ThetaData backtest needs a period: "
                                  "--from DATE (or [backtest] from)")
             theta = theta or theta_store(ctx, sim)
+            if spec.legs:  # option legs: contracts picked during the run (btlive.run.legs)
+                from btlive.run.legs import add_leg_feeds
+
+                add_leg_feeds(cerebro, ctx, theta, spec, live=False, sim=sim, fromdate=fromdate,
+                              todate=todate or fromdate + timedelta(days=1))
+                continue
             feed = theta_feed(theta, spec, historical=True, fromdate=fromdate,
                                todate=todate or fromdate + timedelta(days=1))
             add_feed(cerebro, feed, spec)
@@ -164,6 +170,7 @@ def live_feeds(cerebro, ctx: RunContext, store, fromdate, sim: bool) -> None:
         recorder = ArcticRecorder(uri=ctx.config.record.uri, library=ctx.config.record.library)
         ctx.closers.append(recorder.close)
     theta = None
+    recorded: list[str] = []  # ThetaData feeds: their bars, as the run sees them
     for spec in ctx.config.data:
         tf = TIMEFRAMES[spec.timeframe]
         if spec.source == "arctic":  # a local paper run on rows another process appends
@@ -180,11 +187,21 @@ def live_feeds(cerebro, ctx: RunContext, store, fromdate, sim: bool) -> None:
                                  recorder=recorder)
         else:
             theta = theta or theta_store(ctx, sim)
+            if spec.legs:  # option legs: contracts picked during the run (btlive.run.legs)
+                from btlive.run.legs import add_leg_feeds
+
+                add_leg_feeds(cerebro, ctx, theta, spec, live=True, sim=sim)
+                continue
             start, back = fromdate, theta_backfill(spec)
             if start is None and spec.backfill and back is not None:
                 start = datetime.now(UTC).replace(tzinfo=None) - back
             feed = theta_feed(theta, spec, historical=False, fromdate=start)
+            recorded.append(spec.name)
         add_feed(cerebro, feed, spec)
+    if recorder is not None and recorded:  # IB feeds record through their connection
+        from btlive.analyzers.record import RecordFeeds
+
+        cerebro.addanalyzer(RecordFeeds, _name="record", recorder=recorder, feeds=tuple(recorded))
 
 
 THETA_BACKFILL_BARS = 100

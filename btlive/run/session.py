@@ -21,33 +21,43 @@ def run(config, mode: str, *, strategy: str | None = None, params: list[str] | t
         plot: str | None = None, summary_json: str | None = None, out: Any = "stdout",
         status: TextIO | None = None, sim_kwargs: dict[str, Any] | None = None,
         stop_after: int | None = None, decide_from=None, monitor_port: int | None = None,
-        metrics_port: int | None = None, run_id: str | None = None) -> dict[str, Any]:
+        metrics_port: int | None = None, run_id: str | None = None,
+        resume: bool = False, stop_at=None, deadline: float | None = None) -> dict[str, Any]:
     """Run ``strategy`` in ``mode`` and return the summary (also printed to ``out``).
 
     ``out`` is a stream for the summary table (default: ``sys.stdout`` at call time; None: no
-    table). ``stop_after`` ends a paper/live run after that many bars decided on live data.
-    ``run_id`` names the run (default: a new id).
+    table). ``stop_after`` ends a paper/live run after that many bars decided on live data,
+    ``stop_at`` (naive UTC) once every live feed has delivered a bar at or after that time,
+    ``deadline`` after that many seconds whatever it has seen (a bound for replays).
+    ``run_id`` names the run (default: a new id); ``resume`` continues it after a crash or a
+    kill (``btlive run --resume RUN_ID``).
     """
     out = sys.stdout if out == "stdout" else out
     cerebro = build(config, mode, strategy=strategy, params=params, fromdate=fromdate,
                     todate=todate, sim=sim, live=live, plot=plot is not None, status=status,
                     sim_kwargs=sim_kwargs, decide_from=decide_from, monitor_port=monitor_port,
-                    metrics_port=metrics_port, run_id=run_id)
+                    metrics_port=metrics_port, run_id=run_id, resume=resume)
     ctx = cerebro.btlive
     if stop_after:
         cerebro.addanalyzer(_StopAfter, bars=stop_after)
+    if stop_at is not None:
+        cerebro.addanalyzer(_StopAt, when=stop_at)
+    timer = threading.Timer(deadline, cerebro.runstop) if deadline else None
     try:
+        if timer is not None:
+            timer.start()
         with _stop_on_interrupt(cerebro, mode):
             strat = cerebro.run()[0]
     finally:
+        if timer is not None:
+            timer.cancel()
         ctx.close()
-    if status is not None:
-        print(file=status)
     if mode != "backtest":  # history ends as it should
         _say_ended_feeds(strat)
     summary = summarize(strat, mode=mode, spec=ctx.spec, params=ctx.params,
                         arctic_versions=ctx.arctic_versions, **provenance(ctx),
-                        period={"from": _text(fromdate), "to": _text(todate)})
+                        period={"from": _text(fromdate), "to": _text(todate)},
+                        recovery=getattr(getattr(strat.analyzers, "recovery", None), "report", None))
     _save_record(summary)
     if out is not None:
         print_table(summary, out)
@@ -91,7 +101,7 @@ def provenance(ctx) -> dict[str, Any]:
     from btlive.run.records import redacted
 
     config = ctx.config.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return {"run_id": ctx.run_id, "code_version": code_version(ctx.strategy),
+    return {"run_id": ctx.run_id, "resumed": ctx.resume, "code_version": code_version(ctx.strategy),
             "config_hash": config_hash(ctx.config), "config": redacted(config)}
 
 
@@ -145,3 +155,17 @@ class _StopAfter(bt.Analyzer):
             self.seen += 1
             if self.seen >= self.p.bars:
                 self.strategy.env.runstop()
+
+
+class _StopAt(bt.Analyzer):
+    """Stops the run once every live feed has delivered a bar at or after ``when`` (UTC)."""
+
+    params = (("when", None),)
+
+    def prenext(self):
+        self.next()
+
+    def next(self):
+        live = [d for d in self.datas if d.islive()]
+        if live and all(len(d) and bt.num2date(d.datetime[0]) >= self.p.when for d in live):
+            self.strategy.env.runstop()

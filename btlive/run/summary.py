@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import sys
-import time
 from datetime import UTC
+from functools import partial
 from typing import Any, TextIO
 
 import backtrader as bt
 
+from btlive.run.components import streamline
+from btlive.run.progress import Progress
 from btlive.run.risk import OrderGate
 
 
@@ -19,33 +21,52 @@ class RunSummary(bt.Analyzer):
     A warm-up bar is one the strategy could not decide on: before its indicators' minimum
     period, or (live feeds) before the feed reported LIVE, i.e. backfilled history.
 
-    Params: ``gate`` (the run's :class:`OrderGate`), ``status`` (None or a stream for a
-    status line), ``every`` (seconds between status lines, 2.0), ``label`` (''),
+    Params: ``gate`` (the run's :class:`OrderGate`), ``status`` (None or a stream for the
+    progress and status line: a bar on a terminal, a plain line every ``every`` seconds
+    otherwise; see :mod:`btlive.run.progress`), ``every`` (10.0), ``label`` (''),
     ``decide_from`` (None: a backtrader date number before which bars are warm-up), ``total``
-    (None: bars expected, for a percentage in the status line).
+    (None: bars expected, for the percentage and time left).
     """
 
-    params = (("gate", None), ("status", None), ("every", 2.0), ("label", ""),
+    params = (("gate", None), ("status", None), ("every", 10.0), ("label", ""),
               ("decide_from", None), ("total", None))
 
     def start(self):
         self.gate: OrderGate = self.p.gate
         self.bars = self.warmup = 0
         self.first = self.last = self.decisions_from = None
-        self.start_value = self.strategy.broker.getvalue()
+        self._broker = self.strategy.broker
+        self.start_value = self._broker.getvalue()
         self.peak = self.start_value
         self.max_dd = 0.0
         self.daily: dict = {}
         self.trades = self.wins = 0
-        self._next_status = time.monotonic() + self.p.every
         self._live_feeds = [d for d in self.datas if d.islive()]
+        self._dt = self.data.datetime
+        self._observe = self.gate.checks.observe
+        self._decide_from = self.p.decide_from
+        self.progress = None
+        if self.p.status is not None:
+            self.progress = Progress(total=self.p.total, desc=self.p.label, unit="bars",
+                                     stream=self.p.status, every=self.p.every,
+                                     status=self._status_text,
+                                     max_step=1 if self._live_feeds else None)
+        if not self._children:  # backtrader's _next loops over child analyzers first
+            self._next = partial(self._first_bar, self.next)
+            self._prenext = partial(self._first_bar, self.prenext)
+
+    def _first_bar(self, hook) -> None:
+        # every analyzer has started by now: cut the run's per-bar dispatch once
+        streamline(self.strategy)
+        self._next, self._prenext = self.next, self.prenext
+        hook()
 
     def _bar(self, warm: bool) -> None:
-        num = self.data.datetime[0]  # backtrader's UTC day number: int() is the day
-        value = self.strategy.broker.getvalue()
+        num = self._dt[0]  # backtrader's UTC day number: int() is the day
+        value = self._broker.getvalue()
         self.bars += 1
-        if warm or any(d._laststatus != d.LIVE for d in self._live_feeds) or \
-                (self.p.decide_from is not None and num < self.p.decide_from):
+        if warm or (self._live_feeds and any(d._laststatus != d.LIVE for d in self._live_feeds)) \
+                or (self._decide_from is not None and num < self._decide_from):
             self.warmup += 1
         elif self.decisions_from is None:
             self.decisions_from = num
@@ -53,21 +74,26 @@ class RunSummary(bt.Analyzer):
             self.first = num
         self.last = num
         day = int(num)
-        self.gate.checks.observe(day, value)
+        self._observe(day, value)
         self.daily[day] = value
         if value > self.peak:
             self.peak = value
         elif self.peak > 0 and (self.peak - value) / self.peak > self.max_dd:
             self.max_dd = (self.peak - value) / self.peak
-        if self.p.status is not None and time.monotonic() >= self._next_status:
-            self._next_status = time.monotonic() + self.p.every
-            self._print_status(value)
+        progress = self.progress
+        if progress is not None and self.bars >= progress.due:
+            progress.update_to(self.bars)
 
     def prenext(self):
         self._bar(True)
 
     def next(self):
         self._bar(False)
+
+    def stop(self):
+        if self.progress is not None:
+            self.progress.update_to(self.bars)
+            self.progress.close()
 
     def notify_order(self, order):
         self.gate.update(order)
@@ -77,15 +103,12 @@ class RunSummary(bt.Analyzer):
             self.trades += 1
             self.wins += trade.pnlcomm > 0
 
-    def _print_status(self, value: float) -> None:
-        positions = ", ".join(f"{d._name}={self.strategy.broker.getposition(d).size:g}"
-                              for d in self.datas)
+    def _status_text(self) -> str:
+        broker = self._broker
+        positions = ", ".join(f"{d._name}={broker.getposition(d).size:g}" for d in self.datas)
         feeds = ",".join(d._getstatusname(d._laststatus) for d in self.datas)
-        orders = len(self.gate.orders)
-        done = f"/{self.p.total} ({self.bars / self.p.total:.0%})" if self.p.total else ""
-        print(f"\r{self.p.label} {_iso(self.last)} bars {self.bars}{done} orders {orders} "
-              f"[{positions}] pnl {value - self.start_value:,.2f} feeds {feeds}   ",
-              end="", file=self.p.status, flush=True)
+        return (f"{_iso(self.last)} orders {len(self.gate.orders)} [{positions}] "
+                f"pnl {broker.getvalue() - self.start_value:,.2f} feeds {feeds}")
 
     def get_analysis(self) -> dict[str, Any]:
         return {"bars": self.bars, "warmup_bars": self.warmup}
@@ -115,8 +138,10 @@ def summarize(strategy: bt.Strategy, *, mode: str, spec: str, params: dict[str, 
     audit = getattr(strategy.analyzers, "audit", None)
     audit_rows = None
     if audit is not None:
-        audit_rows = sum(v for k, v in audit.get_analysis().items()
-                         if k != "unwritten" and isinstance(v, int))
+        from btlive.audit.runs import COUNTED
+
+        rets = audit.get_analysis()
+        audit_rows = sum(rets.get(table, 0) for table in COUNTED)
     execution = getattr(strategy.analyzers, "execution", None)
     kill = getattr(strategy.analyzers, "killswitch", None)
     return {

@@ -48,6 +48,8 @@ class RunContext:
     strategy: Any = None  # the strategy class as loaded (for its code version)
     alerts: Any = None  # the run's alert dispatcher ([alerts]), shared by CVaR and OpsAlerts
     connecting: Any = None  # the thread connecting the IB store during build
+    option_chain: Any = None  # the run's one OptionChain when [[data]] has option legs
+    resume: bool = False  # the run continues ``run_id`` (``btlive run --resume``)
 
     def close(self) -> None:
         """Stop what the run started (the alert dispatcher, the simulator of ``--sim``)."""
@@ -88,7 +90,8 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
           sim: bool = False, live: bool = False, plot: bool = False, status: TextIO | None = None,
           sim_kwargs: dict[str, Any] | None = None,
           decide_from: datetime | None = None, monitor_port: int | None = None,
-          metrics_port: int | None = None, run_id: str | None = None) -> bt.Cerebro:
+          metrics_port: int | None = None, run_id: str | None = None,
+          resume: bool = False) -> bt.Cerebro:
     """A Cerebro wired for ``mode`` from ``config`` (a RunConfig, a dict or a file path).
 
     ``strategy`` overrides ``[strategy] class``; ``params`` are ``k=v`` overrides. ``sim``
@@ -96,7 +99,9 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
     and the Theta Terminal (``[sim.theta]``) for theta feeds. ``live`` is the explicit opt-in that live mode requires. ``decide_from`` (UTC) makes the
     bars before it warm-up only, as backfilled bars are in paper (parity). ``monitor_port`` and
     ``metrics_port`` override ``[monitor] port`` and ``[metrics] port``; ``run_id`` names the
-    run in the audit, the ops components and the summary (default: a new id). The result carries a
+    run in the audit, the ops components and the summary (default: a new id); ``resume`` continues
+    that run after a crash or a kill (paper/live: the audit gets a resume event, the IB clientId
+    of its run file is reused when the config sets none). The result carries a
     :class:`RunContext` as ``cerebro.btlive``; call its ``close()`` after the run.
     """
     cfg = as_config(config)
@@ -108,15 +113,23 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
         raise UsageError("no strategy: name one (package.module:Class) or set [strategy] class")
     cls = strategy if isinstance(strategy, type) else load_strategy(spec)
     spec = spec or f"{cls.__module__}:{cls.__qualname__}"
-    kwargs = strategy_params(cls, cfg.strategy.params, params)
+    given = cfg.strategy.params
+    configured = cfg.strategy.class_
+    if configured is not None and configured.rsplit(":", 1)[-1] != cls.__qualname__:
+        # another class than [strategy] class: it takes the config's params it has
+        names = set(cls.params._getkeys())
+        given = {k: v for k, v in (given or {}).items() if k in names}
+    kwargs = strategy_params(cls, given, params)
     if not cfg.data:
         raise UsageError("the config has no [[data]] table: add one (btlive config init shows how)")
     broker_cfg = cfg.broker.settings(mode)
     _refuse_unsafe(cfg, mode, live, broker_cfg)
+    _resume(resume, run_id, mode, broker_cfg)
 
     cerebro = bt.Cerebro(stdstats=False)
     gate = OrderGate(RiskChecks(Limits(**cfg.risk.model_dump())))
-    ctx = RunContext(mode=mode, spec=spec, params=kwargs, gate=gate, config=cfg, strategy=cls)
+    ctx = RunContext(mode=mode, spec=spec, params=kwargs, gate=gate, config=cfg, strategy=cls,
+                     resume=resume)
     cerebro.btlive = ctx
     # one id for the audit, the ops components and the summary
     ctx.run_id = cerebro._btlive_audit_run_id = run_id or new_run_id()
@@ -137,6 +150,7 @@ def build(config: RunConfig | dict | str | os.PathLike | None, mode: str, *,
             cerebro.setbroker(_local_broker(cfg, broker_cfg))
         gate.install(cerebro.broker)
         add_analyzers(cerebro, cfg, mode, plot)
+        _add_recovery(cerebro, ctx, broker_cfg)  # before the kill switch writes its run file
         add_ops(cerebro, ctx, monitor_port, metrics_port)
         if ctx.connecting is not None:
             ctx.connecting.join()
@@ -179,6 +193,30 @@ def decide_when_live(cls: type[bt.Strategy], from_num: float | None = None) -> t
                                         "__qualname__": cls.__qualname__, "__doc__": cls.__doc__})
 
 
+def _resume(resume: bool, run_id: str | None, mode: str, broker_cfg: dict) -> None:
+    """Check that ``run_id`` can be resumed; its run file's clientId finds its orders at TWS."""
+    from btlive.ops.recovery import resumable
+
+    if not resume:
+        return
+    if mode == "backtest" or not run_id:
+        raise UsageError("--resume RUN_ID continues a paper or live run: give --mode paper/live")
+    previous = resumable(run_id)
+    if previous is not None and previous.client_id and broker_cfg.get("clientId") is None:
+        broker_cfg["clientId"] = previous.client_id
+
+
+def _add_recovery(cerebro, ctx: RunContext, broker_cfg: dict) -> None:
+    """Paper/live on IB: the orders a previous session left working, by ``[recovery] policy``;
+    a resumed run's audit continues its run (``add_analyzers`` passes ``resume``)."""
+    if broker_cfg["broker"] != "ib" or ctx.mode == "backtest":
+        return
+    from btlive.ops import Recovery
+
+    cerebro.addanalyzer(Recovery, _name="recovery", policy=ctx.config.recovery.policy,
+                        resume=ctx.run_id if ctx.resume else None)
+
+
 def _refuse_unsafe(cfg: RunConfig, mode: str, live: bool, broker_cfg: dict) -> None:
     if mode == "live":
         if not live:
@@ -199,6 +237,11 @@ def _refuse_unsafe(cfg: RunConfig, mode: str, live: bool, broker_cfg: dict) -> N
 
 
 def _local_broker(cfg: RunConfig, broker_cfg: dict) -> bt.BrokerBase:
+    from btlive.run.legs import legs_broker
+
+    broker = legs_broker(cfg, broker_cfg)  # option legs: bid/ask fills, expiry at intrinsic value
+    if broker is not None:
+        return broker
     broker = QuoteBroker(cash=broker_cfg["cash"])
     if broker_cfg["slippage_pct"]:
         broker.set_slippage_perc(broker_cfg["slippage_pct"] / 100.0)

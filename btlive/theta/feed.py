@@ -6,7 +6,9 @@ import logging
 import math
 import queue
 import re
+import threading
 import time
+import weakref
 from datetime import datetime, timedelta
 
 import backtrader as bt
@@ -114,7 +116,12 @@ class ThetaData(bt.feed.DataBase):
       - ``greeks`` (True): greeks lines for options (history: the greeks endpoint at the
         bar's close, falling back to Black-Scholes on the underlying's quotes when the tier
         does not allow it; live: Black-Scholes on the midpoint and the underlying's stream).
-      - ``underlying`` (None): root of the underlying (default: the option's root).
+      - ``underlying`` (None): root of the underlying (default: the option's root; the
+        roots of index options, SPX, SPXW, NDX..., follow their index's price).
+      - ``rate`` (None): the rate of computed greeks (live, and history without the greeks
+        endpoint); None = the store's ``rate`` when set, else the Terminal's rate of
+        ``rate_type`` for the bar's day (its ``interest_rate`` endpoint), as the Terminal's
+        own greeks use it. ``rate_type`` (``sofr``): SOFR or TREASURY_M1 ... TREASURY_Y30.
       - ``qcheck`` (0.5 s): how long ``_load`` waits for a tick in live mode.
       - ``bar_grace`` (0.25 s): live bars close this long after their end on silence
         (measured on the stream's clock, so replays at any speed bar correctly).
@@ -146,6 +153,8 @@ class ThetaData(bt.feed.DataBase):
         ("interval", None),
         ("greeks", True),
         ("underlying", None),
+        ("rate", None),
+        ("rate_type", "sofr"),
         ("qcheck", 0.5),
         ("bar_grace", 0.25),
         ("notify_bad_data", 1.0),
@@ -163,7 +172,7 @@ class ThetaData(bt.feed.DataBase):
             self.contract = parse_dataname(self.p.dataname, self.p.sectype)
         self._store = self.p.store or ThetaStore(**self.p.storekwargs)
         self.filter = TickFilter()
-        self._q: queue.Queue = queue.Queue()
+        self._q: queue.Queue = _WakingQueue(_wake_for(self._store))
         self._bars: list[Bar] = []
         self._hist: list[Bar] | None = None
         self._channel = self._uchannel = None
@@ -216,6 +225,22 @@ class ThetaData(bt.feed.DataBase):
     def haslivedata(self) -> bool:
         return bool(self._bars) or not self._q.empty()
 
+    _may_wait = True
+    _opens_pass: bool | None = None
+
+    def do_qcheck(self, onoff, qlapse) -> None:
+        """backtrader's wait budget for this pass; the store's first feed in the Cerebro
+        opens each pass, in which one feed at most blocks (see :class:`_Wake`)."""
+        super().do_qcheck(onoff, qlapse)
+        self._may_wait = True
+        if self._opens_pass is None:
+            env = getattr(self, "_env", None)
+            self._peers = [d for d in getattr(env, "datas", ()) if isinstance(d, ThetaData)
+                           and d._store is self._store] or [self]
+            self._opens_pass = self._peers[0] is self
+        if self._opens_pass:  # no wait while a bar backtrader held back waits for delivery
+            self._q.wake.may_block = all(len(d) >= d.buflen() for d in self._peers)
+
     @property
     def stats(self) -> dict:
         out = dict(self.filter.stats)
@@ -239,8 +264,9 @@ class ThetaData(bt.feed.DataBase):
             kinds = ["QUOTE"] if self.p.what == "quote" else ["TRADE", "QUOTE"]
         self._channel = self._store.open_channel(self.contract, kinds, self._q, start_ns)
         if self.contract.is_option and self.p.greeks:
-            underlying = Contract.stock(self.p.underlying or self.contract.root)
-            self._uchannel = self._store.open_channel(underlying, ["QUOTE"], self._q, None,
+            underlying = underlying_of(self.p.underlying or self.contract.root)
+            kinds = ["TRADE"] if underlying.sec_type == "INDEX" else ["QUOTE"]
+            self._uchannel = self._store.open_channel(underlying, kinds, self._q, None,
                                                       tag="underlying")
         if start_ns is None:
             self.put_notification(self.DELAYED)
@@ -464,9 +490,11 @@ class ThetaData(bt.feed.DataBase):
         spot = x.get("underlying", math.nan)
         if not (spot and spot > 0):
             return
-        years = (expiry_close_ns(self.contract.expiration) - bar.end_ns) / NS / YEAR_SECONDS
+        # the Terminal's "latest" greeks: real time to the 16:00 ET close, one hour at least
+        years = max((expiry_close_ns(self.contract.expiration) - bar.end_ns) / NS,
+                    3600.0) / YEAR_SECONDS
         call = self.contract.right == "C"
-        rate, div = self._store.p.rate, self._store.p.dividend
+        rate, div = self.greeks_rate(bar.end_ns), self._store.p.dividend
         iv = x.get("iv")
         if iv and iv > 0 and math.isfinite(iv):
             g = greeks(spot, self.contract.strike, years, iv, rate, call, div)
@@ -476,6 +504,19 @@ class ThetaData(bt.feed.DataBase):
         for name in GREEK_FIELDS:
             if not finite(x.get(name)):
                 x[name] = getattr(g, name)
+
+    def greeks_rate(self, ts_ns: int) -> float:
+        """The rate of computed greeks at ``ts_ns`` (see the ``rate`` param)."""
+        if self.p.rate is not None:
+            return float(self.p.rate)
+        if self._store.p.rate:
+            return float(self._store.p.rate)
+        day = datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK).strftime("%Y%m%d")
+        key = (self._store.p.rest_url, str(self.p.rate_type).lower(), day)
+        rate = _RATES.get(key)
+        if rate is None:  # one request per Terminal, rate type and day, whatever the feeds
+            rate = _RATES[key] = terminal_rate(self._store, self.p.rate_type, day)
+        return rate
 
     # ------------------------------------------------------------------ _load
 
@@ -490,9 +531,20 @@ class ThetaData(bt.feed.DataBase):
         return self._load_live()
 
     def _load_live(self):
-        deadline = time.monotonic() + self.p.qcheck
+        # bars: wait up to qcheck for this feed's own tick, so feeds deliver the same bar
+        # together. Ticks (a decision on every quote): backtrader's budget for this pass
+        # (do_qcheck), once: not in its retry of a feed that gave nothing, nor after
+        # another feed of the store waited or delivered (see _Wake)
+        wake, per_quote = self._q.wake, self.p.timeframe == TF.Ticks
+        if per_quote:
+            budget = self._qcheck if self._may_wait and wake.may_block else 0.0
+        else:
+            budget = self.p.qcheck
+        self._may_wait = False
+        deadline = time.monotonic() + budget
         while True:
             if self._bars:
+                wake.may_block = False
                 self._fill(self._bars.pop(0))
                 return True
             if self._state == self.LIVE and self._builder.current is not None:
@@ -502,13 +554,22 @@ class ThetaData(bt.feed.DataBase):
                 if due is not None:
                     self._fill(due)
                     return True
-            timeout = deadline - time.monotonic()
-            if timeout <= 0:
-                return None
             try:
-                item = self._q.get(timeout=timeout)
+                item = self._q.get_nowait()
             except queue.Empty:
-                continue
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    return None
+                if per_quote:
+                    woke = wake.wait_for_any(timeout)
+                    wake.may_block = False
+                    if not woke or self._q.empty():
+                        return None  # nothing, or another feed's tick: polled next
+                    continue
+                try:
+                    item = self._q.get(timeout=timeout)
+                except queue.Empty:
+                    continue
             self._on_item(item)
             if self._state in (self.DISCONNECTED, self.NOTSUBSCRIBED) and not self._bars \
                     and self._q.empty():
@@ -549,9 +610,11 @@ class ThetaData(bt.feed.DataBase):
             self._bars.append(done)
 
     def _on_underlying(self, values: dict) -> None:
-        bid, ask = values.get("bid"), values.get("ask")
+        bid, ask, price = values.get("bid"), values.get("ask"), values.get("price")
         if two_sided(bid, ask):
             self._underlying_px = (float(bid) + float(ask)) / 2.0
+        elif finite(price) and price > 0:  # an index streams its price as trades
+            self._underlying_px = float(price)
 
     def _maybe_notify_bad(self) -> None:
         now = time.monotonic()
@@ -627,6 +690,95 @@ def _attach_asof(bars: list[Bar], frame: pd.DataFrame | None, names: dict[str, s
     for bar, p in zip(bars, pos.tolist(), strict=True):
         if p >= 0:
             bar.extra.update({dst: float(col[p]) for dst, col in cols.items()})
+
+
+class _Wake:
+    """Shared by the feeds of one store: how many ticks wait in any of their queues, and an
+    event set by each new one. A live feed without data of its own waits only while no feed
+    has any, and wakes for another feed's tick, so many feeds in one Cerebro (which
+    backtrader asks one at a time, each with its own qcheck) never wait on each other."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.lock = threading.Lock()
+        self.pending = 0
+        self.may_block = True  # no feed has waited or delivered yet in this pass
+
+    def added(self) -> None:
+        with self.lock:
+            self.pending += 1
+        self.event.set()
+
+    def taken(self) -> None:
+        with self.lock:
+            self.pending -= 1
+
+    def wait_for_any(self, timeout: float) -> bool:
+        """True once some feed of the store has a tick waiting (at most ``timeout`` s)."""
+        if self.pending > 0:
+            return True
+        self.event.clear()
+        return self.pending > 0 or self.event.wait(timeout)
+
+
+_WAKES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _wake_for(store) -> _Wake:
+    wake = _WAKES.get(store)
+    if wake is None:
+        wake = _WAKES[store] = _Wake()
+    return wake
+
+
+class _WakingQueue(queue.Queue):
+    """A feed's tick queue that keeps its store's :class:`_Wake` count."""
+
+    def __init__(self, wake: _Wake) -> None:
+        super().__init__()
+        self.wake = wake
+
+    def put(self, item, block=True, timeout=None) -> None:
+        super().put(item, block, timeout)
+        self.wake.added()
+
+    def get(self, block=True, timeout=None):
+        item = super().get(block, timeout)
+        self.wake.taken()
+        return item
+
+
+#: option roots whose underlying is an index (the Terminal streams indices as trades only)
+INDEX_ROOTS = {"SPX": "SPX", "SPXW": "SPX", "SPXPM": "SPX", "XSP": "XSP", "NDX": "NDX",
+               "NDXP": "NDX", "RUT": "RUT", "RUTW": "RUT", "VIX": "VIX", "VIXW": "VIX",
+               "DJX": "DJX"}
+RATE_LOOKBACK_DAYS = 10  # the last published rate on or before a day (weekends, holidays)
+_RATES: dict[tuple[str, str, str], float] = {}  # (rest_url, rate_type, YYYYMMDD) -> rate
+
+
+def underlying_of(root: str) -> Contract:
+    """The instrument an option root's greeks are computed on: its index or its stock."""
+    root = str(root).upper()
+    return Contract.index(INDEX_ROOTS[root]) if root in INDEX_ROOTS else Contract.stock(root)
+
+
+def terminal_rate(store: ThetaStore, rate_type: str, day: str) -> float:
+    """The Terminal's ``rate_type`` rate (a fraction) last published on or before ``day``
+    (YYYYMMDD); the store's ``rate`` (and a notification) when the Terminal has none."""
+    start = (datetime.strptime(day, "%Y%m%d") - timedelta(days=RATE_LOOKBACK_DAYS))
+    try:
+        frame = store.get("interest_rate/history/eod", {
+            "symbol": rate_type.upper(), "start_date": f"{start:%Y%m%d}", "end_date": day})
+        rates = frame["rate"].to_numpy(dtype=float) if "rate" in frame.columns else []
+        rates = [r for r in rates if math.isfinite(r)]
+        if rates:
+            return rates[-1] / 100.0
+        problem = "no rows"
+    except (ThetaError, ValueError, KeyError) as exc:
+        problem = str(exc)
+    store.notify("NO_RATE", f"{rate_type.upper()} rate for {day}: {problem}; greeks use "
+                 f"rate {store.p.rate}", None)
+    return float(store.p.rate)
 
 
 def _py(v):

@@ -298,7 +298,8 @@ class ThetaRest:
                 params["start_date"] = first.strftime("%Y%m%d")
                 params["end_date"] = last.strftime("%Y%m%d")
             tasks.append(self.get(path, params))
-        frames = [f for f in await asyncio.gather(*tasks) if len(f)]
+        desc = f"theta {kind} {contract.instrument} {interval}"
+        frames = [f for f in await _gather_with_progress(tasks, desc) if len(f)]
         if not frames:
             return empty_frame()
         return pd.concat(frames) if len(frames) > 1 else frames[0]
@@ -316,6 +317,21 @@ class ThetaRest:
                         req_type: str = "quote") -> pd.DataFrame:
         return await self.get(f"option/list/contracts/{req_type}",
                               {"symbol": root, "date": parse_day(day).strftime("%Y%m%d")})
+
+
+async def _gather_with_progress(coros: list, desc: str) -> list:
+    """``asyncio.gather`` of the requests, counting finished ones on a progress display
+    (shown only when the download is long: see btlive.run.progress)."""
+    from btlive.run.progress import Progress
+
+    with Progress(total=len(coros), desc=desc, unit="requests") as progress:
+        async def counted(coro):
+            try:
+                return await coro
+            finally:
+                progress.update()
+
+        return await asyncio.gather(*(counted(c) for c in coros))
 
 
 def _error(status: int, message: str, url: str) -> ThetaError:

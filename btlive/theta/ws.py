@@ -2,6 +2,8 @@
 
 Runs on the store's asyncio loop. The Terminal accepts a single client, so every
 QUOTE/TRADE subscription (and the full trade stream) is multiplexed on one socket.
+The transport is picows (RFC 6455 framing in C): every frame of one socket read reaches
+:class:`_Connection`, and the read's text messages go on as one batch.
 Supervision: a heartbeat watchdog (the Terminal sends STATUS every second; silence for
 ``heartbeat_timeout`` means a stalled stream), reconnect with :class:`btlive.runtime.Backoff`,
 re-subscription with fresh increasing ids, and the events the store fills gaps through REST
@@ -12,10 +14,23 @@ longer than ``gap_after``, during which the Terminal may have dropped ticks.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSProtocolError,
+    WSTransport,
+    ws_connect,
+)
 
 from btlive.runtime import Backoff
 from btlive.theta.parse import (
@@ -25,24 +40,26 @@ from btlive.theta.parse import (
     encode_stream_request,
     group_frames,
 )
-from btlive.theta.wire import (
-    OP_CLOSE,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    FrameDecoder,
-    WsProtocolError,
-    check_handshake_response,
-    close_payload,
-    encode_frame,
-    handshake_request,
-    split_url,
-)
 
 log = logging.getLogger(__name__)
 
 #: Responses of a REQ_RESPONSE frame that mean the subscription is not active.
 REJECTIONS = ("MAX_STREAMS_REACHED", "INVALID_PERMS", "ERROR", "TIMED_OUT")
+#: Largest message, one frame or the sum of a fragmented one's frames (bounded memory).
+MAX_MESSAGE = 16 * 1024 * 1024
+#: Most messages handed on as one batch.
+MAX_BATCH = 1000
+_TEXT, _BINARY, _CONT = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CONTINUATION
+
+
+def check_url(url: str) -> str:
+    """``url`` if it is a ``ws://host[:port]/path`` URL, else a ValueError naming it."""
+    parts = urlsplit(url)
+    if parts.scheme != "ws":
+        raise ValueError(f"ws_url {url!r}: only ws:// is supported (the Terminal is local)")
+    if not parts.hostname:
+        raise ValueError(f"ws_url {url!r}: no host")
+    return url
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +82,105 @@ class StreamEvent:
 SubKey = tuple[str, Contract | None]
 
 
+class _Connection(WSListener):
+    """One socket: its frames become one batch per read, from ``start()`` on (frames that came
+    with the upgrade wait for it, so CONNECTED precedes them); silent once dropped."""
+
+    def __init__(self, on_read: Callable[[list[bytes]], None]) -> None:
+        self.on_read = on_read
+        self.transport: WSTransport | None = None
+        self.messages: list[bytes] = []
+        self.fragments: list[bytes] | None = None
+        self.fragment_size = 0
+        self.started = False
+        self.dropped = False
+        self.reason = ""  # why the socket ended, when this side knows
+
+    def start(self) -> None:
+        self.started = True
+        if self.messages:
+            self._flush()
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        if self.dropped:
+            return
+        kind = frame.msg_type
+        if kind is _TEXT or kind is _BINARY:
+            if frame.fin and self.fragments is None:
+                self.messages.append(frame.get_payload_as_bytes())
+            else:
+                self._fragment(frame, first=True)
+        elif kind is _CONT:
+            self._fragment(frame, first=False)
+        else:
+            self._control(transport, frame)
+        # one batch per socket read, at most MAX_BATCH messages (picows's read buffer grows
+        # without bound on a firehose; huge batches cost more per message)
+        if (frame.last_in_buffer or len(self.messages) >= MAX_BATCH) and not self.dropped:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.started:
+            return
+        messages, self.messages = self.messages, []
+        try:
+            self.on_read(messages)
+        except Exception as exc:  # a bug in a callback must cost a reconnect, not the stream
+            log.exception("stream callback failed")
+            self.reason = f"internal error: {exc!r}"
+            self.dropped = True
+            self.transport.send_close(WSCloseCode.INTERNAL_ERROR)
+            self.transport.disconnect()
+
+    def _fragment(self, frame: WSFrame, first: bool) -> None:
+        if first:
+            if self.fragments is not None:
+                self._fail("a new message inside a fragmented one")
+            self.fragments, self.fragment_size = [], 0
+        elif self.fragments is None:
+            self._fail("continuation frame without a start")
+        self.fragment_size += frame.payload_size
+        if self.fragment_size > MAX_MESSAGE:  # picows bounds each frame; this bounds their sum
+            self._fail(f"fragmented message exceeds {MAX_MESSAGE} bytes",
+                       WSCloseCode.MESSAGE_TOO_BIG)
+        self.fragments.append(frame.get_payload_as_bytes())
+        if frame.fin:
+            self.messages.append(b"".join(self.fragments))
+            self.fragments = None
+
+    def _control(self, transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.PING:
+            transport.send_pong(frame.get_payload_as_bytes())
+        elif frame.msg_type is WSMsgType.CLOSE:
+            self._flush()  # the data before the close frame
+            payload = frame.get_payload_as_bytes()
+            self.reason = "close frame from the Terminal"
+            if len(payload) >= 2:
+                code, why = int.from_bytes(payload[:2], "big"), payload[2:].decode("utf-8", "replace")
+                self.reason += f" (code {code}: {why})" if why else f" (code {code})"
+            self.dropped = True
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def _fail(self, why: str, code: WSCloseCode = WSCloseCode.PROTOCOL_ERROR) -> None:
+        """picows sends CLOSE with ``code`` and disconnects."""
+        self._flush()
+        self.reason = f"protocol error: {why}"
+        self.dropped = True
+        raise WSProtocolError(code, why)
+
+    async def until_closed(self) -> str:
+        """Wait for the socket to end; why it ended."""
+        try:
+            await self.transport.wait_disconnected()
+        except WSProtocolError as exc:  # picows found the Terminal's frames broken
+            return self.reason or f"protocol error: {exc}"
+        except Exception as exc:  # picows closed the socket after it; the reconnect goes on
+            log.error("stream connection failed", exc_info=exc)
+            return f"internal error: {exc!r}"
+        return self.reason or "closed by the Terminal"
+
+
 class ThetaStream:
     """Supervised WebSocket session.
 
@@ -72,6 +188,7 @@ class ThetaStream:
     on_event(event): connection and subscription events (loop thread).
     Events that open a gap (RECONNECTED, RESUMED, TERMINAL_CONNECTED) are delivered before
     any data that follows them, so the store can start its gap backfill in time.
+    stats["bytes"] counts the payload bytes of the messages.
     """
 
     def __init__(self, url: str, on_batch: Callable[[FrameBatch, int], None],
@@ -79,10 +196,8 @@ class ThetaStream:
                  heartbeat_timeout: float = 5.0, gap_after: float | None = 1.5,
                  connect_timeout: float = 5.0,
                  verify_timeout: float = 5.0, backoff_initial: float = 0.2,
-                 backoff_max: float = 10.0, max_retries: int | None = None,
-                 read_size: int = 1 << 20) -> None:
-        self.url = url
-        self.host, self.port, self.path = split_url(url)
+                 backoff_max: float = 10.0, max_retries: int | None = None) -> None:
+        self.url = check_url(url)
         self.on_batch = on_batch
         self.on_event = on_event
         self.heartbeat_timeout = heartbeat_timeout
@@ -91,19 +206,19 @@ class ThetaStream:
         self.verify_timeout = verify_timeout
         self.backoff = Backoff(initial=backoff_initial, maximum=backoff_max)
         self.max_retries = max_retries
-        self.read_size = read_size
         self.subscriptions: dict[SubKey, int] = {}
         #: called with every read's raw message payloads, in order (the local fan-out)
         self.raw_sinks: list[Callable[[list[bytes]], None]] = []
         self._pending: dict[int, tuple[SubKey, float]] = {}
         self._next_id = 0
-        self._writer: asyncio.StreamWriter | None = None
+        self._conn: _Connection | None = None
         self._stopping = False
         self.connected = asyncio.Event()
         self.stats = {"frames": 0, "bytes": 0, "reconnects": 0, "stalls": 0, "malformed": 0,
                       "status_frames": 0, "gaps": 0, "connect_failures": 0}
         self.last_error = ""
         self.last_status = 0.0
+        self._last_data = 0.0
         self.terminal_status: str | None = None
 
     # ------------------------------------------------------------------ subscriptions
@@ -129,12 +244,12 @@ class ThetaStream:
         return req_id
 
     def _send_request(self, req_id: int, key: SubKey, add: bool) -> None:
-        if self._writer is None:
+        if self._conn is None:
             return  # sent on (re)connect
         text = encode_stream_request(req_id, key[0], key[1], add=add)
         if add:
             self._pending[req_id] = (key, time.monotonic())
-        self._writer.write(encode_frame(OP_TEXT, text.encode()))
+        self._conn.transport.send(_TEXT, text.encode())
 
     def _resubscribe_all(self) -> None:
         """Fresh increasing ids: the Terminal keys subscriptions by id."""
@@ -152,10 +267,10 @@ class ThetaStream:
         while not self._stopping:
             try:
                 await self._connect()
-            except (TimeoutError, OSError, WsProtocolError) as exc:
+            except (TimeoutError, OSError, WSError) as exc:
                 attempt += 1
                 self.stats["connect_failures"] += 1
-                self.last_error = f"connect to {self.url} failed: {exc}"
+                self.last_error = f"connect to {self.url} failed: {exc or type(exc).__name__}"
                 if self.max_retries is not None and attempt > self.max_retries:
                     self.on_event(StreamEvent("DISCONNECTED", self.last_error))
                     self.on_event(StreamEvent("CLOSED", f"gave up after {attempt} attempts"))
@@ -168,11 +283,8 @@ class ThetaStream:
             self._resubscribe_all()
             self.on_event(StreamEvent("RECONNECTED" if ever_connected else "CONNECTED", self.url))
             ever_connected = True
-            try:
-                reason = await self._read_loop()
-            except Exception as exc:  # a bug must cost a reconnect, not the stream
-                log.exception("stream read loop failed")
-                reason = f"internal error: {exc!r}"
+            self._conn.start()
+            reason = await self._supervise(self._conn)
             self._drop_connection()
             if self._stopping:
                 break
@@ -187,88 +299,73 @@ class ThetaStream:
         await asyncio.sleep(delay)
 
     async def _connect(self) -> None:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection(self.host, self.port, limit=1 << 22), self.connect_timeout)
-        try:
-            request, accept = handshake_request(self.host, self.port, self.path)
-            writer.write(request)
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.connect_timeout)
-            check_handshake_response(head, accept)
-        except BaseException:
-            writer.close()
-            raise
-        self._reader, self._writer = reader, writer
-        self._decoder = FrameDecoder()
+        # picows bounds the upgrade (and closes its socket); wait_for bounds the TCP connect
+        transport, conn = await asyncio.wait_for(ws_connect(
+            lambda: _Connection(self._on_read), self.url, enable_auto_pong=False,
+            websocket_handshake_timeout=self.connect_timeout, max_frame_size=MAX_MESSAGE,
+            logger_name=log), 2 * self.connect_timeout)
+        conn.transport = transport
+        self._conn = conn
         self._pending.clear()
-        self.last_status = time.monotonic()
+        self.last_status = self._last_data = time.monotonic()
         self.connected.set()
 
     def _drop_connection(self) -> None:
         self.connected.clear()
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except (OSError, RuntimeError):  # already broken
-                pass
-        self._writer = None
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.dropped = True
+            conn.transport.disconnect()  # no-op when already closed
 
-    async def _read_loop(self) -> str:
-        """Read until the socket fails or stalls; returns why it ended."""
-        reader = self._reader
-        last_data = time.monotonic()
-        while not self._stopping:
-            try:
-                data = await asyncio.wait_for(reader.read(self.read_size), self.heartbeat_timeout)
-            except TimeoutError:
-                self.stats["stalls"] += 1
-                self.on_event(StreamEvent("STALLED", f"no data for {self.heartbeat_timeout} s"))
-                return "stalled"
-            except (OSError, asyncio.IncompleteReadError) as exc:
-                return f"socket error: {exc}"
-            if not data:
-                return "closed by the Terminal"
-            if self._stopping:
-                break
-            now = time.monotonic()
-            if self.gap_after is not None and now - last_data > self.gap_after:
-                self.stats["gaps"] += 1
-                self.on_event(StreamEvent("RESUMED", f"silent for {now - last_data:.1f} s"))
-            last_data = now
-            reason = self._on_data(data, time.time_ns())
-            if reason is not None:
-                return reason
-            if now - self.last_status > self.heartbeat_timeout:
-                self.stats["stalls"] += 1
-                self.on_event(StreamEvent("STALLED", f"no STATUS for {self.heartbeat_timeout} s"))
-                return "heartbeat missed"
-            self._expire_pending(now)
-        return "stopped"
-
-    def _on_data(self, data: bytes, recv_ns: int) -> str | None:
-        """Decode one read and dispatch it; a reason when the connection must end."""
-        self.stats["bytes"] += len(data)
+    async def _supervise(self, conn: _Connection) -> str:
+        """Watch the socket until it ends or the heartbeat stops; returns why it ended."""
+        closed = asyncio.ensure_future(conn.until_closed())
         try:
-            messages, controls = self._decoder.feed(data)
-        except WsProtocolError as exc:
-            return f"protocol error: {exc}"
-        for opcode, payload in controls:
-            if opcode == OP_PING and self._writer is not None:
-                self._writer.write(encode_frame(OP_PONG, payload))
-            elif opcode == OP_CLOSE:
-                return "close frame from the Terminal"
-        if messages:
-            self.stats["frames"] += len(messages)
-            for sink in self.raw_sinks:
-                sink(messages)
-            batch = group_frames(messages)
-            if batch.malformed:
-                self.stats["malformed"] += batch.malformed
-                self.on_event(StreamEvent("MALFORMED", "; ".join(batch.errors)))
-            for msg in batch.control:
-                self._on_control(msg)
-            if batch.groups:
-                self.on_batch(batch, recv_ns)
-        return None
+            while not self._stopping:
+                now = time.monotonic()
+                if now - self._last_data > self.heartbeat_timeout:
+                    self.stats["stalls"] += 1
+                    self.on_event(StreamEvent("STALLED", f"no data for {self.heartbeat_timeout} s"))
+                    return "stalled"
+                if now - self.last_status > self.heartbeat_timeout:
+                    self.stats["stalls"] += 1
+                    self.on_event(StreamEvent("STALLED",
+                                              f"no STATUS for {self.heartbeat_timeout} s"))
+                    return "heartbeat missed"
+                self._expire_pending(now)
+                # STATUS is never newer than data: its deadline comes first
+                wake = self.last_status + self.heartbeat_timeout
+                if self._pending:
+                    wake = min(wake, min(s for _, s in self._pending.values()) + self.verify_timeout)
+                await asyncio.wait((closed,), timeout=max(wake - now, 0.01))
+                if closed.done():
+                    return closed.result()
+            return "stopped"
+        finally:
+            closed.cancel()
+
+    def _on_read(self, messages: list[bytes]) -> None:
+        """One socket read's messages (picows calls it on the loop)."""
+        recv_ns = time.time_ns()
+        now = time.monotonic()
+        if self.gap_after is not None and now - self._last_data > self.gap_after:
+            self.stats["gaps"] += 1
+            self.on_event(StreamEvent("RESUMED", f"silent for {now - self._last_data:.1f} s"))
+        self._last_data = now
+        if not messages:
+            return
+        self.stats["frames"] += len(messages)
+        self.stats["bytes"] += sum(map(len, messages))
+        for sink in self.raw_sinks:
+            sink(messages)
+        batch = group_frames(messages)
+        if batch.malformed:
+            self.stats["malformed"] += batch.malformed
+            self.on_event(StreamEvent("MALFORMED", "; ".join(batch.errors)))
+        for msg in batch.control:
+            self._on_control(msg)
+        if batch.groups:
+            self.on_batch(batch, recv_ns)
 
     def _on_control(self, msg: StreamMessage) -> None:
         if msg.kind == "STATUS":
@@ -303,12 +400,14 @@ class ThetaStream:
                                           key[0], key[1], req_id))
 
     async def stop(self) -> None:
+        """STOP and a close frame to the Terminal, then the socket ends (within 1 s)."""
         self._stopping = True
-        if self._writer is not None:
-            try:
-                self._writer.write(encode_frame(OP_TEXT, b'{"msg_type":"STOP"}'))
-                self._writer.write(encode_frame(OP_CLOSE, close_payload(1000)))
-                await asyncio.wait_for(self._writer.drain(), 1.0)
-            except (TimeoutError, OSError, RuntimeError):
-                pass
+        conn = self._conn
+        if conn is not None and not conn.transport.is_disconnected:
+            conn.dropped = True
+            conn.transport.send(_TEXT, b'{"msg_type":"STOP"}')
+            conn.transport.send_close(WSCloseCode.OK)
+            conn.transport.disconnect()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.until_closed(), 1.0)
         self._drop_connection()

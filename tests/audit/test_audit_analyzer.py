@@ -233,8 +233,18 @@ def test_report_formats_and_bad_arguments(sqlite_url, capsys):
     assert "only sqlite and postgresql" in capsys.readouterr().err
 
 
+@pytest.fixture
+def gone_after_start(monkeypatch):
+    """The database answered when the run started (a database unusable then fails the run at
+    once: tests/audit/test_audit_resume.py) and is unreachable from then on."""
+    from btlive.audit.runs import RunState
+
+    monkeypatch.setattr("btlive.analyzers.audit.open_database", lambda url: None)
+    monkeypatch.setattr("btlive.analyzers.audit.run_state", lambda url, run_id: RunState())
+
+
 def test_unreachable_database_never_hangs_and_the_run_says_what_was_not_written(
-        unused_port, caplog, tmp_path):
+        unused_port, caplog, tmp_path, gone_after_start):
     url = f"postgresql+psycopg://postgres:s3cret-pw@127.0.0.1:{unused_port}/test"
     writer = {"retry": Backoff(initial=0.05, maximum=0.2), "journal_dir": tmp_path / "j"}
     with pytest.raises(AuditIncomplete) as failed:
@@ -253,7 +263,7 @@ def test_unreachable_database_never_hangs_and_the_run_says_what_was_not_written(
     assert "s3cret-pw" not in caplog.text and "s3cret-pw" not in message
 
 
-def test_unwritten_events_can_be_logged_instead_of_raised(unused_port, tmp_path):
+def test_unwritten_events_can_be_logged_instead_of_raised(unused_port, tmp_path, gone_after_start):
     url = f"postgresql+psycopg://postgres:pw@127.0.0.1:{unused_port}/test"
     (strat,) = _run(url, run_id="down", close_timeout=0.5, on_incomplete="log",
                     writer={"retry": Backoff(initial=0.05, maximum=0.1),

@@ -421,3 +421,38 @@ def test_recorder_failure_is_reported_once_and_the_feed_goes_on(sim, run_bounded
     assert FullDisk.calls == 1  # recording stopped at the first failure
     reported = [str(m) for m in strat.store_msgs if "recorder" in str(m)]
     assert len(reported) == 1 and "disk full" in reported[0]
+
+
+@pytest.mark.parametrize("asked", [None, "line"])
+def test_history_progress_only_when_asked(sim, run_bounded, monkeypatch, asked):
+    """A history download counts its bars in a progress display when asked for
+    (BTLIVE_PROGRESS); by default nothing, as stderr is no terminal here."""
+    from btlive.run import progress
+
+    made = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.shown_as = self.mode  # close() turns it off
+            made.append(self)
+
+    monkeypatch.setattr(progress, "Progress", Recorded)
+    monkeypatch.setattr(progress, "_mode", None)  # no process-wide mode left by another test
+    if asked:
+        monkeypatch.setenv("BTLIVE_PROGRESS", asked)
+    else:
+        monkeypatch.delenv("BTLIVE_PROGRESS", raising=False)
+    end = eastern_now().replace(tzinfo=None)
+    cerebro, _, _ = cerebro_for(sim, dataname="AAPL-STK-SMART-USD", historical=True,
+                                timeframe=bt.TimeFrame.Days, fromdate=end - dt.timedelta(days=30),
+                                todate=end)
+    (strat,), fired = run_bounded(cerebro, 30)
+    assert not fired and strat.bars
+    if not asked:
+        assert made == []
+        return
+    [shown] = made
+    assert shown.shown_as == "line" and shown.desc == "IB history AAPL 1 day" and shown.total == 30
+    assert shown.n == len(strat.bars)
+    assert shown._bar is None and shown.lines == 0, "a download shorter than `every` prints nothing"

@@ -208,3 +208,72 @@ def test_option_feeds_pay_per_contract_with_their_multiplier(sma_config):
     assert comm.p.option and comm.p.mult == 100.0
     assert comm.getcommission(3, 2.0) == pytest.approx(1.95)
     assert not broker.getcommissioninfo(type("D", (), {"_name": "AAPL"})()).p.option
+
+
+def test_streamlined_dispatch_keeps_what_every_analyzer_sees():
+    """RunSummary cuts backtrader's per-bar dispatch at the first bar; each analyzer still
+    gets the same calls as without it (per-bar hooks, orders, children's hooks)."""
+    from btlive.run.risk import Limits, OrderGate, RiskChecks
+    from btlive.run.summary import RunSummary
+
+    class Counting(bt.Analyzer):
+        def start(self):
+            self.calls = {"next": 0, "prenext": 0, "cash": 0, "fund": 0, "orders": 0}
+
+        def next(self):
+            self.calls["next"] += 1
+
+        def prenext(self):
+            self.calls["prenext"] += 1
+
+        def notify_cashvalue(self, cash, value):
+            self.calls["cash"] += 1
+
+        def notify_fund(self, cash, value, fundvalue, shares):
+            self.calls["fund"] += 1
+
+        def notify_order(self, order):
+            self.calls["orders"] += 1
+
+    class OrdersOnly(bt.Analyzer):
+        def start(self):
+            self.orders = 0
+
+        def notify_order(self, order):
+            self.orders += 1
+
+    class Parent(bt.Analyzer):
+        def __init__(self):
+            self.child = Counting()
+
+    class Trader(bt.Strategy):
+        def __init__(self):
+            self.sma = bt.indicators.SMA(self.data.close, period=3)
+
+        def next(self):
+            if len(self) % 4 == 0:
+                self.buy(size=1)
+
+    def seen(summary: bool):
+        closes = [100.0 + i for i in range(20)]
+        index = pd.date_range("2024-03-04 14:30", periods=20, freq="1min", tz="UTC")
+        frame = pd.DataFrame({"open": closes, "high": closes, "low": closes, "close": closes,
+                              "volume": 1.0}, index=index)
+        cerebro = bt.Cerebro(stdstats=False)
+        cerebro.adddata(bt.feeds.PandasData(dataname=frame))
+        cerebro.addstrategy(Trader)
+        cerebro.addanalyzer(Counting, _name="counting")
+        cerebro.addanalyzer(OrdersOnly, _name="orders")
+        cerebro.addanalyzer(Parent, _name="parent")
+        if summary:
+            cerebro.addanalyzer(RunSummary, _name="btlive_summary",
+                                gate=OrderGate(RiskChecks(Limits())))
+        strat = cerebro.run()[0]
+        a = strat.analyzers
+        return a.counting.calls, a.orders.orders, a.parent.child.calls, type(a).__name__
+
+    counting, orders, child, kind = seen(summary=True)
+    assert kind == "_Analyzers"  # streamlined
+    assert (counting, orders, child) == seen(summary=False)[:3]
+    assert counting["next"] == 18 and counting["prenext"] == 2 and counting["cash"] == 20
+    assert orders > 0

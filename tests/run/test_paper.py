@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +19,7 @@ from btlive.run import build, run
 
 pytestmark = pytest.mark.slow
 FAST_SIM = {"tick_interval": 0.05, "bar_interval": 1.0}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -104,20 +111,18 @@ def test_cli_live_with_flag_and_limits_runs_against_the_simulator(paper_config, 
     assert "warm-up bars" in capsys.readouterr().out
 
 
-def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
+@contextlib.contextmanager
+def paper_process(config, tmp_path, *args, env=None):
+    """`btlive run SmaCross --mode paper --sim ARGS` in a subprocess, yielded as (process,
+    stderr so far) once its status line shows the feed LIVE; killed if it outlives the block,
+    its stderr read to the end after it."""
     from tests.helpers import eventually
     from tests.run.test_backtest import write
 
-    path = write(tmp_path, paper_config)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    path = write(tmp_path, config)
     proc = subprocess.Popen([sys.executable, "-m", "btlive", "run", "strategies.sma_cross:SmaCross",
-                             "--mode", "paper", "--sim", "--config", path],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--mode", "paper", "--sim", "--config", path, *args],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
     err = bytearray()
 
     def read():
@@ -130,13 +135,18 @@ def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path)
         eventually(lambda: b"feeds LIVE" in err or proc.poll() is not None, timeout=90,
                    what="a status line with the feed LIVE")
         assert proc.poll() is None, err.decode()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)  # not communicate(): it would race the reader for stderr
-        out = proc.stdout.read()
+        yield proc, err
     finally:
         if proc.poll() is None:
             proc.kill()
-    reader.join(10)  # stderr drained to its end
+        reader.join(10)  # stderr drained to its end
+
+
+def test_ctrl_c_stops_a_paper_run_and_prints_the_summary(paper_config, tmp_path):
+    with paper_process(paper_config, tmp_path) as (proc, err):
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)  # not communicate(): it would race the reader for stderr
+        out = proc.stdout.read()
     assert proc.returncode == 0, err.decode()
     assert b"stopped by Ctrl-C" in err
     assert b"warm-up bars" in out and b"mode" in out
@@ -167,43 +177,44 @@ def test_no_tws_is_one_line_error_at_build(paper_config):
 
 
 def test_sigterm_kills_a_paper_run_through_its_kill_switch(paper_config, tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    from tests.helpers import eventually
-    from tests.run.test_backtest import write
-
-    path = write(tmp_path, paper_config)
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    proc = subprocess.Popen([sys.executable, "-m", "btlive", "run", "strategies.sma_cross:SmaCross",
-                             "--mode", "paper", "--sim", "--config", path,
-                             "--summary-json", str(tmp_path / "s.json")],
-                            cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "BTLIVE_RUN_DIR": str(tmp_path / "runs")})
-    err = bytearray()
-
-    def read():
-        for byte in iter(lambda: proc.stderr.read(1), b""):
-            err.extend(byte)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    try:
-        eventually(lambda: b"feeds LIVE" in err or proc.poll() is not None, timeout=90,
-                   what="a status line with the feed LIVE")
-        assert proc.poll() is None, err.decode()
+    with paper_process(paper_config, tmp_path, "--summary-json", str(tmp_path / "s.json"),
+                       env={**os.environ, "BTLIVE_RUN_DIR": str(tmp_path / "runs")}) as (proc, err):
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         out = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    reader.join(10)
     assert proc.returncode == 0, err.decode()
     assert b"kill switch" in out and b"SIGTERM" in out
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["kill"]["reason"] == "SIGTERM" and summary["kill"]["ok"]
     left = [p.name for p in (tmp_path / "runs").glob("*.json")]
     assert left == [f"{summary['run_id']}.kill.json"], "the run file is removed at stop"
+
+
+@pytest.mark.parametrize("mode", ["paper", "backtest"])
+def test_ib_test_strategy_runs_through_btlive_run(tmp_path, monkeypatch, capsys, mode):
+    """backtrader's ibtest strategy, from `btlive config init --example ibtest`, unmodified:
+    it buys its stake once live (every bar of a backtest is), sells it 3 bars later."""
+    import tomllib
+
+    from btlive.run.examples import IBTEST
+    from tests.run.test_backtest import write
+
+    monkeypatch.chdir(tmp_path)
+    raw = tomllib.loads(IBTEST)
+    raw["broker"]["paper"]["port"] = 0
+    raw["data"][0]["uri"] = f"lmdb://{tmp_path}/arctic"  # a backtest: synthetic sample bars
+    monkeypatch.setattr("btlive.run.feeds.SIM_DEFAULTS", FAST_SIM)
+    path = write(tmp_path, raw)
+    code = bounded(lambda: main(["run", "--mode", mode, "--sim", "--config", path, "-q",
+                                 "--param", "stopafter=8", "--summary-json",
+                                 str(tmp_path / "s.json")]))
+    assert code == 0
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["strategy"] == "strategies.ib_test:TestStrategy"
+    assert [(o["side"], o["status"]) for o in summary["orders"]] == [
+        ("buy", "Completed"), ("sell", "Completed")]
+    out = capsys.readouterr().out
+    assert "ORDER BEGIN" in out and "TRADE pnl" in out
+    if mode == "paper":
+        assert "***** DATA NOTIF: LIVE" in out and "stopafter reached" in out
+        assert summary["warmup_bars"] > 0

@@ -140,5 +140,5 @@ def test_status_line_shows_progress_against_the_expected_bars():
     cerebro.addanalyzer(RunSummary, _name="btlive_summary", gate=gate, status=stream, every=0,
                         total=4, label="backtest")
     cerebro.run()
-    lines = stream.getvalue().split("\r")
-    assert "bars 2/4 (50%)" in lines[2] and "feeds" in lines[2]
+    lines = stream.getvalue().splitlines()
+    assert "bars 2/4 (50%)" in lines[1] and "feeds" in lines[1]

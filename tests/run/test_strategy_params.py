@@ -46,3 +46,25 @@ def test_params_convert_by_default_type():
 def test_wrong_name_or_type_names_it(configured, overrides, text):
     with pytest.raises(UsageError, match=text):
         strategy_params(SmaCross, configured, overrides)
+
+
+def test_config_params_belong_to_the_configured_class(tmp_path):
+    """[strategy] params go to [strategy] class; another class named on the command line
+    takes those it has (a subclass keeps them) and its --param overrides."""
+    from btlive.run.wiring import build
+
+    path = tmp_path / "other.py"
+    path.write_text("import backtrader as bt\nclass Other(bt.Strategy):\n"
+                    "    params = (('n', 2), ('slow', 30))\n")
+    config = {"strategy": {"class": "strategies.sma_cross:SmaCross",
+                           "params": {"fast": 4, "slow": 20}},
+              "data": [{"name": "X", "source": "arctic", "symbol": "bars/1min/X",
+                        "uri": f"lmdb://{tmp_path / 'a'}", "timeframe": "minutes"}]}
+    other = build(config, "backtest", strategy=f"{path}:Other", params=["n=3"])
+    same = build(config, "backtest", params=["slow=12"])
+    try:
+        assert other.btlive.params == {"n": 3, "slow": 20}
+        assert same.btlive.params["fast"] == 4 and same.btlive.params["slow"] == 12
+    finally:
+        other.btlive.close()
+        same.btlive.close()

@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 import tomllib
+from pathlib import Path
 
 import pytest
 
 from btlive.cli import main
 from btlive.errors import UsageError
 from btlive.run import build, run
-from btlive.run.examples import STRANGLE
 from btlive.run.feeds import THETA_BACKFILL_BARS
 from btlive.theta.store import ThetaStore
 from tests.run.test_backtest import BuyThenSell
 
+FIXED_STRANGLE = Path(__file__).with_name("fixed_strangle.toml")
 DECISION = ("datetime", "data", "side", "size", "exectype", "price", "status", "filled",
             "avg_price", "commission")
 
@@ -31,11 +32,9 @@ def decisions(summary):
 
 
 @pytest.mark.slow
-def test_strangle_example_backtests_as_is_and_again_from_the_cache(tmp_path, monkeypatch,
-                                                                  capsys):
+def test_fixed_option_contracts_backtest_and_again_from_the_cache(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["config", "init", "--example", "strangle", "-o", "btlive.toml"]) == 0
-    text = (tmp_path / "btlive.toml").read_text()
+    text = FIXED_STRANGLE.read_text()
     text = text.replace('# cache_uri = "lmdb://./theta_cache"', 'cache_uri = "lmdb://./cache"')
     (tmp_path / "btlive.toml").write_text(text)
     assert main(["run", "--sim", "-q", "--summary-json", "a.json"]) == 0
@@ -87,7 +86,7 @@ def test_paper_on_the_theta_stream_warms_up_from_history():
 
 @pytest.mark.slow
 def test_an_expired_contract_says_its_feed_ended(capsys):
-    raw = tomllib.loads(STRANGLE)
+    raw = tomllib.loads(FIXED_STRANGLE.read_text())
     run(raw, "paper", sim=True, stop_after=3, out=None)
     err = capsys.readouterr().err
     assert "feed call ended: NOTSUBSCRIBED" in err and "feed put ended" in err
@@ -113,3 +112,20 @@ def test_a_bad_theta_contract_names_the_feed():
     raw["backtest"] = {"from": "2024-03-14"}
     with pytest.raises(UsageError, match=r"\[\[data\]\] SPY contract .SPY 20240315 C 520.: "):
         build(raw, "backtest")
+
+
+@pytest.mark.slow
+def test_paper_on_the_theta_stream_records_its_bars(tmp_path):
+    """[record] in paper: the ThetaData feed's bars go into ArcticDB as the run sees them, so
+    today's paper session is tomorrow's backtest."""
+    from btlive.arctic.library import get_library
+
+    raw = theta_paper_config()
+    uri = f"lmdb://{tmp_path / 'rec'}"
+    raw["record"] = {"enabled": True, "uri": uri, "library": "btlive"}
+    summary = run(raw, "paper", sim=True, stop_after=3, out=None)
+    lib = get_library(uri, "btlive")
+    assert lib.list_symbols() == ["bars/1s/SPY"]
+    frame = lib.read("bars/1s/SPY").data
+    assert len(frame) == summary["bars"] and frame.index.is_monotonic_increasing
+    assert (frame["close"] > 0).all()

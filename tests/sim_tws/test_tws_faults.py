@@ -187,6 +187,47 @@ async def test_fills_while_disconnected_arrive_as_executions(sim, ib):
         ib2.disconnect()
 
 
+async def test_manual_trade_in_tws_moves_positions_without_executions(sim, ib):
+    master = await connect(sim, client_id=0)
+    try:
+        sim.fault("trade", symbol="AAPL", side="BUY", qty=7)
+        await eventually_async(lambda: any(p.position == 7 for p in ib.positions()), 5,
+                               what="client 1's position update")
+        await eventually_async(lambda: master.fills(), 5, what="the master client's execution")
+        (fill,) = master.fills()
+        assert (fill.execution.side, fill.execution.shares, fill.execution.orderId) == \
+            ("BOT", 7, -1)
+        assert fill.execution.price == pytest.approx(sim.quote("AAPL").ask, rel=0.01)
+        await synced(ib)
+        assert ib.fills() == [] and ib.openTrades() == []  # not its order
+
+        ib.disconnect()  # a trade by hand while the client is away: it learns at reconnection
+        await eventually_async(lambda: sim.call(lambda: 1 not in sim.server.sessions), 5,
+                               what="the simulator saw the disconnect")
+        sim.call(lambda: sim.server.apply_fault(parse_line("at 0s: trade symbol=AAPL side=SELL "
+                                                           "qty=2")))
+        assert sim.positions()["AAPL"] == 5
+        again = await connect(sim)
+        try:
+            assert [p.position for p in again.positions()] == [5]
+            assert again.fills() == []
+        finally:
+            again.disconnect()
+        assert [o.order_id for o in sim.orders() if o.client_id == 0] == [-1, -2]
+    finally:
+        master.disconnect()
+
+
+def test_manual_trade_needs_a_symbol_side_and_quantity(sim):
+    with pytest.raises(ValueError, match="needs a symbol"):
+        parse_line("at 1s: trade qty=5")
+    with pytest.raises(ValueError, match="BUY or SELL"):
+        sim.fault("trade", symbol="AAPL", side="HOLD")
+    sim.error(1100)  # TWS has lost IB: nothing trades
+    sim.fault("trade", symbol="AAPL", qty=1)
+    assert sim.positions().get("AAPL", 0) == 0
+
+
 TIMELINE = """
 # comment line
 at 1500ms: error 1100

@@ -264,9 +264,8 @@ def test_replay_is_silent_while_connectivity_is_lost():
     server.sessions[1] = sess
     inst = server.find_symbol("AAPL")
     sess.mkt[3] = MktSub(3, inst)
-    replay = ArcticReplay.__new__(ArcticReplay)  # no library: events given directly
-    replay.speed, replay.finished = 1e9, False
-    replay.events = [_Event(i, inst, q(150.0 + i, 150.1 + i)) for i in range(3)]
+    replay = ArcticReplay.of_events([_Event(i, inst, q(150.0 + i, 150.1 + i)) for i in range(3)],
+                                    speed=1e9)
     server.link_down = True
     asyncio.run(replay.run(server))
     assert replay.finished and sess.proto.sent == []

@@ -99,3 +99,47 @@ def test_replay_knows_every_timeframe_name(arctic_uri, tf, comp, seconds):
 def test_replay_refuses_a_timeframe_no_recorder_writes(arctic_uri):
     with pytest.raises(ValueError, match="'60min'.*'1h'"):
         ArcticReplay(arctic_uri, library="replay_test", timeframe="60min")
+
+
+@pytest.fixture
+def five_second_bars(tmp_path):
+    """40 recorded 5-second bars of AAPL from 14:30:00 UTC, on the tick grid."""
+    from btlive.arctic.library import forget_arctic, get_library
+    uri = f"lmdb://{tmp_path}/rec"
+    idx = pd.date_range("2024-03-07 14:30", periods=40, freq="5s", tz="UTC")
+    close = np.round(50.0 + np.sin(np.arange(40) / 3.0), 2)
+    frame = pd.DataFrame({"open": close - 0.05, "high": close + 0.1, "low": close - 0.15,
+                          "close": close, "volume": np.arange(40) * 100.0 + 100.0}, index=idx)
+    get_library(uri, "btlive").write("bars/5s/AAPL", frame.round(2))
+    yield uri, frame.round(2)
+    forget_arctic(uri)
+
+
+@pytest.mark.anyio
+async def test_replay_serves_the_session_on_the_recorded_clock(five_second_bars):
+    """History before the start comes from the recording; the clock waits at the start until
+    a client subscribes; real-time bars carry the recorded timestamps and values."""
+    uri, frame = five_second_bars
+    start = frame.index[30].to_pydatetime()
+    replay = ArcticReplay(uri, timeframe="5s", speed=100.0, start=start)
+    with TwsSimulator(replay=replay) as sim:
+        ib = await connect(sim)
+        try:
+            c = Stock("AAPL", "SMART", "USD")
+            await ib.qualifyContractsAsync(c)
+            assert await ib.reqCurrentTimeAsync() == start, "the clock waits for a subscriber"
+            hist = await ib.reqHistoricalDataAsync(c, "", "3600 S", "5 secs", "TRADES", False,
+                                                   formatDate=2)
+            assert [b.date for b in hist] == [t.to_pydatetime() for t in frame.index[:30]]
+            assert [b.close for b in hist] == frame["close"].iloc[:30].tolist()
+            assert [b.volume for b in hist] == frame["volume"].iloc[:30].tolist()
+            bars = ib.reqRealTimeBars(c, 5, "TRADES", False)
+            await eventually_async(lambda: replay.finished and len(bars) == 10, 10,
+                                   what="the ten recorded bars from the start, in real time")
+            assert [b.time for b in bars] == [t.to_pydatetime() for t in frame.index[30:]]
+            for bar, (_, row) in zip(bars, frame.iloc[30:].iterrows(), strict=True):
+                assert (bar.open_, bar.high, bar.low, bar.close, bar.volume) == (
+                    row["open"], row["high"], row["low"], row["close"], row["volume"])
+            assert await ib.reqCurrentTimeAsync() >= frame.index[-1].to_pydatetime()
+        finally:
+            ib.disconnect()

@@ -22,13 +22,6 @@ from btlive.theta.parse import (
     parse_ws_message,
     utc_ns_to_et,
 )
-from btlive.theta.wire import (
-    OP_PING,
-    OP_TEXT,
-    FrameDecoder,
-    WsProtocolError,
-    encode_frame,
-)
 
 CSV_OPTION_QUOTE = (
     "symbol,expiration,strike,right,timestamp,bid_size,bid_exchange,bid,bid_condition,ask_size,"
@@ -212,31 +205,3 @@ def test_group_frames_fast_and_fallback_paths():
     literal = str(json.loads(QUOTE_FRAME)).encode()
     batch = group_frames([literal, b"garbage", TRADE_FRAME.encode()])
     assert batch.malformed == 1 and batch.data_frames == 2 and batch.errors
-
-
-def test_ws_frame_decoder_split_reads_fragments_and_controls():
-    msgs = [QUOTE_FRAME.encode(), b"x" * 70_000, b"short"]
-    wire = b"".join(encode_frame(OP_TEXT, m, mask=False) for m in msgs)
-    wire += encode_frame(OP_PING, b"hb", mask=False)
-    # a fragmented text message: first frame without FIN, then a continuation with FIN
-    wire += bytes([0x01, 3]) + b"abc" + bytes([0x80, 3]) + b"def"
-    dec = FrameDecoder()
-    got, controls = [], []
-    for i in range(0, len(wire), 777):  # arbitrary TCP read boundaries
-        m, c = dec.feed(wire[i:i + 777])
-        got += m
-        controls += c
-    assert got == msgs + [b"abcdef"]
-    assert controls == [(OP_PING, b"hb")]
-    with pytest.raises(WsProtocolError, match="masked"):
-        FrameDecoder().feed(encode_frame(OP_TEXT, b"hi", mask=True))
-
-
-def test_ws_frame_decoder_bounds_a_fragmented_message(monkeypatch):
-    import btlive.theta.wire as wsproto
-
-    monkeypatch.setattr(wsproto, "MAX_MESSAGE", 10)
-    dec = FrameDecoder()
-    dec.feed(bytes([0x01, 6]) + b"abcdef")  # each frame is within the limit ...
-    with pytest.raises(WsProtocolError, match="fragmented message exceeds 10"):
-        dec.feed(bytes([0x00, 6]) + b"ghijkl")  # ... their sum is not

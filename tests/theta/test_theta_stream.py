@@ -84,7 +84,7 @@ def _collect_until_live_ticks(q, items, n: int, timeout: float = 20.0) -> None:
     eventually(done, timeout, interval=0.02, what=f"LIVE and {n} live ticks")
 
 
-@pytest.mark.parametrize("fault", ["drop", "stall", "fpss"])
+@pytest.mark.parametrize("fault", ["drop", "close", "stall", "fpss"])
 def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
     # a slow first reconnect after a drop, so the exchange moves on meanwhile
     store = store_for(sim, heartbeat_timeout=1.0, reconnect_backoff=3.0, reconnect_max=3.0)
@@ -98,6 +98,9 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
     if fault == "drop":
         assert sim.drop_ws()
         expect = ["DISCONNECTED", "RECONNECTED"]
+    elif fault == "close":
+        assert sim.close_ws(1001, "maintenance")
+        expect = ["DISCONNECTED", "RECONNECTED"]
     elif fault == "stall":
         sim.stall_ws(2.5)
         expect = ["STALLED", "DISCONNECTED", "RECONNECTED"]
@@ -109,6 +112,8 @@ def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
         sim.fpss_reconnect()
         expect = ["TERMINAL_DISCONNECTED", "TERMINAL_CONNECTED"]
     assert eventually(lambda: all(k in kinds(events) for k in expect), timeout=15), kinds(events)
+    if fault == "close":
+        assert "code 1001: maintenance" in next(e.detail for e in events if e.kind == "DISCONNECTED")
     _collect_until_live_ticks(q, items, 2)  # a couple of live ticks after the gap
     statuses = [i[1] for i in items if i[0] == "status"]
     assert statuses[0] == "DELAYED" and "CONNBROKEN" in statuses and statuses[-1] == "LIVE"

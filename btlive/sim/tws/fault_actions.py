@@ -78,6 +78,10 @@ class FaultsPart:
         self._process(self.engine.cancel(o, 202, reason) if o is not None
                       else self._cancel_held(*key, reason))
 
+    def _fault_trade(self, args: dict) -> None:
+        self.manual_trade(str(args["symbol"]), str(args.get("side", "BUY")),
+                          float(args.get("qty", 1)), args.get("account"))
+
     def _fault_price(self, args: dict) -> None:
         self.set_price(str(args["symbol"]), float(args["value"]))
 

@@ -19,12 +19,18 @@ Timeline lines (``#`` starts a comment, blank lines ignored)::
     at 3s: cancel orderId=5 clientId=1 reason="risk"   # server-side cancel: 202
     at 3s: warn orderId=5 clientId=1 code=399 msg="Order held"
     at 4s: price symbol=AAPL value=180.5  # jump the price (fills, stops, trails)
+    at 4s: trade symbol=AAPL side=SELL qty=5  # a manual trade in TWS's window (see below)
     at 8s: close                      # session close: MOC/LOC fill, DAY orders expire
 
 ``daily_restart`` is TWS's own daily restart: every client drops, connections are refused
 for ``down``; then for ``linger`` a clientId that was connected gets 326 (TWS still holds its
 old session); clients connecting before ``farms`` has passed see the farms broken
 (2103/2105/2157), and everyone gets 2104/2106/2158 when they come back.
+
+``trade`` is an order entered by hand in TWS (clientId 0, a market order filled at once, in
+``account=`` or the default one): API clients see only their positions change. Made while a
+client is disconnected (``drop clientId=N`` just before), that client's run finds after
+reconnecting a position that differs from what it believed.
 
 JSON lines are accepted as well: ``{"at": 5, "action": "error", "code": 1100}``.
 Times accept ``ms``, ``s`` (default) and ``m`` suffixes.
@@ -40,8 +46,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 ACTIONS = {"error", "drop", "restart", "daily_restart", "competing", "market", "pacing", "reject",
-           "unknown", "notsubscribed", "silent", "cancel", "warn", "price", "close"}
+           "unknown", "notsubscribed", "silent", "cancel", "warn", "price", "close", "trade"}
 DURATIONS = ("down", "linger", "farms")  # arguments that take a time with a unit
+REQUIRED = {"error": ("code", "at 5s: error 1100"),
+            "trade": ("symbol", "at 5s: trade symbol=AAPL qty=5")}
 
 SYSTEM_MESSAGES = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
@@ -123,8 +131,9 @@ def parse_line(line: str, lineno: int = 0) -> Fault | None:
             raise ValueError(f"{where}unexpected {positional!r} for {action!r}; use key=value")
     if action not in ACTIONS:
         raise ValueError(f"{where}unknown action {action!r}; known: {', '.join(sorted(ACTIONS))}")
-    if action == "error" and "code" not in args:
-        raise ValueError(f"{where}'error' needs a code, e.g. 'at 5s: error 1100'")
+    needed, example = REQUIRED.get(action, (None, ""))
+    if needed is not None and needed not in args:
+        raise ValueError(f"{where}{action!r} needs a {needed}, e.g. {example!r}")
     for name in DURATIONS:
         if name in args:
             args[name] = _seconds(args[name])

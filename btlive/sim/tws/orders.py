@@ -328,6 +328,33 @@ class OrdersPart:
             self._push_scheduled = True
             asyncio.get_running_loop().call_later(self.account_delay, self._push_dirty)
 
+    def manual_trade(self, symbol: str, side: str, qty: float,
+                     account: str | None = None) -> SimOrder | None:
+        """A market order entered by hand in TWS's window (clientId 0, a negative orderId),
+        filled at once at the touch. Other API clients hear of it only through their
+        position and portfolio updates (TWS sends no execution of another client's order):
+        what a run believed its position to be is then wrong. None while TWS has lost IB
+        (after a 1100 nothing trades)."""
+        side = side.upper()
+        if side not in ("BUY", "SELL") or not qty > 0:
+            raise ValueError(f"trade side={side!r} qty={qty!r}: expected BUY or SELL and qty > 0")
+        account = account or self.default_account
+        if account not in self.accounts:
+            raise ValueError(f"trade account={account!r}: not one of {sorted(self.accounts)}")
+        inst = self.find_symbol(symbol)
+        if self.link_down:
+            log.warning("manual trade of %s refused: TWS has lost its connection to IB", symbol)
+            return None
+        oid = min((o.order_id for o in self.engine.orders.values() if o.client_id == 0),
+                  default=0)
+        order = SimOrder(min(oid, 0) - 1, 0, self._new_perm(), inst, side, float(qty), "MKT",
+                         account=account)
+        quote = self._quote(inst)
+        price = (quote.ask if order.is_buy else quote.bid) or quote.last
+        self.engine.add(order)
+        self._process(self.engine.activate(order, None) + self.engine.fill(order, qty, price))
+        return order
+
     @HANDLERS(M.REQ_OPEN_ORDERS)
     def _open_orders(self, s: Session, f: list[str]) -> None:
         self._send_open(s, all_clients=s.client_id == 0)

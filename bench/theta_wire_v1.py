@@ -1,4 +1,8 @@
-"""A small sans-IO WebSocket (RFC 6455) client codec, tuned for a firehose of text frames.
+"""ANCHOR for bench_theta: the sans-IO WebSocket codec btlive ran before it switched to
+picows (btlive/theta/wire.py at that time), kept verbatim so the benchmark can measure the
+picows client against it in the same run. Not used by btlive.
+
+A small sans-IO WebSocket (RFC 6455) client codec, tuned for a firehose of text frames.
 
 Why not the ``websockets`` package: its per-message machinery costs tens of
 microseconds, and the Terminal can push 100k+ frames per second. Here one
