@@ -189,7 +189,7 @@ def test_live_bad_ticks_are_counted_and_reported(sim, store_for):
 def test_trade_bars_then_disconnected_when_the_terminal_goes_away(make_sim, store_for,
                                                                    option_of):
     sim = make_sim(quote_ms=100, trade_ms=200)
-    store = store_for(sim, max_reconnects=2, heartbeat_timeout=1.0)
+    store = store_for(sim, max_reconnects=2, heartbeat_timeout=2.0)
     option = option_of(store, root="AAPL")
     start = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(seconds=3)
     data = ThetaData(dataname=option.instrument, store=store, what="trade",

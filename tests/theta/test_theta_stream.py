@@ -86,8 +86,9 @@ def _collect_until_live_ticks(q, items, n: int, timeout: float = 20.0) -> None:
 
 @pytest.mark.parametrize("fault", ["drop", "close", "stall", "fpss"])
 def test_faults_reconnect_resubscribe_and_fill_the_gap(sim, store_for, fault):
-    # a slow first reconnect after a drop, so the exchange moves on meanwhile
-    store = store_for(sim, heartbeat_timeout=1.0, reconnect_backoff=3.0, reconnect_max=3.0)
+    # a slow first reconnect after a drop, so the exchange moves on meanwhile; the Terminal's
+    # heartbeat is 1 s, so 1.8 s of silence is a stall with margin under load (2.5 s stall below)
+    store = store_for(sim, heartbeat_timeout=1.8, reconnect_backoff=3.0, reconnect_max=3.0)
     events = []
     store.add_event_sink(events.append)
     spy = Contract.stock("SPY")
