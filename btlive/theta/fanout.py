@@ -32,6 +32,7 @@ from websockets.protocol import State
 
 from btlive.theta.parse import Contract, FrameError, contract_from_ws, decode_json_or_literal
 from btlive.theta.ws import REJECTIONS, StreamEvent, SubKey, ThetaStream
+from btlive.wsframe import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +111,6 @@ def find_fanout(ws_url: str) -> Advert | None:
     return advert
 
 
-def _text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented server text frame (RFC 6455 5.2)."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65_536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
-
-
 def _frame(kind: str, status: str, **extra) -> bytes:
     return json.dumps({"header": {"type": kind, "status": status, **extra}}).encode()
 
@@ -135,7 +126,7 @@ class _Client:
         if self.ws.state is not State.OPEN:  # never after the close frame
             return True
         transport = self.ws.transport
-        transport.write(b"".join(map(_text_frame, frames)))
+        transport.write(b"".join(map(text_frame, frames)))
         return transport.get_write_buffer_size() <= MAX_BUFFER
 
     def wants(self, req_type: str, contract: Contract) -> bool:

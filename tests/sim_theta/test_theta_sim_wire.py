@@ -16,14 +16,14 @@ from btlive.sim.theta.wire import (
     quote_frame,
     request_instrument,
     trade_frame,
-    ws_frame,
 )
+from btlive.wsframe import text_frame
 
 
 @pytest.mark.parametrize("n, head", [(5, b"\x81\x05"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e"),
                                      (65_536, b"\x81\x7f" + (65_536).to_bytes(8, "big"))])
 def test_ws_frame_lengths(n, head):
-    frame = ws_frame(b"x" * n)
+    frame = text_frame(b"x" * n)
     assert frame.startswith(head) and len(frame) == len(head) + n
 
 

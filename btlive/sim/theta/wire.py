@@ -14,16 +14,6 @@ from datetime import date
 from btlive.sim.theta.market import OptionContract
 
 
-def ws_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented server text frame."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65_536:
-        return b"\x81\x7e" + n.to_bytes(2, "big") + payload
-    return b"\x81\x7f" + n.to_bytes(8, "big") + payload
-
-
 def header(kind: str, status: str = "CONNECTED", **extra) -> dict:
     return {"header": {"type": kind, "status": status, **extra}}
 

@@ -42,8 +42,8 @@ from btlive.sim.theta.wire import (
     request_instrument,
     status_frame,
     trade_frame,
-    ws_frame,
 )
+from btlive.wsframe import text_frame
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class Session:
         # after CLOSE and wait out its close timeout)
         if self.closed or not frames or self.ws.state is not State.OPEN:
             return
-        self.ws.transport.write(b"".join(ws_frame(f.encode()) for f in frames))
+        self.ws.transport.write(b"".join(text_frame(f.encode()) for f in frames))
         self.frames += len(frames)
 
 
