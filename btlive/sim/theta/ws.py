@@ -564,7 +564,7 @@ class StreamServer:
             count = min(chunk, n - sent)
             session.write(self.burst_frames(count, contracts, start_seq=sent))
             sent += count
-            await session.ws.drain()
+            await self._drain(session)
         return sent
 
     async def _firehose_step(self, session: Session) -> None:
