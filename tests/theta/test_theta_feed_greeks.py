@@ -17,13 +17,16 @@ from btlive.theta.parse import NEW_YORK, Contract, expiry_close_ns, utc_ns_to_et
 from btlive.theta.rest import ThetaError
 
 
-def _month_out(store, root="SPY", right="C") -> Contract:
-    """A contract about a month out near the money: there the rate moves delta by ~0.02."""
+def _months_out(store, root="SPY", right="C") -> Contract:
+    """The call nearest the money (delta nearest 0.5 in the Terminal's own snapshot) of the
+    first expiration two months out or more: there the rate moves delta by several hundredths
+    whatever the time of day, so the rate-0 control below cannot pass by accident."""
     today = dt.datetime.strptime(str(utc_ns_to_et(time.time_ns())[0]), "%Y%m%d").date()
-    exps = [e for e in store.expirations(root)
-            if dt.datetime.strptime(e, "%Y%m%d").date() >= today + dt.timedelta(days=25)]
-    strikes = store.strikes(root, exps[0])
-    return Contract.option(root, exps[0], strikes[len(strikes) // 2 + 1], right)
+    exp = next(e for e in store.expirations(root)
+               if dt.datetime.strptime(e, "%Y%m%d").date() >= today + dt.timedelta(days=60))
+    snap = store.chain_snapshot(root, "greeks", exp, right=right)
+    strike = float(snap.loc[(snap["delta"] - 0.5).abs().idxmin(), "strike"])
+    return Contract.option(root, exp, strike, right)
 
 
 class Bars(bt.Strategy):
@@ -43,7 +46,7 @@ class Bars(bt.Strategy):
 def test_live_delta_within_0_005_of_the_terminal_greeks(make_sim, store_for):
     sim = make_sim(quote_ms=200, trade_ms=200)
     store = store_for(sim)
-    contract = _month_out(store)
+    contract = _months_out(store)
     cerebro = bt.Cerebro(stdstats=False)
     feed = ThetaData(dataname=contract, store=store, timeframe=bt.TimeFrame.Seconds,
                      compression=1, qcheck=0.1)
