@@ -155,7 +155,9 @@ class ThetaStore(LiveStore):
       - ``verify_timeout`` (5 s): wait for a REQ_RESPONSE before reporting TIMED_OUT.
       - ``check_contracts`` (True): check live contracts against the list endpoints (the
         Terminal answers SUBSCRIBED for anything) and end unknown ones with NOTSUBSCRIBED.
-      - ``rate`` (0.0): risk-free rate for live greeks; ``dividend`` (0.0): yield.
+      - ``rate`` (0.0): a fixed risk-free rate for the feeds' computed greeks; 0 = none fixed:
+        each feed uses the Terminal's own rate (its ``rate_type``, SOFR by default) for the
+        bar's day, as the Terminal's greeks do. ``dividend`` (0.0): yield.
       - ``fanout_port`` (None = off): serve this store's Terminal stream to other local
         processes (``btlive record theta``) on 127.0.0.1 at this port (0 = any free port),
         advertised in a run file; the Terminal serves one streaming client. A store without
