@@ -59,3 +59,33 @@ def run_bounded(cerebro, limit: float = 30.0) -> tuple[Any, bool]:
     finally:
         timer.cancel()
     return result, fired.is_set()
+
+
+def sigkill_when(args: list[str], ready: Callable[[str], bool], pause: float = 0.0,
+                 limit: float = 60.0) -> tuple[int, str]:
+    """Run ``args`` (with this checkout on ``PYTHONPATH``), read its stdout until ``ready(line)``,
+    then SIGKILL it (``pause`` seconds later). Returns its return code and the last line read.
+    The child is killed after ``limit`` seconds whatever happens, so a test cannot hang."""
+    import os
+    import signal
+    import subprocess
+
+    env = dict(os.environ, PYTHONPATH=os.getcwd())
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True, env=env)
+    timer = threading.Timer(limit, proc.kill)
+    timer.start()
+    line = ""
+    try:
+        for line in proc.stdout:
+            if ready(line.strip()):
+                break
+        time.sleep(pause)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        timer.cancel()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        proc.stdout.close()
+    return proc.returncode, line.strip()

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import threading
@@ -20,6 +18,7 @@ from btlive.audit.verify import verify
 from btlive.audit.writer import AuditWriter
 from btlive.cli import main as btlive_main
 from btlive.runtime import Backoff
+from tests.helpers import sigkill_when
 
 
 def _seq_events(start: int, n: int):
@@ -277,27 +276,10 @@ CHILD = textwrap.dedent("""
 
 @pytest.mark.slow
 def test_sigkill_keeps_every_acknowledged_event_and_the_chain_resumes(sqlite_url, ah, tmp_path):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, sqlite_url], stdout=subprocess.PIPE,
-                            text=True, env=env)
-    acked = 0
-    try:
-        timer = threading.Timer(60, proc.kill)
-        timer.start()
-        for line in proc.stdout:
-            acked = int(line.split()[1])
-            if acked >= 3000:
-                break
-        time.sleep(0.05)  # let it be in the middle of more work
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-        timer.cancel()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    returncode, line = sigkill_when([sys.executable, "-c", CHILD, sqlite_url],
+                                    lambda line: int(line.split()[1]) >= 3000, pause=0.05)
+    acked = int(line.split()[1])
+    assert returncode == -signal.SIGKILL
     assert acked >= 3000
     order = _event_order(ah, sqlite_url)
     assert len(order) >= acked

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
 import textwrap
 import threading
@@ -21,7 +19,7 @@ from btlive.audit.verify import verify
 from btlive.audit.writer import AuditWriter
 from btlive.cli import main as btlive_main
 from btlive.runtime import Backoff
-from tests.helpers import eventually
+from tests.helpers import eventually, sigkill_when
 
 
 def _events(start, n, run="r1"):
@@ -190,27 +188,11 @@ CHILD = textwrap.dedent("""
 @pytest.mark.slow
 def test_sigkill_in_a_busy_run_verify_says_it_did_not_stop_and_nothing_acked_is_lost(
         sqlite_url, ah, capsys):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, sqlite_url], stdout=subprocess.PIPE,
-                            text=True, env=env)
-    acked = 0
-    timer = threading.Timer(60, proc.kill)
-    timer.start()
-    try:
-        for line in proc.stdout:
-            acked = int(line.split()[1])
-            if acked >= 5000:
-                break
-        # mid-batch: the next acknowledgement has not come yet, more is queued and journaled
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL and acked >= 5000
+    # mid-batch: the next acknowledgement has not come yet, more is queued and journaled
+    returncode, line = sigkill_when([sys.executable, "-c", CHILD, sqlite_url],
+                                    lambda line: int(line.split()[1]) >= 5000)
+    acked = int(line.split()[1])
+    assert returncode == -signal.SIGKILL and acked >= 5000
     result = verify(sqlite_url)
     assert result.chain_ok and result.unstopped == ["busy"]
     order = _order(ah, sqlite_url)

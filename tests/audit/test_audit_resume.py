@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import sqlite3
-import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import backtrader as bt
@@ -79,22 +76,11 @@ cerebro.run()
 
 @pytest.mark.slow
 def test_a_run_killed_with_sigkill_resumes_with_its_run_id(sqlite_url, ah, capsys):
-    env = dict(os.environ, PYTHONPATH=os.getcwd())
-    proc = subprocess.Popen([sys.executable, "-c", CHILD, sqlite_url, str(Path(__file__).parent)],
-                            stdout=subprocess.PIPE, text=True, env=env)
-    timer = threading.Timer(60, proc.kill)
-    timer.start()
-    try:
-        assert proc.stdout.readline().strip() == "acked"
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
-    finally:
-        timer.cancel()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    from tests.helpers import sigkill_when  # here: the child imports this module without tests/
+
+    returncode, _ = sigkill_when([sys.executable, "-c", CHILD, sqlite_url,
+                                  str(Path(__file__).parent)], lambda line: line == "acked")
+    assert returncode == -signal.SIGKILL
     killed = verify(sqlite_url)
     assert killed.chain_ok and killed.unstopped == ["R"]
     (before,) = ah.rows(sqlite_url, "select count(*) from orders where run_id = 'R'")[0]
