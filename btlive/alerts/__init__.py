@@ -7,34 +7,15 @@ hysteresis and inhibition); a ``Dispatcher`` sends them from worker threads thro
 
 from __future__ import annotations
 
-from btlive.alerts.channels import (
-    Channel,
-    EmailChannel,
-    LogChannel,
-    Message,
-    PermanentError,
-    SendResult,
-    SmsChannel,
-    TransientError,
-)
-from btlive.alerts.dispatcher import Dispatcher
-from btlive.alerts.outbox import Outbox
-from btlive.alerts.state import AlertEvent, AlertMachine, Kind, Rule, State
+from btlive.lazy import lazy_exports
 
-__all__ = [
-    "AlertEvent",
-    "AlertMachine",
-    "Channel",
-    "Dispatcher",
-    "EmailChannel",
-    "Kind",
-    "LogChannel",
-    "Message",
-    "Outbox",
-    "PermanentError",
-    "Rule",
-    "SendResult",
-    "SmsChannel",
-    "State",
-    "TransientError",
-]
+_EXPORTS = {
+    **dict.fromkeys(("AlertEvent", "AlertMachine", "Kind", "Rule", "State"), "btlive.alerts.state"),
+    **dict.fromkeys(("Channel", "EmailChannel", "LogChannel", "Message", "PermanentError",
+                     "SendResult", "SmsChannel", "TransientError"), "btlive.alerts.channels"),
+    "Dispatcher": "btlive.alerts.dispatcher",
+    "Outbox": "btlive.alerts.outbox",
+}
+__all__ = sorted(_EXPORTS)
+
+__getattr__ = lazy_exports(__name__, _EXPORTS)
