@@ -13,6 +13,7 @@ nanoseconds (``*_ns``) plus a readable ``*_at`` TIMESTAMPTZ derived from it.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -84,9 +85,11 @@ def to_decimal(value) -> Decimal | None:
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             return None
-        d = Decimal(repr(value))
-    elif isinstance(value, int | str):
+        d = Decimal(repr(float(value)))  # float(): numpy's repr is "np.float64(1.5)"
+    elif isinstance(value, str):
         d = Decimal(value)
+    elif isinstance(value, numbers.Integral):  # int, and numpy's integers
+        d = Decimal(int(value))
     else:
         raise TypeError(f"cannot store {value!r} ({type(value).__name__}) as money")
     if not d.is_finite():

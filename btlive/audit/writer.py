@@ -32,10 +32,12 @@ Guarantees:
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import logging
 import os
 import socket
+import sqlite3
 import sys
 import threading
 import time
@@ -512,13 +514,13 @@ class AuditWriter:
     def _commit(self, events: list) -> None:
         if not events:
             return
-        converters = self._codec.converters
+        makers = self._codec.row_makers
         recorded = time.time_ns()
         rows = []
         append = rows.append
         for ev in events:
             try:
-                append((ev, ev.TABLE, *converters[type(ev)](ev, recorded)))
+                append((ev, ev.TABLE, *makers[type(ev)](ev, recorded)))
             except (ValueError, TypeError, ArithmeticError, KeyError, AttributeError) as exc:
                 self.stats["rejected"] += 1
                 log.error("audit writer: rejected %r: %s", ev, exc)
@@ -573,40 +575,40 @@ class AuditWriter:
         conn = self._connection()
         check_existing = check_existing or not conn.dialect.supports_sane_multi_rowcount
         batch_no = self._batch_no + 1
-        with conn.begin():
-            if conn.dialect.name == "postgresql":
-                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
-            if check_committed and _batch_committed(conn, self.writer_id, batch_no):
+        db = _SqliteBatch(conn) if conn.dialect.name == "sqlite" else _SqlaBatch(conn)
+        with db.transaction():
+            if check_committed and db.committed(self.writer_id, batch_no):
                 log.info("audit writer: batch %d was committed before the connection broke", batch_no)
                 self._batch_no = batch_no
-                self.head = _read_head(conn)
+                self.head = db.head()
                 return
-            head_seq, h = _read_head(conn)
-            existing = self._existing_keys(conn, rows) if check_existing else _NONE_EXISTING
+            head_seq, h = db.head()
+            existing = self._existing_keys(db, rows) if check_existing else _NONE_EXISTING
             seen = self._seen
             new_keys: dict[str, set] = defaultdict(set)
-            by_table: dict[str, list] = defaultdict(list)
+            by_sql: dict[str, list] = defaultdict(list)
             seq = head_seq
             sha = hashlib.sha256
             duplicates = 0
-            for _ev, table, params, text, key in rows:
+            last = None
+            for _ev, table, sql_text, params, text, key in rows:
                 if key is not None:
-                    if key in seen[table] or key in existing[table] or key in new_keys[table]:
+                    if table is not last:
+                        last, known, taken, fresh = table, seen[table], existing[table], new_keys[table]
+                    if key in known or key in taken or key in fresh:
                         duplicates += 1
                         continue
-                    new_keys[table].add(key)
+                    fresh.add(key)
                 seq += 1  # seq and row_hash are rewritten on every attempt
                 h = sha(f"{h}|{table}|{seq}|{text}".encode()).hexdigest()
-                by_table[table].append(params + (seq, h))
+                by_sql[sql_text].append((*params, seq, h))
             if seq > head_seq:
                 inserted = 0
-                for table, params in by_table.items():
-                    inserted += conn.exec_driver_sql(self._codec.insert_sql[table], params).rowcount
+                for sql_text, params in by_sql.items():
+                    inserted += db.insert(sql_text, params)
                 if inserted != seq - head_seq and not check_existing:
                     raise _KeyExisted  # rolls the transaction back
-                conn.execute(schema.chain_heads.insert(), {
-                    "seq": seq, "row_hash": h, "rows": seq - head_seq, "writer_id": self.writer_id,
-                    "batch_no": batch_no, "committed_ns": time.time_ns()})
+                db.add_head((seq, h, seq - head_seq, self.writer_id, batch_no, time.time_ns()))
         if seq > head_seq:
             self._batch_no = batch_no
         self.head = (seq, h)
@@ -619,21 +621,103 @@ class AuditWriter:
                 known.clear()
             known.update(keys)
 
-    def _existing_keys(self, conn: sa.Connection, rows: list) -> dict[str, set]:
+    def _existing_keys(self, db: _SqlaBatch | _SqliteBatch, rows: list) -> dict[str, set]:
         wanted: dict[str, set] = defaultdict(set)
-        for _ev, table, _params, _text, key in rows:
+        for _ev, table, _sql, _params, _text, key in rows:
             if key is not None and key not in self._seen[table]:
                 wanted[table].add(key)
         existing: dict[str, set] = defaultdict(set)
         for table, keys in wanted.items():
-            t = schema.TABLES[table]
-            cols = [t.c[name] for name in KEY_COLUMNS[table]]
             firsts = sorted({k[0] for k in keys})
             for i in range(0, len(firsts), 500):
-                chunk = firsts[i:i + 500]
-                for found in conn.execute(sa.select(*cols).where(cols[0].in_(chunk))):
+                for found in db.keys_in(table, firsts[i:i + 500]):
                     existing[table].add(tuple(found))
         return existing
+
+
+_HEAD_COLUMNS = ("seq", "row_hash", "rows", "writer_id", "batch_no", "committed_ns")
+
+
+class _SqlaBatch:
+    """A batch's statements through SQLAlchemy (PostgreSQL): the transaction takes the advisory
+    lock before it reads the head."""
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.conn = conn
+
+    @contextlib.contextmanager
+    def transaction(self):
+        with self.conn.begin():
+            if self.conn.dialect.name == "postgresql":
+                self.conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_LOCK_KEY})")
+            yield
+
+    def head(self) -> tuple[int, str]:
+        return _read_head(self.conn)
+
+    def committed(self, writer_id: str, batch_no: int) -> bool:
+        return _batch_committed(self.conn, writer_id, batch_no)
+
+    def insert(self, sql_text: str, params: list) -> int:
+        return self.conn.exec_driver_sql(sql_text, params).rowcount
+
+    def add_head(self, values: tuple) -> None:
+        self.conn.execute(schema.chain_heads.insert(), dict(zip(_HEAD_COLUMNS, values, strict=True)))
+
+    def keys_in(self, table: str, firsts: list):
+        t = schema.TABLES[table]
+        cols = [t.c[name] for name in KEY_COLUMNS[table]]
+        return self.conn.execute(sa.select(*cols).where(cols[0].in_(firsts)))
+
+
+class _SqliteBatch:
+    """A batch's statements on the SQLite driver connection under the SQLAlchemy one: the same
+    SQL without SQLAlchemy's work per statement (most of a small batch's cost). ``BEGIN
+    IMMEDIATE`` takes the write lock before the head is read; driver errors come out as
+    SQLAlchemy's, as they would through it, so retries and row isolation classify them alike."""
+
+    _HEAD = "SELECT seq, row_hash FROM chain_heads ORDER BY seq DESC LIMIT 1"
+    _BATCH = "SELECT seq FROM chain_heads WHERE writer_id = ? AND batch_no = ?"
+    _ADD_HEAD = f"INSERT INTO chain_heads ({', '.join(_HEAD_COLUMNS)}) VALUES (?, ?, ?, ?, ?, ?)"
+
+    def __init__(self, conn: sa.Connection) -> None:
+        self.raw = conn.connection.dbapi_connection
+        self.dialect = conn.dialect
+
+    @contextlib.contextmanager
+    def transaction(self):
+        raw, dialect = self.raw, self.dialect
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                dialect.do_commit(raw)
+            except BaseException:
+                if raw.in_transaction:
+                    dialect.do_rollback(raw)
+                raise
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(
+                None, None, exc, sqlite3.Error,
+                connection_invalidated=self.dialect.is_disconnect(exc, raw, None)) from exc
+
+    def head(self) -> tuple[int, str]:
+        found = self.raw.execute(self._HEAD).fetchone()
+        return (found[0], found[1]) if found else (0, GENESIS)
+
+    def committed(self, writer_id: str, batch_no: int) -> bool:
+        return self.raw.execute(self._BATCH, (writer_id, batch_no)).fetchone() is not None
+
+    def insert(self, sql_text: str, params: list) -> int:
+        return self.raw.executemany(sql_text, params).rowcount
+
+    def add_head(self, values: tuple) -> None:
+        self.raw.execute(self._ADD_HEAD, values)
+
+    def keys_in(self, table: str, firsts: list):
+        cols = KEY_COLUMNS[table]
+        return self.raw.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE {cols[0]} IN "
+                                f"({', '.join(['?'] * len(firsts))})", firsts).fetchall()
 
 
 def _stderr(line: str) -> None:

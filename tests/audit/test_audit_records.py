@@ -236,3 +236,15 @@ def test_every_shape_of_event_hashes_as_verify_recomputes_it(db_url, ah):
     result = verify(db_url)
     assert result.chain_ok, result.problems[:3]  # (the runs have no stop rows: not the point)
     assert result.rows == len(events)
+
+
+def test_numpy_numbers_are_stored_as_the_same_money(db_url, ah):
+    """A strategy's numbers are often numpy's: np.float64's repr is "np.float64(1.5)"."""
+    import numpy as np
+
+    ah.write_events(db_url, [ah.fill("NP.01", np.float64(10.0), np.float64(101.25)),
+                             ah.fill("NP.02", np.int64(3), 99)])
+    got = ah.rows(db_url, "select shares, price from executions order by seq")
+    assert [(Decimal(str(s)), Decimal(str(p))) for s, p in got] == [
+        (Decimal("10.0"), Decimal("101.25")), (Decimal("3"), Decimal("99"))]
+    assert schema.to_decimal(np.float64("nan")) is None
