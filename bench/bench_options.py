@@ -98,6 +98,7 @@ def measure(rest_url: str, ws_url: str, n: int, seconds: float, qcheck: float,
     wall = (marks["t1"] - marks["t0"]) / 1e9
     cpu = marks["cpu1"] - marks["cpu0"]
     return {"p50": percentile(lat, 50), "p99": percentile(lat, 99), "quotes": quotes,
+            "loadavg_1m": os.getloadavg()[0],
             "feeds": len(roots) + len(legs), "quotes_per_s": quotes / wall,
             "cpu_us_per_quote": cpu / quotes * 1e6 if quotes else float("nan"),
             "cpu_share": cpu / wall}
@@ -117,7 +118,8 @@ def run(args):
     extra = {"feeds": m["feeds"], "underlyings": n, "quote_ms": args.quote_ms,
              "quotes": m["quotes"], "quotes_per_s": round(m["quotes_per_s"], 1),
              "cpu_us_per_quote": round(m["cpu_us_per_quote"], 1),
-             "cpu_share": round(m["cpu_share"], 3), "qcheck_s": args.qcheck}
+             "cpu_share": round(m["cpu_share"], 3), "qcheck_s": args.qcheck,
+             "loadavg_1m": round(m["loadavg_1m"], 2)}
     for q in ("p99", "p50"):
         yield result("options", f"quote_to_next_{q}_ms", m[q], "seed: 10 ms data ingestion",
                      SEED_INGEST_MS, "ms", higher_is_better=False, **extra)

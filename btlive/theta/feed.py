@@ -35,6 +35,7 @@ _REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 
 _INTERVAL_NS = {name: seconds * 1_000_000_000 for seconds, name in _REST_INTERVALS.items()}
 GREEK_LINES = (*GREEK_FIELDS, "underlying")
 EPOCH = datetime(1970, 1, 1)
+_HOUR_NS = 3600 * 1_000_000_000
 
 
 def parse_dataname(dataname, sectype: str | None = None) -> Contract:
@@ -182,6 +183,8 @@ class ThetaData(bt.feed.DataBase):
         self._underlying_px = math.nan
         self._clock_offset = 0  # receive time minus tick time of the last live tick
         self._last_quote: dict = {}
+        self._last_iv: float | None = None  # the last implied vol: the next solve's start
+        self._rate_hour: tuple[int, float] | None = None  # (UTC hour, its greeks rate)
         self.last_tick_ns = 0  # end of the last delivered bar (its tick time for Ticks)
         self.last_recv_ns = 0  # when the socket read that carried it returned (live)
 
@@ -222,24 +225,111 @@ class ThetaData(bt.feed.DataBase):
     def islive(self) -> bool:
         return not self.p.historical
 
+    _line0 = None  # lines[0], the line len() and buflen() read (from start on)
+    _extra_lines: list | None = None  # (name, line) of the quote and greeks lines
+
+    def __len__(self) -> int:
+        # backtrader asks len() of every feed several times a pass (three calls deep)
+        line = self._line0
+        return line.lencount if line is not None else super().__len__()
+
+    def buflen(self, line: int = 0) -> int:
+        # backtrader's comes through LineSeries.__getattr__, after a failed lookup
+        line0 = self._line0
+        if line or line0 is None:
+            return self.lines.buflen(line)
+        return len(line0.array) - line0.extension
+
     def haslivedata(self) -> bool:
-        return bool(self._bars) or not self._q.empty()
+        return bool(self._bars or self._q.queue)
+
+    def get_notifications(self) -> list:
+        # asked for twice a pass by every feed; most passes have none
+        return super().get_notifications() if self.notifs else []
+
+    def next(self, datamaster=None, ticks=True):
+        """backtrader's ``next``, answered at once where its answer is known.
+
+        backtrader's live loop asks every feed on each pass, and again after a pass that
+        delivered a bar. Its own answer moves all ~20 lines forward and back: for a feed
+        with nothing new (then ``_load`` is asked and says "nothing yet"), and for a bar it
+        loaded earlier and held back because another feed had an earlier one (advanced,
+        compared with the pass's earliest time, rewound). With many tick feeds that cost per
+        feed and pass dominated each quote, so those answers come here, with the same
+        effects: a feed with no bar, no tick queued (its underlying's ticks, which make no
+        bar, taken first), nothing stacked and no wait allowed gives None; a held bar later
+        than the master's gives False; on the first ask of a pass, a held bar later than
+        another held one (which that feed delivers, so backtrader rewinds this one) gives
+        None. Checks (``_check``) and ticks (``ticks=True``, the old sync loop) take
+        backtrader's way."""
+        if self._hist is None:
+            line = self._line0
+            if line.lencount < len(line.array) - line.extension:  # a held bar
+                if not ticks and self._opener is not None:
+                    later = self._dtline[1]
+                    if datamaster is not None:
+                        if later > datamaster.lines.datetime[0]:
+                            return False
+                    elif self._plain and later > self._opener._held_min:
+                        return None
+            else:
+                if self._uchannel is not None:
+                    self._take_underlying()
+                if not (self._bars or self._q.queue or self._barstack or self._barstash
+                        or self._may_block() or (self._builder.current is not None
+                                                 and self._state == self.LIVE)):
+                    self._may_wait = False
+                    if ticks:
+                        self._tick_nullify()
+                    return None
+        return super().next(datamaster, ticks)
+
+    def _take_underlying(self) -> None:
+        """Take the underlying's ticks at the head of the queue, as ``_load_live`` would: they
+        make no bar (a feed that is ending takes backtrader's way, where ``_load`` says so)."""
+        q = self._q
+        while q.queue and q.queue[0][-1] == "underlying" and self._state not in (
+                self.DISCONNECTED, self.NOTSUBSCRIBED):
+            self._on_item(q.get_nowait())
+
+    def _may_block(self) -> bool:
+        """Whether ``_load_live`` would wait for a tick now (see ``_load_live``)."""
+        if self._per_quote:
+            return self._may_wait and self._wake.may_block and self._qcheck > 0
+        return self.p.qcheck > 0
 
     _may_wait = True
-    _opens_pass: bool | None = None
+    _opener: ThetaData | None = None  # the store's first feed in the Cerebro's order
+    _held_min = math.inf  # the opener's: earliest bar a plain feed holds back, this pass
+    _plain = False  # no filters, not resampled, replayed or cloned: backtrader's dt0 counts it
 
     def do_qcheck(self, onoff, qlapse) -> None:
         """backtrader's wait budget for this pass; the store's first feed in the Cerebro
-        opens each pass, in which one feed at most blocks (see :class:`_Wake`)."""
-        super().do_qcheck(onoff, qlapse)
+        opens each pass, in which one feed at most blocks (see :class:`_Wake`), and notes
+        the earliest held-back bar (see ``next``)."""
+        budget = self.p.qcheck - qlapse if onoff else 0.0  # backtrader's rule, inlined
+        self._qcheck = budget if budget > 0.0 else 0.0
         self._may_wait = True
-        if self._opens_pass is None:
+        if self._opener is None:
             env = getattr(self, "_env", None)
-            self._peers = [d for d in getattr(env, "datas", ()) if isinstance(d, ThetaData)
+            # the order of Cerebro._runnext: by timeframe and compression, stable
+            datas = sorted(getattr(env, "datas", ()),
+                           key=lambda d: (d._timeframe, d._compression))
+            self._peers = [d for d in datas if isinstance(d, ThetaData)
                            and d._store is self._store] or [self]
-            self._opens_pass = self._peers[0] is self
-        if self._opens_pass:  # no wait while a bar backtrader held back waits for delivery
-            self._q.wake.may_block = all(len(d) >= d.buflen() for d in self._peers)
+            self._opener = self._peers[0]
+            self._plain = not (self._filters or self._ffilters or self.resampling
+                               or self.replaying or self._clone)
+        if self._opener is self:  # no wait while a bar backtrader held back waits for delivery
+            held_min, held = math.inf, False
+            for d in self._peers:
+                line = d._line0
+                if line.lencount < len(line.array) - line.extension:
+                    held = True
+                    if d._plain:
+                        held_min = min(held_min, d._dtline[1])
+            self._held_min = held_min
+            self._q.wake.may_block = not held
 
     @property
     def stats(self) -> dict:
@@ -251,6 +341,10 @@ class ThetaData(bt.feed.DataBase):
 
     def start(self) -> None:
         super().start()
+        self._line0 = self.lines[0]  # what len() and buflen() read
+        self._dtline = self.lines.datetime
+        self._per_quote = self.p.timeframe == TF.Ticks
+        self._wake = self._q.wake
         self._store.start(data=self)
         self._builder = self._make_builder()
         if self.p.historical:
@@ -500,7 +594,10 @@ class ThetaData(bt.feed.DataBase):
             g = greeks(spot, self.contract.strike, years, iv, rate, call, div)
         else:
             mid = bar.close if self.p.what == "quote" else (x.get("bid", 0) + x.get("ask", 0)) / 2
-            g = greeks_from_price(mid, spot, self.contract.strike, years, rate, call, div)
+            g = greeks_from_price(mid, spot, self.contract.strike, years, rate, call, div,
+                                  guess=self._last_iv)
+            if g.iv == g.iv:
+                self._last_iv = g.iv
         for name in GREEK_FIELDS:
             if not finite(x.get(name)):
                 x[name] = getattr(g, name)
@@ -511,11 +608,15 @@ class ThetaData(bt.feed.DataBase):
             return float(self.p.rate)
         if self._store.p.rate:
             return float(self._store.p.rate)
+        hour = ts_ns // _HOUR_NS  # ET days start on the hour: one day per hour
+        if self._rate_hour is not None and self._rate_hour[0] == hour:
+            return self._rate_hour[1]
         day = datetime.fromtimestamp(ts_ns / 1e9, tz=NEW_YORK).strftime("%Y%m%d")
         key = (self._store.p.rest_url, str(self.p.rate_type).lower(), day)
         rate = _RATES.get(key)
         if rate is None:  # one request per Terminal, rate type and day, whatever the feeds
             rate = _RATES[key] = terminal_rate(self._store, self.p.rate_type, day)
+        self._rate_hour = (hour, rate)
         return rate
 
     # ------------------------------------------------------------------ _load
@@ -635,14 +736,17 @@ class ThetaData(bt.feed.DataBase):
         lines.close[0] = bar.close
         lines.volume[0] = bar.volume
         x = bar.extra
-        oi = x.get("openinterest")
-        lines.openinterest[0] = float(oi) if finite(oi) else 0.0
-        if self.contract.is_option and self.p.greeks and not all(
-                finite(x.get(n)) for n in GREEK_FIELDS):
+        lines.openinterest[0] = _finite_or(x.get("openinterest"), 0.0)
+        if self.contract.is_option and self.p.greeks and any(
+                math.isnan(_finite_or(x.get(n))) for n in GREEK_FIELDS):
             self._finish_greeks(bar)
-        for name in ("bid", "ask", "bidsize", "asksize") + GREEK_LINES:
-            v = x.get(name)
-            getattr(lines, name)[0] = float(v) if finite(v) else math.nan
+        extra_lines = self._extra_lines
+        if extra_lines is None:
+            extra_lines = self._extra_lines = [
+                (name, getattr(lines, name)) for name in ("bid", "ask", "bidsize", "asksize")
+                + GREEK_LINES]
+        for name, line in extra_lines:
+            line[0] = _finite_or(x.get(name))
         self.last_tick_ns = bar.end_ns
         self.last_recv_ns = x.get("recv_ns", 0)
 
@@ -732,7 +836,9 @@ def _wake_for(store) -> _Wake:
 
 
 class _WakingQueue(queue.Queue):
-    """A feed's tick queue that keeps its store's :class:`_Wake` count."""
+    """A feed's tick queue that keeps its store's :class:`_Wake` count. An option feed's
+    copy of its underlying's tick (tag ``underlying``) makes no bar, so it wakes nobody: the
+    next pass takes it, before the option's next quote behind it."""
 
     def __init__(self, wake: _Wake) -> None:
         super().__init__()
@@ -740,11 +846,13 @@ class _WakingQueue(queue.Queue):
 
     def put(self, item, block=True, timeout=None) -> None:
         super().put(item, block, timeout)
-        self.wake.added()
+        if item[-1] != "underlying":
+            self.wake.added()
 
     def get(self, block=True, timeout=None):
         item = super().get(block, timeout)
-        self.wake.taken()
+        if item[-1] != "underlying":
+            self.wake.taken()
         return item
 
 
@@ -779,6 +887,16 @@ def terminal_rate(store: ThetaStore, rate_type: str, day: str) -> float:
     store.notify("NO_RATE", f"{rate_type.upper()} rate for {day}: {problem}; greeks use "
                  f"rate {store.p.rate}", None)
     return float(store.p.rate)
+
+
+def _finite_or(v, default: float = math.nan) -> float:
+    """``float(v)`` when :func:`finite`, else ``default``; quick for floats and None."""
+    cls = v.__class__
+    if cls is float or cls is int:
+        return float(v) if math.isfinite(v) else default
+    if v is None:
+        return default
+    return float(v) if finite(v) else default
 
 
 def _py(v):

@@ -81,28 +81,50 @@ def greeks(spot: float, strike: float, years: float, vol: float, rate: float, ca
 
 
 def implied_vol(price: float, spot: float, strike: float, years: float, rate: float,
-                call: bool, div: float = 0.0, lo: float = 1e-4, hi: float = 5.0) -> float:
-    """Volatility that reproduces ``price`` (bisection; NaN outside no-arbitrage bounds)."""
+                call: bool, div: float = 0.0, lo: float = 1e-4, hi: float = 5.0,
+                guess: float | None = None) -> float:
+    """Volatility that reproduces ``price`` (NaN outside no-arbitrage bounds).
+
+    Newton steps on the price, kept inside a shrinking bisection bracket so they always
+    converge. A live feed passes its last solution as ``guess``: quote to quote the
+    volatility barely moves, so one or two steps do (bisection took about twenty)."""
     if not (price > 0 and spot > 0 and strike > 0 and years > 0):
         return math.nan
-    f_lo = bs_price(spot, strike, years, lo, rate, call, div) - price
-    f_hi = bs_price(spot, strike, years, hi, rate, call, div) - price
-    if f_lo > 0 or f_hi < 0:
+    if bs_price(spot, strike, years, lo, rate, call, div) > price or \
+            bs_price(spot, strike, years, hi, rate, call, div) < price:
         return math.nan
-    for _ in range(60):
-        mid = 0.5 * (lo + hi)
-        if bs_price(spot, strike, years, mid, rate, call, div) > price:
-            hi = mid
+    root_t = math.sqrt(years)
+    log_m = math.log(spot / strike)
+    fwd_s = spot * math.exp(-div * years)
+    fwd_k = strike * math.exp(-rate * years)
+    carry = (rate - div) * years
+    vol = guess if guess is not None and lo < guess < hi else 0.5 * (lo + hi)
+    for _ in range(100):
+        sq = vol * root_t
+        d1 = (log_m + carry + 0.5 * sq * sq) / sq
+        d2 = d1 - sq
+        if call:
+            diff = fwd_s * _cdf(d1) - fwd_k * _cdf(d2) - price
         else:
-            lo = mid
-        if hi - lo < 1e-6:
-            break
-    return 0.5 * (lo + hi)
+            diff = fwd_k * _cdf(-d2) - fwd_s * _cdf(-d1) - price
+        if diff > 0:
+            hi = vol
+        else:
+            lo = vol
+        vega = fwd_s * _pdf(d1) * root_t
+        step = diff / vega if vega > 0 else math.inf
+        if abs(step) < 1e-10 or hi - lo < 1e-12:
+            return vol - step if lo <= vol - step <= hi else vol
+        vol -= step
+        if not lo < vol < hi:
+            vol = 0.5 * (lo + hi)
+    return vol
 
 
 def greeks_from_price(price: float, spot: float, strike: float, years: float, rate: float,
-                      call: bool, div: float = 0.0) -> Greeks:
-    vol = implied_vol(price, spot, strike, years, rate, call, div)
+                      call: bool, div: float = 0.0, guess: float | None = None) -> Greeks:
+    """Greeks at the implied volatility of ``price`` (``guess``: see ``implied_vol``)."""
+    vol = implied_vol(price, spot, strike, years, rate, call, div, guess=guess)
     if math.isnan(vol):
         return NAN_GREEKS
     return greeks(spot, strike, years, vol, rate, call, div)
