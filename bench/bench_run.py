@@ -1,9 +1,12 @@
 """The whole runner stack against plain backtrader on the same bars, in the same process.
 
-    python bench/run.py run --json [--bars N] [--progress] [--backtest-only]
+    python bench/run.py run --json [--bars N] [--progress] [--backtest-only | --paper-only]
+                                   [--rounds N] [--seed S]
 
-Second metric: seconds from ``btlive.build(config, "paper", sim=True)`` to the strategy's first
-live bar, against a bare ib_async client's first 5-second real-time bar from the same simulator.
+Second metric: ``btlive run --mode paper`` launched as a fresh process against a TWS simulator
+that is already running, against bare ib_async launched the same way: seconds from the launch
+to ready (subscribed, backfill delivered), to the feed's LIVE and to the first live decision,
+with each round's launch at a phase spread over TWS's 5-second real-time bar (mean and p50).
 
 Ours: ``btlive.build(config, "backtest")`` with SmaCross, ArcticData (preloaded), the
 pre-trade risk checks, the run summary, CVaR and the SQL audit (SQLite). Anchor: plain
@@ -14,6 +17,7 @@ Both run the same strategy with the same params and must decide the same orders.
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,6 +25,7 @@ from pathlib import Path
 import backtrader as bt
 from common import result
 
+ROOT = Path(__file__).resolve().parent.parent  # the repo: strategies/ is importable from it
 DEFAULT_BARS = 1_000_000
 QUICK_BARS = 50_000
 
@@ -33,6 +38,11 @@ def add_arguments(parser, name: str) -> None:
                              "terminal-like sink: the cost of progress, against the run without")
     parser.add_argument("--backtest-only", action="store_true",
                         help="skip the paper first-decision metric")
+    parser.add_argument("--paper-only", action="store_true",
+                        help="only the paper first-decision metric")
+    parser.add_argument("--rounds", type=int, default=None,
+                        help="paper launches per side (default 10; --quick 3)")
+    parser.add_argument("--seed", type=int, default=14, help="order of the launch phases")
 
 
 class _Terminal:
@@ -118,77 +128,138 @@ def run(args):
                      drawn_chars=terminal.chars)
 
 
-def _first_decision(sim_kwargs: dict) -> float:
-    """Seconds from ``build(config, "paper", sim=True)`` to the strategy's first live bar."""
-    import tomllib
+# The strategy the paper runs launch: SmaCross that stamps (on stderr, wall clock) the last
+# warm-up bar, the feed's LIVE notification and its first live decision, then stops the run.
+_FIRST_LIVE = """
+import sys, time
 
-    from btlive.ib.store import IBStore
-    from btlive.run import build
-    from btlive.run.examples import SMA
+from strategies.sma_cross import SmaCross
 
-    raw = tomllib.loads(SMA)
-    raw["broker"]["paper"]["port"] = 0
-    marks: dict[str, float] = {}
 
-    class FirstLive(bt.Analyzer):
-        def next(self):
-            if self.data._laststatus == self.data.LIVE:
-                marks["live"] = time.perf_counter()
-                self.strategy.env.runstop()
+def _mark(what, when=None):
+    sys.stderr.write(f"BENCHMARK {what} {when or time.time():.6f}\\n")
+    sys.stderr.flush()
 
-    start = time.perf_counter()
-    cerebro = build(raw, "paper", sim=True, sim_kwargs=sim_kwargs)
-    cerebro.addanalyzer(FirstLive)
+
+class FirstLive(SmaCross):
+    _bar_at = None
+
+    def _next(self):  # every bar, warm-up included (the runner hides next until LIVE)
+        self._last_bar_at, self._bar_at = self._bar_at, time.time()
+        return super()._next()
+
+    def notify_data(self, data, status, *args, **kwargs):
+        if status == data.LIVE:
+            _mark("live")
+
+    def next(self):
+        _mark("ready", self._last_bar_at)
+        super().next()
+        _mark("decision")
+        self.env.runstop()
+"""
+
+# The anchor: bare ib_async, connect, qualify, subscribe to 5-second bars, first bar.
+_BARE = """
+import asyncio, sys, time
+
+from ib_async import IB, Stock
+
+
+def _mark(what):
+    sys.stderr.write(f"BENCHMARK {what} {time.time():.6f}\\n")
+    sys.stderr.flush()
+
+
+async def main(port):
+    ib = IB()
+    await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=10)
     try:
-        cerebro.run()
+        contract = Stock("AAPL", "SMART", "USD")
+        await ib.qualifyContractsAsync(contract)
+        bars = ib.reqRealTimeBars(contract, 5, "TRADES", False)
+        _mark("ready")
+        got = asyncio.Event()
+        bars.updateEvent += lambda *_: got.set()
+        await asyncio.wait_for(got.wait(), 30)
+        _mark("live")
+        _mark("decision")
     finally:
-        cerebro.btlive.close()
-        IBStore.close_all()
-    return marks["live"] - start
+        ib.disconnect()
 
 
-def _first_bar_bare(sim_kwargs: dict) -> float:
-    """Seconds from starting the same simulator to ib_async's first 5-second real-time bar."""
-    import asyncio
+asyncio.run(main(int(sys.argv[1])))
+"""
 
-    from ib_async import IB, Stock
+BAR_SECONDS = 5  # TWS's real-time bar: the first live bar comes at the next 5-s boundary
 
-    from btlive.sim.tws import TwsSimulator
 
-    async def first_bar(port: int) -> None:
-        ib = IB()
-        await ib.connectAsync("127.0.0.1", port, clientId=7, timeout=10)
-        try:
-            contract = Stock("AAPL", "SMART", "USD")
-            await ib.qualifyContractsAsync(contract)
-            bars = ib.reqRealTimeBars(contract, 5, "TRADES", False)
-            got = asyncio.Event()
-            bars.updateEvent += lambda *_: got.set()
-            await asyncio.wait_for(got.wait(), 30)
-        finally:
-            ib.disconnect()
+def _launch(command: list[str], phase: float) -> dict[str, float]:
+    """Start ``command`` at ``phase`` seconds past a 5-s boundary; seconds from the launch to
+    each ``BENCHMARK`` mark it printed (wall clock: the marks come from another process)."""
+    import subprocess
+    import sys
 
-    start = time.perf_counter()
-    with TwsSimulator(port=0, always_open=True, **sim_kwargs) as sim:
-        asyncio.run(first_bar(sim.port))
-    return time.perf_counter() - start
+    time.sleep((phase - time.time() % BAR_SECONDS) % BAR_SECONDS)
+    launched = time.time()
+    done = subprocess.run([sys.executable, *command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+    marks = {}
+    for line in done.stderr.splitlines():
+        if line.startswith("BENCHMARK "):
+            _, what, when = line.split()
+            marks[what] = float(when) - launched
+    if "decision" not in marks:
+        raise SystemExit(f"{command[:4]} made no live decision (exit {done.returncode}): "
+                         f"{done.stderr[-600:]}")
+    return marks
 
 
 def first_decision(args):
-    import ib_async  # noqa: F401 - imports are start-up, not the run
+    """Launch-to-ready, launch-to-LIVE and launch-to-first-live-decision of ``btlive run --mode
+    paper`` (a fresh process each round) against bare ib_async, against one TWS simulator that
+    runs throughout (as TWS would). Each round starts both at the same phase relative to the
+    5-s bar boundary; the phases of the rounds are spread evenly over 0-5 s, in random order."""
+    import random
+    import tomllib
 
-    import btlive.ib.feed  # noqa: F401
+    from btlive.run.examples import SMA
+    from btlive.sim.tws import TwsSimulator
 
-    rounds = 1 if args.quick else 3
-    ours = sorted(_first_decision({}) for _ in range(rounds))[rounds // 2]
-    anchor = sorted(_first_bar_bare({}) for _ in range(rounds))[rounds // 2]
-    yield result("run", "paper_first_live_decision_s", ours,
-                 "bare ib_async: connect + first real-time bar, same simulator", anchor, "s",
-                 higher_is_better=False, rounds=rounds, goal_s=3.0)
+    rounds = args.rounds or (3 if args.quick else 10)
+    phases = [(i + 0.5) * BAR_SECONDS / rounds for i in range(rounds)]
+    random.Random(args.seed).shuffle(phases)
+    with tempfile.TemporaryDirectory() as tmp, TwsSimulator(port=0, always_open=True) as sim:
+        folder = Path(tmp)
+        (folder / "first_live.py").write_text(_FIRST_LIVE)
+        (folder / "bare.py").write_text(_BARE)
+        config = SMA.replace("port = 7497 ", f"port = {sim.port} ")
+        assert tomllib.loads(config)["broker"]["paper"]["port"] == sim.port
+        (folder / "btlive.toml").write_text(config)
+        ours_cmd = ["-m", "btlive", "run", f"{folder / 'first_live.py'}:FirstLive", "--mode",
+                    "paper", "--config", str(folder / "btlive.toml"), "--quiet"]
+        bare_cmd = [str(folder / "bare.py"), str(sim.port)]
+        ours, bare = [], []
+        for i, phase in enumerate(phases):  # alternate which goes first
+            pair = [(ours, ours_cmd), (bare, bare_cmd)][:: 1 if i % 2 == 0 else -1]
+            for out, command in pair:
+                out.append(_launch(command, phase))
+    for mark, what in (("ready", "subscribed and warmed up (everything our code owns)"),
+                       ("live", "the feed's LIVE notification"),
+                       ("decision", "first live decision")):
+        a, b = [m[mark] for m in ours], [m[mark] for m in bare]
+        yield result("run", f"paper_launch_to_{mark}_s", statistics.fmean(a),
+                     "bare ib_async (connect, qualify, subscribe, first 5-s bar), same rounds",
+                     statistics.fmean(b), "s", higher_is_better=False, what=what, rounds=rounds,
+                     p50_ours=round(statistics.median(a), 3),
+                     p50_anchor=round(statistics.median(b), 3),
+                     min_ours=round(min(a), 3), max_ours=round(max(a), 3),
+                     goal_s=3.0 if mark == "decision" else None)
 
 
 def run_all(args):
-    yield from run(args)
+    if not args.paper_only:
+        yield from run(args)
     if not args.backtest_only:
         yield from first_decision(args)
 

@@ -283,6 +283,7 @@ class ArcticData(bt.feed.DataBase):
         super().__init__()
         self._i = self._n = 0
         self._fast = None
+        self._fast_ticks = False  # tick_* from the line arrays (fast loads and bulk preloads)
 
     # ----------------------------------------------------------------- setup
     @property
@@ -326,6 +327,7 @@ class ArcticData(bt.feed.DataBase):
             raise ArcticError(f"ArcticData symbol {symbol!r}: {exc}") from None
         self._i = self._n = 0
         self._fast = None
+        self._fast_ticks = False  # tick_* from the line arrays (fast loads and bulk preloads)
         self._columns_data: list[list[float]] = []
         self._dates: list[float] = []
         self._caught_up = False
@@ -467,7 +469,7 @@ class ArcticData(bt.feed.DataBase):
     def load(self):
         fast = self._fast
         if fast is None:
-            fast = self._fast = self._can_fast()
+            fast = self._fast = self._fast_ticks = self._can_fast()
             if fast:
                 self._slots, self._ticks, self._tick0 = self._fast_slots()
         if not fast or self._barstack or self._barstash:
@@ -501,7 +503,7 @@ class ArcticData(bt.feed.DataBase):
         return super().next(datamaster=datamaster, ticks=ticks)
 
     def _tick_fill(self, force=False):
-        if not self._fast:
+        if not self._fast_ticks:
             return super()._tick_fill(force)
         d = self.__dict__
         if force or d.get(self._tick0) is None:
@@ -509,12 +511,22 @@ class ArcticData(bt.feed.DataBase):
                 d[name] = line.array[line._idx]
             d["tick_last"] = d[self._tick0]
 
+    def _tick_nullify(self):
+        if not self._fast_ticks:
+            return super()._tick_nullify()
+        d = self.__dict__
+        for name, _line in self._ticks:
+            d[name] = None
+        d["tick_last"] = None
+
     # ----------------------------------------------------------------- preload
     def preload(self):
         """Bulk-copy whole chunks into the line arrays when nothing per-bar is needed."""
         if (self.p.live or not self._can_fast()
                 or any(ln.mode != ln.UnBounded for ln in self.lines)):
             return super().preload()
+        self._slots, self._ticks, self._tick0 = self._fast_slots()
+        self._fast_ticks = True  # every bar then advances by index: its ticks read the arrays
         nan_lines = [ln for ln in self.lines if ln is not self.lines.datetime
                      and all(ln is not t for t in self._lines)]
         targets = [self.lines.datetime, *self._lines]

@@ -6,6 +6,7 @@ Only names both libraries define are used, so the store, feed and broker run one
 from __future__ import annotations
 
 import importlib
+import sys
 from types import ModuleType
 
 import ib_async
@@ -15,17 +16,21 @@ APIS = ("ib_async", "ib_insync")
 
 
 def _from_insync(module: str, name: str) -> tuple[type, ...]:
-    """``(module.name,)`` when ib_insync is installed, else ``()``."""
-    try:
-        return (getattr(importlib.import_module(module), name),)
-    except ImportError:
-        return ()
+    """``(module.name,)`` when ib_insync is already imported, else ``()``: its classes can only
+    reach us once it is (a store with ``api="ib_insync"``, a user's ib_insync Contract), and
+    importing it otherwise would cost every start-up ~0.07 s."""
+    loaded = sys.modules.get(module)
+    return (getattr(loaded, name),) if loaded is not None else ()
 
 
-REQUEST_ERRORS: tuple[type[Exception], ...] = (RequestError, *_from_insync("ib_insync.wrapper",
-                                                                           "RequestError"))
-# Contract classes accepted as an IBData ``dataname`` (ib_async's, plus ib_insync's if installed)
-CONTRACT_TYPES: tuple[type, ...] = (ib_async.Contract, *_from_insync("ib_insync", "Contract"))
+def request_errors() -> tuple[type[Exception], ...]:
+    """The RequestError classes of the client libraries in use (for ``except``)."""
+    return (RequestError, *_from_insync("ib_insync.wrapper", "RequestError"))
+
+
+def contract_types() -> tuple[type, ...]:
+    """Contract classes accepted as an IBData ``dataname`` (ib_async's, and ib_insync's)."""
+    return (ib_async.Contract, *_from_insync("ib_insync", "Contract"))
 
 
 def load_api(name: str) -> ModuleType:

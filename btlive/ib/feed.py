@@ -14,7 +14,7 @@ from ib_async import Contract
 
 from btlive.arctic.symbols import timeframe_name
 from btlive.ib import messages as msgs
-from btlive.ib.compat import CONTRACT_TYPES, with_ibpy_aliases
+from btlive.ib.compat import contract_types, with_ibpy_aliases
 from btlive.ib.contracts import (
     ContractDefaults,
     ContractSpecError,
@@ -139,7 +139,7 @@ class IBData(DataBase):
 
     @staticmethod
     def _parse(spec, defaults: ContractDefaults, name: str) -> Contract:
-        if isinstance(spec, CONTRACT_TYPES):
+        if isinstance(spec, contract_types()):
             return spec
         try:
             return parse_contract(spec, defaults)
@@ -366,6 +366,7 @@ class IBData(DataBase):
             self._request_history(self._backfill_begin(), None)
 
     def _request_history(self, begin, end) -> None:
+        self._hist_asked = dt.datetime.now(dt.UTC).replace(tzinfo=None) + self.ib.timeoffset()
         self.qhist = self.ib.history(self.contract, begin, end, self._timeframe, self._compression,
                                      self.history_what(), bool(self.p.useRTH), self._daily_time)
         self._state = self._ST_HISTORBACK
@@ -546,14 +547,15 @@ class IBData(DataBase):
         return True if self._load_msg(msg) else "continue"
 
     def _forming(self, bar: LiveBar) -> bool:
-        """With 5-second real-time bars, a backfilled 5-second bar that ends after TWS's now is
-        still forming: its OHLC is not final, and the live stream delivers the finished bar under
-        the same timestamp, which would then be dropped as a repeat. So such a backfill ends at the
-        last finished bar, and the first live bar is delivered."""
+        """With 5-second real-time bars, a backfilled 5-second bar that ends after TWS's now when
+        the backfill was asked for may have been forming in the answer: its OHLC is not final,
+        and the live stream (subscribed before the backfill) delivers the finished bar under the
+        same timestamp, which would then be dropped as a repeat, and the first live decision
+        would wait a bar more. So such a backfill ends at the last bar finished when asked, and
+        the first live bar is delivered."""
         if self.live_mode() != "rtbar" or bar_size(self._timeframe, self._compression).seconds != 5:
             return False
-        now = dt.datetime.now(dt.UTC).replace(tzinfo=None) + self.ib.timeoffset()
-        return bar.time + dt.timedelta(seconds=5) > now
+        return bar.time + dt.timedelta(seconds=5) > self._hist_asked
 
     def _load_msg(self, msg: LiveBar | LiveTick) -> bool:
         """Fill the lines from a bar or a tick; False if it is late (a bar at the last bar's

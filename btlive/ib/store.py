@@ -20,7 +20,7 @@ from typing import Any
 from ib_async import Contract
 
 from btlive.ib import messages as msgs
-from btlive.ib.compat import REQUEST_ERRORS, convert, load_api
+from btlive.ib.compat import convert, load_api, request_errors
 from btlive.ib.history import BarSize, Pacer, bar_size, duration_str, format_utc, plan_chunks
 from btlive.ib.messages import HISTORY_END, DataError, IBMessage, LiveBar, LiveTick, to_naive_utc
 from btlive.ib.ticks import TickRule
@@ -270,7 +270,7 @@ class IBStore(LiveStore):
             try:
                 await self._connect_once()
                 break
-            except (TimeoutError, OSError, ConnectionError, *REQUEST_ERRORS) as exc:
+            except (TimeoutError, OSError, ConnectionError, *request_errors()) as exc:
                 self.ib.disconnect()
                 attempt += 1
                 reason = str(exc) or type(exc).__name__
@@ -300,7 +300,7 @@ class IBStore(LiveStore):
             offset = tws_now.astimezone(UTC).replace(tzinfo=None) - _utcnow()
             # TWS answers in whole seconds: below that resolution the local clock is better
             self._timeoffset = offset if abs(offset.total_seconds()) >= 1.0 else dt.timedelta()
-        except (TimeoutError, ConnectionError, *REQUEST_ERRORS):
+        except (TimeoutError, ConnectionError, *request_errors()):
             pass
 
     async def _time_refresher(self, generation: int) -> None:
@@ -417,7 +417,7 @@ class IBStore(LiveStore):
         async def fetch():
             try:
                 return await asyncio.wait_for(self.ib.reqContractDetailsAsync(contract), timeout)
-            except REQUEST_ERRORS as exc:
+            except request_errors() as exc:
                 if exc.code == 200:
                     return []
                 raise
@@ -571,7 +571,7 @@ class IBStore(LiveStore):
                                     int(getattr(b, "barCount", 0) or 0)))
         except ConnectionError:
             closing = msgs.CONN_BROKEN
-        except REQUEST_ERRORS as exc:
+        except request_errors() as exc:
             if exc.code in DATA_CODES:
                 closing = DataError(exc.code, exc.message)
             else:
@@ -596,7 +596,7 @@ class IBStore(LiveStore):
                 return await self.ib.reqHistoricalDataAsync(
                     contract, format_utc(end), duration, size.setting, what, useRTH, formatDate=2,
                     timeout=self.p.histtimeout)
-            except REQUEST_ERRORS as exc:
+            except request_errors() as exc:
                 if exc.code == 162 and "pacing" in exc.message.lower():
                     self.put_notification(IBMessage("error", exc.reqId, 162, "pacing violation: waiting "
                                                     f"{self.p.pacingwait:g}s before retrying"))
@@ -605,7 +605,7 @@ class IBStore(LiveStore):
                 if exc.code in (162, 366):  # no data in this window
                     return []
                 raise
-        raise REQUEST_ERRORS[0](-1, 162, "pacing violation persisted after 5 attempts")
+        raise request_errors()[0](-1, 162, "pacing violation persisted after 5 attempts")
 
     async def _pace(self, key, size: BarSize, what: str) -> None:
         """IB paces requests for bars of 30 s or less; BID_ASK requests count twice."""

@@ -4,6 +4,7 @@ quality, operational alerts, the kill switch, the monitoring page and the metric
 from __future__ import annotations
 
 import itertools
+from functools import partial
 from typing import TYPE_CHECKING
 
 import backtrader as bt
@@ -56,23 +57,29 @@ def add_ops(cerebro, ctx: RunContext, monitor_port: int | None, metrics_port: in
     ``broker.buy/sell`` at start, outside the risk gate, so a halted run refuses first.
     """
     from btlive.analyzers.execution import ExecutionQuality
-    from btlive.ops import KillSwitch, Metrics, Monitor, OpsAlerts
+    from btlive.ops.alerts import OpsAlerts
 
     cfg, checks = ctx.config, ctx.gate.checks
     cerebro.addanalyzer(ExecutionQuality, _name="execution")
     cerebro.addanalyzer(OpsAlerts, _name="opsalerts", alerts=ctx.alerts,
                         daily_loss_limit=cfg.risk.max_daily_loss)
     monitor_port = cfg.monitor.port if monitor_port is None else monitor_port
-    if monitor_port is not None:
+    if monitor_port is not None:  # each import only when used: prometheus_client, the web page
+        from btlive.ops.monitor import Monitor
+
         cerebro.addanalyzer(Monitor, _name="monitor", port=monitor_port, host=cfg.monitor.host,
                             allow_remote=cfg.monitor.allow_remote, run_id=ctx.run_id,
                             mode=ctx.mode, risk=checks)  # it logs its URL
     metrics_port = cfg.metrics.port if metrics_port is None else metrics_port
     if metrics_port is not None:
+        from btlive.ops.metrics import Metrics
+
         cerebro.addanalyzer(Metrics, _name="metrics", port=metrics_port, host=cfg.metrics.host,
                             allow_remote=cfg.metrics.allow_remote, run_id=ctx.run_id,
                             mode=ctx.mode, risk=checks)
     if ctx.mode != "backtest":
+        from btlive.ops.kill import KillSwitch
+
         cerebro.addanalyzer(KillSwitch, _name="killswitch", run_id=ctx.run_id)
 
 
@@ -97,12 +104,14 @@ class _Analyzers(ItemCollection):
 
 def streamline(strategy: bt.Strategy) -> None:
     """Cut backtrader's per-bar dispatch to ``strategy``'s analyzers, without changing what
-    any of them sees: iterate the collection as a list, and call a plain no-op for the hooks
-    an analyzer (without children) leaves to the base class. Call it once every analyzer has
-    started (the first bar): an analyzer may set its hooks in ``start``."""
+    any of them sees: iterate the collection as a list, call a plain no-op for the hooks an
+    analyzer (without children) leaves to the base class, and leave out of the per-bar loops
+    the analyzers whose hooks there are all no-ops. Call it once every analyzer has started
+    (the first bar): an analyzer may set its hooks in ``start``."""
     if type(strategy.analyzers) is ItemCollection:
         strategy.analyzers.__class__ = _Analyzers
-    for analyzer in itertools.chain(strategy.analyzers, strategy._slave_analyzers):
+    everyone = list(itertools.chain(strategy.analyzers, strategy._slave_analyzers))
+    for analyzer in everyone:
         if analyzer._children:
             continue
         next_idle = _idle(analyzer, "next", "_next")
@@ -110,6 +119,56 @@ def streamline(strategy: bt.Strategy) -> None:
             # prenext and nextstart call next: idle only when next is
             if _idle(analyzer, hook, wrapper) and (next_idle or hook.startswith("notify")):
                 setattr(analyzer, wrapper, ignore)
+    cls = type(strategy)
+    if cls._next_analyzers is bt.Strategy._next_analyzers:
+        bars = [a for a in strategy.analyzers if not _ignores(a, "_next", "_prenext", "_nextstart")]
+        strategy._next_analyzers = partial(_next_analyzers, bars)
+    if cls._notify is bt.Strategy._notify:
+        funds = [a for a in everyone if not _ignores(a, "_notify_cashvalue", "_notify_fund")]
+        strategy._notify = partial(_notify, strategy, everyone, funds)
+
+
+def _ignores(analyzer: bt.Analyzer, *wrappers: str) -> bool:
+    return all(getattr(analyzer, wrapper) is ignore for wrapper in wrappers)
+
+
+def _next_analyzers(analyzers: list, minperstatus: int, once: bool = False) -> None:
+    """backtrader's ``Strategy._next_analyzers`` over the analyzers with per-bar work."""
+    for analyzer in analyzers:
+        if minperstatus < 0:
+            analyzer._next()
+        elif minperstatus == 0:
+            analyzer._nextstart()
+        else:
+            analyzer._prenext()
+
+
+def _notify(strategy: bt.Strategy, everyone: list, funds: list, qorders=(), qtrades=()) -> None:
+    """backtrader's ``Strategy._notify``: orders and trades to every analyzer, cash and value
+    only to those that listen (``funds``)."""
+    if strategy.cerebro.p.quicknotify:
+        procorders, proctrades = qorders, qtrades
+    else:
+        procorders, proctrades = strategy._orderspending, strategy._tradespending
+    for order in procorders:
+        if order.exectype != order.Historical or order.histnotify:
+            strategy.notify_order(order)
+        for analyzer in everyone:
+            analyzer._notify_order(order)
+    for trade in proctrades:
+        strategy.notify_trade(trade)
+        for analyzer in everyone:
+            analyzer._notify_trade(trade)
+    if qorders:
+        return
+    broker = strategy.broker
+    cash, value = broker.getcash(), broker.getvalue()
+    fundvalue, fundshares = broker.fundvalue, broker.fundshares
+    strategy.notify_cashvalue(cash, value)
+    strategy.notify_fund(cash, value, fundvalue, fundshares)
+    for analyzer in funds:
+        analyzer._notify_cashvalue(cash, value)
+        analyzer._notify_fund(cash, value, fundvalue, fundshares)
 
 
 def _idle(analyzer: bt.Analyzer, hook: str, wrapper: str) -> bool:

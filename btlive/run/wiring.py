@@ -195,10 +195,10 @@ def decide_when_live(cls: type[bt.Strategy], from_num: float | None = None) -> t
 
 def _resume(resume: bool, run_id: str | None, mode: str, broker_cfg: dict) -> None:
     """Check that ``run_id`` can be resumed; its run file's clientId finds its orders at TWS."""
-    from btlive.ops.recovery import resumable
-
     if not resume:
         return
+    from btlive.ops.recovery import resumable
+
     if mode == "backtest" or not run_id:
         raise UsageError("--resume RUN_ID continues a paper or live run: give --mode paper/live")
     previous = resumable(run_id)

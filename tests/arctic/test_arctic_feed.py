@@ -14,9 +14,12 @@ from btlive.arctic.library import ArcticError, get_library
 from btlive.arctic.sampledata import daily_bars as daily_frame
 from btlive.arctic.sampledata import minute_bars
 
+TICKS = ("open", "high", "low", "close", "volume", "openinterest", "last")  # the broker fills on them
+
 
 class Capture(bt.Strategy):
-    """Records every bar of data0 plus an indicator, so runonce paths are compared too."""
+    """Records every bar of data0 (its ``tick_*`` values too) plus an indicator, so runonce
+    paths are compared too."""
 
     params = (("period", 5),)
 
@@ -27,7 +30,8 @@ class Capture(bt.Strategy):
     def next(self):
         d = self.data
         self.rows.append((d.datetime[0], d.open[0], d.high[0], d.low[0], d.close[0],
-                          d.volume[0], d.openinterest[0], self.sma[0], len(d)))
+                          d.volume[0], d.openinterest[0], self.sma[0], len(d),
+                          *(getattr(d, f"tick_{x}") for x in TICKS)))
 
 
 MODES = [  # preload, runonce, exactbars
