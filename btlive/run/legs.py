@@ -64,7 +64,7 @@ def day_times(fromdate, todate) -> tuple[str, str] | None:
 def history_interval(cfg: RunConfig) -> str:
     """The Terminal's history interval for the legs: the largest dividing every leg's bar
     size, so a bar's quote is the last row at or before its close."""
-    from btlive.theta.feed import _REST_INTERVALS as intervals
+    from btlive.theta.feed import REST_INTERVALS as intervals
 
     sizes = [bar_seconds(spec) for spec in cfg.data if spec.legs]
     return intervals[max(s for s in intervals if all(n % s == 0 for n in sizes))]

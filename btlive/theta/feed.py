@@ -30,9 +30,10 @@ _OPTION_NAME = re.compile(r"^([A-Za-z0-9.]+)_(\d{8})_([CP])(\d+(?:\.\d+)?)$")
 _OCC_NAME = re.compile(r"^([A-Za-z.]{1,6})\s*(\d{6})([CP])(\d{8})$")
 TF = bt.TimeFrame
 _TF_SECONDS = {TF.Seconds: 1, TF.Minutes: 60}
-_REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 300: "5m",
+#: bar seconds -> the Terminal's history ``interval`` names (the sizes it serves)
+REST_INTERVALS = {1: "1s", 5: "5s", 10: "10s", 15: "15s", 30: "30s", 60: "1m", 300: "5m",
                    600: "10m", 900: "15m", 1800: "30m", 3600: "1h"}
-_INTERVAL_NS = {name: seconds * 1_000_000_000 for seconds, name in _REST_INTERVALS.items()}
+_INTERVAL_NS = {name: seconds * 1_000_000_000 for seconds, name in REST_INTERVALS.items()}
 GREEK_LINES = (*GREEK_FIELDS, "underlying")
 EPOCH = datetime(1970, 1, 1)
 _HOUR_NS = 3600 * 1_000_000_000
@@ -403,9 +404,9 @@ class ThetaData(bt.feed.DataBase):
         if period is None or period < NS:
             return "tick"
         seconds = period // NS
-        for size in sorted(_REST_INTERVALS, reverse=True):
+        for size in sorted(REST_INTERVALS, reverse=True):
             if seconds % size == 0:
-                return _REST_INTERVALS[size]
+                return REST_INTERVALS[size]
         return "1s"
 
     # ------------------------------------------------------------------ history (backtest)
