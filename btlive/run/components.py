@@ -133,42 +133,37 @@ def _ignores(analyzer: bt.Analyzer, *wrappers: str) -> bool:
 
 
 def _next_analyzers(analyzers: list, minperstatus: int, once: bool = False) -> None:
-    """backtrader's ``Strategy._next_analyzers`` over the analyzers with per-bar work."""
+    """Per bar, what ``Strategy._next_analyzers`` does, over the analyzers with per-bar work:
+    the hook of the strategy's phase (prenext while warming up, nextstart once, then next)."""
+    hook = "_next" if minperstatus < 0 else "_nextstart" if minperstatus == 0 else "_prenext"
     for analyzer in analyzers:
-        if minperstatus < 0:
-            analyzer._next()
-        elif minperstatus == 0:
-            analyzer._nextstart()
-        else:
-            analyzer._prenext()
+        getattr(analyzer, hook)()
 
 
 def _notify(strategy: bt.Strategy, everyone: list, funds: list, qorders=(), qtrades=()) -> None:
-    """backtrader's ``Strategy._notify``: orders and trades to every analyzer, cash and value
-    only to those that listen (``funds``)."""
-    if strategy.cerebro.p.quicknotify:
-        procorders, proctrades = qorders, qtrades
-    else:
-        procorders, proctrades = strategy._orderspending, strategy._tradespending
-    for order in procorders:
+    """What ``Strategy._notify`` does, with cash and value sent only to the analyzers that
+    listen (``funds``): orders and trades reach the strategy and every analyzer."""
+    quick = strategy.cerebro.p.quicknotify
+    orders = qorders if quick else strategy._orderspending
+    trades = qtrades if quick else strategy._tradespending
+    for order in orders:
         if order.exectype != order.Historical or order.histnotify:
             strategy.notify_order(order)
         for analyzer in everyone:
             analyzer._notify_order(order)
-    for trade in proctrades:
+    for trade in trades:
         strategy.notify_trade(trade)
         for analyzer in everyone:
             analyzer._notify_trade(trade)
-    if qorders:
+    if qorders:  # a quick notification: cash and value come with the regular one
         return
     broker = strategy.broker
-    cash, value = broker.getcash(), broker.getvalue()
-    fundvalue, fundshares = broker.fundvalue, broker.fundshares
-    strategy.notify_cashvalue(cash, value)
-    strategy.notify_fund(cash, value, fundvalue, fundshares)
+    funds_now = (broker.getcash(), broker.getvalue(), broker.fundvalue, broker.fundshares)
+    strategy.notify_cashvalue(*funds_now[:2])
+    strategy.notify_fund(*funds_now)
     for analyzer in funds:
-        analyzer._notify_cashvalue(cash, value)
-        analyzer._notify_fund(cash, value, fundvalue, fundshares)
+        analyzer._notify_cashvalue(*funds_now[:2])
+        analyzer._notify_fund(*funds_now)
 
 
 def _idle(analyzer: bt.Analyzer, hook: str, wrapper: str) -> bool:
