@@ -11,7 +11,9 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -46,7 +48,8 @@ class Chromium:
         profile = tempfile.TemporaryDirectory(prefix="btlive-chromium-")
         proc = subprocess.Popen([chromium_path(), *FLAGS, f"--user-data-dir={profile.name}",
                                  f"--window-size={width},{height}", url],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)  # its helpers die with it (close)
         try:
             port_file = Path(profile.name) / "DevToolsActivePort"
             deadline = time.monotonic() + timeout
@@ -65,9 +68,7 @@ class Chromium:
                     time.sleep(0.05)
             return cls(proc, profile, page["webSocketDebuggerUrl"])
         except BaseException:
-            proc.kill()
-            proc.wait(10)
-            profile.cleanup()
+            _end(proc, profile)
             raise
 
     def send(self, method: str, **params) -> dict:
@@ -94,16 +95,35 @@ class Chromium:
         try:
             self._stack.close()
         finally:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-            self.profile.cleanup()
+            _end(self.proc, self.profile)
 
     def __enter__(self) -> Chromium:
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _end(proc: subprocess.Popen, profile: tempfile.TemporaryDirectory) -> None:
+    """Stop Chromium and every helper process it started (they write to the profile until they
+    exit), then remove the profile."""
+    def signal_all(sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+
+    signal_all(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        signal_all(signal.SIGKILL)
+        proc.wait(10)
+    signal_all(signal.SIGKILL)  # helpers that outlived it
+    deadline = time.monotonic() + 10
+    while True:  # a helper may still be closing its files for a moment
+        try:
+            profile.cleanup()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
