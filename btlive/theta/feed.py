@@ -277,7 +277,7 @@ class ThetaData(bt.feed.DataBase):
                 if self._uchannel is not None:
                     self._take_underlying()
                 if not (self._bars or self._q.queue or self._barstack or self._barstash
-                        or self._may_block() or (self._builder.current is not None
+                        or self._wait_budget() > 0 or (self._builder.current is not None
                                                  and self._state == self.LIVE)):
                     self._may_wait = False
                     if ticks:
@@ -293,11 +293,14 @@ class ThetaData(bt.feed.DataBase):
                 self.DISCONNECTED, self.NOTSUBSCRIBED):
             self._on_item(q.get_nowait())
 
-    def _may_block(self) -> bool:
-        """Whether ``_load_live`` would wait for a tick now (see ``_load_live``)."""
+    def _wait_budget(self) -> float:
+        """Seconds ``_load_live`` may wait for a tick now. Bars: up to qcheck for this feed's
+        own tick, so feeds deliver the same bar together. Ticks (a decision on every quote):
+        backtrader's budget for this pass (do_qcheck), once: not in its retry of a feed that
+        gave nothing, nor after another feed of the store waited or delivered (see _Wake)."""
         if self._per_quote:
-            return self._may_wait and self._wake.may_block and self._qcheck > 0
-        return self.p.qcheck > 0
+            return self._qcheck if self._may_wait and self._wake.may_block else 0.0
+        return self.p.qcheck
 
     _may_wait = True
     _opener: ThetaData | None = None  # the store's first feed in the Cerebro's order
@@ -633,15 +636,8 @@ class ThetaData(bt.feed.DataBase):
         return self._load_live()
 
     def _load_live(self):
-        # bars: wait up to qcheck for this feed's own tick, so feeds deliver the same bar
-        # together. Ticks (a decision on every quote): backtrader's budget for this pass
-        # (do_qcheck), once: not in its retry of a feed that gave nothing, nor after
-        # another feed of the store waited or delivered (see _Wake)
-        wake, per_quote = self._q.wake, self.p.timeframe == TF.Ticks
-        if per_quote:
-            budget = self._qcheck if self._may_wait and wake.may_block else 0.0
-        else:
-            budget = self.p.qcheck
+        wake, per_quote = self._wake, self._per_quote
+        budget = self._wait_budget()
         self._may_wait = False
         deadline = time.monotonic() + budget
         while True:

@@ -39,18 +39,31 @@ NAN_GREEKS = Greeks(*(math.nan,) * 7)
 GREEK_FIELDS = ("delta", "gamma", "theta", "vega", "rho", "iv")
 
 
+def _forward(spot: float, strike: float, years: float, rate: float,
+             div: float) -> tuple[float, float, float, float]:
+    """What a price needs beyond the volatility: log-moneyness plus carry, sqrt(years), and
+    the discounted spot and strike."""
+    return (math.log(spot / strike) + (rate - div) * years, math.sqrt(years),
+            spot * math.exp(-div * years), strike * math.exp(-rate * years))
+
+
+def _price_d1(forward: tuple[float, float, float, float], vol: float,
+              call: bool) -> tuple[float, float]:
+    drift, root_t, spot_df, strike_df = forward
+    sq = vol * root_t
+    d1 = (drift + 0.5 * sq * sq) / sq
+    d2 = d1 - sq
+    if call:
+        return spot_df * _cdf(d1) - strike_df * _cdf(d2), d1
+    return strike_df * _cdf(-d2) - spot_df * _cdf(-d1), d1
+
+
 def bs_price(spot: float, strike: float, years: float, vol: float, rate: float,
              call: bool, div: float = 0.0) -> float:
     if years <= 0 or vol <= 0:
         intrinsic = spot - strike if call else strike - spot
         return max(intrinsic, 0.0)
-    sq = vol * math.sqrt(years)
-    d1 = (math.log(spot / strike) + (rate - div + 0.5 * vol * vol) * years) / sq
-    d2 = d1 - sq
-    dfr, dfq = math.exp(-rate * years), math.exp(-div * years)
-    if call:
-        return spot * dfq * _cdf(d1) - strike * dfr * _cdf(d2)
-    return strike * dfr * _cdf(-d2) - spot * dfq * _cdf(-d1)
+    return _price_d1(_forward(spot, strike, years, rate, div), vol, call)[0]
 
 
 def greeks(spot: float, strike: float, years: float, vol: float, rate: float, call: bool,
@@ -90,28 +103,19 @@ def implied_vol(price: float, spot: float, strike: float, years: float, rate: fl
     volatility barely moves, so one or two steps do (bisection took about twenty)."""
     if not (price > 0 and spot > 0 and strike > 0 and years > 0):
         return math.nan
-    if bs_price(spot, strike, years, lo, rate, call, div) > price or \
-            bs_price(spot, strike, years, hi, rate, call, div) < price:
+    forward = _forward(spot, strike, years, rate, div)
+    if _price_d1(forward, lo, call)[0] > price or _price_d1(forward, hi, call)[0] < price:
         return math.nan
-    root_t = math.sqrt(years)
-    log_m = math.log(spot / strike)
-    fwd_s = spot * math.exp(-div * years)
-    fwd_k = strike * math.exp(-rate * years)
-    carry = (rate - div) * years
+    _, root_t, spot_df, _ = forward
     vol = guess if guess is not None and lo < guess < hi else 0.5 * (lo + hi)
     for _ in range(100):
-        sq = vol * root_t
-        d1 = (log_m + carry + 0.5 * sq * sq) / sq
-        d2 = d1 - sq
-        if call:
-            diff = fwd_s * _cdf(d1) - fwd_k * _cdf(d2) - price
-        else:
-            diff = fwd_k * _cdf(-d2) - fwd_s * _cdf(-d1) - price
+        value, d1 = _price_d1(forward, vol, call)
+        diff = value - price
         if diff > 0:
             hi = vol
         else:
             lo = vol
-        vega = fwd_s * _pdf(d1) * root_t
+        vega = spot_df * _pdf(d1) * root_t
         step = diff / vega if vega > 0 else math.inf
         if abs(step) < 1e-10 or hi - lo < 1e-12:
             return vol - step if lo <= vol - step <= hi else vol
